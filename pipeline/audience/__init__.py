@@ -1,0 +1,1 @@
+"""Audience stage: subscribers.csv -> a stream of rows, validated and filtered."""

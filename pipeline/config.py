@@ -1,0 +1,286 @@
+"""newsletter.toml + environment -> one typed, validated ``Settings``.
+
+Read once, in one place: defaults merged, paths made absolute relative to the config file,
+every value checked.  A bad value is one line naming the key.  Secrets are never read from
+this file: providers take them from the environment under their conventional names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from email_validator import EmailNotValidError, validate_email
+
+from pipeline.errors import ConfigError
+
+CONFIG_NAME = "newsletter.toml"
+STATE_DIR_NAME = ".newsletter"
+
+
+@dataclass(frozen=True)
+class Theme:
+    """The look: one accent colour and readable type.  Used by the templates, never by code."""
+
+    accent: str = "#1f7a6d"
+    text_color: str = "#26302e"
+    muted_color: str = "#5f6b69"
+    background: str = "#f2f5f4"
+    content_background: str = "#ffffff"
+    callout_background: str = "#e8f3f1"
+    font_family: str = "Helvetica, Arial, sans-serif"
+    font_size: int = 17
+    logo_url: str = ""
+
+
+@dataclass(frozen=True)
+class CallToAction:
+    """The "Ready to move better?" block closing every issue."""
+
+    heading: str
+    text: str
+    button: str
+    url: str
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    name: str = "outbox"
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Settings:
+    root: Path
+    config_path: Path | None
+    name: str
+    sender: str
+    reply_to: str
+    timezone: ZoneInfo
+    postal_address: str
+    base_url: str
+    subscribers: Path
+    language: str
+    why: str
+    signature: str
+    theme: Theme
+    cta: CallToAction | None
+    max_lateness: timedelta
+    provider: ProviderSettings
+
+    @property
+    def newsletters_dir(self) -> Path:
+        return self.root / "newsletters"
+
+    @property
+    def templates_dir(self) -> Path:
+        return self.root / "templates"
+
+    @property
+    def build_dir(self) -> Path:
+        return self.root / "build"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / STATE_DIR_NAME
+
+    @property
+    def sender_address(self) -> str:
+        return parseaddr(self.sender)[1]
+
+
+def find_config(start: Path) -> Path | None:
+    """newsletter.toml in ``start`` or the nearest parent folder that has one."""
+    start = start.resolve()
+    for folder in (start, *start.parents):
+        candidate = folder / CONFIG_NAME
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_settings(config_path: Path | None = None, *, start: Path | None = None) -> Settings:
+    """Read and validate the settings; raise ConfigError naming the key on any problem."""
+    path = config_path or find_config(start or Path.cwd())
+    if path is None:
+        where = (start or Path.cwd()).resolve()
+        raise ConfigError(
+            f"no {CONFIG_NAME} in {where} or its parents (run `newsletter init` to create one)"
+        )
+    path = path.resolve()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError("file not found", path=path) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"not valid TOML: {exc}", path=path) from None
+    return parse_settings(data, root=path.parent, config_path=path)
+
+
+_SECTIONS = {"newsletter", "theme", "cta", "provider"}
+_NEWSLETTER_KEYS = {
+    "name",
+    "from",
+    "reply_to",
+    "timezone",
+    "postal_address",
+    "base_url",
+    "subscribers",
+    "language",
+    "why",
+    "signature",
+    "max_lateness",
+}
+
+
+class _Reader:
+    """Typed access to one TOML table, with errors that name ``[table] key``."""
+
+    def __init__(self, path: Path | None, table: str, data: Mapping[str, Any]) -> None:
+        self.path, self.table, self.data = path, table, data
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(message, path=self.path, field=f"[{self.table}] {key}")
+
+    def reject_unknown(self, known: set[str]) -> None:
+        for key in self.data:
+            if key not in known:
+                hint = difflib.get_close_matches(key, sorted(known), n=1)
+                suffix = f" (did you mean '{hint[0]}'?)" if hint else ""
+                raise self.error(key, f"unknown setting{suffix}")
+
+    def string(self, key: str, default: str | None = None) -> str:
+        value = self.data.get(key, default)
+        if value is None:
+            raise self.error(key, "required setting is missing")
+        if not isinstance(value, str):
+            raise self.error(key, f"must be a string, not {type(value).__name__}")
+        value = value.strip()
+        if not value and default is None:
+            raise self.error(key, "must not be empty")
+        return value
+
+    def integer(self, key: str, default: int) -> int:
+        value = self.data.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise self.error(key, f"must be a whole number, not {value!r}")
+        return value
+
+
+def _check_address(reader: _Reader, key: str, value: str) -> str:
+    address = parseaddr(value)[1]
+    try:
+        validate_email(address, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise reader.error(key, f"not a valid address ({value!r}): {exc}") from None
+    return value
+
+
+def _check_url(reader: _Reader, key: str, value: str) -> str:
+    if not re.match(r"^https?://[^\s/]+", value):
+        raise reader.error(key, f"must be an http(s) URL, not {value!r}")
+    return value.rstrip("/")
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration such as '24h', '90m' or '2d'")
+    return timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
+
+
+def parse_settings(data: Mapping[str, Any], *, root: Path, config_path: Path | None) -> Settings:
+    top = _Reader(config_path, "top level", data)
+    for key, value in data.items():
+        if key not in _SECTIONS or not isinstance(value, dict):
+            hint = difflib.get_close_matches(key, sorted(_SECTIONS), n=1)
+            suffix = f" (did you mean '[{hint[0]}]'?)" if hint else ""
+            raise top.error(key, f"unknown section{suffix}")
+
+    news = _Reader(config_path, "newsletter", data.get("newsletter", {}))
+    news.reject_unknown(_NEWSLETTER_KEYS)
+    name = news.string("name")
+    sender = _check_address(news, "from", news.string("from"))
+    reply_to = news.string("reply_to", "")
+    if reply_to:
+        _check_address(news, "reply_to", reply_to)
+    tz_name = news.string("timezone")
+    try:
+        timezone = ZoneInfo(tz_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise news.error("timezone", f"unknown IANA time zone {tz_name!r}") from None
+    try:
+        max_lateness = parse_duration(news.string("max_lateness", "24h"))
+    except ValueError as exc:
+        raise news.error("max_lateness", str(exc)) from None
+    base_url = _check_url(news, "base_url", news.string("base_url"))
+    domain = re.sub(r"^https?://", "", base_url).split("/")[0]
+
+    theme_reader = _Reader(config_path, "theme", data.get("theme", {}))
+    theme_fields = {f for f in Theme.__dataclass_fields__}
+    theme_reader.reject_unknown(theme_fields)
+    theme_values: dict[str, Any] = {}
+    for key in theme_fields:
+        if key not in theme_reader.data:
+            continue
+        if key == "font_size":
+            theme_values[key] = theme_reader.integer(key, Theme.font_size)
+            if not 14 <= theme_values[key] <= 24:
+                raise theme_reader.error(key, "keep body text between 14 and 24 px")
+        else:
+            value = theme_reader.string(key, "")
+            if key.endswith(("color", "accent", "background")) and not re.fullmatch(
+                r"#[0-9a-fA-F]{3}(?:[0-9a-fA-F]{3})?", value
+            ):
+                raise theme_reader.error(key, f"must be a colour such as '#1f7a6d', not {value!r}")
+            theme_values[key] = value
+
+    cta: CallToAction | None = None
+    if "cta" in data:
+        cta_reader = _Reader(config_path, "cta", data["cta"])
+        cta_reader.reject_unknown({"heading", "text", "button", "url"})
+        cta = CallToAction(
+            heading=cta_reader.string("heading"),
+            text=cta_reader.string("text", ""),
+            button=cta_reader.string("button"),
+            url=_check_url(cta_reader, "url", cta_reader.string("url")),
+        )
+
+    provider_data = dict(data.get("provider", {}))
+    provider_reader = _Reader(config_path, "provider", provider_data)
+    provider_name = provider_reader.string("name", "outbox") or "outbox"
+    provider_data.pop("name", None)
+
+    return Settings(
+        root=root.resolve(),
+        config_path=config_path,
+        name=name,
+        sender=sender,
+        reply_to=reply_to,
+        timezone=timezone,
+        postal_address=news.string("postal_address"),
+        base_url=base_url,
+        subscribers=(root / news.string("subscribers", "subscribers.csv")).resolve(),
+        language=news.string("language", "en") or "en",
+        why=news.string(
+            "why", f"You are receiving this because you subscribed to {name} at {domain}."
+        )
+        or f"You are receiving this because you subscribed to {name} at {domain}.",
+        signature=news.string("signature", "") or name,
+        theme=Theme(**theme_values),
+        cta=cta,
+        max_lateness=max_lateness,
+        provider=ProviderSettings(name=provider_name, options=provider_data),
+    )

@@ -1,0 +1,152 @@
+"""A draft file -> ``Issue``: validated front matter and a body whose merge fields are tokens.
+
+Input: ``newsletters/YYYY-MM-DD-slug.md``.  Output: an ``Issue`` (plain data) for the render stage.
+Every problem names the file, the line and the field.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import datetime, tzinfo
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pipeline.content.front_matter import split_front_matter
+from pipeline.content.merge_fields import MergeFields
+from pipeline.errors import InputError, InputErrors
+
+KNOWN_KEYS = ("subject", "preheader", "send_at", "tags", "title")
+
+
+@dataclass(frozen=True)
+class Issue:
+    path: Path
+    slug: str
+    subject: str  # merge fields are tokens (see MergeFields)
+    title: str
+    preheader: str
+    send_at: datetime | None  # aware; None: only sent by hand, never by cron
+    tags: tuple[str, ...]
+    body: str  # Markdown, merge fields are tokens
+    body_line: int  # file line of the body's first line
+    merge_fields: MergeFields
+    content_hash: str  # sha256 of the file, so a send can refuse an edited issue
+
+
+def parse_send_at(text: str, timezone: tzinfo) -> datetime:
+    """``2025-07-21 07:00`` in the newsletter's zone, or ISO 8601 with an offset.
+
+    A local time that a daylight-saving change skips (02:30 on a spring-forward night) is
+    taken as the same instant an hour later, as cron would; a repeated one as its first
+    occurrence.
+    """
+    text = text.strip()
+    if not re.match(r"^\d{4}-\d{2}-\d{2}[T ]\d{1,2}:\d{2}", text):
+        raise ValueError(
+            f"{text!r} is not a date and time such as '2025-07-21 07:00' "
+            "or '2025-07-21T07:00:00-07:00'"
+        )
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a valid date and time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone)
+        # Normalise through UTC so a skipped local time lands on a real instant.
+        moment = moment.astimezone(ZoneInfo("UTC")).astimezone(timezone)
+    return moment
+
+
+def load_issue(path: Path, timezone: tzinfo) -> Issue:
+    """Read and validate a draft.  Raises InputErrors listing every front matter problem."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError("file not found", path=path) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text ({exc.reason})", path=path) from None
+    text = text.replace("\r\n", "\n")
+
+    front = split_front_matter(text, path)
+    values, lines = front.values, front.lines
+    problems: list[InputError] = []
+
+    def problem(key: str, message: str) -> None:
+        problems.append(InputError(message, path=path, line=lines.get(key, 1), field=key))
+
+    for key in values:
+        if key not in KNOWN_KEYS:
+            hint = difflib.get_close_matches(key, KNOWN_KEYS, n=1)
+            problem(key, "unknown key" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+
+    def text_value(key: str, default: str = "") -> str:
+        value: Any = values.get(key)
+        if value is None:
+            return default
+        if isinstance(value, (dict, list)):
+            problem(key, "must be a single line of text")
+            return default
+        return str(value).strip()
+
+    subject = text_value("subject")
+    if not subject:
+        problem("subject", "missing: every issue needs a subject line")
+
+    send_at = None
+    raw_send_at = values.get("send_at")
+    if raw_send_at is not None:
+        try:
+            send_at = parse_send_at(str(raw_send_at), timezone)
+        except ValueError as exc:
+            problem("send_at", str(exc))
+
+    tags: tuple[str, ...] = ()
+    raw_tags = values.get("tags")
+    if isinstance(raw_tags, str):
+        tags = tuple(t.strip() for t in re.split(r"[;,]", raw_tags) if t.strip())
+    elif isinstance(raw_tags, list) and all(isinstance(t, (str, int)) for t in raw_tags):
+        tags = tuple(str(t).strip() for t in raw_tags if str(t).strip())
+    elif raw_tags is not None:
+        problem("tags", "must be a list of tag names, e.g. [runners, seniors]")
+
+    merge_fields = MergeFields()
+
+    def with_tokens(key: str, value: str) -> str:
+        try:
+            return merge_fields.extract(value, path=path, first_line=lines.get(key, 1))
+        except InputError as exc:
+            problems.append(InputError(exc.message, path=path, line=exc.line, field=key))
+            return value
+
+    subject = with_tokens("subject", subject)
+    title = with_tokens("title", text_value("title")) or subject
+    preheader = with_tokens("preheader", text_value("preheader"))
+    try:
+        body = merge_fields.extract(front.body, path=path, first_line=front.body_line)
+    except InputError as exc:
+        problems.append(exc)
+        body = front.body
+    if not front.body.strip():
+        problems.append(InputError("the issue has no body text", path=path, line=front.body_line))
+
+    if problems:
+        raise InputErrors(problems)
+    return Issue(
+        path=path,
+        slug=path.stem,
+        subject=subject,
+        title=title,
+        preheader=preheader,
+        send_at=send_at,
+        tags=tags,
+        body=body,
+        body_line=front.body_line,
+        merge_fields=merge_fields,
+        content_hash=hashlib.sha256(raw).hexdigest(),
+    )

@@ -1,0 +1,1 @@
+"""Render stage: ``Issue`` -> ``CompiledEmail`` (MJML -> HTML, plain text), and the check rules."""

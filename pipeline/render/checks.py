@@ -1,0 +1,172 @@
+"""The rules ``newsletter check`` applies to an issue before it may go out.
+
+Each rule returns problems as InputErrors (file:line where there is one).  The rules read the
+same Markdown tree and the same compiled email that sending uses, so a clean check means the
+send will not trip over the content.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jinja2 import meta
+from markdown_it.tree import SyntaxTreeNode
+from markupsafe import escape
+
+from pipeline.audience.csv_source import read_columns
+from pipeline.audience.sample import sample_subscriber
+from pipeline.config import Settings
+from pipeline.content.issue import Issue, load_issue
+from pipeline.content.merge_fields import ENVIRONMENT
+from pipeline.errors import InputError, InputErrors
+from pipeline.render.compile import UNSUBSCRIBE_FIELD, CompiledEmail, compile_issue
+from pipeline.render.fill import STANDARD_COLUMNS
+from pipeline.render.markdown import is_button, only_child, parse, plain_text
+
+GMAIL_CLIP_BYTES = 102 * 1024
+ALLOWED_SCHEMES = ("http://", "https://", "mailto:")
+PLACEHOLDER_MARK = "REPLACE"
+
+
+def known_columns(settings: Settings) -> set[str]:
+    columns = set(STANDARD_COLUMNS)
+    if settings.subscribers.is_file():
+        columns.update(read_columns(settings.subscribers))
+    return columns
+
+
+def check_merge_fields(issue: Issue, columns: set[str]) -> list[InputError]:
+    problems = []
+    for field in issue.merge_fields.fields:
+        names = meta.find_undeclared_variables(ENVIRONMENT.parse("{{ " + field.source + " }}"))
+        for name in sorted(names - {"subscriber", UNSUBSCRIBE_FIELD}):
+            problems.append(
+                InputError(
+                    f"unknown merge field '{name}': write subscriber.<column>, "
+                    f"e.g. {{{{ subscriber.first_name }}}}",
+                    path=issue.path,
+                    line=field.line,
+                )
+            )
+        for column in sorted(field.subscriber_columns() - columns):
+            problems.append(
+                InputError(
+                    f"unknown merge field subscriber.{column}: no such column in the list "
+                    f"(columns: {', '.join(sorted(columns))})",
+                    path=issue.path,
+                    line=field.line,
+                )
+            )
+    return problems
+
+
+def _link_problem(href: str) -> str | None:
+    if not href.strip():
+        return "is empty"
+    if not href.lower().startswith(ALLOWED_SCHEMES):
+        return f"'{href}' is not an http(s) or mailto link"
+    if href.lower() in ("http://", "https://", "mailto:"):
+        return f"'{href}' has no address after the scheme"
+    return None
+
+
+def check_body(issue: Issue) -> list[InputError]:
+    """Images without alt text, bad links, buttons without a URL."""
+    problems: list[InputError] = []
+
+    def report(message: str, line: int) -> None:
+        problems.append(InputError(message, path=issue.path, line=line))
+
+    def visit(node: SyntaxTreeNode, line: int) -> None:
+        if not node.is_root and node.map is not None:
+            line = issue.body_line + node.map[0]
+        single = only_child(node) if node.type == "paragraph" else None
+        if is_button(single) and single is not None and single.type == "span":
+            label = plain_text(single)
+            report(f"button '{label}' has no URL: write [{label}](https://...){{.button}}", line)
+        if node.type == "image":
+            if not plain_text(node).strip():
+                src = node.attrs.get("src", "")
+                report(f"image '{src}' has no alt text: write ![what it shows]({src})", line)
+            problem = _link_problem(str(node.attrs.get("src", "")))
+            if problem:
+                report(f"image source {problem}", line)
+        if node.type == "link":
+            problem = _link_problem(str(node.attrs.get("href", "")))
+            if problem:
+                kind = "button" if is_button(node) else "link"
+                report(f"{kind} '{plain_text(node)}' {problem}", line)
+        for child in node.children:
+            visit(child, line)
+
+    visit(parse(issue.body), issue.body_line)
+    return problems
+
+
+def check_compiled(
+    compiled: CompiledEmail, settings: Settings, sample: dict[str, str]
+) -> list[InputError]:
+    """Size and the legally required footer, on the email as a subscriber receives it."""
+    path = compiled.issue.path
+    problems = []
+    marker = "https://unsubscribe.check.invalid/token"
+    try:
+        email = compiled.personalise(sample, marker)
+    except InputError as exc:
+        return [exc]
+    size = len(email.html.encode("utf-8"))
+    if size > GMAIL_CLIP_BYTES:
+        over = size - GMAIL_CLIP_BYTES
+        problems.append(
+            InputError(
+                f"the HTML is {size / 1024:.1f} KB; Gmail clips messages over 102 KB, "
+                f"so cut at least {over / 1024:.1f} KB",
+                path=path,
+            )
+        )
+    address = settings.postal_address
+    if PLACEHOLDER_MARK in address:
+        problems.append(
+            InputError(
+                "postal_address is still the placeholder: put the practice's postal address",
+                path=settings.config_path,
+                field="[newsletter] postal_address",
+            )
+        )
+    if str(escape(address)) not in email.html or address not in email.text:
+        problems.append(
+            InputError("the footer is missing the postal address (required by CAN-SPAM)", path=path)
+        )
+    if f'href="{marker}"' not in email.html or marker not in email.text:
+        problems.append(
+            InputError(
+                "the footer is missing the unsubscribe link: the templates must use "
+                "{{ unsubscribe_url }} in the HTML (as a link) and in the text part",
+                path=path,
+            )
+        )
+    return problems
+
+
+def check_issue(path: Path, settings: Settings) -> list[InputError]:
+    """Every problem with the issue at ``path``; an empty list means it may go out."""
+    try:
+        issue = load_issue(path, settings.timezone)
+    except InputErrors as exc:
+        return list(exc.problems)
+    except InputError as exc:
+        return [exc]
+    try:
+        columns = known_columns(settings)
+    except InputError as exc:
+        return [exc]
+    problems = check_merge_fields(issue, columns) + check_body(issue)
+    if problems:
+        # Compiling would fail on an unknown field; the lines above already say why.
+        return problems
+    try:
+        compiled = compile_issue(issue, settings)
+        problems += check_compiled(compiled, settings, sample_subscriber(settings))
+    except InputError as exc:
+        problems.append(exc)
+    return problems

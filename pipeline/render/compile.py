@@ -1,0 +1,180 @@
+"""Issue -> ``CompiledEmail``: Jinja2 layout -> MJML -> HTML, plus the plain-text part.
+
+Runs once per issue.  Per-recipient values (``subscriber.*``, ``unsubscribe_url``) stay as
+placeholder tokens through Jinja, Markdown and MJML, so a recipient costs a few string joins
+(``CompiledEmail.personalise``), never a recompile.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from markupsafe import Markup, escape
+
+from pipeline.config import Settings
+from pipeline.content.issue import Issue
+from pipeline.content.merge_fields import MergeField, MergeFields
+from pipeline.errors import InputError
+from pipeline.render.email_body import body_to_mjml
+from pipeline.render.fill import FieldEvaluator, SubscriberFields, Template, escape_all
+from pipeline.render.markdown import parse
+from pipeline.render.plain_text import body_to_text, wrap
+
+BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
+HTML_TEMPLATE = "email.mjml.j2"
+TEXT_TEMPLATE = "email.txt.j2"
+UNSUBSCRIBE_FIELD = "unsubscribe_url"
+
+
+@dataclass(frozen=True)
+class PersonalisedEmail:
+    subject: str
+    html: str
+    text: str
+
+
+@dataclass(frozen=True)
+class CompiledEmail:
+    """One issue, compiled: the MJML and HTML with tokens, ready to fill per recipient."""
+
+    issue: Issue
+    mjml: str
+    html: Template
+    text: Template
+    subject: Template
+    fields: FieldEvaluator
+
+    def field_index(self, source: str) -> int | None:
+        for index, field in enumerate(self.fields.fields):
+            if field.source == source:
+                return index
+        return None
+
+    def personalise(self, subscriber: dict[str, str], unsubscribe_url: str) -> PersonalisedEmail:
+        values = self.fields.evaluate(
+            {"subscriber": SubscriberFields(subscriber), UNSUBSCRIBE_FIELD: unsubscribe_url}
+        )
+        escaped = escape_all(values)
+        return PersonalisedEmail(
+            subject=" ".join(self.subject.fill(values).split()),
+            html=self.html.fill(escaped),
+            text=self.text.fill(values),
+        )
+
+
+class _SubscriberTokens:
+    """``subscriber`` inside the layout templates: each column read becomes a token."""
+
+    def __init__(self, table: MergeFields) -> None:
+        self._table = table
+
+    def __getattr__(self, name: str) -> Markup:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return Markup(self._table.token(f"subscriber.{name}"))
+
+    def __getitem__(self, name: str) -> Markup:
+        return Markup(self._table.token(f"subscriber[{name!r}]"))
+
+
+def template_environment(settings: Settings) -> jinja2.Environment:
+    """The user's templates/ first, file by file, then the built-in ones."""
+    loader = jinja2.ChoiceLoader(
+        [
+            jinja2.FileSystemLoader(settings.templates_dir),
+            jinja2.FileSystemLoader(BUILTIN_TEMPLATES),
+        ]
+    )
+    env = jinja2.Environment(
+        loader=loader,
+        autoescape=jinja2.select_autoescape(enabled_extensions=("mjml.j2",)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    env.filters["wrap"] = wrap
+    return env
+
+
+def issue_date(issue: Issue, settings: Settings) -> date | None:
+    if issue.send_at is not None:
+        return issue.send_at.astimezone(settings.timezone).date()
+    match = re.match(r"(\d{4}-\d{2}-\d{2})", issue.slug)
+    if match:
+        try:
+            return date.fromisoformat(match[1])
+        except ValueError:
+            return None
+    return None
+
+
+def _render_template(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:
+    try:
+        return env.get_template(name).render(context)
+    except jinja2.TemplateSyntaxError as exc:
+        raise InputError(
+            f"template error: {exc.message}", path=exc.filename, line=exc.lineno
+        ) from None
+    except jinja2.UndefinedError as exc:
+        raise InputError(f"template {name}: {exc.message}") from None
+    except jinja2.TemplateNotFound as exc:
+        raise InputError(f"template not found: {exc.name}") from None
+
+
+def compile_issue(issue: Issue, settings: Settings) -> CompiledEmail:
+    import mjml  # imported here: the Rust extension is only needed when compiling
+
+    table = issue.merge_fields.copy()
+    tree = parse(issue.body)
+    when = issue_date(issue, settings)
+    context: dict[str, Any] = {
+        "settings": settings,
+        "theme": settings.theme,
+        "cta": settings.cta,
+        "issue": issue,
+        "title": Markup(issue.title),  # tokens and text; escaped below where needed
+        "date": f"{when:%B} {when.day}, {when.year}" if when else "",
+        "subscriber": _SubscriberTokens(table),
+        UNSUBSCRIBE_FIELD: Markup(table.token(UNSUBSCRIBE_FIELD)),
+    }
+    env = template_environment(settings)
+
+    mjml_source = _render_template(
+        env,
+        HTML_TEMPLATE,
+        context
+        | {
+            "title": escape(issue.title),
+            "preheader": escape(issue.preheader),
+            "body": Markup(body_to_mjml(tree, settings.theme)),
+        },
+    )
+    text = _render_template(
+        env,
+        TEXT_TEMPLATE,
+        context | {"title": issue.title, "body": body_to_text(tree)},
+    )
+    try:
+        html = mjml.mjml2html(mjml_source, disable_comments=True)
+    except Exception as exc:  # mrml raises its own error types; all mean "invalid MJML"
+        raise InputError(f"the templates produced MJML that does not compile: {exc}") from None
+
+    fields: list[MergeField] = table.fields
+    return CompiledEmail(
+        issue=issue,
+        mjml=mjml_source,
+        html=Template.split(html),
+        text=Template.split(_tidy_text(text)),
+        subject=Template.split(issue.subject),
+        fields=FieldEvaluator(fields, str(issue.path)),
+    )
+
+
+def _tidy_text(text: str) -> str:
+    """At most one blank line in a row; no trailing spaces."""
+    lines = [line.rstrip() for line in text.split("\n")]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"

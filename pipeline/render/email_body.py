@@ -1,0 +1,139 @@
+"""Markdown tree -> the MJML elements of the issue body (inside the layout's one column).
+
+Text runs become ``<mj-text>`` with inline styles (MJML's own CSS inlining is not available in
+mrml, and inline styles are what Gmail and Outlook keep); a button paragraph becomes
+``<mj-button>`` (a table-based, Outlook-safe button); an image alone in its paragraph becomes a
+responsive ``<mj-image>``; a callout becomes a tinted ``<mj-text>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from markdown_it.token import Token
+from markdown_it.tree import SyntaxTreeNode
+from markupsafe import escape
+
+from pipeline.config import Theme
+from pipeline.render.markdown import CALLOUT, is_button, only_child, parser, plain_text
+
+
+def element_styles(theme: Theme) -> dict[str, str]:
+    """Inline CSS per HTML tag inside text blocks, from the theme."""
+    accent, muted = theme.accent, theme.muted_color
+    heading = f"color:{theme.text_color};font-weight:bold;line-height:1.3;"
+    return {
+        "p": "margin:0 0 16px 0;",
+        "h1": heading + "font-size:28px;margin:28px 0 14px 0;",
+        "h2": heading + f"font-size:23px;margin:30px 0 14px 0;color:{accent};",
+        "h3": heading + "font-size:20px;margin:26px 0 10px 0;",
+        "h4": heading + "font-size:18px;margin:22px 0 8px 0;",
+        "h5": heading + "font-size:17px;margin:20px 0 8px 0;",
+        "h6": heading + "font-size:17px;margin:20px 0 8px 0;",
+        "a": f"color:{accent};text-decoration:underline;",
+        "ul": "margin:0 0 16px 0;padding:0 0 0 24px;",
+        "ol": "margin:0 0 16px 0;padding:0 0 0 24px;",
+        "li": "margin:0 0 8px 0;",
+        "blockquote": f"margin:0 0 16px 0;padding:4px 0 4px 16px;border-left:4px solid {accent};"
+        f"color:{muted};font-style:italic;",
+        "table": "border-collapse:collapse;width:100%;margin:0 0 16px 0;",
+        "th": "border:1px solid #d5dedc;padding:8px;text-align:left;background:#f5f8f7;",
+        "td": "border:1px solid #d5dedc;padding:8px;text-align:left;vertical-align:top;",
+        "img": "max-width:100%;height:auto;border:0;",
+        "code": "font-family:Menlo,Consolas,monospace;font-size:15px;background:#f0f3f2;"
+        "padding:1px 4px;",
+        "pre": "font-family:Menlo,Consolas,monospace;font-size:14px;background:#f0f3f2;"
+        "padding:12px;white-space:pre-wrap;margin:0 0 16px 0;",
+        "hr": "border:0;border-top:1px solid #d5dedc;margin:24px 0;",
+    }
+
+
+def _style_tokens(tokens: Sequence[Token], styles: dict[str, str]) -> None:
+    for token in tokens:
+        if token.nesting >= 0 and token.tag in styles:
+            own = str(token.attrs.get("style", ""))
+            # Markdown's own style (table column alignment) comes last so it wins.
+            token.attrSet("style", styles[token.tag] + own)
+        if token.children:
+            _style_tokens(token.children, styles)
+
+
+def render_html(nodes: Sequence[SyntaxTreeNode], styles: dict[str, str]) -> str:
+    """Standard Markdown HTML for these blocks, with inline styles."""
+    tokens: list[Token] = []
+    for node in nodes:
+        tokens.extend(node.to_tokens())
+    _style_tokens(tokens, styles)
+    md = parser()
+    return str(md.renderer.render(tokens, md.options, {}))
+
+
+def _render_inline(node: SyntaxTreeNode, styles: dict[str, str]) -> str:
+    tokens = node.to_tokens() if node.type != "inline" else []
+    if node.type == "inline":
+        for child in node.children:
+            tokens.extend(child.to_tokens())
+    _style_tokens(tokens, styles)
+    md = parser()
+    renderer: Any = md.renderer  # the HTML renderer; the protocol type lacks renderInline
+    return str(renderer.renderInline(tokens, md.options, {}))
+
+
+def _button_html(link: SyntaxTreeNode, theme: Theme, styles: dict[str, str]) -> str:
+    """A button inside a callout, where <mj-button> cannot go: a padded, tinted link."""
+    label = "".join(_render_inline(child, styles) for child in link.children)
+    href = escape(str(link.attrs.get("href", "")))
+    return (
+        f'<p style="margin:8px 0 16px 0;"><a href="{href}" style="display:inline-block;'
+        f"background:{theme.accent};color:#ffffff;font-weight:bold;text-decoration:none;"
+        f'padding:14px 24px;border-radius:6px;line-height:1.3;">{label}</a></p>'
+    )
+
+
+def body_to_mjml(root: SyntaxTreeNode, theme: Theme) -> str:
+    """The issue body as a sequence of MJML column elements."""
+    styles = element_styles(theme)
+    elements: list[str] = []
+    pending: list[SyntaxTreeNode] = []
+
+    def flush() -> None:
+        if pending:
+            elements.append(f"<mj-text>{render_html(pending, styles)}</mj-text>")
+            pending.clear()
+
+    for node in root.children:
+        single = only_child(node)
+        if is_button(single) and single is not None and single.type == "link":
+            flush()
+            label = "".join(_render_inline(child, styles) for child in single.children)
+            href = escape(str(single.attrs.get("href", "")))
+            elements.append(
+                f'<mj-button href="{href}" title="{escape(plain_text(single))}">{label}</mj-button>'
+            )
+        elif single is not None and single.type == "image":
+            flush()
+            src = escape(str(single.attrs.get("src", "")))
+            alt = escape(plain_text(single))
+            elements.append(f'<mj-image src="{src}" alt="{alt}" padding="8px 24px 16px 24px" />')
+        elif node.type == CALLOUT:
+            flush()
+            inner = []
+            for child in node.children:
+                child_single = only_child(child)
+                if is_button(child_single) and child_single is not None:
+                    inner.append(_button_html(child_single, theme, styles))
+                else:
+                    inner.append(render_html([child], styles))
+            elements.append(
+                f'<mj-text container-background-color="{theme.callout_background}" '
+                f'padding="20px 24px 4px 24px" css-class="callout">{"".join(inner)}</mj-text>'
+                '<mj-spacer height="16px" />'
+            )
+        elif node.type == "hr":
+            flush()
+            elements.append('<mj-divider border-width="1px" border-color="#d5dedc" />')
+        else:
+            pending.append(node)
+    flush()
+    return "\n".join(elements)
