@@ -133,7 +133,8 @@ def check_compiled(
                 field="[newsletter] postal_address",
             )
         )
-    if str(escape(address)) not in email.html or address not in email.text:
+    folded_text = " ".join(email.text.split())  # the text part wraps long lines
+    if str(escape(address)) not in email.html or " ".join(address.split()) not in folded_text:
         problems.append(
             InputError("the footer is missing the postal address (required by CAN-SPAM)", path=path)
         )
