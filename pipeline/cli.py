@@ -6,15 +6,24 @@ stderr, naming the file, line and field; exit codes: 0 done, 1 problems found, 2
 
 from __future__ import annotations
 
+import json
+import os
+import sys
 import webbrowser
-from datetime import datetime
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from pipeline.config import Settings, load_settings
+from pipeline.delivery.provider import Outcome
 from pipeline.errors import InputError, NewsletterError
+from pipeline.schedule import Decision
+
+if TYPE_CHECKING:
+    from pipeline.sending import SendPlan, SendReport
 
 EXIT_PROBLEMS = 1
 EXIT_BAD_INPUT = 2
@@ -169,6 +178,289 @@ def preview(ctx: click.Context, issue: Path, port: int, no_open: bool) -> None:
         pass
     finally:
         server.server_close()
+
+
+def _print_report(report: SendReport, settings: Settings, *, quiet: bool = False) -> None:
+    counts = report.counts
+    click.echo(f"{report.slug}: {report.status.value}")
+    click.echo(
+        f"  audience {counts.audience}: sent {counts.sent}, failed {counts.failed}, "
+        f"unknown {counts.unknown}, pending {counts.pending}"
+    )
+    run = report.this_run
+    click.echo(
+        f"  this run via {settings.provider.name}: sent {run.sent}, failed {run.failed}, "
+        f"unknown {run.unknown}"
+        + (f"; {report.reconciled} found already delivered" if report.reconciled else "")
+    )
+    if report.skipped:
+        reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(report.skipped.items()))
+        click.echo(f"  skipped {sum(report.skipped.values())} rows: {reasons}")
+    if report.withdrawn:
+        click.echo(f"  withdrawn: {report.withdrawn} opted out since the send began")
+    limit = 5 if quiet else 50
+    for item in report.invalid[:limit]:
+        click.echo(f"  invalid row {settings.subscribers}:{item.line}: {item.detail}")
+    for email, reason in report.failures[:limit]:
+        click.echo(f"  failed {email}: {reason}")
+    if report.unknown:
+        click.echo(
+            f"  unknown {len(report.unknown)}: may or may not have been delivered; "
+            "re-send them with --resend-unknown once you have checked"
+        )
+        for email, _ in report.unknown[:limit]:
+            click.echo(f"    {email}")
+    if run.paused:
+        click.echo(f"  paused: {run.paused}. Run again to resume.")
+    if run.stopped:
+        click.echo(f"  stopped: {run.stopped}. Fix it, then run again to resume.")
+
+
+def _progress() -> Callable[[int], None] | None:
+    if not sys.stderr.isatty():
+        return None
+    done = 0
+
+    def show(count: int) -> None:
+        nonlocal done
+        done += count
+        click.echo(f"\r  {done} recipients processed", nl=False, err=True)
+
+    return show
+
+
+@cli.command()
+@click.argument("issue", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--due", is_flag=True, help="Send every issue whose send_at has passed (for cron).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--dry-run", is_flag=True, help="Show what would happen; send nothing.")
+@click.option(
+    "--to", "to_address", metavar="ADDRESS", help="Send one test copy, outside the ledger."
+)
+@click.option("--resend-unknown", is_flag=True, help="Re-send recipients whose fate is unknown.")
+@click.option("--force", is_flag=True, help="Send an issue edited after its sending began.")
+@click.pass_context
+def send(
+    ctx: click.Context,
+    issue: Path | None,
+    due: bool,
+    yes: bool,
+    dry_run: bool,
+    to_address: str | None,
+    resend_unknown: bool,
+    force: bool,
+) -> None:
+    """Send an issue to the list, exactly once per subscriber.
+
+    Resumes where an interrupted send stopped; never re-sends a recipient recorded as sent.
+    Exit codes: 0 all done, 1 some recipients failed, unknown or pending, 2 bad input.
+
+    \b
+    newsletter send newsletters/2025-07-21-hip-rotation.md --dry-run
+    newsletter send newsletters/2025-07-21-hip-rotation.md --to me@example.org
+    newsletter send newsletters/2025-07-21-hip-rotation.md --yes
+    newsletter send --due          # from cron
+    """
+    from pipeline.delivery.providers import create_provider
+    from pipeline.sending import dry_run as run_dry
+    from pipeline.sending import send_due, send_issue, send_test
+
+    if due == (issue is not None):
+        raise click.UsageError("give either ISSUE or --due")
+    if due and (dry_run or to_address or resend_unknown or force):
+        raise click.UsageError("--due takes no other option: cron sends as configured")
+    settings = _settings(ctx)
+    environ = dict(os.environ)
+    if due:
+        due_run = send_due(settings, environ, now=datetime.now(UTC))
+        for plan in due_run.plans:
+            if plan.decision is Decision.TOO_LATE:
+                click.echo(f"{plan.draft.slug}: not sent: {plan.detail}")
+        for problem in due_run.problems:
+            click.echo(f"error: {problem.location_message()}", err=True)
+        for due_report in due_run.reports:
+            _print_report(due_report, settings, quiet=True)
+        ctx.exit(due_run.exit_code)
+    assert issue is not None
+    provider = create_provider(settings, environ)
+    try:
+        if dry_run:
+            preview = run_dry(issue, settings, provider, environ)
+            click.echo(f'{preview.slug}: "{preview.subject}" via {preview.provider} (dry run)')
+            click.echo(f"  audience: {preview.audience} subscribers")
+            if preview.skipped:
+                reasons = ", ".join(f"{r} {n}" for r, n in sorted(preview.skipped.items()))
+                click.echo(f"  skipped: {reasons}")
+            for item in preview.invalid[:20]:
+                click.echo(f"  invalid row {settings.subscribers}:{item.line}: {item.detail}")
+            if preview.ledger_counts is None:
+                click.echo("  would start a new send")
+            else:
+                c = preview.ledger_counts
+                click.echo(
+                    f"  would resume ({preview.ledger_status}): sent {c.sent}, failed {c.failed}, "
+                    f"unknown {c.unknown}, pending {c.pending}"
+                )
+            for message in preview.samples:
+                click.echo(f"  --- To: {message.to}\n      Subject: {message.subject}")
+                for name, value in message.headers:
+                    click.echo(f"      {name}: {value}")
+            click.echo("nothing was sent; run without --dry-run to send")
+            return
+        if to_address:
+            message, result = send_test(issue, settings, provider, to_address, environ)
+            click.echo(f"test copy to {message.to}: {result.outcome.value} {result.provider_id}")
+            if result.reason:
+                click.echo(f"  {result.reason}")
+            ctx.exit(0 if result.outcome is Outcome.SENT else 1)
+
+        def confirm(plan: SendPlan) -> bool:
+            if plan.resuming and plan.counts is not None:
+                what = (
+                    f'Resume "{plan.subject}": {plan.counts.sent} sent, '
+                    f"{plan.audience} still to send via {plan.provider}?"
+                )
+            else:
+                what = f'Send "{plan.subject}" to {plan.audience} subscribers via {plan.provider}?'
+            if yes:
+                return True
+            if not sys.stdin.isatty():
+                raise click.UsageError(f"{what} Add --yes to send without a terminal.")
+            return click.confirm(what, default=False)
+
+        report = send_issue(
+            issue,
+            settings,
+            provider,
+            environ=environ,
+            resend_unknown=resend_unknown,
+            force=force,
+            confirm=None if yes else confirm,
+            progress=_progress(),
+        )
+    finally:
+        provider.close()
+    if report is None:
+        click.echo("not sent")
+        ctx.exit(1)
+    if sys.stderr.isatty():
+        click.echo("", err=True)
+    _print_report(report, settings)
+    ctx.exit(report.exit_code)
+
+
+@cli.command()
+@click.argument("issue", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per issue.")
+@click.pass_context
+def status(ctx: click.Context, issue: Path | None, as_json: bool) -> None:
+    """Per issue: audience, sent, failed, unknown, pending, and when.
+
+    \b
+    newsletter status
+    newsletter status newsletters/2025-07-21-hip-rotation.md --json
+    """
+    from pipeline.sending import status_rows
+
+    rows = status_rows(_settings(ctx), issue.stem if issue else None)
+    if as_json:
+        keys = ("issue", "audience", "sent", "failed", "unknown", "pending", "when")
+        click.echo(json.dumps([{k: row[k] for k in keys} for row in rows], indent=2))
+        return
+    if not rows:
+        click.echo("nothing has been sent yet")
+        return
+    for row in rows:
+        note = f" ({row['note']})" if row["note"] else ""
+        click.echo(
+            f"{row['issue']}: {row['status']}{note}, {row['when']}\n"
+            f"  audience {row['audience']}: sent {row['sent']}, failed {row['failed']}, "
+            f"unknown {row['unknown']}, pending {row['pending']}"
+        )
+
+
+@cli.group()
+def subscribers() -> None:
+    """Look after the list (subscribers.csv)."""
+
+
+@subscribers.command(name="check")
+@click.pass_context
+def subscribers_check(ctx: click.Context) -> None:
+    """Counts by status and tag, invalid rows and duplicates; exit 1 if a row is invalid.
+
+    \b
+    newsletter subscribers check
+    """
+    from pipeline.audience.subscribers import check_list
+
+    settings = _settings(ctx.find_root())
+    path = settings.subscribers
+    report = check_list(path)
+    click.echo(f"{path}: {report.rows} rows, {report.audience} would get an issue")
+    for name, count in sorted(report.by_status.items()):
+        click.echo(f"  {name}: {count}")
+    if report.by_tag:
+        tags = ", ".join(f"{tag} {n}" for tag, n in sorted(report.by_tag.items()))
+        click.echo(f"  tags (subscribed): {tags}")
+    for item in report.invalid:
+        click.echo(f"{path}:{item.line}: invalid: {item.detail}")
+    for item in report.duplicates:
+        click.echo(f"{path}:{item.line}: duplicate of an earlier row: {item.email}")
+    for item in report.suppressed:
+        click.echo(f"{path}:{item.line}: not sent: {item.detail}: {item.email}")
+    if report.invalid:
+        ctx.exit(EXIT_PROBLEMS)
+
+
+@cli.command()
+@click.argument("token")
+@click.pass_context
+def unsubscribe(ctx: click.Context, token: str) -> None:
+    """Apply an unsubscribe link's token (or the whole URL) to subscribers.csv.
+
+    The token is checked against its signature, so a forged one changes nothing.
+
+    \b
+    newsletter unsubscribe 'https://movementsolutions.example/unsubscribe?token=...'
+    """
+    from urllib.parse import parse_qs, urlsplit
+
+    from pipeline.audience.unsubscribe import set_status
+    from pipeline.messages.secret import load_secret
+    from pipeline.messages.unsubscribe import read_token
+
+    settings = _settings(ctx)
+    if "token=" in token:
+        token = parse_qs(urlsplit(token).query).get("token", [""])[0]
+    key = read_token(
+        load_secret(settings.state_dir, os.environ), token.removeprefix("unsubscribe ")
+    )
+    if key is None:
+        raise InputError("not a valid unsubscribe token (wrong signature or malformed)")
+    changed = set_status(settings.subscribers, key, "unsubscribed")
+    click.echo(f"{key}: unsubscribed ({changed} row{'s' if changed != 1 else ''} changed)")
+
+
+@cli.command()
+def providers() -> None:
+    """List the email providers, with the settings and secrets each needs.
+
+    \b
+    newsletter providers
+    """
+    from pipeline.delivery.provider import COMMON_OPTIONS
+    from pipeline.delivery.providers import REGISTRY
+
+    for info in REGISTRY.values():
+        click.echo(f"{info.name}: {info.summary}")
+        for secret in info.secrets:
+            click.echo(f"  secret (environment): {secret}")
+        for option, meaning in info.options.items():
+            click.echo(f"  [provider] {option}: {meaning}")
+    click.echo("every provider also takes:")
+    for option, meaning in COMMON_OPTIONS.items():
+        click.echo(f"  [provider] {option}: {meaning}")
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ placeholder tokens through Jinja, Markdown and MJML, so a recipient costs a few 
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from datetime import date
@@ -48,6 +49,18 @@ class CompiledEmail:
     text: Template
     subject: Template
     fields: FieldEvaluator
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of what every recipient gets: changes when the draft or a template does."""
+        digest = hashlib.sha256()
+        for template in (self.subject, self.html, self.text):
+            for piece in template.pieces:
+                digest.update(piece.encode("utf-8") + b"\0")
+            digest.update(repr(template.slots).encode("ascii"))
+        for field in self.fields.fields:
+            digest.update(field.source.encode("utf-8") + b"\0")
+        return digest.hexdigest()
 
     def field_index(self, source: str) -> int | None:
         for index, field in enumerate(self.fields.fields):

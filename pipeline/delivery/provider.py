@@ -1,0 +1,155 @@
+"""The one small interface every provider implements, and what it returns.
+
+A provider takes finished messages and says, per recipient, what happened.  It never retries,
+sleeps, batches or writes the ledger: the delivery loop does that, once, for all of them.
+
+Outcomes, per recipient:
+- SENT: accepted; ``provider_id`` is the provider's message id.
+- FAILED: permanently refused for this recipient only (e.g. Postmark 406, SMTP 550).
+- RETRY: certainly not delivered, worth trying again (connection refused, 429, 5xx, 4xx).
+- UNKNOWN: may or may not have been delivered (a timeout after the request was sent).
+A batch may also carry ``stop``: the provider refused the account or the request itself (bad
+token, unverified sender).  The loop settles what it can and stops the send with that message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
+
+from pipeline.config import Settings
+from pipeline.errors import ConfigError
+from pipeline.messages.compose import Message
+
+
+class Outcome(StrEnum):
+    SENT = "sent"
+    FAILED = "failed"
+    RETRY = "retry"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientResult:
+    key: str
+    outcome: Outcome
+    provider_id: str = ""
+    reason: str = ""
+    retry_after: float | None = None  # seconds, when the provider said
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    results: list[RecipientResult]
+    stop: str | None = None  # an account- or request-level refusal: stop the whole send
+
+    @classmethod
+    def all(
+        cls,
+        messages: Sequence[Message],
+        outcome: Outcome,
+        reason: str,
+        *,
+        retry_after: float | None = None,
+        stop: str | None = None,
+    ) -> BatchResult:
+        return cls(
+            [
+                RecipientResult(m.key, outcome, reason=reason, retry_after=retry_after)
+                for m in messages
+            ],
+            stop,
+        )
+
+
+class Provider(Protocol):
+    name: str
+    max_batch: int  # the most messages one send() may take
+    # Postmark broadcast streams insert their own unsubscribe link: its placeholder, or None.
+    managed_unsubscribe: str | None
+
+    def send(self, messages: Sequence[Message]) -> BatchResult: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Reconciling(Protocol):
+    """A provider that can tell, without sending, whether a message was delivered."""
+
+    def reconcile(self, messages: Sequence[Message]) -> list[RecipientResult]: ...
+
+
+@dataclass(frozen=True)
+class ProviderInfo:
+    """How ``newsletter providers`` and config validation describe one provider."""
+
+    name: str
+    summary: str
+    create: Callable[[Settings, Mapping[str, str]], Provider]
+    secrets: tuple[str, ...] = ()
+    options: Mapping[str, str] = field(default_factory=dict)
+
+
+class Options:
+    """A provider's non-secret settings from [provider], with errors naming the key."""
+
+    def __init__(self, settings: Settings, known: Mapping[str, str]) -> None:
+        self.path = settings.config_path
+        self.values = dict(settings.provider.options)
+        self.provider = settings.provider.name
+        for key in self.values:
+            if key not in known and key not in COMMON_OPTIONS:
+                allowed = ", ".join(sorted({*known, *COMMON_OPTIONS}))
+                raise self.error(key, f"not a setting of the {self.provider} provider ({allowed})")
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(message, path=self.path, field=f"[provider] {key}")
+
+    def string(self, key: str, default: str) -> str:
+        value = self.values.get(key, default)
+        if not isinstance(value, str):
+            raise self.error(key, f"must be a string, not {value!r}")
+        return value
+
+    def number(self, key: str, default: float, *, minimum: float = 0) -> float:
+        value = self.values.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+            raise self.error(key, f"must be a number of at least {minimum}, not {value!r}")
+        return float(value)
+
+    def integer(self, key: str, default: int, *, minimum: int = 1, maximum: int = 10**9) -> int:
+        value = self.values.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+            raise self.error(
+                key, f"must be a whole number from {minimum} to {maximum}, not {value!r}"
+            )
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.values.get(key, default)
+        if not isinstance(value, bool):
+            raise self.error(key, f"must be true or false, not {value!r}")
+        return value
+
+
+# Read by the delivery loop for every provider.
+COMMON_OPTIONS = {
+    "rate": "messages per second at most (default: no limit)",
+    "batch_size": "messages per call (default and maximum: the provider's limit)",
+    "max_attempts": "tries per batch for transient errors (default 5)",
+    "max_retry_seconds": "give up retrying a batch after this long (default 300)",
+    "max_consecutive_failures": "pause the send after this many failed recipients in a row"
+    " (default 50)",
+}
+
+
+def require_secret(environ: Mapping[str, str], name: str, provider: str) -> str:
+    value = environ.get(name, "").strip()
+    if not value:
+        raise ConfigError(
+            f"the {provider} provider needs {name} set in the environment (never in a file)"
+        )
+    return value

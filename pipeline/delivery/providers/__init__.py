@@ -1,0 +1,27 @@
+"""Provider adapters, one module each.  Adding one means adding a module and a registry line."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pipeline.config import Settings
+from pipeline.delivery.provider import Provider, ProviderInfo
+from pipeline.delivery.providers import outbox, postmark, smtp
+from pipeline.errors import ConfigError
+
+REGISTRY: dict[str, ProviderInfo] = {
+    info.name: info for info in (outbox.INFO, smtp.INFO, postmark.INFO)
+}
+
+
+def create_provider(settings: Settings, environ: Mapping[str, str]) -> Provider:
+    """The configured provider, its settings and secrets checked; nothing is sent."""
+    name = settings.provider.name
+    info = REGISTRY.get(name)
+    if info is None:
+        raise ConfigError(
+            f"unknown provider {name!r} (choose from: {', '.join(sorted(REGISTRY))})",
+            path=settings.config_path,
+            field="[provider] name",
+        )
+    return info.create(settings, environ)

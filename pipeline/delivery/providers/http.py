@@ -1,0 +1,87 @@
+"""What every HTTP API provider shares: one ``requests`` session, timeouts, a user agent, and
+the answer to "could this request have been delivered?" when no response came back.
+
+A request that never reached the server (refused connection, connect timeout, DNS) is safe
+to retry.  One that reached it but got no answer (read timeout, connection reset) may have
+been processed: its recipients are ``unknown``, never blindly re-sent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import requests
+from urllib3.exceptions import NameResolutionError, NewConnectionError
+
+from pipeline import __version__
+
+USER_AGENT = f"newsletter-pipeline/{__version__} (+requests)"
+
+
+@dataclass(frozen=True)
+class NoAnswer:
+    never_sent: bool  # True: certainly not delivered, retry; False: unknown
+    reason: str
+
+
+def _never_sent(error: requests.RequestException) -> bool:
+    if isinstance(error, requests.ConnectTimeout):
+        return True
+    if isinstance(error, requests.ConnectionError):
+        cause: Any = error.args[0] if error.args else None
+        reason = getattr(cause, "reason", cause)
+        return isinstance(reason, (NewConnectionError, NameResolutionError))
+    return False
+
+
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """``Retry-After``: seconds, or an HTTP date (RFC 9110 section 10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (moment - (now or datetime.now(UTC))).total_seconds())
+
+
+class HttpApi:
+    def __init__(
+        self,
+        provider: str,
+        base_url: str,
+        headers: dict[str, str],
+        *,
+        connect_timeout: float = 10,
+        read_timeout: float = 60,
+    ) -> None:
+        self.provider = provider
+        self.base_url = base_url.rstrip("/")
+        self.timeout = (connect_timeout, read_timeout)
+        self.session = requests.Session()
+        self.session.headers.update({"User-Agent": USER_AGENT, **headers})
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response | NoAnswer:
+        try:
+            return self.session.post(self.base_url + path, timeout=self.timeout, **kwargs)
+        except requests.RequestException as error:
+            never_sent = _never_sent(error)
+            what = "could not reach" if never_sent else "got no answer from"
+            return NoAnswer(never_sent, f"{what} {self.provider} ({type(error).__name__})")
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def error_text(response: requests.Response, limit: int = 300) -> str:
+    """The response body, shortened, for an error message (never the request: it has secrets)."""
+    body = " ".join(response.text.split())
+    return body[:limit] + ("..." if len(body) > limit else "")

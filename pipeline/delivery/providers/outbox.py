@@ -1,0 +1,92 @@
+"""``outbox``: each message as an RFC 5322 ``.eml`` file in ``outbox/<issue>/``.
+
+The embedded default: no account, no server, and a person can open the files in a mail
+client.  Writing the same recipient's file again replaces it, and ``reconcile`` can tell from
+the file whether a message was written, so an interrupted run settles without duplicates.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pipeline.config import Settings
+from pipeline.delivery.provider import (
+    BatchResult,
+    Options,
+    Outcome,
+    ProviderInfo,
+    RecipientResult,
+)
+from pipeline.messages.compose import Message
+from pipeline.messages.mime import to_mime
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]+")
+
+
+class OutboxProvider:
+    name = "outbox"
+    max_batch = 100
+    managed_unsubscribe: str | None = None
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def path_for(self, message: Message) -> Path:
+        stem = _UNSAFE.sub("_", message.key)[:150]
+        if message.message_id.startswith("<test."):
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+            stem = f"test-{stamp}-{stem}"
+        return self.folder / message.issue / f"{stem}.eml"
+
+    def send(self, messages: Sequence[Message]) -> BatchResult:
+        results = []
+        for message in messages:
+            path = self.path_for(message)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                data = to_mime(message)
+                # Write then rename: a reader never sees half a message.
+                fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                os.replace(temp, path)
+            except OSError as exc:
+                results.append(RecipientResult(message.key, Outcome.RETRY, reason=str(exc)))
+                continue
+            results.append(RecipientResult(message.key, Outcome.SENT, provider_id=str(path.name)))
+        return BatchResult(results)
+
+    def reconcile(self, messages: Sequence[Message]) -> list[RecipientResult]:
+        results = []
+        for message in messages:
+            path = self.path_for(message)
+            marker = f"Message-ID: {message.message_id}".encode("ascii")
+            if path.is_file() and marker in path.read_bytes():
+                results.append(RecipientResult(message.key, Outcome.SENT, provider_id=path.name))
+            else:
+                results.append(
+                    RecipientResult(message.key, Outcome.RETRY, reason="no file was written")
+                )
+        return results
+
+    def close(self) -> None:
+        pass
+
+
+def create(settings: Settings, environ: Mapping[str, str]) -> OutboxProvider:
+    options = Options(settings, OPTIONS)
+    return OutboxProvider(settings.root / options.string("folder", "outbox"))
+
+
+OPTIONS = {"folder": "where to write (default: outbox/, one folder per issue)"}
+INFO = ProviderInfo(
+    name="outbox",
+    summary="writes each message as an .eml file (the default; sends nothing)",
+    create=create,
+    options=OPTIONS,
+)

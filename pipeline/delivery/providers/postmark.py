@@ -1,0 +1,170 @@
+"""``postmark``: ``POST /email/batch``, up to 500 messages a call.
+
+Wire format: https://postmarkapp.com/developer/user-guide/send-email-with-api/batch-emails
+(a JSON array of messages; HTTP 200 with one result per message, in order, each with its own
+``ErrorCode``).  Error codes: https://postmarkapp.com/developer/api/overview#error-codes
+(406 inactive recipient and 300 invalid request are about one message; 10 bad token, 400/401
+sender signature, 405 not allowed to send, 412 account pending, 413 account may not send are
+about the account).  Broadcast streams: https://postmarkapp.com/support/article/1208-how-to-add-an-unsubscribe-link
+(Postmark manages unsubscribes and puts its link where ``{{{ pm:unsubscribe }}}`` stands).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pipeline.config import Settings
+from pipeline.delivery.provider import (
+    BatchResult,
+    Options,
+    Outcome,
+    ProviderInfo,
+    RecipientResult,
+    require_secret,
+)
+from pipeline.delivery.providers.http import (
+    HttpApi,
+    NoAnswer,
+    error_text,
+    retry_after_seconds,
+)
+from pipeline.messages.compose import Message
+
+API_URL = "https://api.postmarkapp.com"
+UNSUBSCRIBE_PLACEHOLDER = "{{{ pm:unsubscribe }}}"
+RECIPIENT_CODES = {300: "invalid email request", 406: "inactive recipient"}
+ACCOUNT_CODES = {
+    10: "bad or missing server token",
+    400: "sender signature not found",
+    401: "sender signature not confirmed",
+    405: "not allowed to send",
+    412: "account is pending",
+    413: "account may not send",
+}
+# Postmark manages these on broadcast streams and refuses them from us.
+MANAGED_HEADERS = {"List-Unsubscribe", "List-Unsubscribe-Post"}
+
+
+class PostmarkProvider:
+    name = "postmark"
+    max_batch = 500
+
+    def __init__(self, api: HttpApi, stream: str, managed_unsubscribe: bool) -> None:
+        self.api = api
+        self.stream = stream
+        self.managed_unsubscribe = UNSUBSCRIBE_PLACEHOLDER if managed_unsubscribe else None
+
+    def payload(self, message: Message) -> dict[str, Any]:
+        headers = [{"Name": "Message-ID", "Value": message.message_id}]
+        headers += [
+            {"Name": name, "Value": value}
+            for name, value in message.headers
+            if not (self.managed_unsubscribe and name in MANAGED_HEADERS)
+        ]
+        return {
+            "From": message.sender,
+            "To": message.to,
+            "ReplyTo": message.reply_to,
+            "Subject": message.subject,
+            "HtmlBody": message.html,
+            "TextBody": message.text,
+            "Headers": headers,
+            "MessageStream": self.stream,
+            "Tag": message.issue,
+            "Metadata": {"issue": message.issue},
+            # A health practice's readers are not tracked.
+            "TrackOpens": False,
+            "TrackLinks": "None",
+        }
+
+    def send(self, messages: Sequence[Message]) -> BatchResult:
+        answer = self.api.post("/email/batch", json=[self.payload(m) for m in messages])
+        if isinstance(answer, NoAnswer):
+            outcome = Outcome.RETRY if answer.never_sent else Outcome.UNKNOWN
+            return BatchResult.all(messages, outcome, answer.reason)
+        status = answer.status_code
+        if status == 429 or status >= 500:
+            return BatchResult.all(
+                messages,
+                Outcome.RETRY,
+                f"Postmark HTTP {status}: {error_text(answer)}",
+                retry_after=retry_after_seconds(answer.headers.get("Retry-After")),
+            )
+        if status != 200:
+            try:
+                body = answer.json()
+                detail = f"error {body.get('ErrorCode')}: {body.get('Message')}"
+            except ValueError:
+                detail = error_text(answer)
+            reason = f"Postmark refused the request (HTTP {status}, {detail})"
+            return BatchResult.all(messages, Outcome.RETRY, reason, stop=reason)
+        try:
+            items = answer.json()
+            if not isinstance(items, list) or len(items) != len(messages):
+                raise ValueError("not one result per message")
+        except ValueError as exc:
+            reason = f"Postmark answered HTTP 200 with an unreadable body ({exc})"
+            return BatchResult.all(messages, Outcome.UNKNOWN, reason)
+        return self._per_message(messages, items)
+
+    def _per_message(self, messages: Sequence[Message], items: list[Any]) -> BatchResult:
+        results, stop = [], None
+        for message, item in zip(messages, items, strict=True):
+            code = int(item.get("ErrorCode", -1))
+            text = str(item.get("Message", ""))
+            if code == 0:
+                results.append(
+                    RecipientResult(
+                        message.key, Outcome.SENT, provider_id=str(item.get("MessageID"))
+                    )
+                )
+            elif code in RECIPIENT_CODES:
+                reason = f"{RECIPIENT_CODES[code]} (Postmark {code}): {text}"
+                results.append(RecipientResult(message.key, Outcome.FAILED, reason=reason))
+            elif code == 429:
+                results.append(RecipientResult(message.key, Outcome.RETRY, reason=text))
+            elif code in ACCOUNT_CODES:
+                stop = f"Postmark: {ACCOUNT_CODES[code]} (error {code}): {text}"
+                results.append(RecipientResult(message.key, Outcome.RETRY, reason=stop))
+            else:
+                reason = f"Postmark error {code}: {text}"
+                results.append(RecipientResult(message.key, Outcome.FAILED, reason=reason))
+        return BatchResult(results, stop)
+
+    def close(self) -> None:
+        self.api.close()
+
+
+def create(settings: Settings, environ: Mapping[str, str]) -> PostmarkProvider:
+    options = Options(settings, OPTIONS)
+    token = require_secret(environ, "POSTMARK_SERVER_TOKEN", "postmark")
+    stream = options.string("message_stream", "broadcast")
+    api = HttpApi(
+        "Postmark",
+        options.string("base_url", API_URL),
+        {
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+            "X-Postmark-Server-Token": token,
+        },
+        read_timeout=options.number("timeout", 60, minimum=1),
+    )
+    managed = options.boolean("managed_unsubscribe", stream == "broadcast")
+    return PostmarkProvider(api, stream, managed)
+
+
+OPTIONS = {
+    "base_url": f"the API (default {API_URL})",
+    "message_stream": "the stream (default broadcast)",
+    "managed_unsubscribe": "let Postmark insert its unsubscribe link and headers (default: true"
+    " on the broadcast stream, where Postmark requires it)",
+    "timeout": "seconds to wait for an answer (default 60)",
+}
+INFO = ProviderInfo(
+    name="postmark",
+    summary="Postmark's batch API, 500 messages a call",
+    create=create,
+    secrets=("POSTMARK_SERVER_TOKEN",),
+    options=OPTIONS,
+)

@@ -1,0 +1,73 @@
+"""Numbered schema migrations; ``PRAGMA user_version`` records the last one applied.
+
+Each migration runs in one transaction with its version bump, so a ledger is never half
+migrated.  Append new migrations; never edit one that has shipped.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: list[tuple[str, ...]] = [
+    # 1: issues and their recipients.
+    (
+        """
+        CREATE TABLE issues (
+            slug TEXT PRIMARY KEY,
+            content_hash TEXT NOT NULL,      -- of the compiled email: an edited issue is refused
+            provider TEXT NOT NULL,
+            status TEXT NOT NULL,            -- IssueStatus
+            audience_loaded INTEGER NOT NULL DEFAULT 0,
+            note TEXT,                       -- why it paused or stopped
+            started_at TEXT NOT NULL,
+            finished_at TEXT
+        )
+        """,
+        """
+        CREATE TABLE recipients (
+            issue TEXT NOT NULL REFERENCES issues (slug),
+            key TEXT NOT NULL,               -- lower-cased address: one message per key
+            email TEXT NOT NULL,
+            line INTEGER NOT NULL,           -- in subscribers.csv when the send began
+            fields TEXT NOT NULL,            -- the row, as JSON, for merge fields
+            status TEXT NOT NULL,            -- RecipientStatus
+            batch INTEGER,                   -- the batch that last held it in flight
+            provider_id TEXT,
+            reason TEXT,
+            updated_at TEXT,
+            PRIMARY KEY (issue, key)
+        )
+        """,
+        "CREATE INDEX recipients_by_status ON recipients (issue, status)",
+        """
+        CREATE TABLE batches (
+            id INTEGER PRIMARY KEY,
+            issue TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            started_at TEXT NOT NULL,
+            settled_at TEXT
+        )
+        """,
+    ),
+]
+
+
+def migrate(db: sqlite3.Connection) -> int:
+    """Apply what is missing; returns the schema version.  ``db`` is in autocommit mode."""
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    if version > len(MIGRATIONS):
+        raise RuntimeError(
+            f"the ledger has schema version {version}, newer than this program "
+            f"({len(MIGRATIONS)}): upgrade newsletter-pipeline"
+        )
+    for number, statements in enumerate(MIGRATIONS[version:], start=version + 1):
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in statements:
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {number}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+    return len(MIGRATIONS)

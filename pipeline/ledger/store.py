@@ -1,0 +1,345 @@
+"""The ledger: one row per (issue, recipient), moved through its states in durable steps.
+
+    pending --claim--> inflight --settle--> sent | failed | pending (retry later)
+                          |
+                          +-- the process died: recover_inflight --> unknown
+
+A batch is committed as ``inflight`` before the provider is called and settled after, each
+step its own transaction (WAL, synchronous=FULL), so a kill at any moment leaves every row
+either settled or visibly in doubt.  ``unknown`` rows are only re-sent when asked.  Nothing
+is ever deleted: audience = sent + failed + unknown + pending (in-flight counts as pending).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from pipeline.audience.subscribers import Subscriber
+from pipeline.ledger.migrations import migrate
+
+
+class IssueStatus(StrEnum):
+    SENDING = "sending"  # started; runs resume it
+    PAUSED = "paused"  # too many failures in a row, or retries used up; the next run resumes
+    STOPPED = "stopped"  # the provider refused the account or request; fix, then re-run
+    COMPLETE = "complete"  # nobody pending
+
+
+class RecipientStatus(StrEnum):
+    PENDING = "pending"
+    INFLIGHT = "inflight"
+    SENT = "sent"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    WITHDRAWN = "withdrawn"  # opted out after the send began: not in the audience
+
+
+@dataclass(frozen=True)
+class IssueRecord:
+    slug: str
+    content_hash: str
+    provider: str
+    status: IssueStatus
+    audience_loaded: bool
+    note: str | None
+    started_at: str
+    finished_at: str | None
+
+
+@dataclass(frozen=True)
+class Counts:
+    audience: int
+    sent: int
+    failed: int
+    unknown: int
+    pending: int  # includes in flight
+
+    @property
+    def done(self) -> bool:
+        return self.pending == 0
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedRow:
+    key: str
+    email: str
+    fields: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    key: str
+    status: RecipientStatus  # sent, failed, unknown, or pending (to retry later)
+    provider_id: str = ""
+    reason: str = ""
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Ledger:
+    def __init__(self, path: Path, clock: Callable[[], datetime] = utc_now) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.clock = clock
+        # Autocommit mode: every transaction below is explicit.
+        self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        # FULL: an "inflight" mark is on disk before the provider is called, even on power loss.
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        migrate(self.db)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _now(self) -> str:
+        return self.clock().astimezone(UTC).isoformat(timespec="seconds")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # Issues -------------------------------------------------------------------------------
+
+    def issue(self, slug: str) -> IssueRecord | None:
+        row = self.db.execute(
+            "SELECT slug, content_hash, provider, status, audience_loaded, note, started_at,"
+            " finished_at FROM issues WHERE slug = ?",
+            (slug,),
+        ).fetchone()
+        return _issue_record(row) if row else None
+
+    def issues(self) -> list[IssueRecord]:
+        rows = self.db.execute(
+            "SELECT slug, content_hash, provider, status, audience_loaded, note, started_at,"
+            " finished_at FROM issues ORDER BY started_at, slug"
+        ).fetchall()
+        return [_issue_record(row) for row in rows]
+
+    def start_issue(self, slug: str, content_hash: str, provider: str) -> IssueRecord:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO issues (slug, content_hash, provider, status, started_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (slug, content_hash, provider, IssueStatus.SENDING, self._now()),
+            )
+        record = self.issue(slug)
+        assert record is not None
+        return record
+
+    def set_status(self, slug: str, status: IssueStatus, note: str | None = None) -> None:
+        finished = self._now() if status is IssueStatus.COMPLETE else None
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE issues SET status = ?, note = ?, finished_at = ? WHERE slug = ?",
+                (status, note, finished, slug),
+            )
+
+    def set_content_hash(self, slug: str, content_hash: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE issues SET content_hash = ? WHERE slug = ?", (content_hash, slug))
+
+    # Audience -----------------------------------------------------------------------------
+
+    def add_recipients(
+        self, slug: str, subscribers: Iterable[Subscriber], chunk: int = 2000
+    ) -> int:
+        """Record the audience (idempotent: rows already there are kept as they are).
+
+        Marks the audience loaded in the last transaction, so a load cut short by a kill is
+        simply continued by the next run.
+        """
+        added = 0
+        items = iter(subscribers)
+        while True:
+            block = list(islice(items, chunk))
+            with self.transaction() as db:
+                cursor = db.executemany(
+                    "INSERT OR IGNORE INTO recipients (issue, key, email, line, fields, status)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            slug,
+                            s.key,
+                            s.email,
+                            s.line,
+                            json.dumps(s.fields, ensure_ascii=False),
+                            RecipientStatus.PENDING,
+                        )
+                        for s in block
+                    ],
+                )
+                added += max(cursor.rowcount, 0)
+                if len(block) < chunk:
+                    db.execute("UPDATE issues SET audience_loaded = 1 WHERE slug = ?", (slug,))
+                    return added
+
+    def withdraw(self, slug: str, keys: Iterable[str]) -> int:
+        """Pending recipients who opted out since the send began leave the audience."""
+        total = 0
+        with self.transaction() as db:
+            for key in keys:
+                total += db.execute(
+                    "UPDATE recipients SET status = ?, reason = ?, updated_at = ?"
+                    " WHERE issue = ? AND key = ? AND status = ?",
+                    (
+                        RecipientStatus.WITHDRAWN,
+                        "opted out after the send began",
+                        self._now(),
+                        slug,
+                        key,
+                        RecipientStatus.PENDING,
+                    ),
+                ).rowcount
+        return total
+
+    # Delivery -----------------------------------------------------------------------------
+
+    def recover_inflight(self) -> dict[str, int]:
+        """Rows a dead run left in flight cannot be known: they become ``unknown``.
+
+        Only call this holding the send lock: then no live run has rows in flight.
+        """
+        with self.transaction() as db:
+            found = dict(
+                db.execute(
+                    "SELECT issue, count(*) FROM recipients WHERE status = ? GROUP BY issue",
+                    (RecipientStatus.INFLIGHT,),
+                ).fetchall()
+            )
+            db.execute(
+                "UPDATE recipients SET status = ?, reason = ?, updated_at = ? WHERE status = ?",
+                (
+                    RecipientStatus.UNKNOWN,
+                    "in flight when a run was interrupted: may or may not have been delivered",
+                    self._now(),
+                    RecipientStatus.INFLIGHT,
+                ),
+            )
+        return {str(k): int(v) for k, v in found.items()}
+
+    def requeue_unknown(self, slug: str) -> int:
+        with self.transaction() as db:
+            return db.execute(
+                "UPDATE recipients SET status = ?, updated_at = ? WHERE issue = ? AND status = ?",
+                (RecipientStatus.PENDING, self._now(), slug, RecipientStatus.UNKNOWN),
+            ).rowcount
+
+    def claim(
+        self, slug: str, limit: int, status: RecipientStatus = RecipientStatus.PENDING
+    ) -> tuple[int, list[ClaimedRow]]:
+        """Mark up to ``limit`` rows (pending ones, by default) in flight, durably, and return
+        them in list order."""
+        with self.transaction() as db:
+            rows = db.execute(
+                "SELECT rowid, key, email, fields FROM recipients"
+                " WHERE issue = ? AND status = ? ORDER BY rowid LIMIT ?",
+                (slug, status, limit),
+            ).fetchall()
+            if not rows:
+                return 0, []
+            batch = db.execute(
+                "INSERT INTO batches (issue, size, started_at) VALUES (?, ?, ?)",
+                (slug, len(rows), self._now()),
+            ).lastrowid
+            assert batch is not None
+            db.executemany(
+                "UPDATE recipients SET status = ?, batch = ?, updated_at = ? WHERE rowid = ?",
+                [(RecipientStatus.INFLIGHT, batch, self._now(), row[0]) for row in rows],
+            )
+        return batch, [ClaimedRow(key, email, json.loads(fields)) for _, key, email, fields in rows]
+
+    def settle(self, slug: str, batch: int, settlements: Sequence[Settlement]) -> None:
+        """Record outcomes of rows this batch holds in flight, in one transaction."""
+        now = self._now()
+        with self.transaction() as db:
+            db.executemany(
+                "UPDATE recipients SET status = ?, provider_id = ?, reason = ?, updated_at = ?"
+                " WHERE issue = ? AND key = ? AND status = ? AND batch = ?",
+                [
+                    (
+                        s.status,
+                        s.provider_id or None,
+                        s.reason or None,
+                        now,
+                        slug,
+                        s.key,
+                        RecipientStatus.INFLIGHT,
+                        batch,
+                    )
+                    for s in settlements
+                ],
+            )
+            db.execute(
+                "UPDATE batches SET settled_at = ? WHERE id = ? AND NOT EXISTS"
+                " (SELECT 1 FROM recipients WHERE batch = ? AND status = ?)",
+                (now, batch, batch, RecipientStatus.INFLIGHT),
+            )
+
+    # Reading ------------------------------------------------------------------------------
+
+    def counts(self, slug: str) -> Counts:
+        by_status: dict[str, int] = dict(
+            self.db.execute(
+                "SELECT status, count(*) FROM recipients WHERE issue = ? GROUP BY status",
+                (slug,),
+            ).fetchall()
+        )
+        pending = by_status.get(RecipientStatus.PENDING, 0) + by_status.get(
+            RecipientStatus.INFLIGHT, 0
+        )
+        sent = by_status.get(RecipientStatus.SENT, 0)
+        failed = by_status.get(RecipientStatus.FAILED, 0)
+        unknown = by_status.get(RecipientStatus.UNKNOWN, 0)
+        return Counts(sent + failed + unknown + pending, sent, failed, unknown, pending)
+
+    def recipients(
+        self, slug: str, status: RecipientStatus, limit: int = 50
+    ) -> list[tuple[str, str]]:
+        """(email, reason) of recipients in a status, in list order."""
+        rows = self.db.execute(
+            "SELECT email, coalesce(reason, '') FROM recipients WHERE issue = ? AND status = ?"
+            " ORDER BY rowid LIMIT ?",
+            (slug, status, limit),
+        ).fetchall()
+        return [(str(email), str(reason)) for email, reason in rows]
+
+    def history(self, slug: str) -> list[dict[str, Any]]:
+        """Every recipient row of an issue (for tests and audits)."""
+        cursor = self.db.execute(
+            "SELECT key, email, status, provider_id, reason FROM recipients WHERE issue = ?"
+            " ORDER BY rowid",
+            (slug,),
+        )
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def _issue_record(row: Sequence[Any]) -> IssueRecord:
+    return IssueRecord(
+        slug=row[0],
+        content_hash=row[1],
+        provider=row[2],
+        status=IssueStatus(row[3]),
+        audience_loaded=bool(row[4]),
+        note=row[5],
+        started_at=row[6],
+        finished_at=row[7],
+    )

@@ -1,0 +1,1 @@
+"""Messages stage: compiled email + Subscriber -> Message (personalised, headers, unsubscribe)."""

@@ -1,0 +1,110 @@
+"""Compiled email + one subscriber -> a finished ``Message``: what a provider sends.
+
+``MessageFactory`` does once per issue everything that is the same for every recipient (sender,
+reply-to, list headers, the domain of Message-IDs); ``build`` then costs one fill of the
+compiled email, one HMAC for the unsubscribe token and one for the Message-ID.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.utils import parseaddr
+from urllib.parse import quote
+
+from pipeline.config import Settings
+from pipeline.messages.headers import clean_header, mailbox
+from pipeline.messages.unsubscribe import make_token, unsubscribe_url
+from pipeline.render.compile import CompiledEmail
+
+ISSUE_HEADER = "X-Newsletter-Issue"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    issue: str  # the issue's slug
+    key: str  # the recipient's identity in the ledger
+    to_email: str
+    to: str  # "Name <address>"
+    sender: str
+    reply_to: str
+    subject: str
+    html: str
+    text: str
+    message_id: str  # "<...@sender-domain>"
+    headers: tuple[tuple[str, str], ...]  # List-Unsubscribe, List-Id, X-Newsletter-Issue, ...
+
+
+class MessageFactory:
+    """Builds each recipient's Message from the issue compiled once."""
+
+    def __init__(
+        self,
+        compiled: CompiledEmail,
+        settings: Settings,
+        secret: bytes,
+        *,
+        managed_unsubscribe: str | None = None,
+    ) -> None:
+        self.compiled = compiled
+        self.slug = compiled.issue.slug
+        self.secret = secret
+        self.sender = clean_header(settings.sender)
+        self.reply_to = clean_header(settings.reply_to or settings.sender)
+        self.domain = settings.sender_address.rpartition("@")[2]
+        self.base_url = settings.base_url
+        self.unsubscribe_mailbox = parseaddr(self.reply_to)[1]
+        # Providers that manage unsubscribes themselves (Postmark broadcast streams) give the
+        # placeholder they replace, and refuse list headers of ours.
+        self.managed_unsubscribe = managed_unsubscribe
+        list_id = f"{clean_header(settings.name)} <newsletter.{self.domain}>"
+        self.fixed_headers: tuple[tuple[str, str], ...] = (
+            ("List-Id", list_id),
+            (ISSUE_HEADER, self.slug),
+        )
+
+    def message_id(self, key: str) -> str:
+        """Stable per issue and recipient: a re-send carries the same id, which lets
+        receivers that de-duplicate by Message-ID (Gmail does) drop the copy."""
+        digest = hmac.new(self.secret, f"mid\0{self.slug}\0{key}".encode(), hashlib.sha256)
+        return f"<{self.slug}.{digest.hexdigest()[:20]}@{self.domain}>"
+
+    def build(
+        self, key: str, email: str, fields: Mapping[str, str], *, test: bool = False
+    ) -> Message:
+        if self.managed_unsubscribe is not None:
+            url = self.managed_unsubscribe
+            headers = self.fixed_headers
+        else:
+            token = make_token(self.secret, key)
+            url = unsubscribe_url(self.base_url, token)
+            mailto = f"mailto:{self.unsubscribe_mailbox}?subject={quote('unsubscribe ' + token)}"
+            headers = (
+                ("List-Unsubscribe", f"<{url}>, <{mailto}>"),
+                # RFC 8058 one-click: required by Gmail and Yahoo for bulk senders.
+                ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+                *self.fixed_headers,
+            )
+        email_parts = self.compiled.personalise(dict(fields), url)
+        name = f"{fields.get('first_name', '')} {fields.get('last_name', '')}"
+        subject = clean_header(email_parts.subject)
+        message_id = self.message_id(key)
+        if test:
+            subject = f"[Test] {subject}"
+            message_id = f"<test.{secrets.token_hex(8)}.{self.slug}@{self.domain}>"
+        return Message(
+            issue=self.slug,
+            key=key,
+            to_email=email,
+            to=mailbox(name, email),
+            sender=self.sender,
+            reply_to=self.reply_to,
+            subject=subject,
+            html=email_parts.html,
+            text=email_parts.text,
+            message_id=message_id,
+            headers=headers,
+        )
