@@ -55,3 +55,55 @@ def write_issue(project: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+# A list as it arrives from a spreadsheet: BOM, CRLF, a quoted newline, stray spaces, the same
+# address in another case, invalid rows, every status, a hostile name and a header injection.
+MESSY_CSV = (
+    "\ufeffemail,first_name,last_name,status,tags,city\r\n"
+    "ada@example.org,Ada,Runner,subscribed,runners,Springfield\r\n"
+    "ADA@Example.ORG,Ada,Again,subscribed,runners,Springfield\r\n"
+    ' ben@example.org , Ben ,Lifter,,runners;seniors,"Shelby\r\nville"\r\n'
+    "not-an-email,Nobody,,subscribed,,\r\n"
+    "carl@localhost,Carl,,subscribed,,\r\n"
+    "eve@example.org,Eve,Gone,unsubscribed,runners,\r\n"
+    "frank@example.org,Frank,,bounced,,\r\n"
+    "gina@example.org,Gina,,complained,,\r\n"
+    'hax@example.org,"<script>alert(1)</script>",Smith & Co,subscribed,,\r\n'
+    'crlf@example.org,"Mallory\r\nBcc: victim@example.net",X,subscribed,,\r\n'
+    "ivy@example.org,Ivy,,SUBSCRIBED,seniors,\r\n"
+    "jo@example.org,Jo,,subscribd,,\r\n"
+    "kim@example.org,Kim,,subscribed,,\r\n"
+    "KIM@example.org,Kim,,unsubscribed,,\r\n"
+)
+MESSY_AUDIENCE = [
+    "ada@example.org",
+    "ben@example.org",
+    "hax@example.org",
+    "crlf@example.org",
+    "ivy@example.org",
+]
+
+
+def write_project(root: Path, provider: str = 'name = "outbox"', csv: str | None = None) -> Path:
+    """A project folder with the sample issue, the given [provider] body and list."""
+    (root / "newsletters").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(REPO / SAMPLE_ISSUE, root / SAMPLE_ISSUE)
+    config = (REPO / "newsletter.toml").read_text(encoding="utf-8")
+    config = config.split("[provider]")[0] + "[provider]\n" + provider + "\n"
+    (root / "newsletter.toml").write_text(config, encoding="utf-8")
+    if csv is None:
+        shutil.copyfile(REPO / "subscribers.csv", root / "subscribers.csv")
+    else:
+        (root / "subscribers.csv").write_text(csv, encoding="utf-8", newline="")
+    return root
+
+
+@pytest.fixture
+def make_project(tmp_path: Path) -> Callable[..., Path]:
+    counter = iter(range(1000))
+
+    def make(provider: str = 'name = "outbox"', csv: str | None = None) -> Path:
+        return write_project(tmp_path / f"p{next(counter)}", provider, csv)
+
+    return make

@@ -1,0 +1,161 @@
+"""Compiled email + subscriber -> Message -> RFC 5322: headers, escaping, tokens, spam score."""
+
+from __future__ import annotations
+
+import email
+import os
+import re
+import shutil
+import stat
+import subprocess
+from collections.abc import Callable
+from email import policy
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from pipeline.audience.subscribers import Subscriber, scan
+from pipeline.config import load_settings
+from pipeline.content.issue import load_issue
+from pipeline.messages.compose import MessageFactory
+from pipeline.messages.mime import to_mime
+from pipeline.messages.secret import load_secret
+from pipeline.messages.unsubscribe import make_token, read_token
+from pipeline.render.compile import compile_issue
+
+from .conftest import MESSY_CSV, SAMPLE_ISSUE
+
+SECRET = b"test-secret"
+
+
+@pytest.fixture
+def factory_and_list(make_project: Callable[..., Path]) -> tuple[MessageFactory, list[Subscriber]]:
+    root = make_project(csv=MESSY_CSV)
+    settings = load_settings(root / "newsletter.toml")
+    compiled = compile_issue(load_issue(root / SAMPLE_ISSUE, settings.timezone), settings)
+    audience = [s for s in scan(settings.subscribers) if isinstance(s, Subscriber)]
+    return MessageFactory(compiled, settings, SECRET), audience
+
+
+def parsed(data: bytes) -> EmailMessage:
+    message = email.message_from_bytes(data, policy=policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def test_headers_and_structure(factory_and_list: tuple[MessageFactory, list[Subscriber]]) -> None:
+    factory, audience = factory_and_list
+    ada = audience[0]
+    raw = to_mime(factory.build(ada.key, ada.email, ada.fields))
+    mime = parsed(raw)
+    sender = mime["From"].addresses[0]
+    assert (sender.display_name, sender.addr_spec) == (
+        "Dr. Connie Hutchins",
+        "connie@movementsolutions.example",
+    )
+    assert mime["To"] == "Ada Runner <ada@example.org>"
+    assert mime["Reply-To"] == "connie@movementsolutions.example"
+    assert mime["Subject"] == "Why Hip Rotation Matters More Than You Think"
+    assert mime["Date"]
+    assert re.fullmatch(
+        r"<2025-07-21-hip-rotation\.[0-9a-f]{20}@movementsolutions\.example>", mime["Message-ID"]
+    )
+    token = make_token(SECRET, "ada@example.org")
+    url = f"https://movementsolutions.example/unsubscribe?token={token}"
+    assert mime["List-Unsubscribe"] == (
+        f"<{url}>, <mailto:connie@movementsolutions.example?subject=unsubscribe%20{token}>"
+    )
+    assert mime["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert mime["X-Newsletter-Issue"] == "2025-07-21-hip-rotation"
+    assert mime.get_content_type() == "multipart/alternative"
+    text_part, html_part = mime.iter_parts()
+    assert text_part.get_content_type() == "text/plain"
+    assert html_part.get_content_type() == "text/html"
+    assert text_part.get_content_charset() == html_part.get_content_charset() == "utf-8"
+    assert "Hi Ada," in text_part.get_content()
+    assert f'href="{url}"' in html_part.get_content()
+    assert f"Unsubscribe with one click: {url}" in text_part.get_content()
+    head, body = raw.split(b"\r\n\r\n", 1)
+    # The signed URL is one long word: it must not be folded into an RFC 2047 encoded-word.
+    assert f"List-Unsubscribe: <{url}>".encode() in head
+    assert max(len(line) for line in head.split(b"\r\n")) <= 998
+    # Quoted-printable bodies keep to 76 characters (SpamAssassin's MIME_QP_LONG_LINE).
+    assert max(len(line) for line in body.split(b"\r\n")) <= 76
+
+
+def test_hostile_values_are_escaped_and_never_reach_headers(
+    factory_and_list: tuple[MessageFactory, list[Subscriber]],
+) -> None:
+    factory, audience = factory_and_list
+    hax, crlf = audience[2], audience[3]
+    hax_mime = parsed(to_mime(factory.build(hax.key, hax.email, hax.fields)))
+    html = hax_mime.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert "<script>" not in html
+    assert "Hi &lt;script&gt;alert(1)&lt;/script&gt;," in html
+    assert hax_mime["To"].addresses[0].display_name == "<script>alert(1)</script> Smith & Co"
+
+    raw = to_mime(factory.build(crlf.key, crlf.email, crlf.fields))
+    head = raw.split(b"\r\n\r\n", 1)[0].decode("ascii")
+    assert "\nBcc:" not in head and "\rBcc:" not in head
+    mime = parsed(raw)
+    assert mime["Bcc"] is None
+    assert mime["To"].addresses[0].addr_spec == "crlf@example.org"
+    assert mime["To"].addresses[0].display_name == "Mallory Bcc: victim@example.net X"
+    assert len(mime["To"].addresses) == 1
+
+
+def test_message_id_is_stable_per_recipient(
+    factory_and_list: tuple[MessageFactory, list[Subscriber]],
+) -> None:
+    factory, audience = factory_and_list
+    a, b = audience[0], audience[1]
+    first = factory.build(a.key, a.email, a.fields)
+    assert factory.build(a.key, a.email, a.fields).message_id == first.message_id
+    assert factory.build(b.key, b.email, b.fields).message_id != first.message_id
+    assert factory.build(a.key, a.email, a.fields, test=True).subject.startswith("[Test] ")
+
+
+def test_tokens_round_trip_and_forgeries_fail() -> None:
+    token = make_token(SECRET, "ada@example.org")
+    assert read_token(SECRET, token) == "ada@example.org"
+    assert read_token(b"another-secret", token) is None
+    _, signature = token.split(".")
+    forged = make_token(b"attacker", "victim@example.org").split(".")[0] + "." + signature
+    assert read_token(SECRET, forged) is None
+    for junk in ("", "abc", "....", "%%%.%%%"):
+        assert read_token(SECRET, junk) is None
+
+
+def test_secret_is_made_once_with_mode_0600(tmp_path: Path) -> None:
+    state = tmp_path / ".newsletter"
+    first = load_secret(state, {})
+    assert len(first) == 64
+    assert stat.S_IMODE(os.stat(state / "secret").st_mode) == 0o600
+    assert load_secret(state, {}) == first
+    assert load_secret(state, {"NEWSLETTER_SECRET": "from-env"}) == b"from-env"
+
+
+SPAMASSASSIN = shutil.which("spamassassin")
+
+
+@pytest.mark.skipif(
+    SPAMASSASSIN is None and not os.environ.get("CI"), reason="spamassassin is not installed"
+)
+def test_spamassassin_local_score_below_2(
+    factory_and_list: tuple[MessageFactory, list[Subscriber]], tmp_path: Path
+) -> None:
+    assert SPAMASSASSIN is not None, "CI must have spamassassin (.ci/run installs it)"
+    factory, audience = factory_and_list
+    ada = audience[0]
+    raw = to_mime(factory.build(ada.key, ada.email, ada.fields))
+    (tmp_path / "message.eml").write_bytes(raw)
+    result = subprocess.run(
+        [SPAMASSASSIN, "-L", "-t"], input=raw, capture_output=True, timeout=300, check=False
+    )
+    report = result.stdout.decode("utf-8", "replace")
+    match = re.search(r"X-Spam-Status: \w+, score=(-?[\d.]+)", report)
+    assert match, report[-2000:]
+    score = float(match[1])
+    tests = re.search(r"tests=([^\n]*(?:\n\t[^\n]*)*)", report)
+    assert score < 2.0, f"SpamAssassin score {score}: {tests[1] if tests else report[-1500:]}"

@@ -1,0 +1,281 @@
+"""The whole job on the embedded outbox: send once, resume, refuse edits, lock, status."""
+
+from __future__ import annotations
+
+import email
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from email import policy
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import cli
+from pipeline.config import load_settings
+from pipeline.delivery.providers import create_provider
+from pipeline.ledger.lock import SendLock
+from pipeline.sending import open_ledger, send_issue
+
+from .conftest import MESSY_AUDIENCE, MESSY_CSV, SAMPLE_ISSUE
+
+
+def newsletter(root: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """Run the CLI from inside the project folder, as a person would."""
+    old = Path.cwd()
+    os.chdir(root)
+    try:
+        result = CliRunner().invoke(cli, list(args), obj={}, env=env)
+    finally:
+        os.chdir(old)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def outbox_files(root: Path) -> list[str]:
+    return sorted(p.name for p in (root / "outbox" / "2025-07-21-hip-rotation").glob("*.eml"))
+
+
+def test_sample_send_then_nothing_on_the_second_run(make_project: Callable[..., Path]) -> None:
+    root = make_project()
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 0, out
+    assert "2025-07-21-hip-rotation: complete" in out
+    assert "audience 9: sent 9, failed 0, unknown 0, pending 0" in out
+    assert "skipped 3 rows: bounced 1, complained 1, unsubscribed 1" in out
+    files = outbox_files(root)
+    assert len(files) == 9 and "ada.runner@example.org.eml" in files
+    stamps = {p: p.stat().st_mtime_ns for p in (root / "outbox").rglob("*.eml")}
+
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 0
+    assert "this run via outbox: sent 0, failed 0, unknown 0" in out
+    assert {p: p.stat().st_mtime_ns for p in (root / "outbox").rglob("*.eml")} == stamps
+
+
+def test_messy_list_through_the_outbox(make_project: Callable[..., Path]) -> None:
+    root = make_project(csv=MESSY_CSV)
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 0, out
+    assert outbox_files(root) == sorted(f"{a}.eml" for a in MESSY_AUDIENCE)
+    assert "invalid row" in out and f"{root / 'subscribers.csv'}:15: status:" in out
+    raw = (root / "outbox/2025-07-21-hip-rotation/crlf@example.org.eml").read_bytes()
+    message = email.message_from_bytes(raw, policy=policy.default)
+    assert message["Bcc"] is None
+    assert "Mallory Bcc: victim@example.net" in str(message["To"])
+
+
+def test_status_json_has_exactly_the_keys(make_project: Callable[..., Path]) -> None:
+    root = make_project()
+    assert newsletter(root, "status", "--json")[1].strip() == "[]"
+    newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    code, out, _ = newsletter(root, "status", SAMPLE_ISSUE, "--json")
+    assert code == 0
+    (row,) = json.loads(out)
+    assert set(row) == {"issue", "audience", "sent", "failed", "unknown", "pending", "when"}
+    assert (row["issue"], row["audience"], row["sent"], row["pending"]) == (
+        "2025-07-21-hip-rotation",
+        9,
+        9,
+        0,
+    )
+    code, out, _ = newsletter(root, "status")
+    assert "2025-07-21-hip-rotation: complete" in out
+
+
+def test_an_edited_issue_is_refused_unless_forced(make_project: Callable[..., Path]) -> None:
+    root = make_project()
+    settings = load_settings(root / "newsletter.toml")
+    provider = create_provider(settings, {})
+    # Start a send that stops after the first batch of 4: some sent, some pending.
+    settings_text = (root / "newsletter.toml").read_text(encoding="utf-8")
+    (root / "newsletter.toml").write_text(
+        settings_text + "batch_size = 4\nmax_consecutive_failures = 1\n", encoding="utf-8"
+    )
+    ledger_before = []
+    original = provider.send
+
+    def fail_after_first(messages):  # type: ignore[no-untyped-def]
+        ledger_before.append(len(messages))
+        if len(ledger_before) > 1:
+            from pipeline.delivery.provider import BatchResult, Outcome
+
+            return BatchResult.all(messages, Outcome.FAILED, "mailbox full")
+        return original(messages)
+
+    provider.send = fail_after_first  # type: ignore[method-assign]
+    report = send_issue(
+        root / SAMPLE_ISSUE, load_settings(root / "newsletter.toml"), provider, environ={}
+    )
+    assert report is not None and report.counts.sent == 4 and report.this_run.paused
+
+    issue = root / SAMPLE_ISSUE
+    issue.write_text(
+        issue.read_text(encoding="utf-8").replace("Tight hips", "Stiff hips"), encoding="utf-8"
+    )
+    code, _, err = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 2
+    assert "changed after its sending began (4 already sent)" in err and "--force" in err
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes", "--force")
+    assert "audience 9: sent 5, failed 4" in out  # 4 failed in the stopped batch, rest sent
+
+
+def test_someone_who_unsubscribes_mid_send_gets_no_more(make_project: Callable[..., Path]) -> None:
+    root = make_project()
+    (root / "newsletter.toml").write_text(
+        (root / "newsletter.toml").read_text(encoding="utf-8")
+        + "batch_size = 2\nmax_consecutive_failures = 1\n",
+        encoding="utf-8",
+    )
+    settings = load_settings(root / "newsletter.toml")
+    provider = create_provider(settings, {})
+    calls = []
+    original = provider.send
+
+    def first_batch_only(messages):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) > 1:
+            from pipeline.delivery.provider import BatchResult, Outcome
+
+            return BatchResult.all(messages, Outcome.RETRY, "relay down")
+        return original(messages)
+
+    provider.send = first_batch_only  # type: ignore[method-assign]
+    report = send_issue(root / SAMPLE_ISSUE, settings, provider, environ={}, sleep=lambda s: None)
+    assert report is not None and report.counts.sent == 2 and report.counts.pending == 7
+    assert report.this_run.paused and "could not be sent after 5 tries" in report.this_run.paused
+
+    # Hugo (pending) opts out through his link while the send is paused.
+    ledger = open_ledger(settings)
+    assert ledger.issue("2025-07-21-hip-rotation") is not None
+    ledger.close()
+    from pipeline.messages.secret import load_secret
+    from pipeline.messages.unsubscribe import make_token
+
+    token = make_token(load_secret(settings.state_dir, {}), "hugo.desk@example.org")
+    url = f"https://movementsolutions.example/unsubscribe?token={token}"
+    assert newsletter(root, "unsubscribe", url)[0] == 0
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 0, out
+    assert "audience 8: sent 8" in out and "withdrawn: 1" in out
+    assert "hugo.desk@example.org.eml" not in outbox_files(root)
+
+
+def test_forged_unsubscribe_changes_nothing(make_project: Callable[..., Path]) -> None:
+    root = make_project()
+    before = (root / "subscribers.csv").read_bytes()
+    code, _, err = newsletter(root, "unsubscribe", "YWRh.bm90LWEtc2lnbmF0dXJl")
+    assert code == 2 and "not a valid unsubscribe token" in err
+    assert (root / "subscribers.csv").read_bytes() == before
+
+
+def test_dry_run_sends_and_records_nothing(make_project: Callable[..., Path]) -> None:
+    root = make_project(csv=MESSY_CSV)
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--dry-run")
+    assert code == 0
+    assert "audience: 5 subscribers" in out and "would start a new send" in out
+    assert "To: Ada Runner <ada@example.org>" in out
+    assert "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in out
+    assert "nothing was sent" in out
+    assert not (root / "outbox").exists()
+    assert not (root / ".newsletter" / "ledger.sqlite3").exists()
+
+
+def test_test_copy_goes_outside_the_ledger(make_project: Callable[..., Path]) -> None:
+    root = make_project()
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--to", "Ada.Runner@example.org")
+    assert code == 0 and "test copy to Ada Runner <ada.runner@example.org>: sent" in out
+    (path,) = (root / "outbox" / "2025-07-21-hip-rotation").glob("test-*.eml")
+    message = email.message_from_bytes(path.read_bytes(), policy=policy.default)
+    assert message["Subject"] == "[Test] Why Hip Rotation Matters More Than You Think"
+    assert not (root / ".newsletter" / "ledger.sqlite3").exists()
+    assert newsletter(root, "send", SAMPLE_ISSUE, "--to", "not an address")[0] == 2
+
+
+def test_confirmation_without_a_terminal_needs_yes(make_project: Callable[..., Path]) -> None:
+    root = make_project()
+    code, _, err = newsletter(root, "send", SAMPLE_ISSUE)
+    assert code == 2 and "Add --yes" in err
+    assert not (root / "outbox").exists()
+
+
+def test_an_issue_with_check_problems_is_not_sent(make_project: Callable[..., Path]) -> None:
+    root = make_project()
+    issue = root / SAMPLE_ISSUE
+    issue.write_text(
+        issue.read_text(encoding="utf-8").replace("first_name", "frist_name"), encoding="utf-8"
+    )
+    code, _, err = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 2 and "unknown merge field subscriber.frist_name" in err
+    assert not (root / "outbox").exists()
+
+
+def test_bad_provider_config_is_one_line(make_project: Callable[..., Path]) -> None:
+    root = make_project(provider='name = "postmrk"')
+    code, _, err = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 2
+    assert "[provider] name: unknown provider 'postmrk'" in err
+    root = make_project(provider='name = "postmark"')
+    code, _, err = newsletter(
+        root, "send", SAMPLE_ISSUE, "--yes", env={"POSTMARK_SERVER_TOKEN": ""}
+    )
+    assert code == 2 and "needs POSTMARK_SERVER_TOKEN set in the environment" in err
+    root = make_project(provider='name = "smtp"\nsecurity = "ssl"')
+    code, _, err = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 2 and "[provider] security: must be one of starttls, tls, none" in err
+
+
+def test_a_second_run_is_refused_while_one_holds_the_lock(
+    make_project: Callable[..., Path],
+) -> None:
+    root = make_project()
+    settings = load_settings(root / "newsletter.toml")
+    with SendLock(settings.state_dir):
+        code, _, err = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 1
+    assert f"another send is running (pid {os.getpid()} on " in err
+    assert newsletter(root, "send", SAMPLE_ISSUE, "--yes")[0] == 0
+
+
+def test_a_killed_lock_holder_leaves_no_lock(make_project: Callable[..., Path]) -> None:
+    root = make_project()
+    state = root / ".newsletter"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from pipeline.ledger.lock import SendLock;"
+            f"SendLock(Path({str(state)!r})).acquire(); print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        code, _, err = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+        assert code == 1 and f"pid {holder.pid}" in err
+    finally:
+        holder.kill()
+        holder.wait()
+    assert newsletter(root, "send", SAMPLE_ISSUE, "--yes")[0] == 0
+
+
+@pytest.mark.parametrize("folder_name", ["outbox"])
+def test_outbox_reconciles_unknown_rows_without_duplicates(
+    make_project: Callable[..., Path], folder_name: str
+) -> None:
+    root = make_project()
+    settings = load_settings(root / "newsletter.toml")
+    assert newsletter(root, "send", SAMPLE_ISSUE, "--yes")[0] == 0
+    # Pretend a run died with everything in flight: the ledger cannot know, the files can.
+    ledger = open_ledger(settings)
+    ledger.db.execute("UPDATE recipients SET status = 'unknown'")
+    ledger.db.execute("UPDATE issues SET status = 'sending'")
+    ledger.close()
+    (root / folder_name / "2025-07-21-hip-rotation" / "iris@example.org.eml").unlink()
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 0, out
+    assert "sent 1" in out and "8 found already delivered" in out
+    assert len(outbox_files(root)) == 9
