@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 
@@ -48,31 +48,45 @@ def plan_due(
     now: datetime,
     max_lateness: timedelta,
 ) -> list[Plan]:
+    # In UTC: Python compares and subtracts two datetimes that share a tzinfo by wall clock,
+    # which is an hour off across a daylight-saving change.
+    now = now.astimezone(UTC)
     plans = []
     for draft in drafts:
         record = ledger.get(draft.slug)
-        if draft.send_at is None:
+        send_at = draft.send_at.astimezone(UTC) if draft.send_at is not None else None
+        if send_at is None:
             plans.append(Plan(draft, Decision.UNSCHEDULED))
         elif record is not None and record.status is IssueStatus.COMPLETE:
             plans.append(Plan(draft, Decision.COMPLETE))
         elif record is not None:
             plans.append(Plan(draft, Decision.RESUME, f"interrupted ({record.status})"))
-        elif draft.send_at > now:
-            plans.append(Plan(draft, Decision.NOT_YET, f"due {draft.send_at.isoformat()}"))
-        elif now - draft.send_at > max_lateness:
-            late = now - draft.send_at
+        elif send_at > now:
+            plans.append(Plan(draft, Decision.NOT_YET, f"due {_local(draft)}"))
+        elif now - send_at > max_lateness:
+            late = now - send_at
             plans.append(
                 Plan(
                     draft,
                     Decision.TOO_LATE,
-                    f"send_at {draft.send_at.isoformat()} passed {_human(late)} ago, more than "
+                    f"send_at {_local(draft)} passed {_human(late)} ago, more than "
                     f"max_lateness ({_human(max_lateness)}); send it by hand if it should still go",
                 )
             )
         else:
             plans.append(Plan(draft, Decision.SEND))
-    far_future = datetime.max.replace(tzinfo=now.tzinfo)
-    return sorted(plans, key=lambda p: (p.draft.send_at or far_future, p.draft.slug))
+    far_future = datetime.max.replace(tzinfo=UTC)
+    return sorted(
+        plans,
+        key=lambda p: (
+            p.draft.send_at.astimezone(UTC) if p.draft.send_at else far_future,
+            p.draft.slug,
+        ),
+    )
+
+
+def _local(draft: Draft) -> str:
+    return draft.send_at.isoformat() if draft.send_at else "(none)"
 
 
 def _human(delta: timedelta) -> str:

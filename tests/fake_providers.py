@@ -41,6 +41,7 @@ class FakeApi:
         self.delivered: Counter[str] = Counter()  # recipient address -> messages accepted
         self.faults: list[CallFault] = []
         self.recipient_errors: dict[str, int] = {}
+        self.latency = 0.0  # seconds added to every call, like a network round trip
         self.lock = threading.Lock()
         api = self
 
@@ -80,6 +81,8 @@ class FakeApi:
     ) -> tuple[int, dict[str, str], Any]:
         with self.lock:
             fault = self.faults.pop(0) if self.faults else CallFault()
+        if self.latency:
+            time.sleep(self.latency)
         if fault.delay:
             time.sleep(fault.delay)
             if not fault.accept:

@@ -1,0 +1,215 @@
+"""The postmark provider against a local server speaking Postmark's batch API, with faults."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.config import load_settings
+from pipeline.delivery.providers import create_provider
+from pipeline.sending import SendReport, send_issue
+
+from .conftest import SAMPLE_ISSUE
+from .fake_providers import POSTMARK_TOKEN, CallFault, FakePostmark
+
+ENV = {"POSTMARK_SERVER_TOKEN": POSTMARK_TOKEN}
+
+
+@pytest.fixture
+def postmark() -> Iterator[FakePostmark]:
+    server = FakePostmark()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def list_of(count: int) -> str:
+    rows = [f"reader{i:04d}@example.org,Reader{i},,," for i in range(count)]
+    return "email,first_name,last_name,status,tags\n" + "\n".join(rows) + "\n"
+
+
+def project(
+    make_project: Callable[..., Path], server: FakePostmark, count: int, extra: str = ""
+) -> Path:
+    return make_project(
+        provider=f'name = "postmark"\nbase_url = "{server.url}"\ntimeout = 2\n{extra}',
+        csv=list_of(count),
+    )
+
+
+def send(root: Path, sleeps: list[float] | None = None, **kwargs: Any) -> SendReport:
+    settings = load_settings(root / "newsletter.toml")
+    provider = create_provider(settings, ENV)
+    try:
+        report = send_issue(
+            root / SAMPLE_ISSUE,
+            settings,
+            provider,
+            environ=ENV,
+            sleep=(sleeps.append if sleeps is not None else lambda s: None),
+            **kwargs,
+        )
+    finally:
+        provider.close()
+    assert report is not None
+    return report
+
+
+def test_batches_follow_the_documented_shape(
+    make_project: Callable[..., Path], postmark: FakePostmark
+) -> None:
+    root = project(make_project, postmark, 1200)
+    report = send(root)
+    assert report.counts.sent == 1200 and report.exit_code == 0
+    assert [len(r.body) for r in postmark.requests] == [500, 500, 200]
+    request = postmark.requests[0]
+    assert request.path == "/email/batch"
+    assert request.headers["X-Postmark-Server-Token"] == POSTMARK_TOKEN
+    assert request.headers["Accept"] == "application/json"
+    assert request.headers["Content-Type"] == "application/json"
+    first = request.body[0]
+    assert first["From"] == "Dr. Connie Hutchins <connie@movementsolutions.example>"
+    assert first["To"] == "Reader0 <reader0000@example.org>"
+    assert first["ReplyTo"] == "connie@movementsolutions.example"
+    assert first["Subject"] == "Why Hip Rotation Matters More Than You Think"
+    assert first["MessageStream"] == "broadcast"
+    assert first["TrackOpens"] is False and first["TrackLinks"] == "None"
+    assert "Hi Reader0," in first["TextBody"] and "Hi Reader0," in first["HtmlBody"]
+    # Broadcast stream: Postmark's own unsubscribe link and headers, none of ours.
+    names = [h["Name"] for h in first["Headers"]]
+    assert "List-Unsubscribe" not in names and "List-Unsubscribe-Post" not in names
+    assert "X-Newsletter-Issue" in names and "Message-ID" in names
+    assert 'href="{{{ pm:unsubscribe }}}"' in first["HtmlBody"]
+    assert "Unsubscribe with one click: {{{ pm:unsubscribe }}}" in first["TextBody"]
+    assert all(n == 1 for n in postmark.delivered.values()) and len(postmark.delivered) == 1200
+
+
+def test_own_unsubscribe_on_a_stream_that_allows_it(
+    make_project: Callable[..., Path], postmark: FakePostmark
+) -> None:
+    root = project(
+        make_project, postmark, 2, 'message_stream = "newsletter"\nmanaged_unsubscribe = false'
+    )
+    send(root)
+    first = postmark.requests[0].body[0]
+    headers = {h["Name"]: h["Value"] for h in first["Headers"]}
+    assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert headers["List-Unsubscribe"].startswith("<https://movementsolutions.example/unsubscribe")
+    assert first["MessageStream"] == "newsletter"
+
+
+def test_inactive_and_invalid_recipients_fail_alone(
+    make_project: Callable[..., Path], postmark: FakePostmark
+) -> None:
+    root = project(make_project, postmark, 10)
+    postmark.recipient_errors = {"reader0003@example.org": 406, "reader0007@example.org": 300}
+    report = send(root)
+    assert (report.counts.sent, report.counts.failed) == (8, 2)
+    reasons = dict(report.failures)
+    assert reasons["reader0003@example.org"].startswith("inactive recipient (Postmark 406)")
+    assert reasons["reader0007@example.org"].startswith("invalid email request (Postmark 300)")
+    assert report.exit_code == 1
+
+
+def test_429_is_retried_after_retry_after(
+    make_project: Callable[..., Path], postmark: FakePostmark
+) -> None:
+    root = project(make_project, postmark, 10)
+    postmark.faults = [
+        CallFault(
+            status=429,
+            headers={"Retry-After": "7"},
+            body={"ErrorCode": 429, "Message": "Rate limit exceeded"},
+        ),
+    ]
+    sleeps: list[float] = []
+    report = send(root, sleeps)
+    assert report.counts.sent == 10
+    assert len(sleeps) == 1 and sleeps[0] >= 7
+    assert all(n == 1 for n in postmark.delivered.values())
+
+
+def test_5xx_is_retried_with_backoff(
+    make_project: Callable[..., Path], postmark: FakePostmark
+) -> None:
+    root = project(make_project, postmark, 10)
+    postmark.faults = [CallFault(status=500), CallFault(status=503)]
+    sleeps: list[float] = []
+    report = send(root, sleeps)
+    assert report.counts.sent == 10 and len(sleeps) == 2
+    assert all(0 <= s <= 60 for s in sleeps)
+
+
+def test_a_timeout_is_unknown_never_blindly_resent(
+    make_project: Callable[..., Path], postmark: FakePostmark
+) -> None:
+    root = project(make_project, postmark, 10, "batch_size = 5")
+    # The first call is processed but answered too late: the client cannot know.
+    postmark.faults = [CallFault(delay=3.0, accept=True)]
+    report = send(root)
+    assert (report.counts.sent, report.counts.unknown) == (5, 5)
+    assert "got no answer from Postmark" in report.unknown[0][1]
+    assert report.exit_code == 1
+    # The server finishes the late call after the client gave up on it.
+    deadline = time.monotonic() + 10
+    while sum(postmark.delivered.values()) < 10 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sum(postmark.delivered.values()) == 10
+
+    again = send(root)
+    assert again.this_run.sent == 0 and sum(postmark.delivered.values()) == 10
+    resent = send(root, resend_unknown=True)
+    assert resent.counts.unknown == 0 and resent.counts.sent == 10
+    assert sum(postmark.delivered.values()) == 15  # the operator chose to re-send
+
+
+def test_a_bad_token_stops_the_send(
+    make_project: Callable[..., Path], postmark: FakePostmark
+) -> None:
+    root = project(make_project, postmark, 10)
+    settings = load_settings(root / "newsletter.toml")
+    provider = create_provider(settings, {"POSTMARK_SERVER_TOKEN": "wrong"})
+    report = send_issue(root / SAMPLE_ISSUE, settings, provider, environ={}, sleep=lambda s: None)
+    assert report is not None
+    assert report.this_run.stopped == (
+        "Postmark refused the request (HTTP 401, error 10: Bad or missing Server API token.)"
+    )
+    assert report.counts.pending == 10 and report.exit_code == 2
+    assert "wrong" not in report.this_run.stopped  # never print a secret
+    assert send(root).counts.sent == 10  # fixed token: resumes
+
+
+def test_an_account_error_mid_batch_keeps_what_was_sent(
+    make_project: Callable[..., Path], postmark: FakePostmark
+) -> None:
+    root = project(make_project, postmark, 6)
+    postmark.recipient_errors = {"reader0004@example.org": 412}
+    report = send(root)
+    assert report.this_run.stopped and "account is pending (error 412)" in report.this_run.stopped
+    assert (report.counts.sent, report.counts.pending) == (5, 1)
+
+
+def test_many_failures_in_a_row_pause_the_send(
+    make_project: Callable[..., Path], postmark: FakePostmark
+) -> None:
+    root = project(make_project, postmark, 20, "batch_size = 2\nmax_consecutive_failures = 4")
+    postmark.recipient_errors = {f"reader{i:04d}@example.org": 406 for i in range(2, 20)}
+    report = send(root)
+    assert report.this_run.paused and "4 recipients in a row failed" in report.this_run.paused
+    assert (report.counts.sent, report.counts.failed, report.counts.pending) == (2, 4, 14)
+
+
+def test_unreachable_api_pauses_without_losing_anyone(make_project: Callable[..., Path]) -> None:
+    root = make_project(
+        provider='name = "postmark"\nbase_url = "http://127.0.0.1:9"\nmax_attempts = 3',
+        csv=list_of(4),
+    )
+    sleeps: list[float] = []
+    report = send(root, sleeps)
+    assert report.this_run.paused and "could not reach Postmark" in report.this_run.paused
+    assert report.counts.pending == 4 and len(sleeps) == 2
