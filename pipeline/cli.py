@@ -216,15 +216,16 @@ def _print_report(report: SendReport, settings: Settings, *, quiet: bool = False
         click.echo(f"  stopped: {run.stopped}. Fix it, then run again to resume.")
 
 
-def _progress() -> Callable[[int], None] | None:
+def _progress() -> Callable[[int, int], None] | None:
+    """A progress bar on stderr, when it is a terminal."""
     if not sys.stderr.isatty():
         return None
-    done = 0
 
-    def show(count: int) -> None:
-        nonlocal done
-        done += count
-        click.echo(f"\r  {done} recipients processed", nl=False, err=True)
+    def show(done: int, total: int) -> None:
+        width = 30
+        filled = width * done // total if total else width
+        bar = "#" * filled + "." * (width - filled)
+        click.echo(f"\r  [{bar}] {done}/{total}", nl=False, err=True)
 
     return show
 

@@ -140,7 +140,7 @@ def send_issue(
     resend_unknown: bool = False,
     force: bool = False,
     confirm: Callable[[SendPlan], bool] | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
     clock: Callable[[], datetime] = utc_now,
     sleep: Callable[[float], None] = time.sleep,
     monotonic: Callable[[], float] = time.monotonic,
@@ -180,7 +180,7 @@ def _send_locked(
     resend_unknown: bool,
     force: bool,
     confirm: Callable[[SendPlan], bool] | None,
-    progress: Callable[[int], None] | None,
+    progress: Callable[[int, int], None] | None,
     sleep: Callable[[float], None],
     monotonic: Callable[[], float],
 ) -> SendReport | None:

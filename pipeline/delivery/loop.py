@@ -87,12 +87,12 @@ class DeliveryLoop:
         *,
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
-        progress: Callable[[int], None] | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> None:
         self.ledger, self.provider, self.factory, self.policy = ledger, provider, factory, policy
         self.sleep = sleep
         self.pacer = Pacer(policy.rate, monotonic, sleep)
-        self.progress = progress or (lambda count: None)
+        self.progress = progress or (lambda done, total: None)
 
     def build(self, rows: Sequence[ClaimedRow]) -> tuple[list[Message], list[Settlement]]:
         messages, failed = [], []
@@ -106,6 +106,8 @@ class DeliveryLoop:
     def run(self, slug: str) -> LoopResult:
         result = LoopResult()
         consecutive_failures = 0
+        total, done = self.ledger.counts(slug).pending, 0
+        self.progress(done, total)
         while True:
             batch, rows = self.ledger.claim(slug, self.policy.batch_size)
             if not rows:
@@ -116,7 +118,8 @@ class DeliveryLoop:
                 result.failed += len(unbuildable)
             self.pacer.wait(len(messages))
             settled = self._deliver(slug, batch, messages, result)
-            self.progress(len(rows))
+            done += len(rows)
+            self.progress(done, total)
             for item in [*unbuildable, *settled]:
                 if item.status is RecipientStatus.SENT:
                     consecutive_failures = 0
