@@ -176,3 +176,16 @@ def test_project_without_templates_folder_still_renders(tmp_path: Path, project:
     assert not settings.templates_dir.exists()
     issue = load_issue(project / "newsletters/2025-07-21-hip-rotation.md", settings.timezone)
     assert "<mjml" in compile_issue(issue, settings).mjml
+
+
+def test_a_field_missing_at_send_time_names_its_line(
+    write_issue: Callable[..., Path], settings: Settings
+) -> None:
+    path = write_issue("Hello\n\nFrom {{ subscriber.city }} to {{ subscriber.shoe_size }}.\n")
+    compiled = compile_issue(load_issue(path, settings.timezone), settings)
+    with pytest.raises(InputError) as caught:
+        compiled.personalise(SUBSCRIBER, "https://u.example/x")
+    assert caught.value.location_message() == (
+        f"{path}:7: merge field {{{{ subscriber.shoe_size }}}}: "
+        "'pipeline.render.fill.SubscriberFields object' has no attribute 'shoe_size'"
+    )

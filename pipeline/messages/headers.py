@@ -16,7 +16,14 @@ def clean_header(value: str) -> str:
     return " ".join(_CONTROL.sub(" ", value).split())
 
 
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9 !#$%&'*+/=?^_`{|}~-]*")
+
+
 def mailbox(name: str, address: str) -> str:
     """``Name <address>``, quoted where the name needs it; the name cleaned of controls."""
+    name = clean_header(name)
+    if _PLAIN_NAME.fullmatch(name) and address.isascii():
+        # The common case needs no quoting: skip the (slow) general formatter.
+        return f"{name} <{address}>" if name else address
     local, _, domain = address.rpartition("@")
-    return str(Address(display_name=clean_header(name), username=local, domain=domain))
+    return str(Address(display_name=name, username=local, domain=domain))

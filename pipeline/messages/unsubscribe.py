@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from urllib.parse import quote
 
 _SIGNATURE_BYTES = 16
 
@@ -45,4 +44,5 @@ def read_token(secret: bytes, token: str) -> str | None:
 
 
 def unsubscribe_url(base_url: str, token: str) -> str:
-    return f"{base_url}/unsubscribe?token={quote(token)}"
+    # base64url and "." are URL-safe: the token goes in as it is.
+    return f"{base_url}/unsubscribe?token={token}"
