@@ -42,6 +42,7 @@ class FakeApi:
         self.faults: list[CallFault] = []
         self.recipient_errors: dict[str, int] = {}
         self.latency = 0.0  # seconds added to every call, like a network round trip
+        self.at_once = self.most_at_once = 0  # calls being answered at the same time
         self.lock = threading.Lock()
         api = self
 
@@ -81,6 +82,17 @@ class FakeApi:
     ) -> tuple[int, dict[str, str], Any]:
         with self.lock:
             fault = self.faults.pop(0) if self.faults else CallFault()
+            self.at_once += 1
+            self.most_at_once = max(self.most_at_once, self.at_once)
+        try:
+            return self._answer(path, headers, raw, fault)
+        finally:
+            with self.lock:
+                self.at_once -= 1
+
+    def _answer(
+        self, path: str, headers: dict[str, str], raw: bytes, fault: CallFault
+    ) -> tuple[int, dict[str, str], Any]:
         if self.latency:
             time.sleep(self.latency)
         if fault.delay:

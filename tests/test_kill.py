@@ -54,10 +54,11 @@ def test_sigkill_at_random_points_never_duplicates_or_loses(
     kills = in_doubt = 0
     for round_number in range(ROUNDS):
         server = FakePostmark()
-        server.latency = 0.05  # 30 batches: about 1.5 s of sending
+        server.latency = 0.1  # 30 batches, 2 in flight: about 1.5 s of sending
         try:
             root = make_project(
-                provider=f'name = "postmark"\nbase_url = "{server.url}"\nbatch_size = 20',
+                provider=f'name = "postmark"\nbase_url = "{server.url}"\nbatch_size = 20\n'
+                "concurrency = 2",
                 csv=list_of(RECIPIENTS),
             )
             for attempt in range(40):

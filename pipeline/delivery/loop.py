@@ -7,8 +7,10 @@ ledger.  Output: those rows settled, and a ``LoopResult`` saying why the loop en
 
 from __future__ import annotations
 
+import queue
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from pipeline.delivery.provider import Options, Outcome, Provider, RecipientResult
@@ -31,6 +33,7 @@ class DeliveryPolicy:
     rate: float | None  # messages per second
     retry: RetryPolicy
     max_consecutive_failures: int
+    concurrency: int = 1  # batches in flight at once
 
     @classmethod
     def from_options(cls, options: Options, provider: Provider) -> DeliveryPolicy:
@@ -46,6 +49,11 @@ class DeliveryPolicy:
                 max_seconds=options.number("max_retry_seconds", 300),
             ),
             max_consecutive_failures=options.integer("max_consecutive_failures", 50),
+            concurrency=options.integer(
+                "concurrency",
+                min(4, provider.max_concurrency),
+                maximum=provider.max_concurrency,
+            ),
         )
 
 
@@ -77,7 +85,24 @@ class Pacer:
         self._next = now + count / self.rate
 
 
+@dataclass(frozen=True)
+class BatchEnd:
+    """How one batch's send ended, once every message of it was reported."""
+
+    paused: str | None = None
+    stopped: str | None = None
+
+
+Report = Callable[[list[Settlement]], None]
+
+
 class DeliveryLoop:
+    """Claims batches and keeps up to ``policy.concurrency`` of them in flight.
+
+    A batch is sent (with its retries) in a worker thread, which reports settlements back;
+    only this thread touches the ledger, so every write stays in order and in one place.
+    """
+
     def __init__(
         self,
         ledger: Ledger,
@@ -93,6 +118,8 @@ class DeliveryLoop:
         self.sleep = sleep
         self.pacer = Pacer(policy.rate, monotonic, sleep)
         self.progress = progress or (lambda done, total: None)
+        self._consecutive_failures = 0
+        self._last_failure = ""
 
     def build(self, rows: Sequence[ClaimedRow]) -> tuple[list[Message], list[Settlement]]:
         messages, failed = [], []
@@ -103,44 +130,82 @@ class DeliveryLoop:
                 failed.append(Settlement(row.key, RecipientStatus.FAILED, reason=str(exc)))
         return messages, failed
 
+    def _apply(self, slug: str, batch: int, items: list[Settlement], result: LoopResult) -> None:
+        """Record settlements in the ledger and in the run's counters (this thread only)."""
+        if not items:
+            return
+        self.ledger.settle(slug, batch, items)
+        for item in items:
+            if item.status is RecipientStatus.SENT:
+                result.sent += 1
+                self._consecutive_failures = 0
+            elif item.status is RecipientStatus.FAILED:
+                result.failed += 1
+                self._consecutive_failures += 1
+                self._last_failure = item.reason
+            elif item.status is RecipientStatus.UNKNOWN:
+                result.unknown += 1
+
     def run(self, slug: str) -> LoopResult:
         result = LoopResult()
-        consecutive_failures = 0
         total, done = self.ledger.counts(slug).pending, 0
         self.progress(done, total)
-        while True:
-            batch, rows = self.ledger.claim(slug, self.policy.batch_size)
-            if not rows:
-                return result
-            messages, unbuildable = self.build(rows)
-            if unbuildable:
-                self.ledger.settle(slug, batch, unbuildable)
-                result.failed += len(unbuildable)
-            self.pacer.wait(len(messages))
-            settled = self._deliver(slug, batch, messages, result)
-            done += len(rows)
-            self.progress(done, total)
-            for item in [*unbuildable, *settled]:
-                if item.status is RecipientStatus.SENT:
-                    consecutive_failures = 0
-                elif item.status is RecipientStatus.FAILED:
-                    consecutive_failures += 1
-            if result.stopped or result.paused:
-                return result
-            if consecutive_failures >= self.policy.max_consecutive_failures:
-                last = settled[-1].reason if settled else ""
-                result.paused = (
-                    f"{consecutive_failures} recipients in a row failed (last: {last}); "
-                    "paused instead of burning through the list"
-                )
-                return result
+        reports: queue.Queue[tuple[int, list[Settlement]]] = queue.Queue()
+        in_flight: dict[Future[BatchEnd], tuple[int, int]] = {}
 
-    def _deliver(
-        self, slug: str, batch: int, messages: list[Message], result: LoopResult
-    ) -> list[Settlement]:
-        """Send one batch with retries; settle every message of it; return the settlements."""
+        def drain() -> None:
+            while True:
+                try:
+                    batch, items = reports.get_nowait()
+                except queue.Empty:
+                    return
+                self._apply(slug, batch, items, result)
+
+        with ThreadPoolExecutor(max_workers=self.policy.concurrency) as pool:
+            exhausted = False
+            while True:
+                # Fill the pipe, unless the send is ending.
+                while (
+                    not exhausted
+                    and len(in_flight) < self.policy.concurrency
+                    and not (result.paused or result.stopped)
+                ):
+                    batch, rows = self.ledger.claim(slug, self.policy.batch_size)
+                    if not rows:
+                        exhausted = True
+                        break
+                    messages, unbuildable = self.build(rows)
+                    self._apply(slug, batch, unbuildable, result)
+                    self.pacer.wait(len(messages))
+
+                    def report(items: list[Settlement], batch: int = batch) -> None:
+                        reports.put((batch, items))
+
+                    future = pool.submit(self._deliver, messages, report)
+                    in_flight[future] = (batch, len(rows))
+                if not in_flight:
+                    return result
+                finished, _ = wait(in_flight, timeout=0.05, return_when=FIRST_COMPLETED)
+                drain()
+                for future in finished:
+                    batch, size = in_flight.pop(future)
+                    end = future.result()
+                    drain()
+                    result.paused = result.paused or end.paused
+                    result.stopped = result.stopped or end.stopped
+                    done += size
+                    self.progress(done, total)
+                limit = self.policy.max_consecutive_failures
+                if self._consecutive_failures >= limit and not result.paused:
+                    result.paused = (
+                        f"{self._consecutive_failures} recipients in a row failed "
+                        f"(last: {self._last_failure}); paused instead of burning through the list"
+                    )
+
+    def _deliver(self, messages: list[Message], report: Report) -> BatchEnd:
+        """Send one batch with retries, reporting every message's settlement (worker thread)."""
         remaining = messages
-        done: list[Settlement] = []
+        stopped = None
         try:
             for attempt in self.policy.retry.retrying(self.sleep):
                 with attempt:
@@ -172,28 +237,18 @@ class DeliveryLoop:
                             for m, r in retry
                         ]
                         retry = []
-                        result.stopped = answer.stop
-                    self.ledger.settle(slug, batch, settlements)
-                    done += settlements
-                    for item in settlements:
-                        if item.status is RecipientStatus.SENT:
-                            result.sent += 1
-                        elif item.status is RecipientStatus.FAILED:
-                            result.failed += 1
-                        elif item.status is RecipientStatus.UNKNOWN:
-                            result.unknown += 1
+                        stopped = answer.stop
+                    report(settlements)
                     remaining = [message for message, _ in retry]
                     if remaining:
                         delays = [r.retry_after for _, r in retry if r.retry_after is not None]
                         raise RetryLater(max(delays) if delays else None, retry[0][1].reason)
         except RetryLater as exc:
-            back = [
-                Settlement(m.key, RecipientStatus.PENDING, reason=exc.reason) for m in remaining
-            ]
-            self.ledger.settle(slug, batch, back)
-            done += back
-            result.paused = (
-                f"{len(remaining)} messages still could not be sent after "
+            report(
+                [Settlement(m.key, RecipientStatus.PENDING, reason=exc.reason) for m in remaining]
+            )
+            return BatchEnd(
+                paused=f"{len(remaining)} messages still could not be sent after "
                 f"{self.policy.retry.attempts} tries: {exc.reason}"
             )
-        return done
+        return BatchEnd(stopped=stopped)

@@ -67,6 +67,7 @@ class BatchResult:
 class Provider(Protocol):
     name: str
     max_batch: int  # the most messages one send() may take
+    max_concurrency: int  # the most batches it may have in flight at once (threads)
     # Postmark broadcast streams insert their own unsubscribe link: its placeholder, or None.
     managed_unsubscribe: str | None
 
@@ -143,6 +144,7 @@ COMMON_OPTIONS = {
     "max_retry_seconds": "give up retrying a batch after this long (default 300)",
     "max_consecutive_failures": "pause the send after this many failed recipients in a row"
     " (default 50)",
+    "concurrency": "batches in flight at once (default 4, or the provider's maximum if lower)",
 }
 
 

@@ -98,7 +98,6 @@ class FieldEvaluator:
             raise InputError("a merge field's value contains a NUL character", path=self.path)
         return values
 
-
     def _which_failed(self, context: Mapping[str, Any]) -> InputError:
         """The slow path, on error only: find the field that failed, to name its line."""
         for field in self.fields:

@@ -68,6 +68,10 @@ class HttpApi:
         self.timeout = (connect_timeout, read_timeout)
         self.session = requests.Session()
         self.session.headers.update({"User-Agent": USER_AGENT, **headers})
+        # Enough pooled connections for every batch that may be in flight at once.
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=16)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
 
     def post(self, path: str, **kwargs: Any) -> requests.Response | NoAnswer:
         try:

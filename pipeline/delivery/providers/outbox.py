@@ -31,6 +31,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]+")
 class OutboxProvider:
     name = "outbox"
     max_batch = 100
+    max_concurrency = 1  # writing files: threads would only contend for the GIL
     managed_unsubscribe: str | None = None
 
     def __init__(self, folder: Path) -> None:

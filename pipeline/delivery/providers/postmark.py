@@ -49,6 +49,7 @@ MANAGED_HEADERS = {"List-Unsubscribe", "List-Unsubscribe-Post"}
 class PostmarkProvider:
     name = "postmark"
     max_batch = 500
+    max_concurrency = 16
 
     def __init__(self, api: HttpApi, stream: str, managed_unsubscribe: bool) -> None:
         self.api = api

@@ -37,6 +37,7 @@ def _reply(code: int, text: bytes | str) -> str:
 class SmtpProvider:
     name = "smtp"
     max_batch = 100
+    max_concurrency = 1  # one reused connection
     managed_unsubscribe: str | None = None
 
     def __init__(
