@@ -226,3 +226,34 @@ def test_several_batches_are_in_flight_at_once(
     assert report.counts.sent == 80 and len(postmark.requests) == 8
     assert postmark.most_at_once == 4
     assert all(n == 1 for n in postmark.delivered.values())
+
+
+def test_prebuilt_json_decodes_to_exactly_the_message(make_project: Callable[..., Path]) -> None:
+    import json
+
+    from pipeline.audience.subscribers import Subscriber, scan
+    from pipeline.content.issue import load_issue
+    from pipeline.delivery.providers.postmark import PostmarkProvider
+    from pipeline.messages.compose import MessageFactory
+    from pipeline.render.compile import compile_issue
+
+    hostile = (
+        "email,first_name,last_name\n"
+        'q@example.org,"Quote "" back\\\\slash </script> \u2028 é 🏃",Tab\tX\n'
+    )
+    root = make_project(provider='name = "postmark"', csv=hostile)
+    settings = load_settings(root / "newsletter.toml")
+    compiled = compile_issue(load_issue(root / SAMPLE_ISSUE, settings.timezone), settings)
+    provider = create_provider(settings, ENV)
+    assert isinstance(provider, PostmarkProvider)
+    factory = MessageFactory(compiled, settings, b"k", managed_unsubscribe=None)
+    (person,) = [s for s in scan(settings.subscribers) if isinstance(s, Subscriber)]
+    message = factory.build(person.key, person.email, person.fields)
+    decoded = json.loads(provider.payload_json(message))
+    assert decoded == {
+        **provider.payload(message),
+        "HtmlBody": message.html,
+        "TextBody": message.text,
+    }
+    assert "Quote &#34; back\\\\slash &lt;/script&gt;" in decoded["HtmlBody"]
+    provider.close()

@@ -17,7 +17,7 @@ from email.utils import parseaddr
 from pipeline.config import Settings
 from pipeline.messages.headers import clean_header, mailbox
 from pipeline.messages.unsubscribe import make_token, unsubscribe_url
-from pipeline.render.compile import CompiledEmail
+from pipeline.render.compile import CompiledEmail, PersonalisedEmail
 
 ISSUE_HEADER = "X-Newsletter-Issue"
 
@@ -31,10 +31,17 @@ class Message:
     sender: str
     reply_to: str
     subject: str
-    html: str
-    text: str
+    body: PersonalisedEmail  # the bodies, built when a provider asks (see .html, .text)
     message_id: str  # "<...@sender-domain>"
     headers: tuple[tuple[str, str], ...]  # List-Unsubscribe, List-Id, X-Newsletter-Issue, ...
+
+    @property
+    def html(self) -> str:
+        return self.body.html
+
+    @property
+    def text(self) -> str:
+        return self.body.text
 
 
 class MessageFactory:
@@ -103,8 +110,7 @@ class MessageFactory:
             sender=self.sender,
             reply_to=self.reply_to,
             subject=subject,
-            html=email_parts.html,
-            text=email_parts.text,
+            body=email_parts,
             message_id=message_id,
             headers=headers,
         )

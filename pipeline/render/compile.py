@@ -22,7 +22,13 @@ from pipeline.content.issue import Issue
 from pipeline.content.merge_fields import MergeField, MergeFields
 from pipeline.errors import InputError
 from pipeline.render.email_body import body_to_mjml
-from pipeline.render.fill import FieldEvaluator, SubscriberFields, Template, escape_all
+from pipeline.render.fill import (
+    FieldEvaluator,
+    SubscriberFields,
+    Template,
+    escape_all,
+    json_escaped,
+)
 from pipeline.render.markdown import parse
 from pipeline.render.plain_text import body_to_text, wrap
 
@@ -32,11 +38,37 @@ TEXT_TEMPLATE = "email.txt.j2"
 UNSUBSCRIBE_FIELD = "unsubscribe_url"
 
 
-@dataclass(frozen=True)
 class PersonalisedEmail:
-    subject: str
-    html: str
-    text: str
+    """One recipient's email: the field values, and the bodies built only when asked for.
+
+    A provider that posts JSON asks for ``html_json``/``text_json`` (joined from pre-escaped
+    pieces); one that sends MIME asks for ``html``/``text``.  Nothing is built twice, and a
+    batch in memory is field values, not 20 KB of HTML per recipient.
+    """
+
+    __slots__ = ("_compiled", "_values", "subject")
+
+    def __init__(self, compiled: CompiledEmail, subject: str, values: list[str]) -> None:
+        self._compiled = compiled
+        self._values = values
+        self.subject = subject
+
+    @property
+    def html(self) -> str:
+        return self._compiled.html.fill(escape_all(self._values))
+
+    @property
+    def text(self) -> str:
+        return self._compiled.text.fill(self._values)
+
+    @property
+    def html_json(self) -> str:
+        escaped = [json_escaped(value) for value in escape_all(self._values)]
+        return self._compiled.html.fill_json(escaped)
+
+    @property
+    def text_json(self) -> str:
+        return self._compiled.text.fill_json([json_escaped(value) for value in self._values])
 
 
 @dataclass(frozen=True)
@@ -72,12 +104,7 @@ class CompiledEmail:
         values = self.fields.evaluate(
             {"subscriber": SubscriberFields(subscriber), UNSUBSCRIBE_FIELD: unsubscribe_url}
         )
-        escaped = escape_all(values)
-        return PersonalisedEmail(
-            subject=" ".join(self.subject.fill(values).split()),
-            html=self.html.fill(escaped),
-            text=self.text.fill(values),
-        )
+        return PersonalisedEmail(self, " ".join(self.subject.fill(values).split()), values)
 
 
 class _SubscriberTokens:

@@ -7,6 +7,7 @@ indexes of the fields between them.  Per recipient, each distinct field is evalu
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -50,20 +51,35 @@ class SubscriberFields:
         return self._lookup(name)
 
 
+def json_escaped(text: str) -> str:
+    """``text`` as it stands inside a JSON string literal (ASCII only), without the quotes."""
+    return json.dumps(text)[1:-1]
+
+
 @dataclass(frozen=True)
 class Template:
-    """Text split at its tokens: ``pieces[0] + field(slots[0]) + pieces[1] + ...``."""
+    """Text split at its tokens: ``pieces[0] + field(slots[0]) + pieces[1] + ...``.
+
+    ``json_pieces`` are the same pieces escaped for a JSON string, once per issue, so an HTTP
+    provider's payload costs a join per recipient instead of escaping 20 KB of HTML.
+    """
 
     pieces: tuple[str, ...]
     slots: tuple[int, ...]
+    json_pieces: tuple[str, ...]
 
     @classmethod
     def split(cls, text: str) -> Template:
         parts = TOKEN_PATTERN.split(text)
-        return cls(pieces=tuple(parts[0::2]), slots=tuple(int(i) for i in parts[1::2]))
+        pieces = tuple(parts[0::2])
+        return cls(
+            pieces=pieces,
+            slots=tuple(int(i) for i in parts[1::2]),
+            json_pieces=tuple(json_escaped(p) for p in pieces),
+        )
 
-    def fill(self, values: Sequence[str]) -> str:
-        pieces, slots = self.pieces, self.slots
+    @staticmethod
+    def _join(pieces: tuple[str, ...], slots: tuple[int, ...], values: Sequence[str]) -> str:
         if not slots:
             return pieces[0]
         out = [pieces[0]]
@@ -71,6 +87,13 @@ class Template:
             out.append(values[slot])
             out.append(piece)
         return "".join(out)
+
+    def fill(self, values: Sequence[str]) -> str:
+        return self._join(self.pieces, self.slots, values)
+
+    def fill_json(self, json_values: Sequence[str]) -> str:
+        """The filled text as a JSON string literal, from values already JSON-escaped."""
+        return '"' + self._join(self.json_pieces, self.slots, json_values) + '"'
 
 
 _SEPARATOR = "\x00"  # cannot occur in a value: control characters are removed from them

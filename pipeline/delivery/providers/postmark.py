@@ -11,6 +11,7 @@ about the account).  Broadcast streams: https://postmarkapp.com/support/article/
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -68,8 +69,6 @@ class PostmarkProvider:
             "To": message.to,
             "ReplyTo": message.reply_to,
             "Subject": message.subject,
-            "HtmlBody": message.html,
-            "TextBody": message.text,
             "Headers": headers,
             "MessageStream": self.stream,
             "Tag": message.issue,
@@ -79,8 +78,18 @@ class PostmarkProvider:
             "TrackLinks": "None",
         }
 
+    def payload_json(self, message: Message) -> str:
+        """One message as JSON.  The bodies come pre-escaped from the compiled issue: encoding
+        20 KB of HTML per recipient was the pipeline's largest cost."""
+        head = json.dumps(self.payload(message))
+        return (
+            f'{head[:-1]}, "HtmlBody": {message.body.html_json}, '
+            f'"TextBody": {message.body.text_json}}}'
+        )
+
     def send(self, messages: Sequence[Message]) -> BatchResult:
-        answer = self.api.post("/email/batch", json=[self.payload(m) for m in messages])
+        body = ("[" + ", ".join(self.payload_json(m) for m in messages) + "]").encode("ascii")
+        answer = self.api.post("/email/batch", data=body)
         if isinstance(answer, NoAnswer):
             outcome = Outcome.RETRY if answer.never_sent else Outcome.UNKNOWN
             return BatchResult.all(messages, outcome, answer.reason)
