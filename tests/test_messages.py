@@ -159,3 +159,25 @@ def test_spamassassin_local_score_below_2(
     score = float(match[1])
     tests = re.search(r"tests=([^\n]*(?:\n\t[^\n]*)*)", report)
     assert score < 2.0, f"SpamAssassin score {score}: {tests[1] if tests else report[-1500:]}"
+
+
+def test_non_ascii_names_and_subjects_round_trip(make_project: Callable[..., Path]) -> None:
+    root = make_project(csv='email,first_name,last_name\nleo@example.org,Léo "🚴",Cyclé\n')
+    settings = load_settings(root / "newsletter.toml")
+    issue = root / SAMPLE_ISSUE
+    issue.write_text(
+        issue.read_text(encoding="utf-8").replace(
+            "subject: Why Hip", "subject: 🏃 {{ subscriber.first_name }}, why hip"
+        ),
+        encoding="utf-8",
+    )
+    compiled = compile_issue(load_issue(issue, settings.timezone), settings)
+    (leo,) = [s for s in scan(settings.subscribers) if isinstance(s, Subscriber)]
+    raw = to_mime(MessageFactory(compiled, settings, SECRET).build(leo.key, leo.email, leo.fields))
+    assert raw.split(b"\r\n\r\n", 1)[0].isascii()
+    mime = parsed(raw)
+    assert mime["Subject"] == '🏃 Léo "🚴", why hip Rotation Matters More Than You Think'
+    (to,) = mime["To"].addresses
+    assert (to.display_name, to.addr_spec) == ('Léo "🚴" Cyclé', "leo@example.org")
+    text = mime.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert 'Hi Léo "🚴",' in text
