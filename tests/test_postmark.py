@@ -65,6 +65,11 @@ def test_batches_follow_the_documented_shape(
 ) -> None:
     root = project(make_project, postmark, 1200)
     report = send(root)
+    assert len(postmark.requests) == 5  # default batches of 250
+    postmark.requests.clear()
+    postmark.delivered.clear()
+    root = project(make_project, postmark, 1200, "batch_size = 500")
+    report = send(root)
     assert report.counts.sent == 1200 and report.exit_code == 0
     assert sorted(len(r.body) for r in postmark.requests) == [200, 500, 500]
     request = next(r for r in postmark.requests if r.body[0]["To"].startswith("Reader0 "))

@@ -139,7 +139,7 @@ class Options:
 # Read by the delivery loop for every provider.
 COMMON_OPTIONS = {
     "rate": "messages per second at most (default: no limit)",
-    "batch_size": "messages per call (default and maximum: the provider's limit)",
+    "batch_size": "messages per call (default 250, at most the provider's limit)",
     "max_attempts": "tries per batch for transient errors (default 5)",
     "max_retry_seconds": "give up retrying a batch after this long (default 300)",
     "max_consecutive_failures": "pause the send after this many failed recipients in a row"

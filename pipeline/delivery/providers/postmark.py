@@ -88,7 +88,16 @@ class PostmarkProvider:
         )
 
     def send(self, messages: Sequence[Message]) -> BatchResult:
-        body = ("[" + ", ".join(self.payload_json(m) for m in messages) + "]").encode("ascii")
+        # Encoded message by message into one buffer: a batch is never held twice (as str and
+        # as bytes) while it is built.
+        buffer = bytearray(b"[")
+        for index, message in enumerate(messages):
+            if index:
+                buffer += b", "
+            buffer += self.payload_json(message).encode("ascii")
+        buffer += b"]"
+        body = bytes(buffer)
+        del buffer
         answer = self.api.post("/email/batch", data=body)
         if isinstance(answer, NoAnswer):
             outcome = Outcome.RETRY if answer.never_sent else Outcome.UNKNOWN
