@@ -203,7 +203,12 @@ def _print_report(report: SendReport, settings: Settings, *, quiet: bool = False
         click.echo(f"  invalid row {settings.subscribers}:{item.line}: {item.detail}")
     for email, reason in report.failures[:limit]:
         click.echo(f"  failed {email}: {reason}")
-    if report.unknown:
+    if report.unknown and report.unknown_resent_by_key:
+        click.echo(
+            f"  unknown {len(report.unknown)}: the next run re-sends their batches with the "
+            "same idempotency key, which the provider delivers once"
+        )
+    elif report.unknown:
         click.echo(
             f"  unknown {len(report.unknown)}: may or may not have been delivered; "
             "re-send them with --resend-unknown once you have checked"

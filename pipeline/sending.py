@@ -99,6 +99,7 @@ class SendReport:
     recovered_unknown: int = 0
     withdrawn: int = 0
     reconciled: int = 0
+    unknown_resent_by_key: bool = False  # the provider is idempotent: the next run re-sends
 
     @property
     def exit_code(self) -> int:
@@ -221,7 +222,8 @@ def _send_locked(
         for _ in audience.subscribers(settings.subscribers, issue.tags):
             pass
         withdrawn = ledger.withdraw(slug, audience.opted_out)
-    if resend_unknown:
+    if resend_unknown and not provider.idempotent:
+        # An idempotent provider re-sends unknown batches itself, as they were (same key).
         ledger.requeue_unknown(slug)
 
     factory = MessageFactory(
@@ -265,6 +267,7 @@ def _send_locked(
         recovered_unknown=recovered,
         withdrawn=withdrawn,
         reconciled=reconciled,
+        unknown_resent_by_key=provider.idempotent,
     )
 
 

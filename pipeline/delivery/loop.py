@@ -128,6 +128,7 @@ class DeliveryLoop:
         self.progress = progress or (lambda done, total: None)
         self._consecutive_failures = 0
         self._last_failure = ""
+        self._unknown_done = False
 
     def build(self, rows: Sequence[ClaimedRow]) -> tuple[list[Message], list[Settlement]]:
         messages, failed = [], []
@@ -178,7 +179,7 @@ class DeliveryLoop:
                     and len(in_flight) < self.policy.concurrency
                     and not (result.paused or result.stopped)
                 ):
-                    batch, rows = self.ledger.claim(slug, self.policy.batch_size)
+                    batch, rows = self._claim(slug)
                     if not rows:
                         exhausted = True
                         break
@@ -210,10 +211,25 @@ class DeliveryLoop:
                         f"(last: {self._last_failure}); paused instead of burning through the list"
                     )
 
+    def _claim(self, slug: str) -> tuple[int, list[ClaimedRow]]:
+        """The next batch: for an idempotent provider, first each batch a dead run left
+        ``unknown``, exactly as it was sent, so that its idempotency key is the same."""
+        if self.provider.idempotent and not self._unknown_done:
+            batch, rows = self.ledger.claim_unknown_batch(slug)
+            if rows:
+                return batch, rows
+            self._unknown_done = True
+        return self.ledger.claim(slug, self.policy.batch_size)
+
     def _deliver(self, messages: list[Message], report: Report) -> BatchEnd:
-        """Send one batch with retries, reporting every message's settlement (worker thread)."""
+        """Send one batch with retries, reporting every message's settlement (worker thread).
+
+        With an idempotent provider an ``unknown`` answer is retried like a transient error:
+        the same messages, so the same key, and the provider delivers them once."""
         remaining = messages
         stopped = None
+        in_doubt: set[str] = set()  # keys whose last answer was unknown
+        retry_unknown = self.provider.idempotent
         try:
             for attempt in self.policy.retry.retrying(self.sleep):
                 with attempt:
@@ -227,7 +243,12 @@ class DeliveryLoop:
                         outcome = by_key.get(message.key) or RecipientResult(
                             message.key, Outcome.UNKNOWN, reason="the provider said nothing of it"
                         )
-                        if outcome.outcome is Outcome.RETRY:
+                        if outcome.outcome is Outcome.RETRY or (
+                            retry_unknown and outcome.outcome is Outcome.UNKNOWN
+                        ):
+                            if outcome.outcome is Outcome.UNKNOWN:
+                                # Stays in doubt: a later "not sent" is about a later try.
+                                in_doubt.add(message.key)
                             retry.append((message, outcome))
                             continue
                         settlements.append(
@@ -241,7 +262,7 @@ class DeliveryLoop:
                     if answer.stop:
                         # Not delivered: back to pending for the run after the fix.
                         settlements += [
-                            Settlement(m.key, RecipientStatus.PENDING, reason=r.reason)
+                            Settlement(m.key, self._unsettled(m.key, in_doubt), reason=r.reason)
                             for m, r in retry
                         ]
                         retry = []
@@ -253,10 +274,20 @@ class DeliveryLoop:
                         raise RetryLater(max(delays) if delays else None, retry[0][1].reason)
         except RetryLater as exc:
             report(
-                [Settlement(m.key, RecipientStatus.PENDING, reason=exc.reason) for m in remaining]
+                [
+                    Settlement(m.key, self._unsettled(m.key, in_doubt), reason=exc.reason)
+                    for m in remaining
+                ]
             )
             return BatchEnd(
                 paused=f"{len(remaining)} messages still could not be sent after "
                 f"{self.policy.retry.attempts} tries: {exc.reason}"
             )
         return BatchEnd(stopped=stopped)
+
+    @staticmethod
+    def _unsettled(key: str, in_doubt: set[str]) -> RecipientStatus:
+        """Where a message that is not settled goes: back to pending when it was certainly
+        not delivered; ``unknown`` when its last answer left that open (the next run re-sends
+        its batch as it was, with the same idempotency key)."""
+        return RecipientStatus.UNKNOWN if key in in_doubt else RecipientStatus.PENDING

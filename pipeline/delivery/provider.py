@@ -10,10 +10,15 @@ Outcomes, per recipient:
 - UNKNOWN: may or may not have been delivered (a timeout after the request was sent).
 A batch may also carry ``stop``: the provider refused the account or the request itself (bad
 token, unverified sender).  The loop settles what it can and stops the send with that message.
+
+A provider is ``idempotent`` when it sends an idempotency key derived from the messages
+(``batch_key``): the same batch posted again is delivered once.  For those the loop retries an
+``unknown`` answer with the same batch instead of leaving it to the operator.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -54,12 +59,10 @@ class BatchResult:
         *,
         retry_after: float | None = None,
         stop: str | None = None,
+        provider_id: str = "",
     ) -> BatchResult:
         return cls(
-            [
-                RecipientResult(m.key, outcome, reason=reason, retry_after=retry_after)
-                for m in messages
-            ],
+            [RecipientResult(m.key, outcome, provider_id, reason, retry_after) for m in messages],
             stop,
         )
 
@@ -70,6 +73,8 @@ class Provider(Protocol):
     max_concurrency: int  # the most batches it may have in flight at once (threads)
     # Postmark broadcast streams insert their own unsubscribe link: its placeholder, or None.
     managed_unsubscribe: str | None
+    # Sends an idempotency key made by ``batch_key``: a repeated batch is delivered once.
+    idempotent: bool
 
     def send(self, messages: Sequence[Message]) -> BatchResult: ...
 
@@ -146,6 +151,21 @@ COMMON_OPTIONS = {
     " (default 50)",
     "concurrency": "batches in flight at once (default 4, or the provider's maximum if lower)",
 }
+
+
+def batch_key(messages: Sequence[Message]) -> str:
+    """The same for the same recipients of the same issue content, whatever their order, and
+    different for anything else: an idempotency key a resumed run can derive again.  The
+    content is in it so that a send continued with ``--force`` after an edit is not taken
+    for a replay of the old version."""
+    digest = hashlib.sha256()
+    first = messages[0]
+    digest.update(f"{first.issue}\0{first.body.fingerprint}\0".encode())
+    # Message-IDs are stable per issue and recipient, and random for a test copy (which is
+    # never the same send twice).
+    for message_id in sorted(m.message_id for m in messages):
+        digest.update(message_id.encode("utf-8") + b"\0")
+    return digest.hexdigest()
 
 
 def require_secret(environ: Mapping[str, str], name: str, provider: str) -> str:

@@ -253,17 +253,36 @@ class Ledger:
                 " WHERE issue = ? AND status = ? ORDER BY rowid LIMIT ?",
                 (slug, status, limit),
             ).fetchall()
-            if not rows:
-                return 0, []
-            batch = db.execute(
-                "INSERT INTO batches (issue, size, started_at) VALUES (?, ?, ?)",
-                (slug, len(rows), self._now()),
-            ).lastrowid
-            assert batch is not None
-            db.executemany(
-                "UPDATE recipients SET status = ?, batch = ?, updated_at = ? WHERE rowid = ?",
-                [(RecipientStatus.INFLIGHT, batch, self._now(), row[0]) for row in rows],
-            )
+            return self._hold(db, slug, rows)
+
+    def claim_unknown_batch(self, slug: str) -> tuple[int, list[ClaimedRow]]:
+        """Claim the ``unknown`` rows of the oldest batch that has any, and only those: the
+        batch as it was last sent, to be sent again under the same idempotency key."""
+        with self.transaction() as db:
+            rows = db.execute(
+                "SELECT rowid, key, email, fields FROM recipients WHERE issue = ? AND status = ?"
+                " AND batch = (SELECT min(batch) FROM recipients WHERE issue = ? AND status = ?)"
+                " ORDER BY rowid",
+                (slug, RecipientStatus.UNKNOWN, slug, RecipientStatus.UNKNOWN),
+            ).fetchall()
+            return self._hold(db, slug, rows)
+
+    def _hold(
+        self, db: sqlite3.Connection, slug: str, rows: list[Any]
+    ) -> tuple[int, list[ClaimedRow]]:
+        """Mark ``rows`` (rowid, key, email, fields) in flight as one new batch."""
+        if not rows:
+            return 0, []
+        now = self._now()
+        batch = db.execute(
+            "INSERT INTO batches (issue, size, started_at) VALUES (?, ?, ?)",
+            (slug, len(rows), now),
+        ).lastrowid
+        assert batch is not None
+        db.executemany(
+            "UPDATE recipients SET status = ?, batch = ?, updated_at = ? WHERE rowid = ?",
+            [(RecipientStatus.INFLIGHT, batch, now, row[0]) for row in rows],
+        )
         return batch, [ClaimedRow(key, email, json.loads(fields)) for _, key, email, fields in rows]
 
     def settle(self, slug: str, batch: int, settlements: Sequence[Settlement]) -> None:

@@ -11,6 +11,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import date
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,23 @@ class PersonalisedEmail:
         return self._compiled.text.fill(self._values)
 
     @property
+    def compiled(self) -> CompiledEmail:
+        return self._compiled
+
+    @property
+    def fingerprint(self) -> str:
+        return self._compiled.fingerprint
+
+    @property
+    def html_values(self) -> list[str]:
+        """The merge fields' values as they stand in the HTML (escaped), by slot."""
+        return escape_all(self._values)
+
+    @property
+    def text_values(self) -> list[str]:
+        return list(self._values)
+
+    @property
     def html_json(self) -> str:
         escaped = [json_escaped(value) for value in escape_all(self._values)]
         return self._compiled.html.fill_json(escaped)
@@ -82,7 +100,7 @@ class CompiledEmail:
     subject: Template
     fields: FieldEvaluator
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
         """A hash of what every recipient gets: changes when the draft or a template does."""
         digest = hashlib.sha256()

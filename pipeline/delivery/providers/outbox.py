@@ -33,6 +33,7 @@ class OutboxProvider:
     max_batch = 100
     max_concurrency = 1  # writing files: threads would only contend for the GIL
     managed_unsubscribe: str | None = None
+    idempotent = False
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder

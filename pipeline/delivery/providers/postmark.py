@@ -51,6 +51,7 @@ class PostmarkProvider:
     name = "postmark"
     max_batch = 500
     max_concurrency = 16
+    idempotent = False  # Postmark has no idempotency key
 
     def __init__(self, api: HttpApi, stream: str, managed_unsubscribe: bool) -> None:
         self.api = api

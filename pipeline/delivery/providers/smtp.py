@@ -39,6 +39,7 @@ class SmtpProvider:
     max_batch = 100
     max_concurrency = 1  # one reused connection
     managed_unsubscribe: str | None = None
+    idempotent = False
 
     def __init__(
         self,
