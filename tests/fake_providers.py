@@ -8,13 +8,19 @@ than the client's timeout) or per recipient (a provider error code for one addre
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import threading
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.utils import parseaddr
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
+from urllib.parse import parse_qsl
 
 
 @dataclass
@@ -42,6 +48,9 @@ class FakeApi:
         self.faults: list[CallFault] = []
         self.recipient_errors: dict[str, int] = {}
         self.latency = 0.0  # seconds added to every call, like a network round trip
+        self.replies: dict[str, tuple[int, dict[str, str], Any]] = {}  # idempotency key ->
+        self.in_progress: set[str] = set()
+        self.replayed = 0  # requests answered from an idempotency key, not sent again
         self.at_once = self.most_at_once = 0  # calls being answered at the same time
         self.lock = threading.Lock()
         api = self
@@ -53,12 +62,13 @@ class FakeApi:
                 length = int(self.headers.get("Content-Length", "0"))
                 raw = self.rfile.read(length)
                 status, headers, body = api.dispatch(self.path, dict(self.headers), raw)
-                data = json.dumps(body).encode("utf-8")
+                data = b"" if body is None else json.dumps(body).encode("utf-8")
                 try:
                     self.send_response(status)
                     for name, value in headers.items():
                         self.send_header(name, value)
-                    self.send_header("Content-Type", "application/json")
+                    if data:
+                        self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
                     self.wfile.write(data)
@@ -93,6 +103,41 @@ class FakeApi:
     def _answer(
         self, path: str, headers: dict[str, str], raw: bytes, fault: CallFault
     ) -> tuple[int, dict[str, str], Any]:
+        """With an idempotency key, as Resend documents it: the same key again replays the
+        first successful answer and sends nothing; while the first is still being processed,
+        a second gets 409 ``concurrent_idempotent_requests``."""
+        key = self.idempotency_key(headers, raw)
+        if key:
+            with self.lock:
+                if key in self.replies:
+                    self.replayed += 1
+                    return self.replies[key]
+                if key in self.in_progress:
+                    return self.concurrent_reply()
+                self.in_progress.add(key)
+        try:
+            reply = self._process(path, headers, raw, fault)
+            if key and reply[0] < 300:
+                with self.lock:
+                    self.replies[key] = reply
+            return reply
+        finally:
+            if key:
+                with self.lock:
+                    self.in_progress.discard(key)
+
+    def idempotency_key(self, headers: dict[str, str], raw: bytes) -> str | None:
+        return None
+
+    def concurrent_reply(self) -> tuple[int, dict[str, str], Any]:
+        return 409, {}, {"message": "a request with this key is in progress"}
+
+    def parse(self, headers: dict[str, str], raw: bytes) -> Any:
+        return json.loads(raw) if raw else None
+
+    def _process(
+        self, path: str, headers: dict[str, str], raw: bytes, fault: CallFault
+    ) -> tuple[int, dict[str, str], Any]:
         if self.latency:
             time.sleep(self.latency)
         if fault.delay:
@@ -101,7 +146,7 @@ class FakeApi:
                 return 503, {}, {"Message": "timed out"}
         if fault.status:
             return fault.status, fault.headers, fault.body or {}
-        body = json.loads(raw) if raw else None
+        body = self.parse(headers, raw)
         with self.lock:
             self.requests.append(Received(path, headers, body))
             return self.handle(path, headers, body)
@@ -177,3 +222,253 @@ class FakePostmark(FakeApi):
                     }
                 )
         return 200, {}, results
+
+
+def _address_of(mailbox: str) -> str:
+    return parseaddr(mailbox)[1].lower()
+
+
+SENDGRID_KEY = "SG.test-key"
+
+
+class FakeSendGrid(FakeApi):
+    """``POST /v3/mail/send``:
+    https://www.twilio.com/docs/sendgrid/api-reference/mail-send/mail-send
+    """
+
+    def handle(
+        self, path: str, headers: dict[str, str], body: Any
+    ) -> tuple[int, dict[str, str], Any]:
+        if path != "/v3/mail/send":
+            return 404, {}, {"errors": [{"message": f"no such endpoint {path}"}]}
+        if headers.get("Authorization") != f"Bearer {SENDGRID_KEY}":
+            return (
+                401,
+                {},
+                {
+                    "errors": [
+                        {
+                            "message": "The provided authorization grant is "
+                            "invalid, expired, or revoked"
+                        }
+                    ]
+                },
+            )
+        people = body.get("personalizations", [])
+        content = body.get("content", [])
+        problems = []
+        if not 1 <= len(people) <= 1000:
+            problems.append("personalizations: between 1 and 1000")
+        if [c.get("type") for c in content] != ["text/plain", "text/html"]:
+            problems.append("content: text/plain first, then text/html")
+        if "email" not in body.get("from", {}):
+            problems.append("from.email is required")
+        for person in people:
+            if len(person.get("to", [])) != 1 or "email" not in person["to"][0]:
+                problems.append("personalizations.to: one recipient each")
+            reserved = {h.lower() for h in person.get("headers", {})} & {"to", "from", "subject"}
+            if reserved:
+                problems.append(f"reserved headers {sorted(reserved)}")
+            if sum(len(k) + len(v) for k, v in person.get("substitutions", {}).items()) > 10000:
+                problems.append("substitutions over 10,000 bytes")
+        if problems:
+            return 400, {}, {"errors": [{"message": p} for p in problems]}
+        for person in people:
+            self.delivered[person["to"][0]["email"].lower()] += 1
+        return 202, {"X-Message-Id": f"sg-{len(self.requests)}"}, None
+
+
+MAILGUN_KEY = "key-test"
+
+
+class FakeMailgun(FakeApi):
+    """``POST /v3/<domain>/messages``, form data:
+    https://documentation.mailgun.com/docs/mailgun/user-manual/sending-messages/batch-sending
+    """
+
+    domain = "movementsolutions.example"
+
+    def parse(self, headers: dict[str, str], raw: bytes) -> Any:
+        assert headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded")
+        return parse_qsl(raw.decode("ascii"), keep_blank_values=True)
+
+    def handle(
+        self, path: str, headers: dict[str, str], body: Any
+    ) -> tuple[int, dict[str, str], Any]:
+        if path != f"/v3/{self.domain}/messages":
+            return 404, {}, {"message": f"Domain not found: {path}"}
+        expected = "Basic " + base64.b64encode(f"api:{MAILGUN_KEY}".encode()).decode()
+        if headers.get("Authorization") != expected:
+            return 401, {}, None  # Mailgun answers a bare "Forbidden"
+        fields: dict[str, list[str]] = {}
+        for name, value in body:
+            fields.setdefault(name, []).append(value)
+        to = fields.get("to", [])
+        if not 1 <= len(to) <= 1000:
+            return 400, {}, {"message": "to: between 1 and 1000 recipients"}
+        for required in ("from", "subject", "html", "text"):
+            if required not in fields:
+                return 400, {}, {"message": f"'{required}' parameter is missing"}
+        # Without recipient-variables every recipient would see every address.
+        if "recipient-variables" not in fields:
+            return 400, {}, {"message": "batch sending without recipient-variables"}
+        variables = json.loads(fields["recipient-variables"][0])
+        if {_address_of(t) for t in to} != {a.lower() for a in variables}:
+            return 400, {}, {"message": "recipient-variables do not match the recipients"}
+        for address in to:
+            self.delivered[_address_of(address)] += 1
+        return (
+            200,
+            {},
+            {"id": f"<mg-{len(self.requests)}@{self.domain}>", "message": "Queued. Thank you."},
+        )
+
+    def expand(self, request: Received, address: str) -> dict[str, str]:
+        """What Mailgun would send ``address``: every %recipient.KEY% filled."""
+        fields = dict(request.body)
+        variables = json.loads(fields["recipient-variables"])[address]
+
+        def fill(text: str) -> str:
+            return re.sub(r"%recipient\.([^%]+)%", lambda m: variables[m.group(1)], text)
+
+        return {name: fill(value) for name, value in request.body if name != "to"}
+
+
+RESEND_KEY = "re_test"
+
+
+class FakeResend(FakeApi):
+    """``POST /emails/batch`` with ``Idempotency-Key`` and permissive validation:
+    https://resend.com/docs/api-reference/emails/send-batch-emails
+    """
+
+    def idempotency_key(self, headers: dict[str, str], raw: bytes) -> str | None:
+        return headers.get("Idempotency-Key")
+
+    def concurrent_reply(self) -> tuple[int, dict[str, str], Any]:
+        return (
+            409,
+            {},
+            {
+                "statusCode": 409,
+                "name": "concurrent_idempotent_requests",
+                "message": "Same idempotency key used while original request is still in progress.",
+            },
+        )
+
+    def handle(
+        self, path: str, headers: dict[str, str], body: Any
+    ) -> tuple[int, dict[str, str], Any]:
+        if path != "/emails/batch":
+            return 404, {}, {"statusCode": 404, "name": "not_found", "message": path}
+        if headers.get("Authorization") != f"Bearer {RESEND_KEY}":
+            return (
+                403,
+                {},
+                {"statusCode": 403, "name": "invalid_api_key", "message": "API key is invalid"},
+            )
+        if not isinstance(body, list) or not 1 <= len(body) <= 100:
+            return (
+                422,
+                {},
+                {
+                    "statusCode": 422,
+                    "name": "validation_error",
+                    "message": "between 1 and 100 emails",
+                },
+            )
+        data, errors = [], []
+        for index, email in enumerate(body):
+            missing = {"from", "to", "subject"} - set(email)
+            address = _address_of(email.get("to", [""])[0])
+            if missing or not ("html" in email or "text" in email):
+                errors.append({"index": index, "message": f"missing {sorted(missing)}"})
+            elif address in self.recipient_errors:
+                errors.append({"index": index, "message": "Invalid `to` field."})
+            else:
+                self.delivered[address] += 1
+                data.append({"id": f"re-{len(self.requests)}-{index}"})
+        reply: dict[str, Any] = {"data": data}
+        if headers.get("x-batch-validation") == "permissive":
+            reply["errors"] = errors
+        elif errors:
+            return (
+                422,
+                {},
+                {"statusCode": 422, "name": "validation_error", "message": errors[0]["message"]},
+            )
+        return 200, {}, reply
+
+
+BREVO_KEY = "xkeysib-test"
+
+
+class FakeBrevo(FakeApi):
+    """``POST /v3/smtp/email`` with ``messageVersions`` and an ``idempotencyKey``:
+    https://developers.brevo.com/docs/batch-send-transactional-emails
+    """
+
+    def idempotency_key(self, headers: dict[str, str], raw: bytes) -> str | None:
+        key = json.loads(raw).get("headers", {}).get("idempotencyKey")
+        if key:
+            uuid.UUID(key)  # Brevo requires a UUID
+        return key
+
+    def handle(
+        self, path: str, headers: dict[str, str], body: Any
+    ) -> tuple[int, dict[str, str], Any]:
+        if path != "/v3/smtp/email":
+            return 404, {}, {"code": "not_found", "message": path}
+        if headers.get("api-key") != BREVO_KEY:
+            return 401, {}, {"code": "unauthorized", "message": "Key not found"}
+        versions = body.get("messageVersions", [])
+        if not 1 <= len(versions) <= 1000:
+            return 400, {}, {"code": "invalid_parameter", "message": "messageVersions"}
+        if "email" not in body.get("sender", {}) or "htmlContent" not in body:
+            return 400, {}, {"code": "missing_parameter", "message": "sender, htmlContent"}
+        for version in versions:
+            for name, value in version.get("headers", {}).items():
+                if not value.isascii():
+                    return 400, {}, {"code": "invalid_parameter", "message": name}
+        ids = []
+        for number, version in enumerate(versions):
+            self.delivered[version["to"][0]["email"].lower()] += 1
+            ids.append(f"<br-{len(self.requests)}-{number}@smtp-relay.mailin.fr>")
+        return 201, {}, {"messageIds": ids}
+
+
+SES_KEY_ID = "AKIDTEST"
+
+
+class FakeSes(FakeApi):
+    """SES v2 ``SendEmail`` with raw content (for faults; ``tests/test_ses.py`` also runs
+    against moto's real implementation):
+    https://docs.aws.amazon.com/ses/latest/APIReference-V2/API_SendEmail.html
+    """
+
+    def handle(
+        self, path: str, headers: dict[str, str], body: Any
+    ) -> tuple[int, dict[str, str], Any]:
+        if path != "/v2/email/outbound-emails":
+            return 404, {"X-Amzn-ErrorType": "NotFoundException"}, {"message": path}
+        if not headers.get("Authorization", "").startswith(
+            f"AWS4-HMAC-SHA256 Credential={SES_KEY_ID}/"
+        ):
+            return (
+                403,
+                {"X-Amzn-ErrorType": "UnrecognizedClientException"},
+                {"message": "The security token included in the request is invalid."},
+            )
+        raw = base64.b64decode(body["Content"]["Raw"]["Data"])
+        parsed = message_from_bytes(raw)
+        (address,) = [a.lower() for a in body["Destination"]["ToAddresses"]]
+        if _address_of(parsed["To"]) != address:
+            return 400, {"X-Amzn-ErrorType": "BadRequestException"}, {"message": "To"}
+        if address in self.recipient_errors:
+            return (
+                400,
+                {"X-Amzn-ErrorType": "MessageRejected"},
+                {"message": f"Email address is blacklisted: {address}"},
+            )
+        self.delivered[address] += 1
+        return 200, {}, {"MessageId": f"ses-{len(self.requests)}"}

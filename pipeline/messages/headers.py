@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from email.headerregistry import Address
+from email.utils import parseaddr
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]+")
 
@@ -27,3 +28,9 @@ def mailbox(name: str, address: str) -> str:
         return f"{name} <{address}>" if name else address
     local, _, domain = address.rpartition("@")
     return str(Address(display_name=name, username=local, domain=domain))
+
+
+def split_mailbox(value: str) -> tuple[str, str]:
+    """``Name <address>`` -> (name, address), unquoted: for APIs that take them apart."""
+    name, address = parseaddr(value)
+    return name, address

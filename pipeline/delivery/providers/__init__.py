@@ -6,11 +6,30 @@ from collections.abc import Mapping
 
 from pipeline.config import Settings
 from pipeline.delivery.provider import Provider, ProviderInfo
-from pipeline.delivery.providers import outbox, postmark, smtp
+from pipeline.delivery.providers import (
+    brevo,
+    mailgun,
+    outbox,
+    postmark,
+    resend,
+    sendgrid,
+    ses,
+    smtp,
+)
 from pipeline.errors import ConfigError
 
 REGISTRY: dict[str, ProviderInfo] = {
-    info.name: info for info in (outbox.INFO, smtp.INFO, postmark.INFO)
+    info.name: info
+    for info in (
+        outbox.INFO,
+        smtp.INFO,
+        postmark.INFO,
+        sendgrid.INFO,
+        mailgun.INFO,
+        ses.INFO,
+        resend.INFO,
+        brevo.INFO,
+    )
 }
 
 

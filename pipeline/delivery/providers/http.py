@@ -8,6 +8,7 @@ been processed: its recipients are ``unknown``, never blindly re-sent.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -89,3 +90,33 @@ def error_text(response: requests.Response, limit: int = 300) -> str:
     """The response body, shortened, for an error message (never the request: it has secrets)."""
     body = " ".join(response.text.split())
     return body[:limit] + ("..." if len(body) > limit else "")
+
+
+def reset_seconds(
+    response: requests.Response,
+    header: str,
+    *,
+    epoch: bool = False,
+    now: float | None = None,
+) -> float | None:
+    """How long a 429 says to wait: ``Retry-After`` first, else the provider's own reset
+    header, which counts seconds from now or (``epoch``) is a Unix time."""
+    after = retry_after_seconds(response.headers.get("Retry-After"))
+    if after is not None:
+        return after
+    value = response.headers.get(header, "").strip()
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    if epoch:
+        number -= now if now is not None else time.time()
+    return max(0.0, number)
+
+
+def json_body(response: requests.Response) -> Any:
+    """The response's JSON, or None when it has none (an error page, an empty 202)."""
+    try:
+        return response.json()
+    except ValueError:
+        return None

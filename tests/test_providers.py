@@ -1,0 +1,358 @@
+"""One contract for every HTTP provider: the same issue, the same messy list, the same
+faults, and the ledger must end the same way.  Each provider is driven against a local server
+speaking its documented wire format (``tests/fake_providers.py``)."""
+
+from __future__ import annotations
+
+import base64
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import cli
+from pipeline.config import load_settings
+from pipeline.delivery.providers import create_provider
+from pipeline.sending import SendReport, send_issue, send_test
+
+from .conftest import MESSY_AUDIENCE, MESSY_CSV, SAMPLE_ISSUE
+from .fake_providers import (
+    BREVO_KEY,
+    MAILGUN_KEY,
+    POSTMARK_TOKEN,
+    RESEND_KEY,
+    SENDGRID_KEY,
+    SES_KEY_ID,
+    CallFault,
+    FakeApi,
+    FakeBrevo,
+    FakeMailgun,
+    FakePostmark,
+    FakeResend,
+    FakeSendGrid,
+    FakeSes,
+)
+
+
+@dataclass
+class Spec:
+    name: str
+    fake: type[FakeApi]
+    env: dict[str, str]
+    settings: str = ""  # [provider] lines besides name, base_url and timeout
+    idempotent: bool = False
+    per_recipient_failures: bool = False  # the API refuses one recipient and sends the rest
+    # A 429 as this provider sends it: headers that say how long to wait (3 s).
+    throttle: Callable[[], CallFault] = field(default=lambda: CallFault(429, {"Retry-After": "3"}))
+
+
+SPECS = [
+    Spec(
+        "postmark",
+        FakePostmark,
+        {"POSTMARK_SERVER_TOKEN": POSTMARK_TOKEN},
+        'message_stream = "outbound"',
+        per_recipient_failures=True,
+    ),
+    Spec(
+        "sendgrid",
+        FakeSendGrid,
+        {"SENDGRID_API_KEY": SENDGRID_KEY},
+        # X-RateLimit-Reset is a Unix time.
+        throttle=lambda: CallFault(
+            429,
+            {"X-RateLimit-Reset": str(int(time.time()) + 4)},
+            {"errors": [{"message": "too many requests"}]},
+        ),
+    ),
+    Spec("mailgun", FakeMailgun, {"MAILGUN_API_KEY": MAILGUN_KEY}),
+    Spec(
+        "ses",
+        FakeSes,
+        {"AWS_ACCESS_KEY_ID": SES_KEY_ID, "AWS_SECRET_ACCESS_KEY": "secret"},
+        'region = "us-east-1"',
+        per_recipient_failures=True,
+        throttle=lambda: CallFault(
+            429,
+            {"X-Amzn-ErrorType": "TooManyRequestsException", "Retry-After": "3"},
+            {"message": "Maximum sending rate exceeded."},
+        ),
+    ),
+    Spec(
+        "resend",
+        FakeResend,
+        {"RESEND_API_KEY": RESEND_KEY},
+        idempotent=True,
+        per_recipient_failures=True,
+        throttle=lambda: CallFault(
+            429,
+            {"ratelimit-reset": "3"},
+            {"statusCode": 429, "name": "rate_limit_exceeded", "message": "Too many requests"},
+        ),
+    ),
+    Spec(
+        "brevo",
+        FakeBrevo,
+        {"BREVO_API_KEY": BREVO_KEY},
+        idempotent=True,
+        throttle=lambda: CallFault(
+            429, {"x-sib-ratelimit-reset": "3"}, {"code": "too_many_requests", "message": "x"}
+        ),
+    ),
+]
+EXTRA = 180  # more readers than fit one batch, so faults hit some batches and not others
+READERS = [f"reader{i:03d}@example.org" for i in range(EXTRA)]
+AUDIENCE = MESSY_AUDIENCE + READERS
+
+
+def messy_list() -> str:
+    rows = "".join(f"{a},Reader {i},,,\r\n" for i, a in enumerate(READERS))
+    return MESSY_CSV + rows
+
+
+@pytest.fixture(params=SPECS, ids=lambda s: s.name)
+def spec(request: pytest.FixtureRequest) -> Spec:
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def server(spec: Spec) -> Iterator[FakeApi]:
+    fake = spec.fake()
+    try:
+        yield fake
+    finally:
+        fake.close()
+
+
+def project(
+    make_project: Callable[..., Path], spec: Spec, server: FakeApi, timeout: int = 2
+) -> Path:
+    provider = (
+        f'name = "{spec.name}"\nbase_url = "{server.url}"\ntimeout = {timeout}\n'
+        f"batch_size = 50\n{spec.settings}"
+    )
+    return make_project(provider=provider, csv=messy_list())
+
+
+def send(
+    root: Path, env: dict[str, str], sleeps: list[float] | None = None, **kw: Any
+) -> SendReport:
+    settings = load_settings(root / "newsletter.toml")
+    provider = create_provider(settings, env)
+    try:
+        report = send_issue(
+            root / SAMPLE_ISSUE,
+            settings,
+            provider,
+            environ=env,
+            sleep=(sleeps.append if sleeps is not None else lambda s: None),
+            **kw,
+        )
+    finally:
+        provider.close()
+    assert report is not None
+    return report
+
+
+def assert_whole(report: SendReport) -> None:
+    """Nothing is silently lost: audience = sent + failed + unknown + pending."""
+    c = report.counts
+    assert c.audience == len(AUDIENCE)
+    assert c.sent + c.failed + c.unknown + c.pending == c.audience
+
+
+def test_transient_faults_end_with_everyone_sent_once(
+    make_project: Callable[..., Path], spec: Spec, server: FakeApi
+) -> None:
+    root = project(make_project, spec, server)
+    server.faults = [spec.throttle(), CallFault(503, {}, {"message": "down"})]
+    sleeps: list[float] = []
+    report = send(root, spec.env, sleeps)
+    assert_whole(report)
+    assert report.counts.sent == len(AUDIENCE), report.failures
+    assert server.delivered == Counter({a: 1 for a in AUDIENCE})
+    assert max(sleeps) >= 2.5  # the 429's own wait was honoured
+    # The messy rows never reached the provider: invalid, unsubscribed, duplicate, suppressed.
+    assert len(report.invalid) == 3 and sum(report.skipped.values()) == 9
+    assert send(root, spec.env).counts.sent == len(AUDIENCE)  # a re-run sends nothing
+    assert sum(server.delivered.values()) == len(AUDIENCE)
+
+
+def test_a_refused_key_stops_the_send_and_a_fixed_one_finishes_it(
+    make_project: Callable[..., Path], spec: Spec, server: FakeApi
+) -> None:
+    root = project(make_project, spec, server)
+    wrong = {name: value + "-wrong" for name, value in spec.env.items()}
+    if spec.name == "ses":
+        wrong["AWS_ACCESS_KEY_ID"] = "AKIDWRONG"
+    report = send(root, wrong)
+    assert report.status == "stopped" and report.exit_code != 0
+    assert report.counts.pending == len(AUDIENCE) and not server.delivered
+    assert report.this_run.stopped
+    for value in wrong.values():
+        assert value not in report.this_run.stopped  # the secret is never echoed
+    report = send(root, spec.env)
+    assert report.status == "complete" and report.counts.sent == len(AUDIENCE)
+    assert server.delivered == Counter({a: 1 for a in AUDIENCE})
+
+
+def test_an_answer_lost_after_the_provider_accepted(
+    make_project: Callable[..., Path], spec: Spec, server: FakeApi
+) -> None:
+    """The provider processed a batch but the answer never came back.  Idempotent providers
+    (Resend, Brevo) re-send the batch with the same key and settle it exactly once; the
+    others leave it ``unknown`` for the operator, never re-sent behind their back."""
+    root = project(make_project, spec, server, timeout=1)
+    server.faults = [CallFault(delay=2.0, accept=True)]
+    first = send(root, spec.env)
+    assert_whole(first)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (server.in_progress or server.at_once):
+        time.sleep(0.05)  # until the delayed request has been processed
+    second = send(root, spec.env)
+    assert_whole(second)
+    assert max(server.delivered.values()) == 1  # nobody twice, ever
+    assert first.counts.unknown >= 1  # the lost answer left its batch in doubt
+    if spec.idempotent:
+        assert second.counts.sent == len(AUDIENCE) and second.counts.unknown == 0
+        assert server.delivered == Counter({a: 1 for a in AUDIENCE})
+        assert server.replayed >= 1  # settled from the key, not sent again
+    else:
+        assert second.counts.unknown == first.counts.unknown
+        assert second.counts.sent == len(AUDIENCE) - first.counts.unknown
+
+
+def test_one_refused_recipient_fails_alone(
+    make_project: Callable[..., Path], spec: Spec, server: FakeApi
+) -> None:
+    if not spec.per_recipient_failures:
+        pytest.skip(f"{spec.name} accepts or refuses a whole request; bounces come later")
+    root = project(make_project, spec, server)
+    server.recipient_errors = {"reader007@example.org": 406}
+    report = send(root, spec.env)
+    assert_whole(report)
+    assert report.counts.failed == 1 and report.counts.sent == len(AUDIENCE) - 1
+    ((email, reason),) = report.failures
+    assert email == "reader007@example.org" and reason
+    assert "reader007@example.org" not in server.delivered
+
+
+def test_headers_and_personal_content_arrive_for_each_recipient(
+    make_project: Callable[..., Path], spec: Spec, server: FakeApi
+) -> None:
+    """What each recipient gets, as the provider would assemble it: their own name, their
+    own unsubscribe link in the body and in List-Unsubscribe, escaped HTML."""
+    root = project(make_project, spec, server)
+    send(root, spec.env)
+    seen = dict(received_messages(spec.name, server))
+    assert set(seen) == set(AUDIENCE)
+    hax = seen["hax@example.org"]
+    assert "&lt;script&gt;" in hax["html"] and "<script>alert" not in hax["html"]
+    for address, message in seen.items():
+        unsubscribe = message["headers"].get("List-Unsubscribe", "")
+        if spec.name == "postmark":
+            continue  # checked in test_postmark.py (broadcast streams manage it)
+        url = re.search(r"<(https://[^>]+)>", unsubscribe)
+        assert url, (address, message["headers"])
+        assert url.group(1) in message["html"] and url.group(1) in message["text"]
+        assert message["headers"].get("List-Unsubscribe-Post") == "List-Unsubscribe=One-Click"
+    assert "Reader 7" in seen["reader007@example.org"]["text"]
+
+
+def received_messages(name: str, server: FakeApi) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(address, {html, text, headers}) for every message the fake server received."""
+    for request in server.requests:
+        body = request.body
+        if name == "postmark":
+            for m in body:
+                headers = {h["Name"]: h["Value"] for h in m["Headers"]}
+                yield (
+                    parseaddr(m["To"])[1],
+                    {"html": m["HtmlBody"], "text": m["TextBody"], "headers": headers},
+                )
+        elif name == "sendgrid":
+            html = body["content"][1]["value"]
+            text = body["content"][0]["value"]
+            for person in body["personalizations"]:
+                subs = person["substitutions"]
+
+                def fill(s: str, subs: dict[str, str] = subs) -> str:
+                    for k, v in subs.items():
+                        s = s.replace(k, v)
+                    return s
+
+                yield (
+                    person["to"][0]["email"],
+                    {"html": fill(html), "text": fill(text), "headers": person["headers"]},
+                )
+        elif name == "mailgun":
+            assert isinstance(server, FakeMailgun)
+            for to in [v for k, v in body if k == "to"]:
+                address = parseaddr(to)[1]
+                filled = server.expand(request, address)
+                headers = {k[2:]: v for k, v in filled.items() if k.startswith("h:")}
+                yield address, {"html": filled["html"], "text": filled["text"], "headers": headers}
+        elif name == "resend":
+            for m in body:
+                yield (
+                    parseaddr(m["to"][0])[1],
+                    {"html": m["html"], "text": m["text"], "headers": m["headers"]},
+                )
+        elif name == "brevo":
+            for v in body["messageVersions"]:
+                yield (
+                    v["to"][0]["email"],
+                    {"html": v["htmlContent"], "text": v["textContent"], "headers": v["headers"]},
+                )
+        elif name == "ses":
+            raw = base64.b64decode(body["Content"]["Raw"]["Data"])
+            mime = message_from_bytes(raw, policy=policy.default)
+            text = mime.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+            html = mime.get_body(("html",)).get_content()  # type: ignore[union-attr]
+            headers = {k: str(v) for k, v in mime.items()}
+            yield (
+                body["Destination"]["ToAddresses"][0],
+                {"html": html, "text": text, "headers": headers},
+            )
+        else:
+            raise AssertionError(name)
+
+
+def test_a_test_copy_goes_through_each_provider(
+    make_project: Callable[..., Path], spec: Spec, server: FakeApi
+) -> None:
+    root = project(make_project, spec, server)
+    settings = load_settings(root / "newsletter.toml")
+    provider = create_provider(settings, spec.env)
+    try:
+        for _ in range(2):  # twice: a test copy is never mistaken for a replay
+            message, result = send_test(
+                root / SAMPLE_ISSUE, settings, provider, "connie@example.org", spec.env
+            )
+            assert result.outcome == "sent" and message.subject.startswith("[Test] ")
+    finally:
+        provider.close()
+    assert server.delivered == Counter({"connie@example.org": 2})
+    assert send(root, spec.env).counts.sent == len(AUDIENCE)  # outside the ledger
+
+
+def test_dry_run_names_the_missing_secret(
+    make_project: Callable[..., Path], spec: Spec, server: FakeApi
+) -> None:
+    root = project(make_project, spec, server)
+    result = CliRunner().invoke(
+        cli,
+        ["--config", str(root / "newsletter.toml"), "send", "--dry-run", str(root / SAMPLE_ISSUE)],
+        env={name: "" for name in spec.env},
+    )
+    assert result.exit_code == 2, result.output
+    assert next(iter(spec.env)) in result.output
+    assert not server.requests
