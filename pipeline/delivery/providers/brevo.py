@@ -30,9 +30,12 @@ from pipeline.delivery.provider import (
 from pipeline.delivery.providers.http import (
     HttpApi,
     NoAnswer,
+    api_from,
     error_text,
+    http_options,
     json_body,
     reset_seconds,
+    unanswered,
 )
 from pipeline.messages.compose import Message
 from pipeline.messages.headers import split_mailbox
@@ -92,8 +95,7 @@ class BrevoProvider:
     def send(self, messages: Sequence[Message]) -> BatchResult:
         answer = self.api.post("/v3/smtp/email", data=self.body(messages))
         if isinstance(answer, NoAnswer):
-            outcome = Outcome.RETRY if answer.never_sent else Outcome.UNKNOWN
-            return BatchResult.all(messages, outcome, answer.reason)
+            return unanswered(messages, answer)
         status = answer.status_code
         parsed = json_body(answer)
         if status in (200, 201, 202):
@@ -129,19 +131,16 @@ class BrevoProvider:
 def create(settings: Settings, environ: Mapping[str, str]) -> BrevoProvider:
     options = Options(settings, OPTIONS)
     key = require_secret(environ, "BREVO_API_KEY", "brevo")
-    api = HttpApi(
+    api = api_from(
+        options,
         "Brevo",
-        options.string("base_url", API_URL),
+        API_URL,
         {"api-key": key, "Accept": "application/json", "Content-Type": "application/json"},
-        read_timeout=options.number("timeout", 60, minimum=1),
     )
     return BrevoProvider(api)
 
 
-OPTIONS = {
-    "base_url": f"the API (default {API_URL})",
-    "timeout": "seconds to wait for an answer (default 60)",
-}
+OPTIONS = http_options(API_URL)
 INFO = ProviderInfo(
     name="brevo",
     summary="Brevo's transactional API with message versions, 1,000 a call, idempotent"

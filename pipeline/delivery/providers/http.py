@@ -9,6 +9,7 @@ been processed: its recipients are ``unknown``, never blindly re-sent.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -18,6 +19,8 @@ import requests
 from urllib3.exceptions import NameResolutionError, NewConnectionError
 
 from pipeline import __version__
+from pipeline.delivery.provider import BatchResult, Options, Outcome
+from pipeline.messages.compose import Message
 
 USER_AGENT = f"newsletter-pipeline/{__version__} (+requests)"
 
@@ -120,3 +123,33 @@ def json_body(response: requests.Response) -> Any:
         return response.json()
     except ValueError:
         return None
+
+
+def http_options(default_url: str, note: str = "", timeout: int = 60) -> dict[str, str]:
+    """The settings every HTTP provider takes (regions, testing, patience)."""
+    return {
+        "base_url": f"the API (default {default_url}{note})",
+        "timeout": f"seconds to wait for an answer (default {timeout})",
+    }
+
+
+def api_from(
+    options: Options,
+    provider: str,
+    default_url: str,
+    headers: dict[str, str],
+    timeout: float = 60,
+) -> HttpApi:
+    return HttpApi(
+        provider,
+        options.string("base_url", default_url),
+        headers,
+        read_timeout=options.number("timeout", timeout, minimum=1),
+    )
+
+
+def unanswered(messages: Sequence[Message], answer: NoAnswer) -> BatchResult:
+    """A batch whose request got no response: retry if it never left, else unknown."""
+    return BatchResult.all(
+        messages, Outcome.RETRY if answer.never_sent else Outcome.UNKNOWN, answer.reason
+    )

@@ -27,9 +27,12 @@ from pipeline.delivery.provider import (
 from pipeline.delivery.providers.http import (
     HttpApi,
     NoAnswer,
+    api_from,
     error_text,
+    http_options,
     json_body,
     reset_seconds,
+    unanswered,
 )
 from pipeline.delivery.providers.substitution import SharedBodies
 from pipeline.messages.compose import Message
@@ -83,8 +86,7 @@ class MailgunProvider:
     def send(self, messages: Sequence[Message]) -> BatchResult:
         answer = self.api.post(self.path, data=self.form(messages))
         if isinstance(answer, NoAnswer):
-            outcome = Outcome.RETRY if answer.never_sent else Outcome.UNKNOWN
-            return BatchResult.all(messages, outcome, answer.reason)
+            return unanswered(messages, answer)
         status = answer.status_code
         body = json_body(answer)
         if status == 200:
@@ -112,20 +114,14 @@ def create(settings: Settings, environ: Mapping[str, str]) -> MailgunProvider:
     options = Options(settings, OPTIONS)
     key = require_secret(environ, "MAILGUN_API_KEY", "mailgun")
     domain = options.string("domain", settings.sender_address.rpartition("@")[2])
-    api = HttpApi(
-        "Mailgun",
-        options.string("base_url", API_URL),
-        {},
-        read_timeout=options.number("timeout", 60, minimum=1),
-    )
+    api = api_from(options, "Mailgun", API_URL, {})
     api.session.auth = ("api", key)
     return MailgunProvider(api, domain)
 
 
 OPTIONS = {
-    "base_url": f"the API (default {API_URL}; https://api.eu.mailgun.net for the EU region)",
+    **http_options(API_URL, "; https://api.eu.mailgun.net for the EU region"),
     "domain": "the sending domain (default: the domain of [newsletter] from)",
-    "timeout": "seconds to wait for an answer (default 60)",
 }
 INFO = ProviderInfo(
     name="mailgun",

@@ -27,8 +27,11 @@ from pipeline.delivery.provider import (
 from pipeline.delivery.providers.http import (
     HttpApi,
     NoAnswer,
+    api_from,
     error_text,
+    http_options,
     retry_after_seconds,
+    unanswered,
 )
 from pipeline.messages.compose import Message
 
@@ -101,8 +104,7 @@ class PostmarkProvider:
         del buffer
         answer = self.api.post("/email/batch", data=body)
         if isinstance(answer, NoAnswer):
-            outcome = Outcome.RETRY if answer.never_sent else Outcome.UNKNOWN
-            return BatchResult.all(messages, outcome, answer.reason)
+            return unanswered(messages, answer)
         status = answer.status_code
         if status == 429 or status >= 500:
             return BatchResult.all(
@@ -160,26 +162,25 @@ def create(settings: Settings, environ: Mapping[str, str]) -> PostmarkProvider:
     options = Options(settings, OPTIONS)
     token = require_secret(environ, "POSTMARK_SERVER_TOKEN", "postmark")
     stream = options.string("message_stream", "broadcast")
-    api = HttpApi(
+    api = api_from(
+        options,
         "Postmark",
-        options.string("base_url", API_URL),
+        API_URL,
         {
             "Accept": "application/json",
             "Content-Type": "application/json",
             "X-Postmark-Server-Token": token,
         },
-        read_timeout=options.number("timeout", 60, minimum=1),
     )
     managed = options.boolean("managed_unsubscribe", stream == "broadcast")
     return PostmarkProvider(api, stream, managed)
 
 
 OPTIONS = {
-    "base_url": f"the API (default {API_URL})",
+    **http_options(API_URL),
     "message_stream": "the stream (default broadcast)",
     "managed_unsubscribe": "let Postmark insert its unsubscribe link and headers (default: true"
     " on the broadcast stream, where Postmark requires it)",
-    "timeout": "seconds to wait for an answer (default 60)",
 }
 INFO = ProviderInfo(
     name="postmark",

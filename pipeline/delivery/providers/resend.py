@@ -32,9 +32,12 @@ from pipeline.delivery.provider import (
 from pipeline.delivery.providers.http import (
     HttpApi,
     NoAnswer,
+    api_from,
     error_text,
+    http_options,
     json_body,
     reset_seconds,
+    unanswered,
 )
 from pipeline.messages.compose import Message
 
@@ -76,8 +79,7 @@ class ResendProvider:
             },
         )
         if isinstance(answer, NoAnswer):
-            outcome = Outcome.RETRY if answer.never_sent else Outcome.UNKNOWN
-            return BatchResult.all(messages, outcome, answer.reason)
+            return unanswered(messages, answer)
         status = answer.status_code
         parsed = json_body(answer)
         if status == 200:
@@ -130,19 +132,16 @@ def _tag(value: str) -> str:
 def create(settings: Settings, environ: Mapping[str, str]) -> ResendProvider:
     options = Options(settings, OPTIONS)
     key = require_secret(environ, "RESEND_API_KEY", "resend")
-    api = HttpApi(
+    api = api_from(
+        options,
         "Resend",
-        options.string("base_url", API_URL),
+        API_URL,
         {"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-        read_timeout=options.number("timeout", 60, minimum=1),
     )
     return ResendProvider(api)
 
 
-OPTIONS = {
-    "base_url": f"the API (default {API_URL})",
-    "timeout": "seconds to wait for an answer (default 60)",
-}
+OPTIONS = http_options(API_URL)
 INFO = ProviderInfo(
     name="resend",
     summary="Resend's batch API, 100 emails a call, idempotent (exactly once for 24 hours)",

@@ -27,9 +27,12 @@ from pipeline.delivery.provider import (
 from pipeline.delivery.providers.http import (
     HttpApi,
     NoAnswer,
+    api_from,
     error_text,
+    http_options,
     json_body,
     reset_seconds,
+    unanswered,
 )
 from pipeline.delivery.providers.substitution import SharedBodies
 from pipeline.messages.compose import Message
@@ -97,8 +100,7 @@ class SendGridProvider:
     def send(self, messages: Sequence[Message]) -> BatchResult:
         answer = self.api.post("/v3/mail/send", data=json.dumps(self.payload(messages)))
         if isinstance(answer, NoAnswer):
-            outcome = Outcome.RETRY if answer.never_sent else Outcome.UNKNOWN
-            return BatchResult.all(messages, outcome, answer.reason)
+            return unanswered(messages, answer)
         status = answer.status_code
         if status in (200, 202):
             message_id = answer.headers.get("X-Message-Id", "")
@@ -127,19 +129,16 @@ class SendGridProvider:
 def create(settings: Settings, environ: Mapping[str, str]) -> SendGridProvider:
     options = Options(settings, OPTIONS)
     key = require_secret(environ, "SENDGRID_API_KEY", "sendgrid")
-    api = HttpApi(
+    api = api_from(
+        options,
         "SendGrid",
-        options.string("base_url", API_URL),
+        API_URL,
         {"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-        read_timeout=options.number("timeout", 60, minimum=1),
     )
     return SendGridProvider(api)
 
 
-OPTIONS = {
-    "base_url": f"the API (default {API_URL}; https://api.eu.sendgrid.com for EU subusers)",
-    "timeout": "seconds to wait for an answer (default 60)",
-}
+OPTIONS = http_options(API_URL, "; https://api.eu.sendgrid.com for EU subusers")
 INFO = ProviderInfo(
     name="sendgrid",
     summary="SendGrid's v3 Mail Send API, 1,000 personalizations a call",

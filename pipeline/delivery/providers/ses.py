@@ -33,7 +33,9 @@ from pipeline.delivery.provider import (
 from pipeline.delivery.providers.http import (
     HttpApi,
     NoAnswer,
+    api_from,
     error_text,
+    http_options,
     json_body,
     retry_after_seconds,
 )
@@ -162,20 +164,14 @@ def create(settings: Settings, environ: Mapping[str, str]) -> SesProvider:
         require_secret(environ, "AWS_SECRET_ACCESS_KEY", "ses"),
         environ.get("AWS_SESSION_TOKEN", "").strip(),
     )
-    api = HttpApi(
-        "Amazon SES",
-        options.string("base_url", f"https://email.{region}.amazonaws.com"),
-        {},
-        read_timeout=options.number("timeout", 30, minimum=1),
-    )
+    api = api_from(options, "Amazon SES", f"https://email.{region}.amazonaws.com", {}, 30)
     return SesProvider(api, credentials, region, options.string("configuration_set", ""))
 
 
 OPTIONS = {
     "region": "the AWS region, e.g. us-east-1 (or AWS_REGION from the environment)",
-    "base_url": "the API (default https://email.<region>.amazonaws.com)",
     "configuration_set": "an SES configuration set for the messages (default: none)",
-    "timeout": "seconds to wait for an answer (default 30)",
+    **http_options("https://email.<region>.amazonaws.com", timeout=30),
 }
 INFO = ProviderInfo(
     name="ses",
