@@ -356,3 +356,80 @@ def test_dry_run_names_the_missing_secret(
     assert result.exit_code == 2, result.output
     assert next(iter(spec.env)) in result.output
     assert not server.requests
+
+
+ACCOUNT_REFUSALS = [
+    (
+        "ses",
+        CallFault(
+            400,
+            {"X-Amzn-ErrorType": "AccountSuspendedException"},
+            {"message": "Your account has been suspended."},
+        ),
+    ),
+    (
+        "ses",
+        CallFault(
+            400,
+            {"X-Amzn-ErrorType": "SendingPausedException"},
+            {"message": "Sending is paused for this account."},
+        ),
+    ),
+    (
+        "resend",
+        CallFault(
+            429,
+            {},
+            {
+                "statusCode": 429,
+                "name": "daily_quota_exceeded",
+                "message": "You have reached your daily email quota.",
+            },
+        ),
+    ),
+    ("mailgun", CallFault(403, {}, {"message": "Domain is disabled"})),
+    (
+        "sendgrid",
+        CallFault(
+            403,
+            {},
+            {
+                "errors": [
+                    {"message": "The from address does not match a verified Sender Identity."}
+                ]
+            },
+        ),
+    ),
+    ("brevo", CallFault(402, {}, {"code": "not_enough_credits", "message": "Not enough credits"})),
+    ("postmark", CallFault(422, {}, {"ErrorCode": 412, "Message": "Account is pending"})),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "fault"), ACCOUNT_REFUSALS, ids=[f"{n}-{f.status}" for n, f in ACCOUNT_REFUSALS]
+)
+def test_an_account_refusal_mid_send_stops_it_and_loses_nobody(
+    make_project: Callable[..., Path], name: str, fault: CallFault
+) -> None:
+    spec = next(s for s in SPECS if s.name == name)
+    server = spec.fake()
+    try:
+        root = project(make_project, spec, server)
+        # The first call goes through; the second is refused for the whole account.
+        server.faults = [CallFault(), fault]
+        with_one_in_flight = root / "newsletter.toml"
+        with_one_in_flight.write_text(
+            with_one_in_flight.read_text() + "concurrency = 1\n", encoding="utf-8"
+        )
+        report = send(root, spec.env)
+        assert report.status == "stopped" and report.exit_code == 2
+        assert report.this_run.stopped
+        assert_whole(report)
+        assert report.counts.unknown == 0 and report.counts.failed == 0
+        assert 1 <= report.counts.sent < len(AUDIENCE)
+        assert sum(server.delivered.values()) == report.counts.sent
+        report = send(root, spec.env)  # fixed: the next run finishes the rest
+        assert report.status == "complete"
+        assert server.delivered == Counter({a: 1 for a in AUDIENCE})
+    finally:
+        server.close()
