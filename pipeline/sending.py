@@ -222,8 +222,10 @@ def _send_locked(
         for _ in audience.subscribers(settings.subscribers, issue.tags):
             pass
         withdrawn = ledger.withdraw(slug, audience.opted_out)
-    if resend_unknown and not provider.idempotent:
-        # An idempotent provider re-sends unknown batches itself, as they were (same key).
+    # An idempotent provider re-sends the unknown batches it sent itself, as they were, under
+    # the same key; any others wait for --resend-unknown.
+    replay_unknown = provider.idempotent and record.provider == provider.name
+    if resend_unknown and not replay_unknown:
         ledger.requeue_unknown(slug)
 
     factory = MessageFactory(
@@ -242,6 +244,7 @@ def _send_locked(
         sleep=sleep,
         monotonic=monotonic,
         progress=progress,
+        replay_unknown=replay_unknown,
     )
     result = loop.run(slug)
     counts = ledger.counts(slug)
@@ -267,7 +270,7 @@ def _send_locked(
         recovered_unknown=recovered,
         withdrawn=withdrawn,
         reconciled=reconciled,
-        unknown_resent_by_key=provider.idempotent,
+        unknown_resent_by_key=replay_unknown,
     )
 
 

@@ -433,3 +433,34 @@ def test_an_account_refusal_mid_send_stops_it_and_loses_nobody(
         assert server.delivered == Counter({a: 1 for a in AUDIENCE})
     finally:
         server.close()
+
+
+def test_unknown_left_by_another_provider_is_not_replayed(
+    make_project: Callable[..., Path],
+) -> None:
+    """Resend never saw Postmark's batch, so no key of ours can settle it: it stays unknown."""
+    postmark_spec, resend_spec = SPECS[0], next(s for s in SPECS if s.name == "resend")
+    postmark, resend = FakePostmark(), FakeResend()
+    try:
+        root = project(make_project, postmark_spec, postmark, timeout=1)
+        postmark.faults = [CallFault(delay=2.0, accept=True)]
+        first = send(root, postmark_spec.env)
+        assert first.counts.unknown == 50
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and postmark.at_once:
+            time.sleep(0.05)  # Postmark has processed the batch whose answer was lost
+        assert sum(postmark.delivered.values()) == len(AUDIENCE)
+        config = root / "newsletter.toml"
+        config.write_text(
+            config.read_text()
+            .replace('name = "postmark"', 'name = "resend"')
+            .replace(postmark.url, resend.url)
+            .replace('message_stream = "outbound"', ""),
+            encoding="utf-8",
+        )
+        second = send(root, resend_spec.env)
+        assert second.counts.unknown == 50 and not second.unknown_resent_by_key
+        assert not set(resend.delivered) & set(postmark.delivered)
+    finally:
+        postmark.close()
+        resend.close()

@@ -121,6 +121,7 @@ class DeliveryLoop:
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
         progress: Callable[[int, int], None] | None = None,
+        replay_unknown: bool = False,
     ) -> None:
         self.ledger, self.provider, self.factory, self.policy = ledger, provider, factory, policy
         self.sleep = sleep
@@ -128,7 +129,9 @@ class DeliveryLoop:
         self.progress = progress or (lambda done, total: None)
         self._consecutive_failures = 0
         self._last_failure = ""
-        self._unknown_done = False
+        # Re-send unknown batches under their idempotency key: only with an idempotent
+        # provider that also sent them (another provider never saw the key).
+        self._unknown_done = not (replay_unknown and provider.idempotent)
 
     def build(self, rows: Sequence[ClaimedRow]) -> tuple[list[Message], list[Settlement]]:
         messages, failed = [], []
@@ -214,7 +217,7 @@ class DeliveryLoop:
     def _claim(self, slug: str) -> tuple[int, list[ClaimedRow]]:
         """The next batch: for an idempotent provider, first each batch a dead run left
         ``unknown``, exactly as it was sent, so that its idempotency key is the same."""
-        if self.provider.idempotent and not self._unknown_done:
+        if not self._unknown_done:
             batch, rows = self.ledger.claim_unknown_batch(slug)
             if rows:
                 return batch, rows
