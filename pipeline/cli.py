@@ -448,6 +448,37 @@ def unsubscribe(ctx: click.Context, token: str) -> None:
     click.echo(f"{key}: unsubscribed ({changed} row{'s' if changed != 1 else ''} changed)")
 
 
+@cli.command("unsubscribe-server")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8026, show_default=True, help="Port (0: any free).")
+@click.pass_context
+def unsubscribe_server(ctx: click.Context, host: str, port: int) -> None:
+    """Serve the one-click unsubscribe links (/unsubscribe?token=...).
+
+    Put it behind the site at base_url (e.g. nginx: location /unsubscribe). A POST (RFC 8058
+    one-click, or the page's button) marks the reader unsubscribed in subscribers.csv; a GET
+    only shows the button, so link scanners unsubscribe nobody.
+
+    \b
+    newsletter unsubscribe-server --port 8026
+    """
+    from pipeline.messages.secret import load_secret
+    from pipeline.unsubscribe_server import make_server
+
+    settings = _settings(ctx)
+    server = make_server(
+        settings, load_secret(settings.state_dir, os.environ), host, port, log=click.echo
+    )
+    where = f"http://{host}:{server.server_address[1]}/unsubscribe"
+    click.echo(f"serving unsubscribe links at {where} for {settings.subscribers} (Ctrl-C to stop)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
 @cli.command()
 def providers() -> None:
     """List the email providers, with the settings and secrets each needs.

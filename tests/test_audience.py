@@ -114,4 +114,4 @@ def test_set_status_rewrites_atomically_and_keeps_format(make_project: Callable[
     assert b'"Shelby\r\nville"' in raw
     emails = [i.email for i in scan(path) if isinstance(i, Subscriber)]
     assert emails == MESSY_AUDIENCE[1:]
-    assert not list(root.glob(".subscribers.csv.*"))  # no temp file left behind
+    assert not list(root.glob(".subscribers.csv.*.tmp"))  # no temp file left behind

@@ -7,6 +7,7 @@ endings are kept.  A list without a ``status`` column gains one.
 from __future__ import annotations
 
 import csv
+import fcntl
 import os
 import tempfile
 from pathlib import Path
@@ -16,7 +17,18 @@ from pipeline.errors import InputError
 
 
 def set_status(path: Path, key: str, status: str) -> int:
-    """Set ``status`` on every row of this address; returns how many rows changed."""
+    """Set ``status`` on every row of this address; returns how many rows changed.
+
+    Holds an exclusive lock (a hidden file beside the list) from reading to the rename, so
+    two opt-outs at once (the unsubscribe server's threads, the command) never undo each
+    other by writing from the same old copy."""
+    lock_path = path.parent / f".{path.name}.lock"
+    with lock_path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _rewrite(path, key, status)
+
+
+def _rewrite(path: Path, key: str, status: str) -> int:
     raw = path.read_bytes()
     bom = raw.startswith(b"\xef\xbb\xbf")
     newline = "\r\n" if b"\r\n" in raw[:4096] else "\n"
