@@ -7,7 +7,15 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["render.py", "personalise.py", "send.py", "scale.py", "peer.py", "latency.py"]
+SCRIPTS = [
+    "render.py",
+    "personalise.py",
+    "send.py",
+    "scale.py",
+    "peer.py",
+    "latency.py",
+    "providers.py",
+]
 
 failed = []
 for script in SCRIPTS:
