@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 import socket
+import ssl
 from collections import Counter
 from collections.abc import Callable, Iterator
 from email import policy
@@ -12,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from pipeline.config import load_settings
 from pipeline.delivery.providers import create_provider
@@ -28,6 +32,7 @@ class Relay:
 
     def __init__(self) -> None:
         self.received: list[tuple[str, bytes]] = []
+        self.secure: list[bool] = []  # per message: TLS and a login
         self.refuse: set[str] = set()
         self.drop_every = 0
         self.drop_during_data: set[str] = set()
@@ -44,6 +49,8 @@ class Relay:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         rcpt = envelope.rcpt_tos[0]
         self.received.append((rcpt, envelope.original_content))
+        tls = server.transport.get_extra_info("ssl_object") is not None
+        self.secure.append(tls and session.authenticated)
         if rcpt in self.drop_during_data:
             self.drop_during_data.discard(rcpt)
             server.transport.close()  # accepted, but the client never hears so
@@ -170,3 +177,113 @@ def test_relay_down_pauses_and_the_next_run_resumes(
     assert "could not be sent after 5 tries" in report.this_run.paused
     assert "connection" in report.this_run.paused
     assert report.exit_code == 1
+
+
+# TLS: a real test CA (trustme), trusted through SSL_CERT_FILE as a system CA would be.
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def trusted(ca: trustme.CA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+
+
+def _login(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
+    ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (
+        b"connie",
+        b"relay-password",
+    )
+    return AuthResult(success=ok, handled=False)
+
+
+@contextlib.contextmanager
+def tls_relay(ca: trustme.CA, *, implicit: bool) -> Iterator[tuple[Relay, int]]:
+    """A relay that takes mail only over TLS (STARTTLS required, or implicit TLS) and only
+    after a login, as submission servers do."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    handler, port = Relay(), free_port()
+    tls: dict[str, Any] = (
+        {"ssl_context": context} if implicit else {"tls_context": context, "require_starttls": True}
+    )
+    controller = Controller(
+        handler,
+        hostname="127.0.0.1",
+        port=port,
+        authenticator=_login,
+        # aiosmtpd counts only STARTTLS as TLS for AUTH; on an implicit-TLS port every
+        # byte is encrypted anyway (the handler checks the transport itself).
+        auth_require_tls=not implicit,
+        **tls,
+    )
+    controller.start()
+    try:
+        yield handler, port
+    finally:
+        controller.stop()
+
+
+def send_over(make_project: Callable[..., Path], port: int, security: str, password: str) -> Any:
+    root = make_project(
+        provider=f'name = "smtp"\nhost = "127.0.0.1"\nport = {port}\nsecurity = "{security}"\n'
+        'username = "connie"\ntimeout = 10',
+        csv=list_of(12),
+    )
+    settings = load_settings(root / "newsletter.toml")
+    env = {"SMTP_PASSWORD": password}
+    provider = create_provider(settings, env)
+    try:
+        return send_issue(
+            root / SAMPLE_ISSUE, settings, provider, environ=env, sleep=lambda s: None
+        )
+    finally:
+        provider.close()
+
+
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+def test_tls_and_login(
+    make_project: Callable[..., Path], ca: trustme.CA, trusted: None, security: str
+) -> None:
+    with tls_relay(ca, implicit=security == "tls") as (server, port):
+        report = send_over(make_project, port, security, "relay-password")
+    assert report.counts.sent == 12 and report.exit_code == 0
+    assert len(server.received) == 12
+    assert server.secure == [True] * 12  # every message went over TLS, after the login
+
+
+def test_a_wrong_password_stops_the_send(
+    make_project: Callable[..., Path], ca: trustme.CA, trusted: None
+) -> None:
+    with tls_relay(ca, implicit=False) as (server, port):
+        report = send_over(make_project, port, "starttls", "wrong")
+    assert report.status == "stopped" and "refused the login" in (report.this_run.stopped or "")
+    assert "wrong" not in (report.this_run.stopped or "")  # the password is never echoed
+    assert not server.received and report.counts.pending == 12
+
+
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+def test_an_untrusted_certificate_stops_and_nothing_goes_in_plaintext(
+    make_project: Callable[..., Path], ca: trustme.CA, security: str
+) -> None:
+    """No SSL_CERT_FILE: the test CA is unknown, as a self-signed relay would be."""
+    with tls_relay(ca, implicit=security == "tls") as (server, port):
+        report = send_over(make_project, port, security, "relay-password")
+    assert report.status == "stopped"
+    assert "no secure connection" in (report.this_run.stopped or "")
+    assert "certificate" in (report.this_run.stopped or "")
+    assert not server.received and report.counts.pending == 12
+
+
+def test_a_relay_without_starttls_stops_the_send(
+    make_project: Callable[..., Path], relay: tuple[Relay, int]
+) -> None:
+    server, port = relay  # plain SMTP, no STARTTLS offered
+    report = send_over(make_project, port, "starttls", "relay-password")
+    assert report.status == "stopped" and "STARTTLS" in (report.this_run.stopped or "")
+    assert not server.received and report.counts.pending == 12

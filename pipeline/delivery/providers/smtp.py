@@ -105,8 +105,12 @@ class SmtpProvider:
                 refused = self._envelope(conn, message)
                 if refused is not None:
                     return refused
-            except smtplib.SMTPAuthenticationError:
-                raise
+            except (
+                smtplib.SMTPAuthenticationError,
+                smtplib.SMTPNotSupportedError,
+                ssl.SSLCertVerificationError,
+            ):
+                raise  # for send(): these stop the send
             except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, OSError) as exc:
                 # Nothing of this message was accepted yet: safe to reconnect and go on.
                 self._drop()
@@ -141,6 +145,13 @@ class SmtpProvider:
                 reason = (
                     f"the SMTP server refused the login: {_reply(exc.smtp_code, exc.smtp_error)}"
                 )
+                rest = BatchResult.all(messages[index:], Outcome.RETRY, reason, stop=reason)
+                return BatchResult(results + rest.results, stop=reason)
+            except (ssl.SSLCertVerificationError, smtplib.SMTPNotSupportedError) as exc:
+                # Never fall back to plaintext: a relay that cannot prove who it is, or offers
+                # no STARTTLS, is a setting to fix, not a failure to retry.
+                self._drop()
+                reason = f"no secure connection to {self.host}:{self.port} ({exc})"
                 rest = BatchResult.all(messages[index:], Outcome.RETRY, reason, stop=reason)
                 return BatchResult(results + rest.results, stop=reason)
             results.append(result)
