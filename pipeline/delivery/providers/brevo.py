@@ -31,6 +31,7 @@ from pipeline.delivery.providers.http import (
     HttpApi,
     NoAnswer,
     api_from,
+    email_object,
     error_text,
     http_options,
     json_body,
@@ -38,16 +39,10 @@ from pipeline.delivery.providers.http import (
     unanswered,
 )
 from pipeline.messages.compose import Message
-from pipeline.messages.headers import split_mailbox
 
 API_URL = "https://api.brevo.com"
 # Brevo wants a UUID: ours is derived from the batch (uuid5), so a retry carries the same one.
 KEY_NAMESPACE = uuid.UUID("6f1d7c52-3b0e-4f7a-9a55-2f4f0b1c9e11")
-
-
-def _address(mailbox: str) -> dict[str, str]:
-    name, email = split_mailbox(mailbox)
-    return {"email": email, "name": name} if name else {"email": email}
 
 
 class BrevoProvider:
@@ -63,7 +58,7 @@ class BrevoProvider:
     def version_json(self, message: Message) -> str:
         head = json.dumps(
             {
-                "to": [_address(message.to)],
+                "to": [email_object(message.to)],
                 "subject": message.subject,
                 "headers": {"Message-Id": message.message_id, **dict(message.headers)},
             }
@@ -78,8 +73,8 @@ class BrevoProvider:
         key = str(uuid.uuid5(KEY_NAMESPACE, batch_key(messages)))
         head = json.dumps(
             {
-                "sender": _address(first.sender),
-                "replyTo": _address(first.reply_to),
+                "sender": email_object(first.sender),
+                "replyTo": email_object(first.reply_to),
                 "subject": first.subject,
                 "tags": [first.issue],
                 "headers": {"idempotencyKey": key},

@@ -21,6 +21,7 @@ from urllib3.exceptions import NameResolutionError, NewConnectionError
 from pipeline import __version__
 from pipeline.delivery.provider import BatchResult, Options, Outcome
 from pipeline.messages.compose import Message
+from pipeline.messages.headers import split_mailbox
 
 USER_AGENT = f"newsletter-pipeline/{__version__} (+requests)"
 
@@ -153,3 +154,15 @@ def unanswered(messages: Sequence[Message], answer: NoAnswer) -> BatchResult:
     return BatchResult.all(
         messages, Outcome.RETRY if answer.never_sent else Outcome.UNKNOWN, answer.reason
     )
+
+
+def email_object(mailbox: str) -> dict[str, str]:
+    """``Name <address>`` as JSON APIs take it: ``{"email": ..., "name": ...}``."""
+    name, email = split_mailbox(mailbox)
+    return {"email": email, "name": name} if name else {"email": email}
+
+
+def tag_value(value: str) -> str:
+    """A tag the strictest APIs accept (Resend, SES): ASCII letters, digits, ``_`` and ``-``."""
+    cleaned = "".join(c if c.isascii() and (c.isalnum() or c in "_-") else "_" for c in value)
+    return cleaned[:256]

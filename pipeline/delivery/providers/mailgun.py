@@ -54,7 +54,7 @@ class MailgunProvider:
     def __init__(self, api: HttpApi, domain: str) -> None:
         self.api = api
         self.path = f"/v3/{quote(domain, safe='')}/messages"
-        self.bodies = SharedBodies(_var)
+        self.bodies = SharedBodies(_var, value_key=lambda name: name)
 
     def form(self, messages: Sequence[Message]) -> list[tuple[str, str]]:
         first = messages[0]

@@ -37,6 +37,7 @@ from pipeline.delivery.providers.http import (
     http_options,
     json_body,
     reset_seconds,
+    tag_value,
     unanswered,
 )
 from pipeline.messages.compose import Message
@@ -63,7 +64,7 @@ class ResendProvider:
                 "reply_to": message.reply_to,
                 "subject": message.subject,
                 "headers": {"Message-ID": message.message_id, **dict(message.headers)},
-                "tags": [{"name": "issue", "value": _tag(message.issue)}],
+                "tags": [{"name": "issue", "value": tag_value(message.issue)}],
             }
         )
         return f'{head[:-1]}, "html": {message.body.html_json}, "text": {message.body.text_json}}}'
@@ -122,11 +123,6 @@ class ResendProvider:
 
     def close(self) -> None:
         self.api.close()
-
-
-def _tag(value: str) -> str:
-    """Resend tags allow ASCII letters, numbers, underscores and dashes only."""
-    return "".join(c if c.isascii() and (c.isalnum() or c in "_-") else "_" for c in value)[:256]
 
 
 def create(settings: Settings, environ: Mapping[str, str]) -> ResendProvider:

@@ -28,6 +28,7 @@ from pipeline.delivery.providers.http import (
     HttpApi,
     NoAnswer,
     api_from,
+    email_object,
     error_text,
     http_options,
     json_body,
@@ -36,16 +37,10 @@ from pipeline.delivery.providers.http import (
 )
 from pipeline.delivery.providers.substitution import SharedBodies
 from pipeline.messages.compose import Message
-from pipeline.messages.headers import split_mailbox
 
 API_URL = "https://api.sendgrid.com"
 # Headers SendGrid sets itself and refuses in ``headers``.
 RESERVED = {"to", "from", "subject", "reply-to", "cc", "bcc", "content-type"}
-
-
-def _address(mailbox: str) -> dict[str, str]:
-    name, email = split_mailbox(mailbox)
-    return {"email": email, "name": name} if name else {"email": email}
 
 
 class SendGridProvider:
@@ -65,23 +60,20 @@ class SendGridProvider:
         return {
             "personalizations": [
                 {
-                    "to": [_address(m.to)],
+                    "to": [email_object(m.to)],
                     "subject": m.subject,
                     "headers": {
                         name: value
                         for name, value in (("Message-ID", m.message_id), *m.headers)
                         if name.lower() not in RESERVED
                     },
-                    "substitutions": {
-                        self.bodies.placeholder(name): value
-                        for name, value in self.bodies.values(m).items()
-                    },
+                    "substitutions": self.bodies.values(m),
                     "custom_args": {"newsletter_key": m.key},
                 }
                 for m in messages
             ],
-            "from": _address(first.sender),
-            "reply_to": _address(first.reply_to),
+            "from": email_object(first.sender),
+            "reply_to": email_object(first.reply_to),
             "subject": first.subject,
             "content": [
                 {"type": "text/plain", "value": shared.text},

@@ -21,6 +21,8 @@ import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
+import requests
+
 from pipeline.config import Settings
 from pipeline.delivery.provider import (
     BatchResult,
@@ -38,6 +40,7 @@ from pipeline.delivery.providers.http import (
     http_options,
     json_body,
     retry_after_seconds,
+    tag_value,
 )
 from pipeline.delivery.providers.sigv4 import Credentials, sign
 from pipeline.messages.compose import Message
@@ -71,7 +74,7 @@ class SesProvider:
             "FromEmailAddress": split_mailbox(message.sender)[1],
             "Destination": {"ToAddresses": [message.to_email]},
             "Content": {"Raw": {"Data": base64.b64encode(to_mime(message)).decode("ascii")}},
-            "EmailTags": [{"Name": "issue", "Value": _tag(message.issue)}],
+            "EmailTags": [{"Name": "issue", "Value": tag_value(message.issue)}],
         }
         if self.configuration_set:
             payload["ConfigurationSetName"] = self.configuration_set
@@ -130,9 +133,9 @@ class SesProvider:
         self.api.close()
 
 
-def _error_code(answer: object, parsed: object) -> str:
+def _error_code(answer: requests.Response, parsed: object) -> str:
     """SES v2 names the error in ``X-Amzn-ErrorType`` (``Code:namespace``) or the body."""
-    header = getattr(answer, "headers", {}).get("X-Amzn-ErrorType", "")
+    header = answer.headers.get("X-Amzn-ErrorType", "")
     if header:
         return str(header).split(":", 1)[0]
     if isinstance(parsed, dict):
@@ -141,17 +144,12 @@ def _error_code(answer: object, parsed: object) -> str:
     return ""
 
 
-def _error_message(answer: object, parsed: object) -> str:
+def _error_message(answer: requests.Response, parsed: object) -> str:
     if isinstance(parsed, dict):
         for name in ("message", "Message"):
             if parsed.get(name):
                 return str(parsed[name])
-    return error_text(answer)  # type: ignore[arg-type]
-
-
-def _tag(value: str) -> str:
-    """SES tag values: ASCII letters, numbers, underscores and dashes."""
-    return "".join(c if c.isascii() and (c.isalnum() or c in "_-") else "_" for c in value)[:256]
+    return error_text(answer)
 
 
 def create(settings: Settings, environ: Mapping[str, str]) -> SesProvider:

@@ -36,10 +36,16 @@ class SharedBodies:
     """One provider's placeholders -> each issue's shared body (built once, thread-safe).
 
     A slot's name is ``h<n>`` in the HTML and ``t<n>`` in the text (``n`` the merge field);
-    ``placeholder`` turns a name into what the provider substitutes."""
+    ``placeholder`` turns a name into what stands in the body, ``value_key`` into the key of
+    a recipient's values (Mailgun: the bare name; SendGrid: the placeholder itself)."""
 
-    def __init__(self, placeholder: Callable[[str], str]) -> None:
+    def __init__(
+        self,
+        placeholder: Callable[[str], str],
+        value_key: Callable[[str], str] | None = None,
+    ) -> None:
         self.placeholder = placeholder
+        self.value_key = value_key or placeholder
         self._bodies: dict[str, SharedBody] = {}
         self._lock = threading.Lock()
 
@@ -61,9 +67,10 @@ class SharedBodies:
         )
 
     def values(self, message: Message) -> dict[str, str]:
-        """This recipient's slot name -> value, for the slots the bodies use."""
+        """This recipient's values, for the slots the bodies use, keyed by ``value_key``."""
         shared = self.body(message)
         html, text = message.body.html_values, message.body.text_values
-        found = {f"h{i}": html[i] for i in shared.html_slots}
-        found.update({f"t{i}": text[i] for i in shared.text_slots})
+        key = self.value_key
+        found = {key(f"h{i}"): html[i] for i in shared.html_slots}
+        found.update({key(f"t{i}"): text[i] for i in shared.text_slots})
         return found
