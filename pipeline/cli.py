@@ -203,16 +203,19 @@ def _print_report(report: SendReport, settings: Settings, *, quiet: bool = False
         click.echo(f"  invalid row {settings.subscribers}:{item.line}: {item.detail}")
     for email, reason in report.failures[:limit]:
         click.echo(f"  failed {email}: {reason}")
-    if report.unknown and report.unknown_resent_by_key:
-        click.echo(
-            f"  unknown {len(report.unknown)}: the next run re-sends their batches with the "
-            "same idempotency key, which the provider delivers once"
-        )
-    elif report.unknown:
-        click.echo(
-            f"  unknown {len(report.unknown)}: may or may not have been delivered; "
-            "re-send them with --resend-unknown once you have checked"
-        )
+    if report.unknown:
+        replayable = report.unknown_replayable
+        click.echo(f"  unknown {len(report.unknown)}: may or may not have been delivered")
+        if replayable:
+            click.echo(
+                f"    {replayable} in batches this provider was sent: the next run replays them "
+                "under the same idempotency key, which it delivers once"
+            )
+        if len(report.unknown) > replayable:
+            click.echo(
+                f"    {len(report.unknown) - replayable}: re-send them with --resend-unknown "
+                "once you have checked"
+            )
         for email, _ in report.unknown[:limit]:
             click.echo(f"    {email}")
     if run.paused:

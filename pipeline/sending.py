@@ -99,7 +99,11 @@ class SendReport:
     recovered_unknown: int = 0
     withdrawn: int = 0
     reconciled: int = 0
-    unknown_resent_by_key: bool = False  # the provider is idempotent: the next run re-sends
+    unknown_replayable: int = 0  # unknown rows the (idempotent) provider will replay by key
+
+    @property
+    def unknown_resent_by_key(self) -> bool:
+        return self.unknown_replayable > 0
 
     @property
     def exit_code(self) -> int:
@@ -222,11 +226,9 @@ def _send_locked(
         for _ in audience.subscribers(settings.subscribers, issue.tags):
             pass
         withdrawn = ledger.withdraw(slug, audience.opted_out)
-    # An idempotent provider re-sends the unknown batches it sent itself, as they were, under
-    # the same key; any others wait for --resend-unknown.
-    replay_unknown = provider.idempotent and record.provider == provider.name
-    if resend_unknown and not replay_unknown:
-        ledger.requeue_unknown(slug)
+    if resend_unknown:
+        # Batches an idempotent provider sent are replayed by the loop under their key.
+        ledger.requeue_unknown(slug, provider.name if provider.idempotent else None)
 
     factory = MessageFactory(
         compiled,
@@ -244,7 +246,6 @@ def _send_locked(
         sleep=sleep,
         monotonic=monotonic,
         progress=progress,
-        replay_unknown=replay_unknown,
     )
     result = loop.run(slug)
     counts = ledger.counts(slug)
@@ -270,7 +271,9 @@ def _send_locked(
         recovered_unknown=recovered,
         withdrawn=withdrawn,
         reconciled=reconciled,
-        unknown_resent_by_key=replay_unknown,
+        unknown_replayable=(
+            ledger.unknown_replayable(slug, provider.name) if provider.idempotent else 0
+        ),
     )
 
 
@@ -283,7 +286,7 @@ def _reconcile_unknown(
         return 0
     settled = 0
     while True:
-        batch, rows = ledger.claim(slug, 500, status=RecipientStatus.UNKNOWN)
+        batch, rows = ledger.claim(slug, 500, RecipientStatus.UNKNOWN, provider.name)
         if not rows:
             return settled
         messages = [factory.build(r.key, r.email, r.fields) for r in rows]

@@ -464,3 +464,46 @@ def test_unknown_left_by_another_provider_is_not_replayed(
     finally:
         postmark.close()
         resend.close()
+
+
+def test_switching_provider_and_back_never_replays_the_other_ones_batch(
+    make_project: Callable[..., Path],
+) -> None:
+    """Started on Resend, continued on Postmark (which lost an answer), back on Resend: the
+    batch Postmark left unknown is not Resend's to replay, although the issue began there."""
+    resend_spec = next(s for s in SPECS if s.name == "resend")
+    postmark, resend = FakePostmark(), FakeResend()
+    config: Path | None = None
+
+    def use(server: FakeApi, name: str) -> None:
+        assert config is not None
+        text = re.sub(r'name = "\w+"', f'name = "{name}"', config.read_text(), count=1)
+        text = re.sub(r'base_url = "[^"]+"', f'base_url = "{server.url}"', text)
+        config.write_text(text, encoding="utf-8")
+
+    try:
+        root = project(make_project, resend_spec, resend, timeout=1)
+        config = root / "newsletter.toml"
+        config.write_text(config.read_text() + "concurrency = 1\n", encoding="utf-8")
+        resend.faults = [
+            CallFault(),
+            CallFault(429, {}, {"name": "daily_quota_exceeded", "message": "quota"}),
+        ]
+        assert send(root, resend_spec.env).status == "stopped"  # Resend sent one batch
+
+        use(postmark, "postmark")
+        postmark.faults = [CallFault(delay=2.0, accept=True)]
+        second = send(root, {"POSTMARK_SERVER_TOKEN": POSTMARK_TOKEN})
+        assert second.counts.unknown == 50 and not second.unknown_resent_by_key
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and postmark.at_once:
+            time.sleep(0.05)  # Postmark has processed the batch whose answer was lost
+
+        use(resend, "resend")
+        third = send(root, resend_spec.env)
+        assert third.counts.unknown == 50 and not third.unknown_resent_by_key
+        both = Counter(resend.delivered) + Counter(postmark.delivered)
+        assert both == Counter({a: 1 for a in AUDIENCE})  # everyone once, nobody twice
+    finally:
+        postmark.close()
+        resend.close()

@@ -121,7 +121,6 @@ class DeliveryLoop:
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
         progress: Callable[[int, int], None] | None = None,
-        replay_unknown: bool = False,
     ) -> None:
         self.ledger, self.provider, self.factory, self.policy = ledger, provider, factory, policy
         self.sleep = sleep
@@ -129,9 +128,9 @@ class DeliveryLoop:
         self.progress = progress or (lambda done, total: None)
         self._consecutive_failures = 0
         self._last_failure = ""
-        # Re-send unknown batches under their idempotency key: only with an idempotent
-        # provider that also sent them (another provider never saw the key).
-        self._unknown_done = not (replay_unknown and provider.idempotent)
+        # An idempotent provider first replays the batches it left unknown (only its own:
+        # another provider never saw the key).
+        self._unknown_done = not provider.idempotent
 
     def build(self, rows: Sequence[ClaimedRow]) -> tuple[list[Message], list[Settlement]]:
         messages, failed = [], []
@@ -218,11 +217,11 @@ class DeliveryLoop:
         """The next batch: for an idempotent provider, first each batch a dead run left
         ``unknown``, exactly as it was sent, so that its idempotency key is the same."""
         if not self._unknown_done:
-            batch, rows = self.ledger.claim_unknown_batch(slug)
+            batch, rows = self.ledger.claim_unknown_batch(slug, self.provider.name)
             if rows:
                 return batch, rows
             self._unknown_done = True
-        return self.ledger.claim(slug, self.policy.batch_size)
+        return self.ledger.claim(slug, self.policy.batch_size, provider=self.provider.name)
 
     def _deliver(self, messages: list[Message], report: Report) -> BatchEnd:
         """Send one batch with retries, reporting every message's settlement (worker thread).

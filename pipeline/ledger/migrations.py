@@ -52,6 +52,9 @@ MIGRATIONS: list[tuple[str, ...]] = [
     # 2: settling a batch looks its rows up by batch; without this index every settle
     # scanned the whole table (bench/scale.py: 156 us a recipient at 100k, 338 at 1M).
     ("CREATE INDEX recipients_by_batch ON recipients (batch)",),
+    # 3: which provider each batch was handed to: only that provider can settle a batch
+    # left unknown by replaying its idempotency key.
+    ("ALTER TABLE batches ADD COLUMN provider TEXT",),
 ]
 
 

@@ -235,48 +235,72 @@ class Ledger:
             )
         return {str(k): int(v) for k, v in found.items()}
 
-    def requeue_unknown(self, slug: str) -> int:
+    def requeue_unknown(self, slug: str, keep_provider: str | None = None) -> int:
+        """``unknown`` rows back to pending (``--resend-unknown``), except those in batches
+        ``keep_provider`` sent: an idempotent provider replays those under their key."""
         with self.transaction() as db:
             return db.execute(
-                "UPDATE recipients SET status = ?, updated_at = ? WHERE issue = ? AND status = ?",
-                (RecipientStatus.PENDING, self._now(), slug, RecipientStatus.UNKNOWN),
+                "UPDATE recipients SET status = ?, updated_at = ? WHERE issue = ? AND status = ?"
+                " AND NOT EXISTS (SELECT 1 FROM batches b WHERE b.id = recipients.batch"
+                " AND b.provider = ?)",
+                (
+                    RecipientStatus.PENDING,
+                    self._now(),
+                    slug,
+                    RecipientStatus.UNKNOWN,
+                    keep_provider,
+                ),
             ).rowcount
 
+    def unknown_replayable(self, slug: str, provider: str) -> int:
+        """How many ``unknown`` rows sit in batches ``provider`` was handed."""
+        row = self.db.execute(
+            "SELECT count(*) FROM recipients r JOIN batches b ON b.id = r.batch"
+            " WHERE r.issue = ? AND r.status = ? AND b.provider = ?",
+            (slug, RecipientStatus.UNKNOWN, provider),
+        ).fetchone()
+        return int(row[0])
+
     def claim(
-        self, slug: str, limit: int, status: RecipientStatus = RecipientStatus.PENDING
+        self,
+        slug: str,
+        limit: int,
+        status: RecipientStatus = RecipientStatus.PENDING,
+        provider: str | None = None,
     ) -> tuple[int, list[ClaimedRow]]:
-        """Mark up to ``limit`` rows (pending ones, by default) in flight, durably, and return
-        them in list order."""
+        """Mark up to ``limit`` rows (pending ones, by default) in flight, durably, as one
+        batch handed to ``provider``, and return them in list order."""
         with self.transaction() as db:
             rows = db.execute(
                 "SELECT rowid, key, email, fields FROM recipients"
                 " WHERE issue = ? AND status = ? ORDER BY rowid LIMIT ?",
                 (slug, status, limit),
             ).fetchall()
-            return self._hold(db, slug, rows)
+            return self._hold(db, slug, rows, provider)
 
-    def claim_unknown_batch(self, slug: str) -> tuple[int, list[ClaimedRow]]:
-        """Claim the ``unknown`` rows of the oldest batch that has any, and only those: the
-        batch as it was last sent, to be sent again under the same idempotency key."""
+    def claim_unknown_batch(self, slug: str, provider: str) -> tuple[int, list[ClaimedRow]]:
+        """Claim the ``unknown`` rows of the oldest batch ``provider`` was handed that has
+        any, and only those: the batch as it was sent, to go again under the same key."""
         with self.transaction() as db:
             rows = db.execute(
                 "SELECT rowid, key, email, fields FROM recipients WHERE issue = ? AND status = ?"
-                " AND batch = (SELECT min(batch) FROM recipients WHERE issue = ? AND status = ?)"
+                " AND batch = (SELECT min(r.batch) FROM recipients r JOIN batches b"
+                " ON b.id = r.batch WHERE r.issue = ? AND r.status = ? AND b.provider = ?)"
                 " ORDER BY rowid",
-                (slug, RecipientStatus.UNKNOWN, slug, RecipientStatus.UNKNOWN),
+                (slug, RecipientStatus.UNKNOWN, slug, RecipientStatus.UNKNOWN, provider),
             ).fetchall()
-            return self._hold(db, slug, rows)
+            return self._hold(db, slug, rows, provider)
 
     def _hold(
-        self, db: sqlite3.Connection, slug: str, rows: list[Any]
+        self, db: sqlite3.Connection, slug: str, rows: list[Any], provider: str | None
     ) -> tuple[int, list[ClaimedRow]]:
         """Mark ``rows`` (rowid, key, email, fields) in flight as one new batch."""
         if not rows:
             return 0, []
         now = self._now()
         batch = db.execute(
-            "INSERT INTO batches (issue, size, started_at) VALUES (?, ?, ?)",
-            (slug, len(rows), now),
+            "INSERT INTO batches (issue, size, started_at, provider) VALUES (?, ?, ?, ?)",
+            (slug, len(rows), now, provider),
         ).lastrowid
         assert batch is not None
         db.executemany(
