@@ -37,7 +37,9 @@ def test_a_version_1_ledger_is_upgraded(tmp_path: Path) -> None:
     db.close()
     Ledger(path).close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 3
+    columns = [row[1] for row in db.execute("PRAGMA table_info(batches)")]
+    assert "provider" in columns  # migration 3
 
 
 def test_claim_settle_and_recover(tmp_path: Path) -> None:
