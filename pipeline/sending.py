@@ -418,6 +418,7 @@ def dry_run(
     path: Path, settings: Settings, provider: Provider, environ: Mapping[str, str], samples: int = 3
 ) -> DryRun:
     """Everything a send would do up to the provider call; nothing is sent or recorded."""
+    delivery_policy(settings, provider)  # batch size, rate, retries: checked, as a send would
     compiled = prepare(path, settings)
     issue = compiled.issue
     scan_result = _AudienceScan()

@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from pipeline.audience.unsubscribe import set_status
 from pipeline.config import Settings
+from pipeline.errors import NewsletterError
 from pipeline.messages.unsubscribe import read_token
 
 PAGE = """<!doctype html>
@@ -112,7 +113,18 @@ def make_server(
             if key is None:
                 self._invalid()
                 return
-            changed = set_status(settings.subscribers, key, "unsubscribed")
+            try:
+                changed = set_status(settings.subscribers, key, "unsubscribed")
+            except (NewsletterError, OSError) as exc:
+                # The list is untouched (temp file, then rename): say so, and ask for mail.
+                log(f"{key}: NOT unsubscribed: {exc}")
+                self._answer(
+                    503,
+                    "We could not record that just now",
+                    "<p>Nothing was changed. Please try the link again later, or reply to any "
+                    "issue with “unsubscribe” and we will take you off the list.</p>",
+                )
+                return
             log(f"{key}: unsubscribed ({changed} row{'s' if changed != 1 else ''} changed)")
             self._answer(
                 200,

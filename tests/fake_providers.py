@@ -125,7 +125,9 @@ class FakeApi:
                 self.in_progress.add(key)
         try:
             reply = self._process(path, headers, raw, fault)
-            if key and reply[0] < 300:
+            # Only an answer the API itself made is kept for the key; an injected fault
+            # stands for what happened on the way, not for what the provider did.
+            if key and reply[0] < 300 and not fault.status:
                 with self.lock:
                     self.replies[key] = reply
             return reply

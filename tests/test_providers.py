@@ -507,3 +507,62 @@ def test_switching_provider_and_back_never_replays_the_other_ones_batch(
     finally:
         postmark.close()
         resend.close()
+
+
+GARBLED_200 = {
+    "postmark": {"Message": "OK"},  # not one result per message
+    "mailgun": {"message": "Queued. Thank you."},  # no id
+    "ses": {"Status": "ok"},  # no MessageId
+    "resend": {"object": "batch"},  # no data
+    "brevo": {"messageId": "<one@x>"},  # not one id per version
+}
+
+
+def test_an_unreadable_success_is_never_taken_for_sent(
+    make_project: Callable[..., Path], spec: Spec, server: FakeApi
+) -> None:
+    """A 200 whose body does not say what was sent: unknown, never re-sent blindly; an
+    idempotent provider asks again under the same key and gets a real answer."""
+    if spec.name not in GARBLED_200:
+        pytest.skip("SendGrid's success is an empty 202: there is no body to misread")
+    root = project(make_project, spec, server)
+    server.faults = [CallFault(200, {}, GARBLED_200[spec.name])]
+    first = send(root, spec.env)
+    assert_whole(first)
+    assert max(server.delivered.values()) == 1
+    if spec.idempotent:
+        assert first.counts.sent == len(AUDIENCE) and first.counts.unknown == 0
+    else:
+        expected = 1 if spec.name == "ses" else 50  # SES: one message a call
+        assert first.counts.unknown == expected
+        assert first.counts.sent == len(AUDIENCE) - expected
+        assert all(reason for _, reason in first.unknown)
+        second = send(root, spec.env)
+        assert second.counts.unknown == expected  # not re-sent behind the operator's back
+        assert sum(server.delivered.values()) == len(AUDIENCE) - expected
+
+
+BAD_SETTINGS = [
+    ("ses", "", {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"}, "[provider] region"),
+    ("mailgun", 'domian = "x"', {"MAILGUN_API_KEY": "k"}, "[provider] domian"),
+    ("resend", 'timeout = "soon"', {"RESEND_API_KEY": "k"}, "[provider] timeout"),
+    ("brevo", "batch_size = 5000", {"BREVO_API_KEY": "k"}, "[provider] batch_size"),
+    ("sendgrid", "", {}, "SENDGRID_API_KEY"),
+]
+
+
+@pytest.mark.parametrize(("name", "extra", "env", "named"), BAD_SETTINGS)
+def test_a_bad_provider_setting_is_one_line_naming_it(
+    make_project: Callable[..., Path], name: str, extra: str, env: dict[str, str], named: str
+) -> None:
+    root = make_project(provider=f'name = "{name}"\n{extra}', csv=messy_list())
+    result = CliRunner().invoke(
+        cli,
+        ["--config", str(root / "newsletter.toml"), "send", "--dry-run", str(root / SAMPLE_ISSUE)],
+        env={"AWS_REGION": "", **{k: "" for k in ("SENDGRID_API_KEY",)}, **env},
+    )
+    assert result.exit_code == 2, result.output
+    assert named in result.output and "Traceback" not in result.output
+    if named.startswith("[provider]"):
+        assert "newsletter.toml" in result.output
+    assert len(result.output.strip().splitlines()) == 1

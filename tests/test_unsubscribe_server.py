@@ -99,3 +99,18 @@ def test_opt_outs_at_the_same_time_all_land(settings: Settings) -> None:
     for thread in threads:
         thread.join()
     assert set(statuses(settings).values()) == {"unsubscribed"}
+
+
+def test_a_broken_list_is_reported_and_left_as_it_was(
+    settings: Settings, served: tuple[str, bytes, list[str]]
+) -> None:
+    url, secret, lines = served
+    broken = b"name,status\r\nAda,subscribed\r\n"  # someone renamed the email column
+    settings.subscribers.write_bytes(broken)
+    token = make_token(secret, "ada.runner@example.org")
+    answer = requests.post(f"{url}/unsubscribe?token={token}", data=ONE_CLICK, timeout=5)
+    assert answer.status_code == 503 and "Nothing was changed" in answer.text
+    assert settings.subscribers.read_bytes() == broken
+    (line,) = lines
+    assert line.startswith("ada.runner@example.org: NOT unsubscribed:")
+    assert "subscribers.csv:1" in line and "'email' column" in line  # file and line named
