@@ -43,6 +43,10 @@ from pipeline.messages.compose import Message
 API_URL = "https://api.brevo.com"
 # Brevo wants a UUID: ours is derived from the batch (uuid5), so a retry carries the same one.
 KEY_NAMESPACE = uuid.UUID("6f1d7c52-3b0e-4f7a-9a55-2f4f0b1c9e11")
+# Brevo requires a top-level htmlContent, the default a version without its own would get.
+# Every version has its own, so this is never sent; it is not one reader's personal copy
+# (which would cost a second fill of the first message and carry their unsubscribe link).
+DEFAULT_HTML = "<!-- every messageVersion carries its own htmlContent -->"
 
 
 class BrevoProvider:
@@ -80,11 +84,10 @@ class BrevoProvider:
                 "headers": {"idempotencyKey": key},
             }
         )
-        # Every version carries its own content: the top-level one is only Brevo's default.
         versions = ", ".join(self.version_json(m) for m in messages)
         return (
-            f'{head[:-1]}, "htmlContent": {first.body.html_json}, '
-            f'"textContent": {first.body.text_json}, "messageVersions": [{versions}]}}'
+            f'{head[:-1]}, "htmlContent": {json.dumps(DEFAULT_HTML)}, '
+            f'"messageVersions": [{versions}]}}'
         ).encode("ascii")
 
     def send(self, messages: Sequence[Message]) -> BatchResult:
