@@ -34,7 +34,7 @@ from pipeline.delivery.providers.http import (
     reset_seconds,
     unanswered,
 )
-from pipeline.delivery.providers.substitution import SharedBodies
+from pipeline.delivery.providers.substitution import SharedBodies, split_headers
 from pipeline.messages.compose import Message
 
 API_URL = "https://api.mailgun.net"
@@ -59,7 +59,7 @@ class MailgunProvider:
     def form(self, messages: Sequence[Message]) -> list[tuple[str, str]]:
         first = messages[0]
         shared = self.bodies.body(first)
-        per_recipient_headers = [name for name, _ in first.headers]
+        same_headers, varying = split_headers(messages)
         fields = [
             ("from", first.sender),
             ("h:Reply-To", first.reply_to),
@@ -67,7 +67,8 @@ class MailgunProvider:
             ("text", shared.text),
             ("html", shared.html),
             ("h:Message-Id", _var("message_id")),
-            *((f"h:{name}", _var(f"h:{name}")) for name in per_recipient_headers),
+            *((f"h:{name}", value) for name, value in same_headers.items()),
+            *((f"h:{name}", _var(f"h:{name}")) for name in varying),
             ("o:tag", first.issue[:128]),
             ("o:tracking", "no"),  # a health practice's readers are not tracked
             ("v:issue", first.issue),
@@ -77,7 +78,8 @@ class MailgunProvider:
         for message in messages:
             fields.append(("to", message.to))
             values = self.bodies.values(message)
-            values.update({f"h:{name}": value for name, value in message.headers})
+            headers = dict(message.headers)
+            values.update({f"h:{name}": headers[name] for name in varying})
             values.update(subject=message.subject, message_id=message.message_id, key=message.key)
             variables[message.to_email] = values
         fields.append(("recipient-variables", json.dumps(variables)))

@@ -35,7 +35,7 @@ from pipeline.delivery.providers.http import (
     reset_seconds,
     unanswered,
 )
-from pipeline.delivery.providers.substitution import SharedBodies
+from pipeline.delivery.providers.substitution import SharedBodies, split_headers
 from pipeline.messages.compose import Message
 
 API_URL = "https://api.sendgrid.com"
@@ -57,15 +57,15 @@ class SendGridProvider:
     def payload(self, messages: Sequence[Message]) -> dict[str, Any]:
         first = messages[0]
         shared = self.bodies.body(first)
+        same_headers, varying = split_headers(messages)
         return {
             "personalizations": [
                 {
                     "to": [email_object(m.to)],
                     "subject": m.subject,
                     "headers": {
-                        name: value
-                        for name, value in (("Message-ID", m.message_id), *m.headers)
-                        if name.lower() not in RESERVED
+                        "Message-ID": m.message_id,
+                        **{name: value for name, value in m.headers if name in varying},
                     },
                     "substitutions": self.bodies.values(m),
                     "custom_args": {"newsletter_key": m.key},
@@ -74,7 +74,8 @@ class SendGridProvider:
             ],
             "from": email_object(first.sender),
             "reply_to": email_object(first.reply_to),
-            "subject": first.subject,
+            # Headers the same for everyone go once; each personalization has its own subject.
+            "headers": {k: v for k, v in same_headers.items() if k.lower() not in RESERVED},
             "content": [
                 {"type": "text/plain", "value": shared.text},
                 {"type": "text/html", "value": shared.html},

@@ -11,7 +11,7 @@ Neither provider escapes what it substitutes, so what we send is what arrives.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pipeline.messages.compose import Message
@@ -74,3 +74,18 @@ class SharedBodies:
         found = {key(f"h{i}"): html[i] for i in shared.html_slots}
         found.update({key(f"t{i}"): text[i] for i in shared.text_slots})
         return found
+
+
+def split_headers(messages: Sequence[Message]) -> tuple[dict[str, str], list[str]]:
+    """The headers that are the same for every message of the batch (List-Id, the issue
+    slug: sent once per call) and the names of those that differ (List-Unsubscribe: sent per
+    recipient)."""
+    first = dict(messages[0].headers)
+    varying = {
+        name
+        for message in messages[1:]
+        for name, value in message.headers
+        if first.get(name) != value
+    }
+    shared = {name: value for name, value in first.items() if name not in varying}
+    return shared, sorted(varying)
