@@ -66,6 +66,12 @@ class BatchResult:
             stop,
         )
 
+    @classmethod
+    def refused(cls, messages: Sequence[Message], reason: str) -> BatchResult:
+        """The provider refused the account or the request: nothing of it was sent, and the
+        send stops with ``reason`` (the messages wait, pending, for the run after the fix)."""
+        return cls.all(messages, Outcome.RETRY, reason, stop=reason)
+
 
 class Provider(Protocol):
     name: str

@@ -120,7 +120,7 @@ class BrevoProvider:
                 retry_after=reset_seconds(answer, "x-sib-ratelimit-reset"),
             )
         reason = f"Brevo refused the request (HTTP {status} {detail})"
-        return BatchResult.all(messages, Outcome.RETRY, reason, stop=reason)
+        return BatchResult.refused(messages, reason)
 
     def close(self) -> None:
         self.api.close()

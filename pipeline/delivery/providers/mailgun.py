@@ -106,7 +106,7 @@ class MailgunProvider:
             )
         detail = body.get("message") if isinstance(body, dict) else error_text(answer)
         reason = f"Mailgun refused the request (HTTP {status}: {detail})"
-        return BatchResult.all(messages, Outcome.RETRY, reason, stop=reason)
+        return BatchResult.refused(messages, reason)
 
     def close(self) -> None:
         self.api.close()

@@ -120,7 +120,7 @@ class PostmarkProvider:
             except ValueError:
                 detail = error_text(answer)
             reason = f"Postmark refused the request (HTTP {status}, {detail})"
-            return BatchResult.all(messages, Outcome.RETRY, reason, stop=reason)
+            return BatchResult.refused(messages, reason)
         try:
             items = answer.json()
             if not isinstance(items, list) or len(items) != len(messages):

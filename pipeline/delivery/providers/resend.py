@@ -94,7 +94,7 @@ class ResendProvider:
                 wait = 1.0
             return BatchResult.all(messages, Outcome.RETRY, reason, retry_after=wait)
         stop = f"Resend refused the request ({reason})"
-        return BatchResult.all(messages, Outcome.RETRY, stop, stop=stop)
+        return BatchResult.refused(messages, stop)
 
     def _per_email(self, messages: Sequence[Message], parsed: Any) -> BatchResult:
         """``data`` holds the ids of the emails accepted, in order; ``errors`` the index and

@@ -113,7 +113,7 @@ class SendGridProvider:
             else error_text(answer)
         )
         reason = f"SendGrid refused the request (HTTP {status}: {detail})"
-        return BatchResult.all(messages, Outcome.RETRY, reason, stop=reason)
+        return BatchResult.refused(messages, reason)
 
     def close(self) -> None:
         self.api.close()

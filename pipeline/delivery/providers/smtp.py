@@ -145,14 +145,14 @@ class SmtpProvider:
                 reason = (
                     f"the SMTP server refused the login: {_reply(exc.smtp_code, exc.smtp_error)}"
                 )
-                rest = BatchResult.all(messages[index:], Outcome.RETRY, reason, stop=reason)
+                rest = BatchResult.refused(messages[index:], reason)
                 return BatchResult(results + rest.results, stop=reason)
             except (ssl.SSLCertVerificationError, smtplib.SMTPNotSupportedError) as exc:
                 # Never fall back to plaintext: a relay that cannot prove who it is, or offers
                 # no STARTTLS, is a setting to fix, not a failure to retry.
                 self._drop()
                 reason = f"no secure connection to {self.host}:{self.port} ({exc})"
-                rest = BatchResult.all(messages[index:], Outcome.RETRY, reason, stop=reason)
+                rest = BatchResult.refused(messages[index:], reason)
                 return BatchResult(results + rest.results, stop=reason)
             results.append(result)
             if result.outcome is Outcome.RETRY and result.reason.startswith("connection"):
