@@ -5,9 +5,7 @@ from __future__ import annotations
 import email
 import os
 import re
-import shutil
 import stat
-import subprocess
 from collections.abc import Callable
 from email import policy
 from email.message import EmailMessage
@@ -134,31 +132,6 @@ def test_secret_is_made_once_with_mode_0600(tmp_path: Path) -> None:
     assert stat.S_IMODE(os.stat(state / "secret").st_mode) == 0o600
     assert load_secret(state, {}) == first
     assert load_secret(state, {"NEWSLETTER_SECRET": "from-env"}) == b"from-env"
-
-
-SPAMASSASSIN = shutil.which("spamassassin")
-
-
-@pytest.mark.skipif(
-    SPAMASSASSIN is None and not os.environ.get("CI"), reason="spamassassin is not installed"
-)
-def test_spamassassin_local_score_below_2(
-    factory_and_list: tuple[MessageFactory, list[Subscriber]], tmp_path: Path
-) -> None:
-    assert SPAMASSASSIN is not None, "CI must have spamassassin (.ci/run installs it)"
-    factory, audience = factory_and_list
-    ada = audience[0]
-    raw = to_mime(factory.build(ada.key, ada.email, ada.fields))
-    (tmp_path / "message.eml").write_bytes(raw)
-    result = subprocess.run(
-        [SPAMASSASSIN, "-L", "-t"], input=raw, capture_output=True, timeout=300, check=False
-    )
-    report = result.stdout.decode("utf-8", "replace")
-    match = re.search(r"X-Spam-Status: \w+, score=(-?[\d.]+)", report)
-    assert match, report[-2000:]
-    score = float(match[1])
-    tests = re.search(r"tests=([^\n]*(?:\n\t[^\n]*)*)", report)
-    assert score < 2.0, f"SpamAssassin score {score}: {tests[1] if tests else report[-1500:]}"
 
 
 def test_non_ascii_names_and_subjects_round_trip(make_project: Callable[..., Path]) -> None:

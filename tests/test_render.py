@@ -189,3 +189,67 @@ def test_a_field_missing_at_send_time_names_its_line(
         f"{path}:7: merge field {{{{ subscriber.shoe_size }}}}: "
         "'pipeline.render.fill.SubscriberFields object' has no attribute 'shoe_size'"
     )
+
+
+def _sample_html(settings: Settings, project: Path) -> str:
+    issue = load_issue(project / "newsletters/2025-07-21-hip-rotation.md", settings.timezone)
+    return compile_issue(issue, settings).personalise(SUBSCRIBER, "https://u.example/x").html
+
+
+def _style(declarations: str) -> dict[str, str]:
+    pairs = (part.split(":", 1) for part in declarations.split(";") if ":" in part)
+    return {name.strip().lower(): value.strip().lower() for name, value in pairs}
+
+
+def test_preheader_is_hidden_without_low_contrast_and_ends_in_a_spacer(
+    settings: Settings, project: Path
+) -> None:
+    html = _sample_html(settings, project)
+    match = re.search(r'<div style="(display:none;[^"]*)">A few targeted mobility drills', html)
+    assert match, "the preheader is not the first hidden text of the body"
+    style = _style(match[1])
+    # Hidden in every client (mso-hide for Outlook), but not the way spam filters read as
+    # hiding: no text the colour of the background (HTML_FONT_LOW_CONTRAST), no 0/1px font
+    # (FONT_INVIS rules).
+    assert style["mso-hide"] == "all" and style["max-height"] in ("0", "0px")
+    assert style["color"] == settings.theme.text_color
+    assert "font-size" not in style
+    assert (
+        "<mj-preview"
+        not in compile_issue(
+            load_issue(project / "newsletters/2025-07-21-hip-rotation.md", settings.timezone),
+            settings,
+        ).mjml
+    )
+    # The spacer after it keeps the inbox preview from running on into "MOVEMENT SOLUTIONS".
+    after = html[match.end() :].split("</div>", 1)[0]
+    assert re.search(r"preventing injury\.((?:&#847;&zwnj;&nbsp;){80,})$", after), after[:200]
+
+
+def test_iphone_does_not_turn_dates_and_addresses_into_links(
+    settings: Settings, project: Path
+) -> None:
+    html = _sample_html(settings, project)
+    head = html.split("</head>", 1)[0]
+    assert '<meta name="x-apple-disable-message-reformatting"' in head
+    detection = re.search(r'<meta name="format-detection" content="([^"]+)"', head)
+    assert detection, "no format-detection meta"
+    assert {part.strip() for part in detection[1].split(",")} >= {
+        "telephone=no",
+        "date=no",
+        "address=no",
+        "email=no",
+        "url=no",
+    }
+    rule = re.search(r"a\[x-apple-data-detectors\]\s*\{([^}]*)\}", head)
+    assert rule, "no a[x-apple-data-detectors] rule"
+    declarations = _style(rule[1].replace("!important", ""))
+    for name in ("color", "text-decoration", "font-size", "font-family", "font-weight"):
+        assert declarations.get(name) in ("inherit", "none"), (name, declarations)
+
+
+def test_declares_one_light_colour_scheme(settings: Settings, project: Path) -> None:
+    head = _sample_html(settings, project).split("</head>", 1)[0]
+    assert '<meta name="color-scheme" content="light only"' in head
+    assert '<meta name="supported-color-schemes" content="light only"' in head
+    assert re.search(r":root\s*\{[^}]*color-scheme:\s*light only", head)
