@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import email
 import re
 from collections.abc import Callable
+from email import policy
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,8 @@ import pytest
 from pipeline.config import Settings, load_settings
 from pipeline.content.issue import load_issue
 from pipeline.errors import InputError
+from pipeline.messages.compose import MessageFactory
+from pipeline.messages.mime import to_mime
 from pipeline.render.compile import CompiledEmail, compile_issue
 
 EVERY_CONSTRUCT = """\
@@ -253,3 +257,19 @@ def test_declares_one_light_colour_scheme(settings: Settings, project: Path) -> 
     assert '<meta name="color-scheme" content="light only"' in head
     assert '<meta name="supported-color-schemes" content="light only"' in head
     assert re.search(r":root\s*\{[^}]*color-scheme:\s*light only", head)
+
+
+def test_text_signature_separator_is_dash_dash_space(settings: Settings, project: Path) -> None:
+    issue = load_issue(project / "newsletters/2025-07-21-hip-rotation.md", settings.timezone)
+    compiled = compile_issue(issue, settings)
+    text = compiled.personalise(SUBSCRIBER, "https://u.example/x").text
+    # RFC 3676 4.3: "-- " alone on its line, once, before the footer.
+    assert text.split("\n").count("-- ") == 1
+    assert "\n--\n" not in text
+    footer = text.split("\n-- \n", 1)[1]
+    assert settings.postal_address in footer and "https://u.example/x" in footer
+    # The trailing space survives quoted-printable and a reader's parser.
+    raw = to_mime(MessageFactory(compiled, settings, b"secret").build("a", "ada@example.org", {}))
+    message = email.message_from_bytes(raw, policy=policy.default)
+    plain = message.get_body(("plain",))
+    assert "\n-- \n" in plain.get_content().replace("\r\n", "\n")

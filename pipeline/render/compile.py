@@ -232,7 +232,12 @@ def compile_issue(issue: Issue, settings: Settings) -> CompiledEmail:
     )
 
 
+SIGNATURE_SEPARATOR = "-- "  # RFC 3676 section 4.3: its trailing space is what makes it one
+
+
 def _tidy_text(text: str) -> str:
-    """At most one blank line in a row; no trailing spaces."""
-    lines = [line.rstrip() for line in text.split("\n")]
+    """At most one blank line in a row; no trailing spaces but the signature separator's."""
+    lines = [
+        line if line == SIGNATURE_SEPARATOR else line.rstrip() for line in text.split("\n")
+    ]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
