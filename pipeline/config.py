@@ -75,6 +75,9 @@ class Settings:
     cta: CallToAction | None
     max_lateness: timedelta
     provider: ProviderSettings
+    # A mailbox that only takes unsubscribe requests, for List-Unsubscribe's mailto:; empty:
+    # the header carries only the one-click https link (RFC 8058).
+    unsubscribe_mailto: str = ""
 
     @property
     def newsletters_dir(self) -> Path:
@@ -138,6 +141,7 @@ _NEWSLETTER_KEYS = {
     "why",
     "signature",
     "max_lateness",
+    "unsubscribe_mailto",
 }
 
 
@@ -228,6 +232,11 @@ def parse_settings(data: Mapping[str, Any], *, root: Path, config_path: Path | N
     base_url = _check_url(news, "base_url", news.string("base_url"))
     domain = re.sub(r"^https?://", "", base_url).split("/")[0]
 
+    unsubscribe_mailto = news.string("unsubscribe_mailto", "").removeprefix("mailto:")
+    if unsubscribe_mailto:
+        _check_address(news, "unsubscribe_mailto", unsubscribe_mailto)
+        unsubscribe_mailto = parseaddr(unsubscribe_mailto)[1]
+
     theme_reader = _Reader(config_path, "theme", data.get("theme", {}))
     theme_fields = {f for f in Theme.__dataclass_fields__}
     theme_reader.reject_unknown(theme_fields)
@@ -283,4 +292,5 @@ def parse_settings(data: Mapping[str, Any], *, root: Path, config_path: Path | N
         cta=cta,
         max_lateness=max_lateness,
         provider=ProviderSettings(name=provider_name, options=provider_data),
+        unsubscribe_mailto=unsubscribe_mailto,
     )
