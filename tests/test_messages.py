@@ -1,4 +1,4 @@
-"""Compiled email + subscriber -> Message -> RFC 5322: headers, escaping, tokens, spam score."""
+"""Compiled email + subscriber -> Message -> RFC 5322: headers, escaping, tokens."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import pytest
 from pipeline.audience.subscribers import Subscriber, scan
 from pipeline.config import load_settings
 from pipeline.content.issue import load_issue
+from pipeline.errors import ConfigError
 from pipeline.messages.compose import MessageFactory
 from pipeline.messages.mime import to_mime
 from pipeline.messages.secret import load_secret
@@ -61,9 +62,8 @@ def test_headers_and_structure(factory_and_list: tuple[MessageFactory, list[Subs
     )
     token = make_token(SECRET, "ada@example.org")
     url = f"https://movementsolutions.example/unsubscribe?token={token}"
-    assert mime["List-Unsubscribe"] == (
-        f"<{url}>, <mailto:connie@movementsolutions.example?subject=unsubscribe%20{token}>"
-    )
+    # No mailto: by default: it would land in her reply inbox, to be handled by hand.
+    assert mime["List-Unsubscribe"] == f"<{url}>"
     assert mime["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert mime["X-Newsletter-Issue"] == "2025-07-21-hip-rotation"
     assert mime.get_content_type() == "multipart/alternative"
@@ -123,6 +123,42 @@ def test_tokens_round_trip_and_forgeries_fail() -> None:
     assert read_token(SECRET, forged) is None
     for junk in ("", "abc", "....", "%%%.%%%"):
         assert read_token(SECRET, junk) is None
+
+
+def test_a_dedicated_unsubscribe_mailbox_goes_into_list_unsubscribe(
+    make_project: Callable[..., Path],
+) -> None:
+    root = make_project()
+    config = root / "newsletter.toml"
+    config.write_text(
+        config.read_text(encoding="utf-8").replace(
+            "[newsletter]\n",
+            '[newsletter]\nunsubscribe_mailto = "mailto:unsubscribe@movementsolutions.example"\n',
+        ),
+        encoding="utf-8",
+    )
+    settings = load_settings(config)
+    compiled = compile_issue(load_issue(root / SAMPLE_ISSUE, settings.timezone), settings)
+    factory = MessageFactory(compiled, settings, SECRET)
+    mime = parsed(to_mime(factory.build("ada@example.org", "ada@example.org", {})))
+    token = make_token(SECRET, "ada@example.org")
+    assert mime["List-Unsubscribe"] == (
+        f"<https://movementsolutions.example/unsubscribe?token={token}>, "
+        f"<mailto:unsubscribe@movementsolutions.example?subject=unsubscribe%20{token}>"
+    )
+    assert mime["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert mime["Reply-To"] == "connie@movementsolutions.example"
+
+    config.write_text(
+        config.read_text(encoding="utf-8").replace(
+            "mailto:unsubscribe@movementsolutions.example", "unsubscribe at movementsolutions"
+        ),
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config)
+    assert "[newsletter] unsubscribe_mailto" in str(caught.value)
+    assert "not a valid address" in str(caught.value)
 
 
 def test_secret_is_made_once_with_mode_0600(tmp_path: Path) -> None:

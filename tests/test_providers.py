@@ -262,9 +262,41 @@ def test_headers_and_personal_content_arrive_for_each_recipient(
             continue  # checked in test_postmark.py (broadcast streams manage it)
         url = re.search(r"<(https://[^>]+)>", unsubscribe)
         assert url, (address, message["headers"])
+        assert unsubscribe == f"<{url.group(1)}>"  # no mailto: unless one is configured
         assert url.group(1) in message["html"] and url.group(1) in message["text"]
         assert message["headers"].get("List-Unsubscribe-Post") == "List-Unsubscribe=One-Click"
     assert "Reader 7" in seen["reader007@example.org"]["text"]
+
+
+def test_a_dedicated_unsubscribe_mailbox_arrives_in_list_unsubscribe(
+    make_project: Callable[..., Path], spec: Spec, server: FakeApi
+) -> None:
+    """With [newsletter] unsubscribe_mailto, every provider carries both targets, each
+    recipient's own token in each."""
+    if spec.name == "postmark":
+        pytest.skip("Postmark's broadcast stream writes its own List-Unsubscribe")
+    root = project(make_project, spec, server)
+    config = root / "newsletter.toml"
+    config.write_text(
+        config.read_text(encoding="utf-8").replace(
+            "[newsletter]\n",
+            '[newsletter]\nunsubscribe_mailto = "optout@movementsolutions.example"\n',
+        ),
+        encoding="utf-8",
+    )
+    send(root, spec.env)
+    seen = dict(received_messages(spec.name, server))
+    assert set(seen) == set(AUDIENCE)
+    for address, message in seen.items():
+        unsubscribe = message["headers"].get("List-Unsubscribe", "")
+        match = re.fullmatch(
+            r"<(https://movementsolutions\.example/unsubscribe\?token=([\w.-]+))>, "
+            r"<mailto:optout@movementsolutions\.example\?subject=unsubscribe%20([\w.-]+)>",
+            unsubscribe,
+        )
+        assert match and match[2] == match[3], (address, unsubscribe)
+        assert match[1] in message["text"]
+        assert message["headers"].get("List-Unsubscribe-Post") == "List-Unsubscribe=One-Click"
 
 
 def received_messages(name: str, server: FakeApi) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -12,7 +12,6 @@ import hmac
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from email.utils import parseaddr
 
 from pipeline.config import Settings
 from pipeline.messages.headers import clean_header, mailbox
@@ -62,7 +61,9 @@ class MessageFactory:
         self.reply_to = clean_header(settings.reply_to or settings.sender)
         self.domain = settings.sender_address.rpartition("@")[2]
         self.base_url = settings.base_url
-        self.unsubscribe_mailbox = parseaddr(self.reply_to)[1]
+        # Only a mailbox kept for unsubscribe requests: her reply inbox would turn every
+        # mailto: unsubscribe into a letter to answer by hand.
+        self.unsubscribe_mailbox = settings.unsubscribe_mailto
         # Providers that manage unsubscribes themselves (Postmark broadcast streams) give the
         # placeholder they replace, and refuse list headers of ours.
         self.managed_unsubscribe = managed_unsubscribe
@@ -87,10 +88,13 @@ class MessageFactory:
         else:
             token = make_token(self.secret, key)
             url = unsubscribe_url(self.base_url, token)
-            # The token is base64url and a dot: nothing in it needs quoting in a URL.
-            mailto = f"mailto:{self.unsubscribe_mailbox}?subject=unsubscribe%20{token}"
+            targets = f"<{url}>"
+            if self.unsubscribe_mailbox:
+                # The token is base64url and a dot: nothing in it needs quoting in a URL.
+                mailto = f"mailto:{self.unsubscribe_mailbox}?subject=unsubscribe%20{token}"
+                targets += f", <{mailto}>"
             headers = (
-                ("List-Unsubscribe", f"<{url}>, <{mailto}>"),
+                ("List-Unsubscribe", targets),
                 # RFC 8058 one-click: required by Gmail and Yahoo for bulk senders.
                 ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
                 *self.fixed_headers,

@@ -237,7 +237,5 @@ SIGNATURE_SEPARATOR = "-- "  # RFC 3676 section 4.3: its trailing space is what 
 
 def _tidy_text(text: str) -> str:
     """At most one blank line in a row; no trailing spaces but the signature separator's."""
-    lines = [
-        line if line == SIGNATURE_SEPARATOR else line.rstrip() for line in text.split("\n")
-    ]
+    lines = [line if line == SIGNATURE_SEPARATOR else line.rstrip() for line in text.split("\n")]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
