@@ -36,6 +36,7 @@ class Theme:
     background: str = "#f2f5f4"
     content_background: str = "#ffffff"
     callout_background: str = "#e8f3f1"
+    cta_background: str = "#f6f0e4"  # the closing call to action: apart from any callout
     font_family: str = "Helvetica, Arial, sans-serif"
     font_size: int = 17
     logo_url: str = ""
