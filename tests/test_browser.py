@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,9 +50,16 @@ HARNESS = """<!doctype html><html><body style="margin:0">
 document.getElementById('email').addEventListener('load', function () {{
   var doc = this.contentDocument, win = this.contentWindow;
   var buttons = Array.prototype.slice.call(doc.querySelectorAll('td[bgcolor] > a'));
+  var left = function (selector) {{
+    return Array.prototype.slice.call(doc.querySelectorAll(selector)).map(function (e) {{
+      return e.getBoundingClientRect().left;
+    }});
+  }};
   var metrics = {{
     viewport: win.innerWidth,
     scrollWidth: doc.documentElement.scrollWidth,
+    paragraphLeft: Math.min.apply(null, left('p')),
+    listItemLeft: left('li'),
     buttons: buttons.map(function (a) {{
       var box = a.getBoundingClientRect();
       return {{label: a.textContent.trim(), height: box.height, right: box.right}};
@@ -91,32 +99,84 @@ def sample_html(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return page
 
 
-@pytest.mark.parametrize("width", [375, 700])
-def test_fits_the_screen_and_buttons_are_tappable(
-    sample_html: Path, tmp_path: Path, width: int
-) -> None:
-    harness = sample_html.with_name(f"harness-{width}.html")
+def measure(page: Path, width: int, name: str, tmp_path: Path) -> dict[str, Any]:
+    """The email at ``width`` px: its layout metrics, and a screenshot in tests/artifacts/."""
+    harness = page.with_name(f"harness-{name}-{width}.html")
     harness.write_text(
-        HARNESS.format(width=width, srcdoc=html.escape(sample_html.read_text(encoding="utf-8"))),
+        HARNESS.format(width=width, srcdoc=html.escape(page.read_text(encoding="utf-8"))),
         encoding="utf-8",
     )
     window = f"--window-size={max(width, 500) + 20},3200"
     dom = chromium([window, "--virtual-time-budget=5000", "--dump-dom", harness.as_uri()], tmp_path)
     match = re.search(r'data-metrics="([^"]+)"', dom)
     assert match, "the measuring script did not run"
-    metrics = json.loads(html.unescape(match[1]))
+    metrics: dict[str, Any] = json.loads(html.unescape(match[1]))
     assert metrics["viewport"] == width
     assert metrics["scrollWidth"] <= width, f"scrolls sideways at {width}px: {metrics}"
-    labels = [b["label"] for b in metrics["buttons"]]
-    assert labels.count("⬇ Watch Demo Video ⬇") == 3
-    assert any("schedule your 15-minute free phone consultation" in label for label in labels)
     for button in metrics["buttons"]:
         assert button["height"] >= 44, f"button too small to tap at {width}px: {button}"
         assert button["right"] <= width, f"button runs off the screen at {width}px: {button}"
+    # List items sit indented from the text, so their bullets and numbers stay inside.
+    for item_left in metrics["listItemLeft"]:
+        assert item_left - metrics["paragraphLeft"] >= 20, f"list not indented: {metrics}"
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    shot = ARTIFACTS / f"hip-rotation-{width}.png"
+    shot = ARTIFACTS / f"{name}-{width}.png"
     chromium(
         [window, "--virtual-time-budget=5000", f"--screenshot={shot}", harness.as_uri()], tmp_path
     )
     assert shot.stat().st_size > 10_000
+    return metrics
+
+
+@pytest.mark.parametrize("width", [375, 700])
+def test_fits_the_screen_and_buttons_are_tappable(
+    sample_html: Path, tmp_path: Path, width: int
+) -> None:
+    metrics = measure(sample_html, width, "hip-rotation", tmp_path)
+    labels = [b["label"] for b in metrics["buttons"]]
+    assert labels.count("⬇ Watch Demo Video ⬇") == 3
+    assert any("schedule your 15-minute free phone consultation" in label for label in labels)
+    assert len(metrics["listItemLeft"]) == 14
+
+
+CALLOUTS = """---
+subject: Callouts and lists
+---
+
+Hi {{ subscriber.first_name | default("there") }},
+
+1. First, a numbered step long enough to wrap onto a second line on a phone screen.
+2. Second step
+
+- A bullet
+- Another bullet, also long enough to wrap onto a second line on a phone screen.
+
+::: callout
+**Free screening this month**
+
+Bring your running shoes; we will watch you run and suggest one change.
+
+[Book your free screening now, while places last](https://movementsolutions.example/book){.button}
+:::
+
+::: callout
+**Bottom Line:** tight hips = tight stride.
+:::
+"""
+
+
+@pytest.mark.parametrize("width", [375, 700])
+def test_callout_buttons_are_tappable_and_lists_indented(
+    sample_html: Path, tmp_path: Path, width: int
+) -> None:
+    root = sample_html.parent
+    draft = root / "newsletters" / "2025-08-04-callouts.md"
+    draft.write_text(CALLOUTS, encoding="utf-8")
+    page = root / "callouts.html"
+    settings = load_settings(root / "newsletter.toml")
+    page.write_text(render_sample(draft, settings).email.html, encoding="utf-8")
+    metrics = measure(page, width, "callouts", tmp_path)
+    labels = [b["label"] for b in metrics["buttons"]]
+    assert "Book your free screening now, while places last" in labels
+    assert len(metrics["listItemLeft"]) == 4

@@ -273,3 +273,66 @@ def test_text_signature_separator_is_dash_dash_space(settings: Settings, project
     message = email.message_from_bytes(raw, policy=policy.default)
     plain = message.get_body(("plain",))
     assert "\n-- \n" in plain.get_content().replace("\r\n", "\n")
+
+
+CALLOUT_WITH_BUTTON = """\
+Intro.
+
+- A bullet
+- Another bullet
+
+1. First
+2. Second
+
+::: callout
+**Book now:**
+
+[Book a session](https://example.com/book){.button}
+:::
+"""
+
+
+def test_lists_indent_with_margins_outlook_keeps(
+    write_issue: Callable[..., Path], settings: Settings
+) -> None:
+    html = compile_issue(load_issue(write_issue(CALLOUT_WITH_BUTTON), settings.timezone), settings)
+    page = html.personalise(SUBSCRIBER, "https://u.example/x").html
+    for tag in ("ul", "ol"):
+        match = re.search(rf'<{tag} style="([^"]*)"', page)
+        assert match, tag
+        style = _style(match[1])
+        # Outlook desktop ignores list padding: the indent must be a left margin.
+        assert style["padding"] in ("0", "0px"), style
+        assert style["margin"].split()[3] in ("24px", "28px", "32px"), style
+    for item in re.findall(r'<li style="([^"]*)"', page):
+        assert _style(item)["padding"] in ("0", "0px")
+
+
+def test_callout_button_is_bulletproof_and_the_callout_has_its_own_look(
+    write_issue: Callable[..., Path], settings: Settings
+) -> None:
+    compiled = compile_issue(
+        load_issue(write_issue(CALLOUT_WITH_BUTTON), settings.timezone), settings
+    )
+    page = compiled.personalise(SUBSCRIBER, "https://u.example/x").html
+    theme = settings.theme
+    # The button: a link inside a cell that carries the colour and, for Outlook, the padding.
+    button = re.search(
+        r'<td align="center" bgcolor="([^"]+)"[^>]*style="([^"]*)"><a href="https://example.com/book"'
+        r'[^>]*style="([^"]*)">Book a session</a>',
+        page,
+    )
+    assert button, "the callout's button is not a table cell around its link"
+    assert button[1] == theme.accent
+    assert _style(button[2])["mso-padding-alt"] == "14px 24px"
+    link = _style(button[3])
+    assert link["display"] == "inline-block" and link["padding"] == "14px 24px"
+    # The callout: its own tint and an accent bar, and not the closing CTA's tint.
+    callout = re.search(r'<td bgcolor="([^"]+)" style="([^"]*)">\s*<p', page)
+    assert callout, "the callout is not a tinted cell"
+    assert callout[1] == theme.callout_background
+    assert _style(callout[2])["border-left"] == f"4px solid {theme.accent}"
+    assert theme.cta_background != theme.callout_background
+    before_cta = page.split("📩 Ready to Move Better?")[0]
+    backgrounds = re.findall(r"background-color:(#[0-9a-fA-F]{3,6})", before_cta)
+    assert backgrounds[-1] == theme.cta_background

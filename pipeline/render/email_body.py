@@ -3,7 +3,8 @@
 Text runs become ``<mj-text>`` with inline styles (MJML's own CSS inlining is not available in
 mrml, and inline styles are what Gmail and Outlook keep); a button paragraph becomes
 ``<mj-button>`` (a table-based, Outlook-safe button); an image alone in its paragraph becomes a
-responsive ``<mj-image>``; a callout becomes a tinted ``<mj-text>``.
+responsive ``<mj-image>``; a callout becomes a tinted table cell with an accent bar, inside
+``<mj-text>``, its buttons the same table ``<mj-button>`` writes.
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ def element_styles(theme: Theme) -> dict[str, str]:
         "h5": heading + "font-size:17px;margin:20px 0 8px 0;",
         "h6": heading + "font-size:17px;margin:20px 0 8px 0;",
         "a": f"color:{accent};text-decoration:underline;",
-        "ul": "margin:0 0 16px 0;padding:0 0 0 24px;",
-        "ol": "margin:0 0 16px 0;padding:0 0 0 24px;",
-        "li": "margin:0 0 8px 0;",
+        # Outlook desktop ignores padding on lists: the indent is a margin, which it keeps.
+        "ul": "margin:0 0 16px 28px;padding:0;",
+        "ol": "margin:0 0 16px 28px;padding:0;",
+        "li": "margin:0 0 8px 0;padding:0;",
         "blockquote": f"margin:0 0 16px 0;padding:4px 0 4px 16px;border-left:4px solid {accent};"
         f"color:{muted};font-style:italic;",
         "table": "border-collapse:collapse;width:100%;margin:0 0 16px 0;",
@@ -81,13 +83,40 @@ def _render_inline(node: SyntaxTreeNode, styles: dict[str, str]) -> str:
 
 
 def _button_html(link: SyntaxTreeNode, theme: Theme, styles: dict[str, str]) -> str:
-    """A button inside a callout, where <mj-button> cannot go: a padded, tinted link."""
+    """A button inside a callout, where <mj-button> cannot go: the same table mj-button writes.
+
+    Outlook desktop ignores padding on a link, so a bare padded link collapses to its text;
+    the padding goes on the cell too (``mso-padding-alt``), which Outlook does honour.
+    """
     label = "".join(_render_inline(child, styles) for child in link.children)
     href = escape(str(link.attrs.get("href", "")))
+    accent, font = theme.accent, escape(theme.font_family)
     return (
-        f'<p style="margin:8px 0 16px 0;"><a href="{href}" style="display:inline-block;'
-        f"background:{theme.accent};color:#ffffff;font-weight:bold;text-decoration:none;"
-        f'padding:14px 24px;border-radius:6px;line-height:1.3;">{label}</a></p>'
+        '<table border="0" cellpadding="0" cellspacing="0" role="presentation" width="100%">'
+        '<tr><td style="padding:4px 0 20px 0;">'
+        '<table border="0" cellpadding="0" cellspacing="0" role="presentation" '
+        'style="border-collapse:separate;line-height:100%;"><tr>'
+        f'<td align="center" bgcolor="{accent}" role="presentation" valign="middle" '
+        f'style="border:none;border-radius:6px;mso-padding-alt:14px 24px;background:{accent};">'
+        f'<a href="{href}" target="_blank" style="display:inline-block;background:{accent};'
+        f"color:#ffffff;font-family:{font};font-size:17px;font-weight:bold;line-height:1.3;"
+        "margin:0;text-decoration:none;padding:14px 24px;mso-padding-alt:0px;"
+        f'border-radius:6px;">{label}</a></td></tr></table></td></tr></table>'
+    )
+
+
+def _callout_html(inner: str, theme: Theme) -> str:
+    """A callout: its own tint and an accent bar on the left, inset from the edges.
+
+    A table cell, because Outlook desktop draws background and border on cells reliably and
+    on divs not at all.
+    """
+    tint, accent = theme.callout_background, theme.accent
+    return (
+        '<table border="0" cellpadding="0" cellspacing="0" role="presentation" width="100%" '
+        'style="border-collapse:collapse;"><tr>'
+        f'<td bgcolor="{tint}" style="background:{tint};border-left:4px solid {accent};'
+        f'padding:20px 20px 4px 20px;">{inner}</td></tr></table>'
     )
 
 
@@ -126,9 +155,8 @@ def body_to_mjml(root: SyntaxTreeNode, theme: Theme) -> str:
                 else:
                     inner.append(render_html([child], styles))
             elements.append(
-                f'<mj-text container-background-color="{theme.callout_background}" '
-                f'padding="20px 24px 4px 24px" css-class="callout">{"".join(inner)}</mj-text>'
-                '<mj-spacer height="16px" />'
+                '<mj-text padding="8px 24px 24px 24px" css-class="callout">'
+                f"{_callout_html(''.join(inner), theme)}</mj-text>"
             )
         elif node.type == "hr":
             flush()
