@@ -180,3 +180,82 @@ def test_callout_buttons_are_tappable_and_lists_indented(
     labels = [b["label"] for b in metrics["buttons"]]
     assert "Book your free screening now, while places last" in labels
     assert len(metrics["listItemLeft"]) == 4
+
+
+# Dark mode as a reader's client applies it: the system asks for dark
+# (prefers-color-scheme: dark) and Chromium darkens any page that does not opt out, as Gmail's
+# and Outlook's apps do.  The email declares "light only": it must keep its designed colours.
+DARK = ["--force-dark-mode", "--enable-features=WebContentsForceDark"]
+PROBE = """<script>
+(function () {
+  var box = function (e) { var r = e.getBoundingClientRect();
+    return [Math.ceil(r.left), Math.ceil(r.top), Math.floor(r.right), Math.floor(r.bottom)]; };
+  var text = Array.prototype.slice.call(document.querySelectorAll('p')).filter(function (p) {
+    return p.textContent.indexOf('When it comes to running well') === 0; })[0];
+  var button = document.querySelector('td[bgcolor] > a');
+  document.body.setAttribute('data-probe', JSON.stringify({
+    dark: matchMedia('(prefers-color-scheme: dark)').matches,
+    text: box(text), button: box(button)}));
+})();
+</script></body>"""
+
+
+def luminance(rgb: tuple[int, ...]) -> float:
+    """WCAG 2 relative luminance."""
+    channels = [c / 255 for c in rgb[:3]]
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def contrast(a: tuple[int, ...], b: tuple[int, ...]) -> float:
+    light, dark = sorted((luminance(a), luminance(b)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def ground_and_ink(shot: Path, box: list[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """In one box of a screenshot: the background (the commonest colour) and the ink (the
+    colour that stands out most from it: the core of the glyphs)."""
+    from PIL import Image  # a dev dependency, only these tests need it
+
+    with Image.open(shot) as image:
+        region = image.convert("RGB").crop(tuple(box))
+        colours = region.getcolors(region.width * region.height)
+    assert colours, f"empty box {box}"
+    ground = max(colours)[1]
+    ink = max(colours, key=lambda c: contrast(c[1], ground))[1]
+    return ground, ink
+
+
+def hex_rgb(colour: str) -> tuple[int, int, int]:
+    colour = colour.lstrip("#")
+    if len(colour) == 3:
+        colour = "".join(c * 2 for c in colour)
+    return int(colour[0:2], 16), int(colour[2:4], 16), int(colour[4:6], 16)
+
+
+def test_dark_mode_keeps_the_designed_colours_and_contrast(
+    sample_html: Path, tmp_path: Path
+) -> None:
+    page = sample_html.with_name("email-dark.html")
+    page.write_text(
+        sample_html.read_text(encoding="utf-8").replace("</body>", PROBE, 1), encoding="utf-8"
+    )
+    window = "--window-size=720,1400"
+    dom = chromium([*DARK, window, "--dump-dom", page.as_uri()], tmp_path)
+    match = re.search(r'data-probe="([^"]+)"', dom)
+    assert match, "the probing script did not run"
+    probe = json.loads(html.unescape(match[1]))
+    assert probe["dark"], "Chromium did not emulate prefers-color-scheme: dark"
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "hip-rotation-dark.png"
+    chromium([*DARK, window, f"--screenshot={shot}", page.as_uri()], tmp_path)
+    theme = load_settings(sample_html.parent / "newsletter.toml").theme
+
+    ground, ink = ground_and_ink(shot, probe["text"])
+    assert ground == hex_rgb(theme.content_background), f"body background became {ground}"
+    assert contrast(ground, ink) >= 7, f"body text {ink} on {ground}"
+
+    ground, ink = ground_and_ink(shot, probe["button"])
+    assert ground == hex_rgb(theme.accent), f"button became {ground}, not the accent"
+    assert contrast(ground, ink) >= 4.5, f"button label {ink} on {ground}"
