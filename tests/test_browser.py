@@ -106,7 +106,8 @@ def measure(page: Path, width: int, name: str, tmp_path: Path) -> dict[str, Any]
         HARNESS.format(width=width, srcdoc=html.escape(page.read_text(encoding="utf-8"))),
         encoding="utf-8",
     )
-    window = f"--window-size={max(width, 500) + 20},3200"
+    # Tall enough for the whole sample at phone width, footer included, in the screenshot.
+    window = f"--window-size={max(width, 500) + 20},{4400 if width < 500 else 3200}"
     dom = chromium([window, "--virtual-time-budget=5000", "--dump-dom", harness.as_uri()], tmp_path)
     match = re.search(r'data-metrics="([^"]+)"', dom)
     assert match, "the measuring script did not run"
