@@ -7,6 +7,8 @@ send will not trip over the content.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from jinja2 import meta
@@ -15,6 +17,7 @@ from markupsafe import escape
 
 from pipeline.audience.csv_source import read_columns
 from pipeline.audience.sample import sample_subscriber
+from pipeline.audience.subscribers import check_list
 from pipeline.config import Settings
 from pipeline.content.issue import Issue, load_issue
 from pipeline.content.merge_fields import ENVIRONMENT
@@ -149,6 +152,48 @@ def check_compiled(
     return problems
 
 
+def unmatched_tag(tags: Sequence[str], list_tags: Mapping[str, int]) -> str | None:
+    """Why a front-matter tag reaches nobody, naming the tags the list has; None if all match.
+
+    ``list_tags`` counts subscribed readers per tag (lower case, as the list is matched).
+    """
+    missing = [tag for tag in tags if tag.lower() not in list_tags]
+    if not missing:
+        return None
+    names = ", ".join(f"'{tag}'" for tag in missing)
+    message = f"no subscribed reader has the tag {names}"
+    if list_tags:
+        message += " (the list's tags: " + ", ".join(sorted(list_tags)) + ")"
+        hint = difflib.get_close_matches(missing[0].lower(), list(list_tags), n=1)
+        if hint:
+            message += f"; did you mean '{hint[0]}'?"
+    else:
+        message += " (nobody on the list has any tag: put them in its 'tags' column)"
+    return message
+
+
+def check_tags(issue: Issue, settings: Settings) -> list[InputError]:
+    """A ``tags:`` value no subscribed reader has: the issue would reach nobody with it
+    (most often a typo, ``runner`` for ``runners``)."""
+    if not issue.tags or not settings.subscribers.is_file():
+        return []
+    try:
+        message = unmatched_tag(issue.tags, check_list(settings.subscribers, keep=0).by_tag)
+    except InputError as exc:
+        return [exc]
+    if message is None:
+        return []
+    line = next(
+        (
+            number
+            for number, text in enumerate(issue.path.read_text("utf-8-sig").splitlines(), 1)
+            if text.startswith("tags:")
+        ),
+        None,
+    )
+    return [InputError(message, path=issue.path, line=line, field="tags")]
+
+
 def check_issue(path: Path, settings: Settings) -> list[InputError]:
     """Every problem with the issue at ``path``; an empty list means it may go out."""
     try:
@@ -164,10 +209,10 @@ def check_issue(path: Path, settings: Settings) -> list[InputError]:
     problems = check_merge_fields(issue, columns) + check_body(issue)
     if problems:
         # Compiling would fail on an unknown field; the lines above already say why.
-        return problems
+        return problems + check_tags(issue, settings)
     try:
         compiled = compile_issue(issue, settings)
         problems += check_compiled(compiled, settings, sample_subscriber(settings))
     except InputError as exc:
         problems.append(exc)
-    return problems
+    return problems + check_tags(issue, settings)
