@@ -39,6 +39,11 @@ class NewsletterGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            # click's own four lines (usage, hint, blank, error) become one, like ours.
+            where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+            click.echo(f"error: {exc.format_message()} ({where} --help shows how)", err=True)
+            ctx.exit(EXIT_BAD_INPUT)
         except InputError as exc:
             click.echo(f"error: {exc.location_message()}", err=True)
             ctx.exit(EXIT_BAD_INPUT)
@@ -467,6 +472,9 @@ def status(ctx: click.Context, issue: Path | None, as_json: bool, who: str | Non
             raise InputError(f"--{who} lists one issue's recipients: give the ISSUE too")
         report = status_rows(settings, issue)
         (row,) = report.rows
+        if row.counts is None:
+            nobody = "nobody has failed" if who == "failed" else "no delivery is unknown"
+            raise InputError(f"{row.issue} has not been sent ({row.state}), so {nobody}")
         total, people = recipients_in(settings, row.issue, RecipientStatus(who))
         if as_json:
             listed = [{"email": email, "reason": reason} for email, reason in people]

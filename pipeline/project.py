@@ -65,8 +65,9 @@ def init_project(folder: Path, today: date) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     clashes = [name for name in (CONFIG_NAME, "subscribers.csv") if (folder / name).exists()]
     if clashes:
+        verb = "exists" if len(clashes) == 1 else "exist"
         raise InputError(
-            f"{', '.join(clashes)} already exist here; init only fills an empty folder",
+            f"{' and '.join(clashes)} already {verb} here; init only fills an empty folder",
             path=folder,
         )
     created = []

@@ -371,6 +371,13 @@ def test_status_failed_and_unknown_list_everyone(make_project: Callable[..., Pat
     assert code == 2 and err.count("\n") == 1 and "give the ISSUE" in err
 
 
+def test_status_failed_of_an_issue_not_sent_yet(make_project: Callable[..., Path]) -> None:
+    root = make_project()
+    code, out, err = newsletter(root, "status", SAMPLE_ISSUE, "--failed")
+    assert (code, out) == (2, "")
+    assert err == f"error: {SLUG} has not been sent (missed), so nobody has failed\n"
+
+
 # Outbox words, test copies ----------------------------------------------------------------
 
 
@@ -502,6 +509,23 @@ def test_the_starter_send_at_is_in_the_future(tmp_path: Path) -> None:
 
 
 # preview ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("send",),
+        ("send", "--due", "--dry-run"),
+        ("build", "newsletters"),
+        ("preview", "newsletters/missing.md"),
+        ("status", "--failed", "--json", "--bogus"),
+        ("bogus",),
+    ],
+)
+def test_a_usage_mistake_is_one_line(make_project: Callable[..., Path], args: tuple[str]) -> None:
+    code, out, err = newsletter(make_project(), *args)
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1 and err.startswith("error: ") and "--help shows how" in err
 
 
 def test_preview_on_a_busy_port_is_one_line(make_project: Callable[..., Path]) -> None:
