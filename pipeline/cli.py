@@ -36,6 +36,18 @@ EXIT_BAD_INPUT = 2
 class NewsletterGroup(click.Group):
     """Turns pipeline errors into one clear line and exit code 2, never a traceback."""
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Each command's whole first sentence, wrapped, instead of click's cut-off "...":
+        the list in `--help` is how a person finds the command she needs."""
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=1000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -50,6 +62,9 @@ class NewsletterGroup(click.Group):
         except NewsletterError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(EXIT_PROBLEMS)
+
+
+NewsletterGroup.group_class = NewsletterGroup  # `subscribers` and any other group alike
 
 
 def _settings(ctx: click.Context) -> Settings:

@@ -433,6 +433,20 @@ def all_commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.
     return found
 
 
+@pytest.mark.parametrize("group", [(), ("subscribers",)])
+def test_the_command_list_shows_whole_summaries(group: tuple[str, ...]) -> None:
+    code, out, _ = newsletter(Path.cwd(), *group, "--help")
+    listing = out.split("Commands:\n", 1)[1]
+    assert code == 0 and not re.search(r"\w\.\.\.$", listing, re.M)  # click's cut-off
+    command = cli
+    for name in group:
+        command = cli.commands[name]
+    assert isinstance(command, click.Group)
+    for name, sub in command.commands.items():
+        first_sentence = (sub.help or "").split(".")[0]
+        assert " ".join(first_sentence.split()) in " ".join(listing.split()), name
+
+
 def test_every_command_has_a_summary_and_an_example() -> None:
     for name, command in [("", cli), *all_commands(cli)]:
         summary = command.get_short_help_str(limit=200)
