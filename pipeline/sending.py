@@ -310,10 +310,10 @@ def _send_locked(
     if record is None:
         record = ledger.start_issue(slug, compiled.fingerprint, provider.name)
     elif fresh:
-        ledger.set_content_hash(slug, compiled.fingerprint)
+        record = ledger.restart_issue(slug, compiled.fingerprint, provider.name)
     audience = _AudienceScan()
     withdrawn = 0
-    if fresh or not record.audience_loaded:
+    if not record.audience_loaded:
         ledger.add_recipients(slug, audience.subscribers(settings.subscribers, issue.tags))
         if ledger.counts(slug).audience == 0:  # the list changed since the look above
             raise nobody_to_send_to(settings, issue)

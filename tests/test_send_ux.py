@@ -19,6 +19,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from email import policy
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import click
@@ -28,7 +29,7 @@ from click.testing import CliRunner
 from pipeline.cli import cli
 from pipeline.config import load_settings
 from pipeline.delivery.providers import create_provider
-from pipeline.ledger.store import IssueStatus, RecipientStatus, Settlement
+from pipeline.ledger.store import IssueStatus, Ledger, RecipientStatus, Settlement
 from pipeline.sending import SendPlan, open_ledger, send_issue, status_rows
 
 from .conftest import SAMPLE_ISSUE
@@ -155,6 +156,37 @@ def test_an_old_complete_record_with_nobody_in_it_does_not_block_a_send(
         assert code == 0, out
         assert "complete" in out and "audience 9: sent 9" in out
     assert len(list((root / "outbox" / SLUG).glob("*.eml"))) == 9
+
+
+def test_a_restart_cut_short_while_loading_the_audience_is_continued(
+    make_project: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Restarting an old `complete / audience 0` issue, killed after part of the audience
+    was recorded: the next run loads the rest, never sends to the part only."""
+    root = make_project()
+    settings = load_settings(root / "newsletter.toml")
+    ledger = open_ledger(settings)
+    ledger.start_issue(SLUG, "old", "outbox")
+    ledger.add_recipients(SLUG, [])
+    ledger.set_status(SLUG, IssueStatus.COMPLETE)
+    ledger.close()
+    original = Ledger.add_recipients
+
+    def killed_after_one_chunk(self: Ledger, slug: str, subscribers: Any, chunk: int = 0) -> int:
+        def then_killed() -> Any:
+            for number, subscriber in enumerate(subscribers):
+                if number == 4:
+                    raise KeyboardInterrupt
+                yield subscriber
+
+        return original(self, slug, then_killed(), chunk=3)
+
+    monkeypatch.setattr(Ledger, "add_recipients", killed_after_one_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        send_issue(root / SAMPLE_ISSUE, settings, create_provider(settings, {}), environ={})
+    monkeypatch.undo()
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 0 and "audience 9: sent 9" in out, out
 
 
 def test_an_audience_that_empties_before_loading_is_never_complete(
