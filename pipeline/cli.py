@@ -189,7 +189,13 @@ def check(ctx: click.Context, issues: tuple[Path, ...]) -> None:
 
 @cli.command()
 @click.argument("issue", type=click.Path(dir_okay=False, exists=True, path_type=Path))
-@click.option("--port", default=8025, show_default=True, help="Port on 127.0.0.1 (0: any free).")
+@click.option(
+    "--port",
+    default=8025,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port on 127.0.0.1 (0: any free).",
+)
 @click.option("--no-open", is_flag=True, help="Do not open a browser.")
 @click.pass_context
 def preview(ctx: click.Context, issue: Path, port: int, no_open: bool) -> None:

@@ -457,7 +457,10 @@ def send_due(
             continue
         provider = (provider_factory or (lambda: create_provider(settings, environ)))()
         try:
-            report = send_issue(plan.draft.path, settings, provider, environ=environ, sleep=sleep)
+            # early=True: the plan found it due by cron's clock, which is the one that counts.
+            report = send_issue(
+                plan.draft.path, settings, provider, environ=environ, sleep=sleep, early=True
+            )
         except InputError as exc:
             problems.extend(exc.problems if isinstance(exc, InputErrors) else [exc])
             continue

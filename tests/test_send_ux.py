@@ -564,6 +564,7 @@ def test_the_starter_send_at_is_in_the_future(tmp_path: Path) -> None:
         ("send", "--due", "--dry-run"),
         ("build", "newsletters"),
         ("preview", "newsletters/missing.md"),
+        ("preview", SAMPLE_ISSUE, "--port", "70000"),
         ("status", "--failed", "--json", "--bogus"),
         ("bogus",),
     ],
