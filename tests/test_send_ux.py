@@ -293,6 +293,20 @@ def test_no_field_token_in_anything_she_reads(
     assert plans[0].subject == "Ada, knee pain?"
 
 
+def test_check_quotes_merge_fields_as_written(make_project: Callable[..., Path]) -> None:
+    root = make_project()
+    issue = root / SAMPLE_ISSUE
+    issue.write_text(
+        issue.read_text(encoding="utf-8")
+        + "\n[Book {{ subscriber.first_name }}]{.button}\n\n![]({{ subscriber.city }}.png)\n",
+        encoding="utf-8",
+    )
+    code, out, _ = newsletter(root, "check", SAMPLE_ISSUE)
+    assert code == 1 and not TOKEN.search(out), out
+    assert "button 'Book {{ subscriber.first_name }}' has no URL" in out
+    assert "image '{{ subscriber.city }}.png' has no alt text" in out
+
+
 # status -----------------------------------------------------------------------------------
 
 

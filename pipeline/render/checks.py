@@ -8,6 +8,7 @@ send will not trip over the content.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from pipeline.audience.sample import sample_subscriber
 from pipeline.audience.subscribers import check_list
 from pipeline.config import Settings
 from pipeline.content.issue import Issue, load_issue
-from pipeline.content.merge_fields import ENVIRONMENT
+from pipeline.content.merge_fields import ENVIRONMENT, TOKEN_PATTERN
 from pipeline.errors import InputError, InputErrors
 from pipeline.render.compile import UNSUBSCRIBE_FIELD, CompiledEmail, compile_issue
 from pipeline.render.fill import STANDARD_COLUMNS
@@ -152,6 +153,26 @@ def check_compiled(
     return problems
 
 
+def fields_shown(problems: list[InputError], issue: Issue) -> list[InputError]:
+    """Problems quoting the draft's text show its merge fields as she wrote them
+    (``{{ subscriber.first_name }}``), never the internal tokens compiling uses."""
+
+    def source(match: re.Match[str]) -> str:
+        return "{{ " + issue.merge_fields.fields[int(match[1])].source + " }}"
+
+    return [
+        InputError(
+            TOKEN_PATTERN.sub(source, problem.message),
+            path=problem.path,
+            line=problem.line,
+            field=problem.field,
+        )
+        if TOKEN_PATTERN.search(problem.message)
+        else problem
+        for problem in problems
+    ]
+
+
 def unmatched_tag(tags: Sequence[str], list_tags: Mapping[str, int]) -> str | None:
     """Why a front-matter tag reaches nobody, naming the tags the list has; None if all match.
 
@@ -206,7 +227,7 @@ def check_issue(path: Path, settings: Settings) -> list[InputError]:
         columns = known_columns(settings)
     except InputError as exc:
         return [exc]
-    problems = check_merge_fields(issue, columns) + check_body(issue)
+    problems = check_merge_fields(issue, columns) + fields_shown(check_body(issue), issue)
     if problems:
         # Compiling would fail on an unknown field; the lines above already say why.
         return problems + check_tags(issue, settings)
