@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -16,9 +17,9 @@ from jinja2 import meta
 from markdown_it.tree import SyntaxTreeNode
 from markupsafe import escape
 
-from pipeline.audience.csv_source import read_columns
+from pipeline.audience.csv_source import read_columns, read_rows
 from pipeline.audience.sample import sample_subscriber
-from pipeline.audience.subscribers import check_list
+from pipeline.audience.subscribers import parse_tags
 from pipeline.config import Settings
 from pipeline.content.issue import Issue, load_issue
 from pipeline.content.merge_fields import ENVIRONMENT, TOKEN_PATTERN
@@ -198,8 +199,14 @@ def check_tags(issue: Issue, settings: Settings) -> list[InputError]:
     (most often a typo, ``runner`` for ``runners``)."""
     if not issue.tags or not settings.subscribers.is_file():
         return []
+    # Rows marked subscribed, without validating every address (a 100k list: 0.2 s, not 4):
+    # a tag only invalid rows carry still reaches nobody, and `send` refuses that, saying so.
+    tags: Counter[str] = Counter()
     try:
-        message = unmatched_tag(issue.tags, check_list(settings.subscribers, keep=0).by_tag)
+        for row in read_rows(settings.subscribers):
+            if row.values.get("status", "").strip().lower() in ("", "subscribed"):
+                tags.update(parse_tags(row.values.get("tags", "")))
+        message = unmatched_tag(issue.tags, tags)
     except InputError as exc:
         return [exc]
     if message is None:
