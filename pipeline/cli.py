@@ -6,6 +6,7 @@ stderr, naming the file, line and field; exit codes: 0 done, 1 problems found, 2
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import shlex
@@ -70,6 +71,23 @@ NewsletterGroup.group_class = NewsletterGroup  # `subscribers` and any other gro
 def _settings(ctx: click.Context) -> Settings:
     config: Path | None = ctx.obj.get("config")
     return load_settings(config)
+
+
+def _existing_issue(settings: Settings, issue: Path) -> Path:
+    """The draft she named; when it is not there, say which one she probably meant."""
+    if issue.is_file():
+        return issue
+    folder = settings.newsletters_dir
+    names = sorted(p.name for p in folder.glob("*.md")) if folder.is_dir() else []
+    guesses = [name for name in names if issue.stem and issue.stem in name]
+    guesses = guesses or difflib.get_close_matches(issue.name, names, n=1)
+    if len(guesses) == 1:
+        hint = f"; did you mean {shown(folder / guesses[0])}?"
+    elif names:
+        hint = f"; the drafts are in {shown(folder)}/ (newsletter status lists them)"
+    else:
+        hint = ""
+    raise InputError(f"no such file{hint}", path=issue)
 
 
 @click.group(cls=NewsletterGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -155,7 +173,8 @@ def build(ctx: click.Context, issue: Path, out: Path | None) -> None:
     """
     from pipeline.build import build_issue
 
-    result = build_issue(issue, _settings(ctx), out)
+    settings = _settings(ctx)
+    result = build_issue(_existing_issue(settings, issue), settings, out)
     for path in (result.html, result.text, result.mjml):
         click.echo(str(path))
     click.echo(f"HTML size: {result.html_bytes / 1024:.1f} KB (Gmail clips at 102 KB)")
@@ -188,7 +207,7 @@ def check(ctx: click.Context, issues: tuple[Path, ...]) -> None:
 
 
 @cli.command()
-@click.argument("issue", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.argument("issue", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--port",
     default=8025,
@@ -211,7 +230,7 @@ def preview(ctx: click.Context, issue: Path, port: int, no_open: bool) -> None:
     from pipeline.preview import PreviewRenderer, make_server
 
     config = ctx.obj.get("config")
-    _settings(ctx)  # fail now, clearly, on a bad config
+    issue = _existing_issue(_settings(ctx), issue)  # fail now, clearly, on a bad config
     renderer = PreviewRenderer(issue, lambda: load_settings(config))
     server = make_server(renderer, port)
     url = f"http://127.0.0.1:{server.server_address[1]}/"
@@ -360,6 +379,7 @@ def send(
             _print_report(due_report, settings, quiet=True)
         ctx.exit(due_run.exit_code)
     assert issue is not None
+    issue = _existing_issue(settings, issue)
     provider = create_provider(settings, environ)
     try:
         if dry_run:

@@ -571,13 +571,25 @@ def test_the_starter_send_at_is_in_the_future(tmp_path: Path) -> None:
 # preview ----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("command", ["send", "build", "preview"])
+def test_a_draft_named_without_its_folder_gets_a_hint(
+    make_project: Callable[..., Path], command: str
+) -> None:
+    root = make_project()
+    code, out, err = newsletter(root, command, "hip-rotation.md")
+    assert (code, out) == (2, "")
+    assert err == (
+        "error: hip-rotation.md: no such file; did you mean "
+        "newsletters/2025-07-21-hip-rotation.md?\n"
+    )
+
+
 @pytest.mark.parametrize(
     "args",
     [
         ("send",),
         ("send", "--due", "--dry-run"),
         ("build", "newsletters"),
-        ("preview", "newsletters/missing.md"),
         ("preview", SAMPLE_ISSUE, "--port", "70000"),
         ("status", "--failed", "--json", "--bogus"),
         ("bogus",),
