@@ -661,7 +661,7 @@ def status_rows(
     rows = []
     for slug in sorted(by_slug):
         draft, record = by_slug[slug], started.get(slug)
-        send_at = draft.send_at if draft else None
+        send_at = draft.send_at.astimezone(settings.timezone) if draft and draft.send_at else None
         state = issue_state(send_at, record, now, settings.max_lateness)
         rows.append(
             StatusRow(

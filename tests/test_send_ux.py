@@ -358,6 +358,15 @@ def test_status_lists_every_issue_with_its_state(make_project: Callable[..., Pat
     assert [row["issue"] for row in json.loads(out)] == ["2099-01-05-future"]
 
 
+def test_status_shows_times_in_her_zone(make_project: Callable[..., Path]) -> None:
+    root = make_project()
+    add_issue(root, "2099-02-01-offset", "2099-02-01T15:00:00+00:00")
+    code, out, _ = newsletter(root, "status", "newsletters/2099-02-01-offset.md")
+    assert out == "2099-02-01-offset: scheduled, for Sun 1 Feb 2099, 07:00 PST\n"
+    code, out, _ = newsletter(root, "status", "newsletters/2099-02-01-offset.md", "--json")
+    assert json.loads(out)[0]["send_at"] == "2099-02-01T07:00:00-08:00"
+
+
 def test_status_due_is_within_max_lateness(make_project: Callable[..., Path]) -> None:
     root = make_project()
     settings = load_settings(root / "newsletter.toml")
