@@ -501,7 +501,8 @@ def status(ctx: click.Context, issue: Path | None, as_json: bool, who: str | Non
 
     \b
     newsletter status
-    newsletter status newsletters/*-welcome-to-our-newsletter.md --failed
+    newsletter status newsletters/*-welcome-to-our-newsletter.md
+    newsletter status newsletters/*-welcome-to-our-newsletter.md --failed   # once sent
     newsletter status --json
     """
     from pipeline.ledger.store import RecipientStatus
