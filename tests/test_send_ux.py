@@ -364,6 +364,7 @@ def test_status_shows_times_in_her_zone(make_project: Callable[..., Path]) -> No
     code, out, _ = newsletter(root, "status", "newsletters/2099-02-01-offset.md")
     assert out == "2099-02-01-offset: scheduled, for Sun 1 Feb 2099, 07:00 PST\n"
     code, out, _ = newsletter(root, "status", "newsletters/2099-02-01-offset.md", "--json")
+    assert code == 0
     assert json.loads(out)[0]["send_at"] == "2099-02-01T07:00:00-08:00"
 
 
@@ -532,6 +533,49 @@ def test_help_examples_name_files_a_project_made_by_init_has(tmp_path: Path) -> 
                     assert list(root.glob(word)), f"{name!r} example names {word}: not in {root}"
                     checked += 1
     assert checked >= 5
+
+
+def fill_in_like_her(root: Path) -> None:
+    """What she does after `init`: her details in newsletter.toml, her words in the draft."""
+    config = root / "newsletter.toml"
+    text = config.read_text(encoding="utf-8")
+    for placeholder, hers in {
+        "Your Practice": "Movement Solutions",
+        "Your Name": "Dr. Connie Hutchins",
+        "you@example.com": "connie@movementsolutions.example",
+        "REPLACE with your postal address": "123 Example Street, Springfield, ST 00000",
+        "https://example.com": "https://movementsolutions.example",
+    }.items():
+        text = text.replace(placeholder, hers)
+    config.write_text(text, encoding="utf-8")
+    for draft in (root / "newsletters").glob("*.md"):
+        text = draft.read_text(encoding="utf-8")
+        text = text.replace("Write the issue here in Markdown.", "Stairs hurt? Try these.")
+        text = text.replace("https://example.com/", "https://movementsolutions.example/")
+        draft.write_text(text, encoding="utf-8")
+
+
+def test_help_examples_run_in_a_project_made_by_init(tmp_path: Path) -> None:
+    """Each example of build, check, send and status, pasted into a shell in her project."""
+    bin_dir = Path(sys.executable).parent
+    if not (bin_dir / "newsletter").exists():
+        pytest.skip("the newsletter script is not installed next to this Python")
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    assert newsletter(tmp_path, "init", "mine")[0] == 0
+    root = tmp_path / "mine"
+    fill_in_like_her(root)
+    ran = 0
+    for name in ("build", "check", "send", "status"):
+        for line in (cli.commands[name].help or "").splitlines():
+            example = line.strip()
+            if not example.startswith("newsletter "):
+                continue
+            result = subprocess.run(
+                ["sh", "-c", example], cwd=root, env=env, capture_output=True, text=True
+            )
+            assert result.returncode == 0, (example, result.stdout, result.stderr)
+            ran += 1
+    assert ran >= 9
 
 
 def test_inits_next_steps_work_as_printed(tmp_path: Path) -> None:
