@@ -13,6 +13,7 @@ from pipeline.audience.sample import sample_subscriber
 from pipeline.config import Settings
 from pipeline.content.issue import Issue, load_issue
 from pipeline.render.compile import CompiledEmail, PersonalisedEmail, compile_issue
+from pipeline.render.fill import Template
 
 
 def preview_unsubscribe_url(settings: Settings) -> str:
@@ -24,6 +25,12 @@ class Built:
     issue: Issue
     compiled: CompiledEmail
     email: PersonalisedEmail
+
+    @property
+    def mjml(self) -> str:
+        """The MJML source as this subscriber's email was made from it: merge fields filled
+        (escaped, as in the HTML), never the internal tokens compiling uses."""
+        return Template.split(self.compiled.mjml).fill(self.email.html_values)
 
 
 def render_sample(issue_path: Path, settings: Settings) -> Built:
@@ -55,5 +62,5 @@ def build_issue(issue_path: Path, settings: Settings, out_dir: Path | None = Non
     )
     paths.html.write_bytes(html_bytes)
     paths.text.write_text(built.email.text, encoding="utf-8")
-    paths.mjml.write_text(built.compiled.mjml, encoding="utf-8")
+    paths.mjml.write_text(built.mjml, encoding="utf-8")
     return paths

@@ -6,10 +6,13 @@ stderr, naming the file, line and field; exit codes: 0 done, 1 problems found, 2
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
+import shlex
 import sys
 import webbrowser
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +24,8 @@ from pipeline.config import Settings, load_settings
 from pipeline.delivery.provider import Outcome
 from pipeline.errors import InputError, NewsletterError
 from pipeline.schedule import Decision
+from pipeline.wording import count as counted
+from pipeline.wording import local_time, shown
 
 if TYPE_CHECKING:
     from pipeline.sending import SendPlan, SendReport
@@ -32,9 +37,26 @@ EXIT_BAD_INPUT = 2
 class NewsletterGroup(click.Group):
     """Turns pipeline errors into one clear line and exit code 2, never a traceback."""
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Each command's whole first sentence, wrapped, instead of click's cut-off "...":
+        the list in `--help` is how a person finds the command she needs."""
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=1000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            # click's own four lines (usage, hint, blank, error) become one, like ours.
+            where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+            click.echo(f"error: {exc.format_message()} ({where} --help shows how)", err=True)
+            ctx.exit(EXIT_BAD_INPUT)
         except InputError as exc:
             click.echo(f"error: {exc.location_message()}", err=True)
             ctx.exit(EXIT_BAD_INPUT)
@@ -43,9 +65,29 @@ class NewsletterGroup(click.Group):
             ctx.exit(EXIT_PROBLEMS)
 
 
+NewsletterGroup.group_class = NewsletterGroup  # `subscribers` and any other group alike
+
+
 def _settings(ctx: click.Context) -> Settings:
     config: Path | None = ctx.obj.get("config")
     return load_settings(config)
+
+
+def _existing_issue(settings: Settings, issue: Path) -> Path:
+    """The draft she named; when it is not there, say which one she probably meant."""
+    if issue.is_file():
+        return issue
+    folder = settings.newsletters_dir
+    names = sorted(p.name for p in folder.glob("*.md")) if folder.is_dir() else []
+    guesses = [name for name in names if issue.stem and issue.stem in name]
+    guesses = guesses or difflib.get_close_matches(issue.name, names, n=1)
+    if len(guesses) == 1:
+        hint = f"; did you mean {shown(folder / guesses[0])}?"
+    elif names:
+        hint = f"; the drafts are in {shown(folder)}/ (newsletter status lists them)"
+    else:
+        hint = ""
+    raise InputError(f"no such file{hint}", path=issue)
 
 
 @click.group(cls=NewsletterGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -59,10 +101,14 @@ def _settings(ctx: click.Context) -> Settings:
 def cli(ctx: click.Context, config: Path | None) -> None:
     """Write a newsletter in Markdown; render, check, preview and send it.
 
+    Start with `newsletter init`; then, inside the folder it made:
+
     \b
     newsletter new "Why hip rotation matters"
-    newsletter check newsletters/2025-07-21-hip-rotation.md
-    newsletter build newsletters/2025-07-21-hip-rotation.md
+    newsletter check newsletters/*-why-hip-rotation-matters.md
+    newsletter preview newsletters/*-why-hip-rotation-matters.md
+    newsletter send newsletters/*-why-hip-rotation-matters.md --dry-run
+    newsletter status
     """
     ctx.ensure_object(dict)
     ctx.obj["config"] = config
@@ -71,26 +117,30 @@ def cli(ctx: click.Context, config: Path | None) -> None:
 @cli.command()
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path), default=".")
 def init(folder: Path) -> None:
-    """Start a newsletter in an empty folder.
+    """Start a newsletter in an empty folder (default: this one).
 
     Creates newsletter.toml, templates/, newsletters/ (with a first draft) and a sample
-    subscribers.csv.
+    subscribers.csv, then prints what to do next.
 
     \b
     newsletter init my-newsletter
     """
-    from pipeline.project import init_project
+    from pipeline.project import init_project, next_steps
 
-    for path in init_project(folder, datetime.now().date()):
+    created = init_project(folder, datetime.now().date())
+    for path in created:
         click.echo(f"created {path}")
-    click.echo("next: edit newsletter.toml (name, from, postal_address), then `newsletter check`")
+    click.echo(next_steps(folder, created[-1]))
 
 
 @cli.command()
 @click.argument("title")
 @click.pass_context
 def new(ctx: click.Context, title: str) -> None:
-    """Scaffold a new issue: newsletters/YYYY-MM-DD-slug.md.
+    """Start a new issue: newsletters/YYYY-MM-DD-slug.md, dated today.
+
+    The draft has its front matter (subject, preheader, a commented-out send_at and tags)
+    and a body to replace; nothing is sent until you send it or give it a send_at.
 
     \b
     newsletter new "Why hip rotation matters"
@@ -99,7 +149,9 @@ def new(ctx: click.Context, title: str) -> None:
 
     settings = _settings(ctx)
     today = datetime.now(settings.timezone).date()
-    click.echo(f"created {new_issue(settings.newsletters_dir, title, today)}")
+    path = new_issue(settings.newsletters_dir, title, today)
+    click.echo(f"created {shown(path)}")
+    click.echo(f"next: write it, then: newsletter preview {shlex.quote(shown(path))}")
 
 
 @cli.command()
@@ -111,14 +163,18 @@ def new(ctx: click.Context, title: str) -> None:
 )
 @click.pass_context
 def build(ctx: click.Context, issue: Path, out: Path | None) -> None:
-    """Render an issue to HTML, text and MJML, for a sample subscriber.
+    """Render an issue to HTML, text and MJML, as the first subscriber would get it.
+
+    Writes build/<slug>/email.html, email.txt and email.mjml, filled in for the first
+    subscribed row of the list (or a sample reader), and prints the HTML's size.
 
     \b
-    newsletter build newsletters/2025-07-21-hip-rotation.md
+    newsletter build newsletters/*-welcome-to-our-newsletter.md
     """
     from pipeline.build import build_issue
 
-    result = build_issue(issue, _settings(ctx), out)
+    settings = _settings(ctx)
+    result = build_issue(_existing_issue(settings, issue), settings, out)
     for path in (result.html, result.text, result.mjml):
         click.echo(str(path))
     click.echo(f"HTML size: {result.html_bytes / 1024:.1f} KB (Gmail clips at 102 KB)")
@@ -131,7 +187,8 @@ def check(ctx: click.Context, issues: tuple[Path, ...]) -> None:
     """Check issues before they go out: one line per problem, exit 1 if any.
 
     \b
-    newsletter check newsletters/2025-07-21-hip-rotation.md
+    newsletter check newsletters/*-welcome-to-our-newsletter.md
+    newsletter check newsletters/*.md
     """
     from pipeline.render.checks import check_issue
 
@@ -150,22 +207,30 @@ def check(ctx: click.Context, issues: tuple[Path, ...]) -> None:
 
 
 @cli.command()
-@click.argument("issue", type=click.Path(dir_okay=False, exists=True, path_type=Path))
-@click.option("--port", default=8025, show_default=True, help="Port on 127.0.0.1 (0: any free).")
+@click.argument("issue", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--port",
+    default=8025,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port on 127.0.0.1 (0: any free).",
+)
 @click.option("--no-open", is_flag=True, help="Do not open a browser.")
 @click.pass_context
 def preview(ctx: click.Context, issue: Path, port: int, no_open: bool) -> None:
-    """Serve the rendered issue on 127.0.0.1, desktop and phone side by side.
+    """Show the issue as a subscriber will see it, on a desktop and on a phone.
 
-    Re-renders when the draft, a template or newsletter.toml changes.
+    Serves it on 127.0.0.1 and opens the browser; the page reloads when you save the
+    draft, a template, newsletter.toml or the list.  Ctrl-C stops it.
 
     \b
-    newsletter preview newsletters/2025-07-21-hip-rotation.md
+    newsletter preview newsletters/*-welcome-to-our-newsletter.md
+    newsletter preview newsletters/*-welcome-to-our-newsletter.md --port 0
     """
     from pipeline.preview import PreviewRenderer, make_server
 
     config = ctx.obj.get("config")
-    _settings(ctx)  # fail now, clearly, on a bad config
+    issue = _existing_issue(_settings(ctx), issue)  # fail now, clearly, on a bad config
     renderer = PreviewRenderer(issue, lambda: load_settings(config))
     server = make_server(renderer, port)
     url = f"http://127.0.0.1:{server.server_address[1]}/"
@@ -180,6 +245,13 @@ def preview(ctx: click.Context, issue: Path, port: int, no_open: bool) -> None:
         server.server_close()
 
 
+def _delivered(settings: Settings, slug: str) -> str:
+    """What "sent" means for this provider: the outbox only writes files."""
+    if settings.provider.name == "outbox":
+        return f"written to {shown(provider_folder(settings) / slug)}/"
+    return f"sent via {settings.provider.name}"
+
+
 def _print_report(report: SendReport, settings: Settings, *, quiet: bool = False) -> None:
     counts = report.counts
     click.echo(f"{report.slug}: {report.status.value}")
@@ -189,13 +261,13 @@ def _print_report(report: SendReport, settings: Settings, *, quiet: bool = False
     )
     run = report.this_run
     click.echo(
-        f"  this run via {settings.provider.name}: sent {run.sent}, failed {run.failed}, "
+        f"  this run: {run.sent} {_delivered(settings, report.slug)}, failed {run.failed}, "
         f"unknown {run.unknown}"
         + (f"; {report.reconciled} found already delivered" if report.reconciled else "")
     )
     if report.skipped:
         reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(report.skipped.items()))
-        click.echo(f"  skipped {sum(report.skipped.values())} rows: {reasons}")
+        click.echo(f"  skipped {counted(sum(report.skipped.values()), 'row')}: {reasons}")
     if report.withdrawn:
         click.echo(f"  withdrawn: {report.withdrawn} opted out since the send began")
     limit = 5 if quiet else 50
@@ -203,21 +275,29 @@ def _print_report(report: SendReport, settings: Settings, *, quiet: bool = False
         click.echo(f"  invalid row {settings.subscribers}:{item.line}: {item.detail}")
     for email, reason in report.failures[:limit]:
         click.echo(f"  failed {email}: {reason}")
-    if report.unknown:
+    issue_ref = shlex.quote(report.slug)
+    if counts.failed > min(limit, len(report.failures)):
+        click.echo(
+            f"  ... {counted(counts.failed, 'failed recipient')} in all: "
+            f"newsletter status {issue_ref} --failed lists them"
+        )
+    if counts.unknown:
         replayable = report.unknown_replayable
-        click.echo(f"  unknown {len(report.unknown)}: may or may not have been delivered")
+        click.echo(f"  unknown {counts.unknown}: may or may not have been delivered")
         if replayable:
             click.echo(
                 f"    {replayable} in batches this provider was sent: the next run replays them "
                 "under the same idempotency key, which it delivers once"
             )
-        if len(report.unknown) > replayable:
+        if counts.unknown > replayable:
             click.echo(
-                f"    {len(report.unknown) - replayable}: re-send them with --resend-unknown "
+                f"    {counts.unknown - replayable}: re-send them with --resend-unknown "
                 "once you have checked"
             )
         for email, _ in report.unknown[:limit]:
             click.echo(f"    {email}")
+        if counts.unknown > min(limit, len(report.unknown)):
+            click.echo(f"    ... newsletter status {issue_ref} --unknown lists them all")
     if run.paused:
         click.echo(f"  paused: {run.paused}. Run again to resume.")
     if run.stopped:
@@ -244,8 +324,13 @@ def _progress() -> Callable[[int, int], None] | None:
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--dry-run", is_flag=True, help="Show what would happen; send nothing.")
 @click.option(
-    "--to", "to_address", metavar="ADDRESS", help="Send one test copy, outside the ledger."
+    "--to",
+    "to_addresses",
+    metavar="ADDRESS",
+    multiple=True,
+    help="Send a test copy to ADDRESS, outside the ledger (repeat for several).",
 )
+@click.option("--now", is_flag=True, help="Send an issue whose send_at is still to come, now.")
 @click.option("--resend-unknown", is_flag=True, help="Re-send recipients whose fate is unknown.")
 @click.option("--force", is_flag=True, help="Send an issue edited after its sending began.")
 @click.pass_context
@@ -255,28 +340,31 @@ def send(
     due: bool,
     yes: bool,
     dry_run: bool,
-    to_address: str | None,
+    to_addresses: tuple[str, ...],
+    now: bool,
     resend_unknown: bool,
     force: bool,
 ) -> None:
     """Send an issue to the list, exactly once per subscriber.
 
+    Shows a summary and asks first (--yes does not ask).  An issue whose send_at is still
+    to come is cron's to send: sending it by hand says so, and with --yes needs --now.
     Resumes where an interrupted send stopped; never re-sends a recipient recorded as sent.
     Exit codes: 0 all done, 1 some recipients failed, unknown or pending, 2 bad input.
 
     \b
-    newsletter send newsletters/2025-07-21-hip-rotation.md --dry-run
-    newsletter send newsletters/2025-07-21-hip-rotation.md --to me@example.org
-    newsletter send newsletters/2025-07-21-hip-rotation.md --yes
+    newsletter send newsletters/*-welcome-to-our-newsletter.md --dry-run
+    newsletter send newsletters/*-welcome-to-our-newsletter.md --to me@example.org
+    newsletter send newsletters/*-welcome-to-our-newsletter.md --yes
     newsletter send --due          # from cron
     """
     from pipeline.delivery.providers import create_provider
     from pipeline.sending import dry_run as run_dry
-    from pipeline.sending import send_due, send_issue, send_test
+    from pipeline.sending import send_due, send_issue, send_tests
 
     if due == (issue is not None):
         raise click.UsageError("give either ISSUE or --due")
-    if due and (dry_run or to_address or resend_unknown or force):
+    if due and (dry_run or to_addresses or resend_unknown or force or now):
         raise click.UsageError("--due takes no other option: cron sends as configured")
     settings = _settings(ctx)
     environ = dict(os.environ)
@@ -291,17 +379,23 @@ def send(
             _print_report(due_report, settings, quiet=True)
         ctx.exit(due_run.exit_code)
     assert issue is not None
+    issue = _existing_issue(settings, issue)
     provider = create_provider(settings, environ)
     try:
         if dry_run:
             preview = run_dry(issue, settings, provider, environ)
             click.echo(f'{preview.slug}: "{preview.subject}" via {preview.provider} (dry run)')
-            click.echo(f"  audience: {preview.audience} subscribers")
+            click.echo(f"  audience: {counted(preview.audience, 'subscriber')}")
             if preview.skipped:
                 reasons = ", ".join(f"{r} {n}" for r, n in sorted(preview.skipped.items()))
-                click.echo(f"  skipped: {reasons}")
+                click.echo(f"  skipped {counted(sum(preview.skipped.values()), 'row')}: {reasons}")
             for item in preview.invalid[:20]:
                 click.echo(f"  invalid row {settings.subscribers}:{item.line}: {item.detail}")
+            if preview.early is not None:
+                click.echo(
+                    f"  scheduled for {local_time(preview.early, settings.timezone)}: "
+                    "sending it now would be early (cron sends it then; by hand, --now)"
+                )
             if preview.ledger_counts is None:
                 click.echo("  would start a new send")
             else:
@@ -316,25 +410,43 @@ def send(
                     click.echo(f"      {name}: {value}")
             click.echo("nothing was sent; run without --dry-run to send")
             return
-        if to_address:
-            message, result = send_test(issue, settings, provider, to_address, environ)
-            click.echo(f"test copy to {message.to}: {result.outcome.value} {result.provider_id}")
-            if result.reason:
-                click.echo(f"  {result.reason}")
-            ctx.exit(0 if result.outcome is Outcome.SENT else 1)
+        if to_addresses:
+            worst = 0
+            for message, result in send_tests(issue, settings, provider, to_addresses, environ):
+                if result.outcome is Outcome.SENT and settings.provider.name == "outbox":
+                    folder = provider_folder(settings) / message.issue
+                    what = f"written to {shown(folder / result.provider_id)}"
+                else:
+                    what = f"{result.outcome.value} {result.provider_id}".strip()
+                click.echo(f"test copy to {message.to}: {what}")
+                if result.reason:
+                    click.echo(f"  {result.reason}")
+                worst = max(worst, 0 if result.outcome is Outcome.SENT else 1)
+            ctx.exit(worst)
 
         def confirm(plan: SendPlan) -> bool:
+            early = ""
+            if plan.early is not None:
+                early = (
+                    f"It is scheduled for {local_time(plan.early, settings.timezone)}, "
+                    "when cron would send it. "
+                )
             if plan.resuming and plan.counts is not None:
                 what = (
                     f'Resume "{plan.subject}": {plan.counts.sent} sent, '
                     f"{plan.audience} still to send via {plan.provider}?"
                 )
             else:
-                what = f'Send "{plan.subject}" to {plan.audience} subscribers via {plan.provider}?'
+                now_word = "now, early, " if plan.early is not None else ""
+                what = (
+                    f'{early}Send "{plan.subject}" {now_word}to '
+                    f"{counted(plan.audience, 'subscriber')} via {plan.provider}?"
+                )
             if yes:
                 return True
             if not sys.stdin.isatty():
-                raise click.UsageError(f"{what} Add --yes to send without a terminal.")
+                needs = "--yes --now" if plan.early is not None and not now else "--yes"
+                raise InputError(f"{what} Add {needs} to send without a terminal.")
             return click.confirm(what, default=False)
 
         report = send_issue(
@@ -346,6 +458,7 @@ def send(
             force=force,
             confirm=None if yes else confirm,
             progress=_progress(),
+            early=now,
         )
     finally:
         provider.close()
@@ -358,34 +471,86 @@ def send(
     ctx.exit(report.exit_code)
 
 
+def provider_folder(settings: Settings) -> Path:
+    """Where the outbox provider writes (settings are checked when it is created)."""
+    from pipeline.delivery.providers.outbox import outbox_folder
+
+    return outbox_folder(settings)
+
+
 @cli.command()
 @click.argument("issue", required=False, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per issue.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print a JSON array: one object per issue (issue, audience, sent, failed, unknown, "
+    "pending, when, state, send_at).",
+)
+@click.option("--failed", "who", flag_value="failed", help="List who failed, and why (ISSUE).")
+@click.option(
+    "--unknown", "who", flag_value="unknown", help="List whose delivery is unknown (ISSUE)."
+)
 @click.pass_context
-def status(ctx: click.Context, issue: Path | None, as_json: bool) -> None:
-    """Per issue: audience, sent, failed, unknown, pending, and when.
+def status(ctx: click.Context, issue: Path | None, as_json: bool, who: str | None) -> None:
+    """Where every issue stands: draft, scheduled, due, missed, sending or complete.
+
+    Lists each issue in newsletters/ (and any the ledger knows) with its state, when it is
+    due in your time zone, and for one that started: audience, sent, failed, unknown,
+    pending.  With ISSUE, only that one; --failed or --unknown list those recipients.
 
     \b
     newsletter status
-    newsletter status newsletters/2025-07-21-hip-rotation.md --json
+    newsletter status newsletters/*-welcome-to-our-newsletter.md
+    newsletter status newsletters/*-welcome-to-our-newsletter.md --failed   # once sent
+    newsletter status --json
     """
-    from pipeline.sending import status_rows
+    from pipeline.ledger.store import RecipientStatus
+    from pipeline.sending import recipients_in, status_rows
 
-    rows = status_rows(_settings(ctx), issue.stem if issue else None)
+    settings = _settings(ctx)
+    if who is not None:
+        if issue is None:
+            raise InputError(f"--{who} lists one issue's recipients: give the ISSUE too")
+        report = status_rows(settings, issue)
+        (row,) = report.rows
+        if row.counts is None:
+            nobody = "nobody has failed" if who == "failed" else "no delivery is unknown"
+            raise InputError(f"{row.issue} has not been sent ({row.state}), so {nobody}")
+        total, people = recipients_in(settings, row.issue, RecipientStatus(who))
+        if as_json:
+            listed = [{"email": email, "reason": reason} for email, reason in people]
+            click.echo(json.dumps(listed, indent=2))
+            return
+        click.echo(f"{row.issue}: {who} {total}")
+        for email, reason in people:
+            click.echo(f"  {email}: {reason}" if reason else f"  {email}")
+        return
+    report = status_rows(settings, issue)
     if as_json:
-        keys = ("issue", "audience", "sent", "failed", "unknown", "pending", "when")
-        click.echo(json.dumps([{k: row[k] for k in keys} for row in rows], indent=2))
-        return
-    if not rows:
-        click.echo("nothing has been sent yet")
-        return
-    for row in rows:
-        note = f" ({row['note']})" if row["note"] else ""
-        click.echo(
-            f"{row['issue']}: {row['status']}{note}, {row['when']}\n"
-            f"  audience {row['audience']}: sent {row['sent']}, failed {row['failed']}, "
-            f"unknown {row['unknown']}, pending {row['pending']}"
-        )
+        click.echo(json.dumps([row.as_json() for row in report.rows], indent=2))
+    else:
+        if not report.rows and not report.problems:
+            click.echo(
+                f"no issues in {shown(settings.newsletters_dir)}/ yet: "
+                'start one with newsletter new "Title"'
+            )
+        for row in report.rows:
+            click.echo(f"{row.issue}: {row.state.value}, {row.detail}")
+            if row.counts is not None:
+                c = row.counts
+                click.echo(
+                    f"  audience {c.audience}: sent {c.sent}, failed {c.failed}, "
+                    f"unknown {c.unknown}, pending {c.pending}"
+                )
+        if len(report.rows) > 1:
+            states = Counter(row.state.value for row in report.rows)
+            summary = ", ".join(f"{state} {n}" for state, n in states.items())
+            click.echo(f"{counted(len(report.rows), 'issue')}: {summary}")
+    for problem in report.problems:
+        click.echo(f"error: {problem.location_message()}", err=True)
+    if report.problems:
+        ctx.exit(EXIT_PROBLEMS)
 
 
 @cli.group()

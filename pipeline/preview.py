@@ -7,6 +7,7 @@ the config or the list changes, re-rendering only then.
 
 from __future__ import annotations
 
+import errno
 import html
 import threading
 from collections.abc import Callable, Iterable
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from pipeline.build import render_sample
 from pipeline.config import Settings
-from pipeline.errors import NewsletterError
+from pipeline.errors import InputError, NewsletterError
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Preview: {name}</title>
@@ -143,4 +144,11 @@ def make_server(renderer: PreviewRenderer, port: int = 0) -> ThreadingHTTPServer
         def log_message(self, format: str, *args: object) -> None:
             pass  # a request log would drown the terminal; errors show in the page
 
-    return ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    try:
+        return ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            why = f"port {port} is already in use (another preview, or another program)"
+        else:
+            why = f"cannot listen on 127.0.0.1:{port} ({exc.strerror or exc})"
+        raise InputError(f"{why}; try --port 0 for any free port", field="--port") from None

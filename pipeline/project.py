@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import unicodedata
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 from pipeline.config import CONFIG_NAME
 from pipeline.errors import InputError
+from pipeline.wording import shown
 
 STARTER = Path(__file__).parent / "starter"
 STARTER_FILES = {
@@ -34,12 +36,28 @@ def new_issue(newsletters_dir: Path, title: str, today: date) -> Path:
     if path.exists():
         raise InputError("already exists; pick another title or edit that draft", path=path)
     quoted = title.strip().replace('"', '\\"')
+    # An example a week ahead: uncommented as it stands, it schedules, never sends at once.
+    send_at = f"{today + timedelta(days=7):%Y-%m-%d} 07:00"
     newsletters_dir.mkdir(parents=True, exist_ok=True)
+    text = (STARTER / "issue.md").read_text(encoding="utf-8")
     path.write_text(
-        (STARTER / "issue.md").read_text(encoding="utf-8").replace("{{TITLE}}", quoted),
-        encoding="utf-8",
+        text.replace("{{TITLE}}", quoted).replace("{{SEND_AT}}", send_at), encoding="utf-8"
     )
     return path
+
+
+def next_steps(folder: Path, draft: Path) -> str:
+    """What ``init`` prints last: commands that work as printed, from where she is."""
+    lines = ["next:"]
+    if folder.resolve() != Path.cwd().resolve():
+        lines.append(f"  cd {shlex.quote(shown(folder))}")
+    lines += [
+        "  edit newsletter.toml: name, from, reply_to, postal_address, base_url, signature, cta",
+        "  edit subscribers.csv: your readers, one a row (keep the header row)",
+        f"  newsletter check newsletters/{draft.name}",
+        f"  newsletter preview newsletters/{draft.name}",
+    ]
+    return "\n".join(lines)
 
 
 def init_project(folder: Path, today: date) -> list[Path]:
@@ -47,8 +65,9 @@ def init_project(folder: Path, today: date) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     clashes = [name for name in (CONFIG_NAME, "subscribers.csv") if (folder / name).exists()]
     if clashes:
+        verb = "exists" if len(clashes) == 1 else "exist"
         raise InputError(
-            f"{', '.join(clashes)} already exist here; init only fills an empty folder",
+            f"{' and '.join(clashes)} already {verb} here; init only fills an empty folder",
             path=folder,
         )
     created = []

@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
+from pipeline.audience.sample import sample_subscriber
 from pipeline.audience.subscribers import (
     Skipped,
     SkipReason,
     Subscriber,
     address_key,
+    check_list,
     normalise_address,
     scan,
 )
+from pipeline.build import preview_unsubscribe_url
 from pipeline.config import Settings
 from pipeline.content.issue import Issue, load_issue
 from pipeline.delivery.loop import DeliveryLoop, DeliveryPolicy, LoopResult
@@ -31,6 +34,7 @@ from pipeline.errors import InputError, InputErrors, NewsletterError
 from pipeline.ledger.lock import SendLock
 from pipeline.ledger.store import (
     Counts,
+    IssueRecord,
     IssueStatus,
     Ledger,
     RecipientStatus,
@@ -39,9 +43,18 @@ from pipeline.ledger.store import (
 )
 from pipeline.messages.compose import Message, MessageFactory
 from pipeline.messages.secret import load_secret
-from pipeline.render.checks import check_issue
+from pipeline.render.checks import check_issue, unmatched_tag
 from pipeline.render.compile import CompiledEmail, compile_issue
-from pipeline.schedule import Decision, Draft, Plan, plan_due
+from pipeline.schedule import (
+    Decision,
+    Draft,
+    IssueState,
+    Plan,
+    issue_state,
+    missed_detail,
+    plan_due,
+)
+from pipeline.wording import count, local_time, shown
 
 LEDGER_NAME = "ledger.sqlite3"
 OPTED_OUT = {
@@ -78,11 +91,12 @@ class SendPlan:
     """What a person confirms before a send starts or resumes."""
 
     slug: str
-    subject: str
+    subject: str  # as the first reader sees it: merge fields filled
     provider: str
     audience: int  # who will get it (for a resume: who is still pending)
     resuming: bool
     counts: Counts | None
+    early: datetime | None = None  # its send_at, when that is still in the future
 
 
 @dataclass
@@ -136,6 +150,60 @@ def count_audience(settings: Settings, issue: Issue) -> int:
     return sum(1 for item in scan(settings.subscribers, issue.tags) if isinstance(item, Subscriber))
 
 
+def _early(issue: Issue, now: datetime) -> datetime | None:
+    """The issue's send_at, if that is still to come."""
+    if issue.send_at is not None and issue.send_at.astimezone(UTC) > now.astimezone(UTC):
+        return issue.send_at
+    return None
+
+
+def _audience_preview(
+    compiled: CompiledEmail, settings: Settings, *, whole: bool = True
+) -> tuple[int, str]:
+    """How many would get the issue, and its subject as the first of them sees it (or the
+    sample subscriber, when nobody would): what a person confirms, never a field token."""
+    size, subject = 0, None
+    for item in scan(settings.subscribers, compiled.issue.tags):
+        if isinstance(item, Subscriber):
+            if subject is None:
+                subject = compiled.personalise(item.fields, preview_unsubscribe_url(settings))
+            size += 1
+            if not whole:
+                break
+    if subject is None:
+        subject = compiled.personalise(
+            sample_subscriber(settings), preview_unsubscribe_url(settings)
+        )
+    return size, subject.subject
+
+
+def has_audience(settings: Settings, issue: Issue) -> bool:
+    """Whether anyone at all would get the issue: stops at the first who would."""
+    return any(isinstance(item, Subscriber) for item in scan(settings.subscribers, issue.tags))
+
+
+def nobody_to_send_to(settings: Settings, issue: Issue) -> InputError:
+    """Why the audience is empty, in words she can act on: the list or the tags."""
+    path = settings.subscribers
+    report = check_list(path, keep=0)
+    if report.rows == 0:
+        return InputError(
+            "nobody to send to: the list has only its header row; add subscribers, one a row",
+            path=path,
+        )
+    if report.audience == 0:
+        states = ", ".join(f"{name} {n}" for name, n in sorted(report.by_status.items()))
+        return InputError(
+            f"nobody to send to: none of the list's {count(report.rows, 'row')} is a subscribed "
+            f"reader ({states})",
+            path=path,
+        )
+    message = unmatched_tag(issue.tags, report.by_tag)
+    if message is not None:
+        return InputError(f"nobody to send to: {message}", path=issue.path, field="tags")
+    return InputError("nobody to send to: no subscribed reader has these tags", path=issue.path)
+
+
 def send_issue(
     path: Path,
     settings: Settings,
@@ -149,11 +217,14 @@ def send_issue(
     clock: Callable[[], datetime] = utc_now,
     sleep: Callable[[float], None] = time.sleep,
     monotonic: Callable[[], float] = time.monotonic,
+    early: bool = False,
 ) -> SendReport | None:
     """Send (or resume) one issue to its audience, exactly once per recipient.
 
     Returns None when ``confirm`` declines.  Raises LockHeld if another send is running,
-    InputError for bad input, an edited issue, or a bad list.
+    InputError for bad input, an edited issue, a bad list, an audience of nobody, or an
+    issue whose ``send_at`` is still to come (unless ``early``, or ``confirm`` asks a person,
+    who is told).
     """
     compiled = prepare(path, settings)
     with SendLock(settings.state_dir):
@@ -171,6 +242,7 @@ def send_issue(
                 progress,
                 sleep,
                 monotonic,
+                early,
             )
         finally:
             ledger.close()
@@ -188,13 +260,33 @@ def _send_locked(
     progress: Callable[[int, int], None] | None,
     sleep: Callable[[float], None],
     monotonic: Callable[[], float],
+    allow_early: bool,
 ) -> SendReport | None:
     issue = compiled.issue
     slug = issue.slug
     # Holding the lock, no live run has rows in flight: any left are from a dead run.
     recovered = ledger.recover_inflight().get(slug, 0)
     record = ledger.issue(slug)
-    if record is not None and record.content_hash != compiled.fingerprint:
+    # An issue recorded with nobody in it was sent to no one (older versions marked a send to
+    # an empty list complete): it starts afresh, as if it had never started.
+    fresh = record is None or ledger.counts(slug).audience == 0
+    early = _early(issue, ledger.clock()) if fresh else None
+    subject = issue.subject
+    if fresh:
+        if confirm is not None:
+            audience_size, subject = _audience_preview(compiled, settings)
+        else:
+            audience_size = int(has_audience(settings, issue))
+        if audience_size == 0:
+            raise nobody_to_send_to(settings, issue)
+        if early is not None and confirm is None and not allow_early:
+            raise InputError(
+                f"it is scheduled for {local_time(early, settings.timezone)}, when cron will "
+                "send it; to send it now anyway, add --now",
+                path=issue.path,
+                field="send_at",
+            )
+    if record is not None and not fresh and record.content_hash != compiled.fingerprint:
         sent = ledger.counts(slug).sent
         if not force:
             raise InputError(
@@ -206,22 +298,25 @@ def _send_locked(
         ledger.set_content_hash(slug, compiled.fingerprint)
 
     if confirm is not None:
-        if record is None:
-            plan = SendPlan(
-                slug, issue.subject, provider.name, count_audience(settings, issue), False, None
-            )
+        if fresh:
+            plan = SendPlan(slug, subject, provider.name, audience_size, False, None, early)
         else:
             counts = ledger.counts(slug)
-            plan = SendPlan(slug, issue.subject, provider.name, counts.pending, True, counts)
+            subject = _audience_preview(compiled, settings, whole=False)[1]
+            plan = SendPlan(slug, subject, provider.name, counts.pending, True, counts)
         if not confirm(plan):
             return None
 
     if record is None:
         record = ledger.start_issue(slug, compiled.fingerprint, provider.name)
+    elif fresh:
+        record = ledger.restart_issue(slug, compiled.fingerprint, provider.name)
     audience = _AudienceScan()
     withdrawn = 0
     if not record.audience_loaded:
         ledger.add_recipients(slug, audience.subscribers(settings.subscribers, issue.tags))
+        if ledger.counts(slug).audience == 0:  # the list changed since the look above
+            raise nobody_to_send_to(settings, issue)
     else:
         for _ in audience.subscribers(settings.subscribers, issue.tags):
             pass
@@ -253,7 +348,7 @@ def _send_locked(
         status, note = IssueStatus.STOPPED, result.stopped
     elif result.paused:
         status, note = IssueStatus.PAUSED, result.paused
-    elif counts.pending == 0:
+    elif counts.pending == 0 and counts.audience > 0:  # never complete with nobody in it
         status, note = IssueStatus.COMPLETE, None
     else:
         status, note = IssueStatus.SENDING, None
@@ -317,6 +412,18 @@ class DueRun:
         return max(codes, default=0)
 
 
+def started_issues(settings: Settings) -> dict[str, IssueRecord]:
+    """The ledger's issues that have an audience: one recorded with nobody in it (a send to
+    an empty list, by an older version) was sent to no one, and counts as never started."""
+    if not (settings.state_dir / LEDGER_NAME).exists():
+        return {}
+    ledger = open_ledger(settings)
+    try:
+        return {r.slug: r for r in ledger.issues() if ledger.counts(r.slug).audience > 0}
+    finally:
+        ledger.close()
+
+
 def find_drafts(settings: Settings) -> tuple[list[Draft], list[InputError]]:
     drafts, problems = [], []
     for path in sorted(settings.newsletters_dir.glob("*.md")):
@@ -342,19 +449,18 @@ def send_due(
 ) -> DueRun:
     """Send every issue whose time has come, oldest first; resume any interrupted one."""
     drafts, problems = find_drafts(settings)
-    ledger = open_ledger(settings)
-    try:
-        records = {record.slug: record for record in ledger.issues()}
-    finally:
-        ledger.close()
-    plans = plan_due(drafts, records, now, settings.max_lateness)
+    records = started_issues(settings)
+    plans = plan_due(drafts, records, now, settings.max_lateness, settings.timezone)
     reports = []
     for plan in plans:
         if not plan.acts:
             continue
         provider = (provider_factory or (lambda: create_provider(settings, environ)))()
         try:
-            report = send_issue(plan.draft.path, settings, provider, environ=environ, sleep=sleep)
+            # early=True: the plan found it due by cron's clock, which is the one that counts.
+            report = send_issue(
+                plan.draft.path, settings, provider, environ=environ, sleep=sleep, early=True
+            )
         except InputError as exc:
             problems.extend(exc.problems if isinstance(exc, InputErrors) else [exc])
             continue
@@ -386,19 +492,35 @@ def send_test(
     path: Path, settings: Settings, provider: Provider, address: str, environ: Mapping[str, str]
 ) -> tuple[Message, RecipientResult]:
     """One copy to ``address``, outside the ledger, subject prefixed with [Test]."""
+    return send_tests(path, settings, provider, [address], environ)[0]
+
+
+def send_tests(
+    path: Path,
+    settings: Settings,
+    provider: Provider,
+    addresses: Sequence[str],
+    environ: Mapping[str, str],
+) -> list[tuple[Message, RecipientResult]]:
+    """A copy to each address, outside the ledger, subject prefixed with [Test]; every
+    address is checked before the first is sent."""
     compiled = prepare(path, settings)
-    key, fields = sample_fields(settings, address)
+    recipients = [sample_fields(settings, address) for address in addresses]
     factory = MessageFactory(
         compiled,
         settings,
         load_secret(settings.state_dir, environ),
         managed_unsubscribe=provider.managed_unsubscribe,
     )
-    message = factory.build(key, fields.get("email", address), fields, test=True)
-    answer = provider.send([message])
+    messages = [
+        factory.build(key, fields.get("email", address), fields, test=True)
+        for (key, fields), address in zip(recipients, addresses, strict=True)
+    ]
+    answer = provider.send(messages)
     if answer.stop:
         raise SendStopped(answer.stop)
-    return message, answer.results[0]
+    by_key = {result.key: result for result in answer.results}
+    return [(message, by_key[message.key]) for message in messages]
 
 
 @dataclass
@@ -412,12 +534,21 @@ class DryRun:
     samples: list[Message]
     ledger_counts: Counts | None
     ledger_status: IssueStatus | None
+    early: datetime | None = None  # its send_at, when a send now would be early
 
 
 def dry_run(
-    path: Path, settings: Settings, provider: Provider, environ: Mapping[str, str], samples: int = 3
+    path: Path,
+    settings: Settings,
+    provider: Provider,
+    environ: Mapping[str, str],
+    samples: int = 3,
+    now: datetime | None = None,
 ) -> DryRun:
-    """Everything a send would do up to the provider call; nothing is sent or recorded."""
+    """Everything a send would do up to the provider call; nothing is sent or recorded.
+
+    Refuses as a send would when nobody would get the issue.
+    """
     delivery_policy(settings, provider)  # batch size, rate, retries: checked, as a send would
     compiled = prepare(path, settings)
     issue = compiled.issue
@@ -435,17 +566,19 @@ def dry_run(
         if len(messages) < samples:
             messages.append(factory.build(subscriber.key, subscriber.email, subscriber.fields))
     counts = status = None
-    if (settings.state_dir / LEDGER_NAME).exists():
+    record = started_issues(settings).get(issue.slug)
+    if record is not None:
         ledger = open_ledger(settings)
         try:
-            record = ledger.issue(issue.slug)
-            if record is not None:
-                counts, status = ledger.counts(issue.slug), record.status
+            counts, status = ledger.counts(issue.slug), record.status
         finally:
             ledger.close()
+    elif audience == 0:
+        raise nobody_to_send_to(settings, issue)
+    subject = messages[0].subject if messages else _audience_preview(compiled, settings)[1]
     return DryRun(
         issue.slug,
-        issue.subject,
+        subject,
         provider.name,
         audience,
         scan_result.skipped,
@@ -453,34 +586,133 @@ def dry_run(
         messages,
         counts,
         status,
+        _early(issue, now or utc_now()) if record is None else None,
     )
 
 
-def status_rows(settings: Settings, slug: str | None = None) -> list[dict[str, object]]:
-    """For ``newsletter status``: per issue, audience, sent, failed, unknown, pending, when."""
-    if not (settings.state_dir / LEDGER_NAME).exists():
-        return []
+@dataclass(frozen=True)
+class StatusRow:
+    """One issue as ``newsletter status`` shows it."""
+
+    issue: str  # the slug
+    path: Path | None  # the draft, when it is still there
+    state: IssueState
+    send_at: datetime | None
+    counts: Counts | None  # None until its sending starts
+    when: str | None  # from the ledger: finished, else started (UTC, ISO 8601)
+    note: str | None  # why it paused or stopped
+    detail: str  # the state in words: when it goes, why it will not
+
+    def as_json(self) -> dict[str, object]:
+        """The keys ``status --json`` always had, then ``state`` and ``send_at``."""
+        counts = self.counts or Counts(0, 0, 0, 0, 0)
+        return {
+            "issue": self.issue,
+            "audience": counts.audience,
+            "sent": counts.sent,
+            "failed": counts.failed,
+            "unknown": counts.unknown,
+            "pending": counts.pending,
+            "when": self.when,
+            "state": self.state.value,
+            "send_at": self.send_at.isoformat() if self.send_at else None,
+        }
+
+
+@dataclass
+class StatusReport:
+    rows: list[StatusRow]
+    problems: list[InputError]  # drafts that cannot be read, so have no state
+
+
+def status_rows(
+    settings: Settings, issue: Path | None = None, now: datetime | None = None
+) -> StatusReport:
+    """Every issue in newsletters/ and every one the ledger knows, with its state.
+
+    ``issue``: only that one (a path, or a slug the ledger knows); an issue that is neither a
+    file nor in the ledger is an InputError.
+    """
+    now = now or utc_now()
+    drafts, problems = find_drafts(settings)
+    started = started_issues(settings)
+    if issue is not None:
+        problems = []
+        drafts = [d for d in drafts if d.slug == issue.stem]
+        if not drafts and issue.is_file():
+            loaded = load_issue(issue, settings.timezone)
+            drafts = [Draft(issue, loaded.slug, loaded.send_at)]
+        started = {k: v for k, v in started.items() if k == issue.stem}
+        if not drafts and not started:
+            raise InputError(
+                f"no such issue: not a file, and not in {shown(settings.newsletters_dir)}/ "
+                "or the ledger",
+                path=issue,
+            )
+    counts: dict[str, Counts] = {}
+    if started:
+        ledger = open_ledger(settings)
+        try:
+            counts = {slug: ledger.counts(slug) for slug in started}
+        finally:
+            ledger.close()
+    by_slug: dict[str, Draft | None] = {d.slug: d for d in drafts}
+    by_slug.update({slug: None for slug in started if slug not in by_slug})
+    rows = []
+    for slug in sorted(by_slug):
+        draft, record = by_slug[slug], started.get(slug)
+        send_at = draft.send_at.astimezone(settings.timezone) if draft and draft.send_at else None
+        state = issue_state(send_at, record, now, settings.max_lateness)
+        rows.append(
+            StatusRow(
+                issue=slug,
+                path=draft.path if draft else None,
+                state=state,
+                send_at=send_at,
+                counts=counts.get(slug),
+                when=(record.finished_at or record.started_at) if record else None,
+                note=record.note if record else None,
+                detail=_state_detail(state, draft, record, now, settings),
+            )
+        )
+    return StatusReport(rows, problems)
+
+
+def _state_detail(
+    state: IssueState,
+    draft: Draft | None,
+    record: IssueRecord | None,
+    now: datetime,
+    settings: Settings,
+) -> str:
+    zone = settings.timezone
+    if record is not None:
+        moment = datetime.fromisoformat(record.finished_at or record.started_at)
+        verb = "finished" if record.finished_at else "started"
+        return f"{verb} {local_time(moment, zone)}" + (f"; {record.note}" if record.note else "")
+    assert draft is not None  # an issue neither started nor a draft is not listed
+    if state is IssueState.DRAFT:
+        return (
+            "no send_at, so cron will not send it; send it by hand: "
+            f"newsletter send {shown(draft.path)}"
+        )
+    assert draft.send_at is not None
+    if state is IssueState.SCHEDULED:
+        return f"for {local_time(draft.send_at, zone)}"
+    if state is IssueState.DUE:
+        return f"send_at {local_time(draft.send_at, zone)} has passed: the next cron run sends it"
+    return missed_detail(draft, draft.send_at, now, settings.max_lateness, zone)
+
+
+def recipients_in(
+    settings: Settings, slug: str, status: RecipientStatus
+) -> tuple[int, list[tuple[str, str]]]:
+    """Everyone of an issue in ``status`` (failed, unknown), with the provider's reason."""
+    if slug not in started_issues(settings):
+        return 0, []
     ledger = open_ledger(settings)
     try:
-        rows = []
-        for record in ledger.issues():
-            if slug is not None and record.slug != slug:
-                continue
-            counts = ledger.counts(record.slug)
-            rows.append(
-                {
-                    "issue": record.slug,
-                    "audience": counts.audience,
-                    "sent": counts.sent,
-                    "failed": counts.failed,
-                    "unknown": counts.unknown,
-                    "pending": counts.pending,
-                    "when": record.finished_at or record.started_at,
-                    "status": record.status.value,
-                    "note": record.note,
-                }
-            )
-        return rows
+        return len(rows := ledger.recipients(slug, status, limit=-1)), rows
     finally:
         ledger.close()
 

@@ -108,7 +108,7 @@ def test_bad_config_names_the_key(in_project: Path) -> None:
 def test_new_scaffolds_a_draft_that_checks_clean(in_project: Path) -> None:
     code, out, _ = run("new", "Squats & Knees: Part 2")
     assert code == 0
-    path = Path(out.split("created ", 1)[1].strip())
+    path = in_project / out.splitlines()[0].split("created ", 1)[1]
     assert path.parent == in_project / "newsletters"
     assert path.name.endswith("-squats-knees-part-2.md")
     assert run("check", str(path))[0] == 0

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 from click.testing import CliRunner
 
+from pipeline.audience.subscribers import Subscriber, scan
 from pipeline.cli import cli
 from pipeline.config import load_settings
 from pipeline.content.issue import parse_send_at
@@ -67,7 +68,7 @@ def test_due_decisions_and_order() -> None:
         "no-date": Decision.UNSCHEDULED,
     }
     stale = next(p for p in plans if p.draft.slug == "stale")
-    assert "passed 25.0 hours ago, more than max_lateness (24.0 hours)" in stale.detail
+    assert "passed 25 hours ago, more than max_lateness (24 hours)" in stale.detail
 
 
 def test_spring_forward_gap() -> None:
@@ -130,6 +131,11 @@ def test_send_due_resumes_an_interrupted_stale_issue(make_project: Callable[...,
     settings = load_settings(root / "newsletter.toml")
     ledger = open_ledger(settings)
     ledger.start_issue("2025-07-21-hip-rotation", "stale-hash", "outbox")
+    # Its audience recorded: a version went out (a record with nobody in it never started).
+    ledger.add_recipients(
+        "2025-07-21-hip-rotation",
+        [s for s in scan(settings.subscribers) if isinstance(s, Subscriber)],
+    )
     ledger.close()
     # The fingerprint differs from the placeholder: cron must not send a second version.
     result = send_due(settings, {}, now=datetime(2025, 8, 30, tzinfo=UTC))
@@ -147,7 +153,10 @@ def test_send_due_cli_reports_stale_issues(make_project: Callable[..., Path]) ->
     finally:
         os.chdir(old)
     assert result.exit_code == 0
-    assert "2025-07-21-hip-rotation: not sent: send_at 2025-07-21T07:00:00-07:00 passed" in (
+    assert "2025-07-21-hip-rotation: not sent: its send_at, Mon 21 Jul 2025, 07:00 PDT" in (
+        result.stdout
+    )
+    assert "to send it anyway: newsletter send newsletters/2025-07-21-hip-rotation.md" in (
         result.stdout
     )
     assert not (root / "outbox").exists()

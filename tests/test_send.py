@@ -51,7 +51,7 @@ def test_sample_send_then_nothing_on_the_second_run(make_project: Callable[..., 
 
     code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
     assert code == 0
-    assert "this run via outbox: sent 0, failed 0, unknown 0" in out
+    assert "this run: 0 written to outbox/2025-07-21-hip-rotation/, failed 0, unknown 0" in out
     assert {p: p.stat().st_mtime_ns for p in (root / "outbox").rglob("*.eml")} == stamps
 
 
@@ -69,12 +69,16 @@ def test_messy_list_through_the_outbox(make_project: Callable[..., Path]) -> Non
 
 def test_status_json_has_exactly_the_keys(make_project: Callable[..., Path]) -> None:
     root = make_project()
-    assert newsletter(root, "status", "--json")[1].strip() == "[]"
+    (row,) = json.loads(newsletter(root, "status", "--json")[1])
+    assert (row["state"], row["audience"], row["when"]) == ("missed", 0, None)
     newsletter(root, "send", SAMPLE_ISSUE, "--yes")
     code, out, _ = newsletter(root, "status", SAMPLE_ISSUE, "--json")
     assert code == 0
     (row,) = json.loads(out)
-    assert set(row) == {"issue", "audience", "sent", "failed", "unknown", "pending", "when"}
+    assert set(row) == {
+        *("issue", "audience", "sent", "failed", "unknown", "pending", "when"),
+        *("state", "send_at"),
+    }
     assert (row["issue"], row["audience"], row["sent"], row["pending"]) == (
         "2025-07-21-hip-rotation",
         9,
@@ -186,8 +190,8 @@ def test_dry_run_sends_and_records_nothing(make_project: Callable[..., Path]) ->
 def test_test_copy_goes_outside_the_ledger(make_project: Callable[..., Path]) -> None:
     root = make_project()
     code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--to", "Ada.Runner@example.org")
-    assert code == 0 and "test copy to Ada Runner <ada.runner@example.org>: sent" in out
-    (path,) = (root / "outbox" / "2025-07-21-hip-rotation").glob("test-*.eml")
+    assert code == 0 and "test copy to Ada Runner <ada.runner@example.org>: written to" in out
+    (path,) = (root / "outbox" / "2025-07-21-hip-rotation" / "tests").glob("*.eml")
     message = email.message_from_bytes(path.read_bytes(), policy=policy.default)
     assert message["Subject"] == "[Test] Why Hip Rotation Matters More Than You Think"
     assert not (root / ".newsletter" / "ledger.sqlite3").exists()
@@ -277,5 +281,5 @@ def test_outbox_reconciles_unknown_rows_without_duplicates(
     (root / folder_name / "2025-07-21-hip-rotation" / "iris@example.org.eml").unlink()
     code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
     assert code == 0, out
-    assert "sent 1" in out and "8 found already delivered" in out
+    assert "this run: 1 written" in out and "8 found already delivered" in out
     assert len(outbox_files(root)) == 9

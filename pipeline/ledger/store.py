@@ -152,6 +152,19 @@ class Ledger:
                 (status, note, finished, slug),
             )
 
+    def restart_issue(self, slug: str, content_hash: str, provider: str) -> IssueRecord:
+        """Start again an issue that nobody was sent (no audience recorded): its audience is
+        to be loaded afresh, so a load cut short now is continued, never taken as whole."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE issues SET content_hash = ?, provider = ?, status = ?, note = NULL,"
+                " finished_at = NULL, audience_loaded = 0 WHERE slug = ?",
+                (content_hash, provider, IssueStatus.SENDING, slug),
+            )
+        record = self.issue(slug)
+        assert record is not None
+        return record
+
     def set_content_hash(self, slug: str, content_hash: str) -> None:
         with self.transaction() as db:
             db.execute("UPDATE issues SET content_hash = ? WHERE slug = ?", (content_hash, slug))

@@ -7,17 +7,22 @@ send will not trip over the content.
 
 from __future__ import annotations
 
+import difflib
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from jinja2 import meta
 from markdown_it.tree import SyntaxTreeNode
 from markupsafe import escape
 
-from pipeline.audience.csv_source import read_columns
+from pipeline.audience.csv_source import read_columns, read_rows
 from pipeline.audience.sample import sample_subscriber
+from pipeline.audience.subscribers import parse_tags
 from pipeline.config import Settings
 from pipeline.content.issue import Issue, load_issue
-from pipeline.content.merge_fields import ENVIRONMENT
+from pipeline.content.merge_fields import ENVIRONMENT, TOKEN_PATTERN
 from pipeline.errors import InputError, InputErrors
 from pipeline.render.compile import UNSUBSCRIBE_FIELD, CompiledEmail, compile_issue
 from pipeline.render.fill import STANDARD_COLUMNS
@@ -149,6 +154,74 @@ def check_compiled(
     return problems
 
 
+def fields_shown(problems: list[InputError], issue: Issue) -> list[InputError]:
+    """Problems quoting the draft's text show its merge fields as she wrote them
+    (``{{ subscriber.first_name }}``), never the internal tokens compiling uses."""
+
+    def source(match: re.Match[str]) -> str:
+        return "{{ " + issue.merge_fields.fields[int(match[1])].source + " }}"
+
+    return [
+        InputError(
+            TOKEN_PATTERN.sub(source, problem.message),
+            path=problem.path,
+            line=problem.line,
+            field=problem.field,
+        )
+        if TOKEN_PATTERN.search(problem.message)
+        else problem
+        for problem in problems
+    ]
+
+
+def unmatched_tag(tags: Sequence[str], list_tags: Mapping[str, int]) -> str | None:
+    """Why a front-matter tag reaches nobody, naming the tags the list has; None if all match.
+
+    ``list_tags`` counts subscribed readers per tag (lower case, as the list is matched).
+    """
+    missing = [tag for tag in tags if tag.lower() not in list_tags]
+    if not missing:
+        return None
+    names = ", ".join(f"'{tag}'" for tag in missing)
+    message = f"no subscribed reader has the tag {names}"
+    if list_tags:
+        message += " (the list's tags: " + ", ".join(sorted(list_tags)) + ")"
+        hint = difflib.get_close_matches(missing[0].lower(), list(list_tags), n=1)
+        if hint:
+            message += f"; did you mean '{hint[0]}'?"
+    else:
+        message += " (nobody on the list has any tag: put them in its 'tags' column)"
+    return message
+
+
+def check_tags(issue: Issue, settings: Settings) -> list[InputError]:
+    """A ``tags:`` value no subscribed reader has: the issue would reach nobody with it
+    (most often a typo, ``runner`` for ``runners``)."""
+    if not issue.tags or not settings.subscribers.is_file():
+        return []
+    # Rows marked subscribed, without validating every address (a 100k list: 0.2 s, not 4):
+    # a tag only invalid rows carry still reaches nobody, and `send` refuses that, saying so.
+    tags: Counter[str] = Counter()
+    try:
+        for row in read_rows(settings.subscribers):
+            if row.values.get("status", "").strip().lower() in ("", "subscribed"):
+                tags.update(parse_tags(row.values.get("tags", "")))
+        message = unmatched_tag(issue.tags, tags)
+    except InputError as exc:
+        return [exc]
+    if message is None:
+        return []
+    line = next(
+        (
+            number
+            for number, text in enumerate(issue.path.read_text("utf-8-sig").splitlines(), 1)
+            if text.startswith("tags:")
+        ),
+        None,
+    )
+    return [InputError(message, path=issue.path, line=line, field="tags")]
+
+
 def check_issue(path: Path, settings: Settings) -> list[InputError]:
     """Every problem with the issue at ``path``; an empty list means it may go out."""
     try:
@@ -161,13 +234,13 @@ def check_issue(path: Path, settings: Settings) -> list[InputError]:
         columns = known_columns(settings)
     except InputError as exc:
         return [exc]
-    problems = check_merge_fields(issue, columns) + check_body(issue)
+    problems = check_merge_fields(issue, columns) + fields_shown(check_body(issue), issue)
     if problems:
         # Compiling would fail on an unknown field; the lines above already say why.
-        return problems
+        return problems + check_tags(issue, settings)
     try:
         compiled = compile_issue(issue, settings)
         problems += check_compiled(compiled, settings, sample_subscriber(settings))
     except InputError as exc:
         problems.append(exc)
-    return problems
+    return problems + check_tags(issue, settings)

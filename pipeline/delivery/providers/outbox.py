@@ -1,8 +1,10 @@
 """``outbox``: each message as an RFC 5322 ``.eml`` file in ``outbox/<issue>/``.
 
 The embedded default: no account, no server, and a person can open the files in a mail
-client.  Writing the same recipient's file again replaces it, and ``reconcile`` can tell from
-the file whether a message was written, so an interrupted run settles without duplicates.
+client.  Writing the same recipient's file again replaces it, and ``reconcile`` can tell
+from the file whether a message was written, so an interrupted run settles without
+duplicates.  Test copies (``send --to``) go to ``outbox/<issue>/tests/``, apart from the
+real messages, each under a new name.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class OutboxProvider:
         stem = _UNSAFE.sub("_", message.key)[:150]
         if message.message_id.startswith("<test."):
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-            stem = f"test-{stamp}-{stem}"
+            return self.folder / message.issue / "tests" / f"{stamp}-{stem}.eml"
         return self.folder / message.issue / f"{stem}.eml"
 
     def send(self, messages: Sequence[Message]) -> BatchResult:
@@ -60,7 +62,9 @@ class OutboxProvider:
             except OSError as exc:
                 results.append(RecipientResult(message.key, Outcome.RETRY, reason=str(exc)))
                 continue
-            results.append(RecipientResult(message.key, Outcome.SENT, provider_id=str(path.name)))
+            # The file's path within the issue's folder: what a person opens.
+            where = path.relative_to(self.folder / message.issue).as_posix()
+            results.append(RecipientResult(message.key, Outcome.SENT, provider_id=where))
         return BatchResult(results)
 
     def reconcile(self, messages: Sequence[Message]) -> list[RecipientResult]:
@@ -80,9 +84,12 @@ class OutboxProvider:
         pass
 
 
+def outbox_folder(settings: Settings) -> Path:
+    return settings.root / Options(settings, OPTIONS).string("folder", "outbox")
+
+
 def create(settings: Settings, environ: Mapping[str, str]) -> OutboxProvider:
-    options = Options(settings, OPTIONS)
-    return OutboxProvider(settings.root / options.string("folder", "outbox"))
+    return OutboxProvider(outbox_folder(settings))
 
 
 OPTIONS = {"folder": "where to write (default: outbox/, one folder per issue)"}
