@@ -24,7 +24,7 @@ from typing import BinaryIO
 from pipeline.errors import InputError
 
 UTF8_BOM = b"\xef\xbb\xbf"
-SAVE_AS_UTF8 = "in Excel: File > Save As > 'CSV UTF-8 (Comma delimited)'"
+SAVE_AS_UTF8 = 'in Excel, use File > Save As > "CSV UTF-8 (Comma delimited)"'
 
 # Header names as spreadsheets and mailing services export them, compared with case, spaces,
 # hyphens and underscores removed.  Mailchimp exports "Email Address", "First Name", "Last
@@ -104,14 +104,15 @@ class SourceRow:
 
 
 def _not_utf8(path: Path, line: int, raw: bytes, exc: UnicodeDecodeError) -> InputError:
-    # Show the bytes around the bad one the way Excel meant them (Windows-1252), so she can
-    # find the row: 'Jos\xe9' reads as "José".
-    start = max(0, raw.rfind(b",", 0, exc.start) + 1, raw.rfind(b";", 0, exc.start) + 1)
-    word = raw[start : exc.start + 12].split(b",")[0].split(b";")[0]
-    shown = clean(word.decode("cp1252", errors="replace"))
+    # Show the value holding the bad byte the way Excel meant it (Windows-1252), so she can
+    # find the row: b"Jos\xe9" reads as "José".
+    before = raw[: exc.start]
+    start = max(before.rfind(b","), before.rfind(b";"), before.rfind(b"\t")) + 1
+    value = re.split(rb"[,;\t\r\n]", raw[start:], maxsplit=1)[0]
+    shown = clean(value.decode("cp1252", errors="replace")).strip('"')
     return InputError(
-        f"the list is not saved as UTF-8 (byte 0x{raw[exc.start]:02X} in {shown!r}, "
-        f"probably Windows-1252); {SAVE_AS_UTF8}, and nothing is sent until then",
+        f'the list is not saved as UTF-8 ("{shown}" is in another encoding, as Excel\'s plain '
+        f'"CSV" saves it); {SAVE_AS_UTF8}; nothing is sent until then',
         path=path,
         line=line,
     )

@@ -1,0 +1,77 @@
+"""The list as a person looks at it: who is on it, with what status and tags, and a clean copy.
+
+``newsletter subscribers list`` and ``export`` print these; ``add``, ``resubscribe`` and
+``unsubscribe ADDRESS`` look an address up here before changing it.  Nothing here validates
+addresses (``subscribers check`` does): a row is shown as it is written.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from pipeline.audience.csv_source import ListFile, address_key_fast, check_file
+from pipeline.audience.subscribers import Status, parse_tags
+
+STANDARD = ("email", "first_name", "last_name", "status", "tags")
+
+
+@dataclass(frozen=True)
+class Entry:
+    line: int
+    values: dict[str, str]  # column (as merge fields name it) -> cleaned text
+
+    @property
+    def email(self) -> str:
+        return self.values.get("email", "")
+
+    @property
+    def status(self) -> str:
+        """The status as written, lower case; an empty cell means subscribed."""
+        return self.values.get("status", "").lower() or Status.SUBSCRIBED.value
+
+    @property
+    def tags(self) -> frozenset[str]:
+        return parse_tags(self.values.get("tags", ""))
+
+    @property
+    def name(self) -> str:
+        return f"{self.values.get('first_name', '')} {self.values.get('last_name', '')}".strip()
+
+
+def entries(path: Path, *, status: str | None = None, tag: str | None = None) -> Iterator[Entry]:
+    """Every row of the list (blank lines skipped), optionally only one status or tag."""
+    wanted_tag = tag.strip().lower() if tag else None
+    check_file(path)  # a bad byte on row 3,002 is reported before row 2 is printed
+    with ListFile(path) as source:
+        for row in source.rows():
+            entry = Entry(row.line, row.values)
+            if status is not None and entry.status != status:
+                continue
+            if wanted_tag is not None and wanted_tag not in entry.tags:
+                continue
+            yield entry
+
+
+def find(path: Path, email: str) -> list[Entry]:
+    """The rows of one address, in any case."""
+    key = address_key_fast(email)
+    return [entry for entry in entries(path) if address_key_fast(entry.email) == key]
+
+
+def export(path: Path, target: TextIO) -> int:
+    """Write the list as plain comma-separated UTF-8 with the standard column names first;
+    returns how many rows.  ``target`` is opened by the caller with ``newline=""``."""
+    with ListFile(path) as source:
+        names = source.header.names
+        columns = [*(n for n in STANDARD if n in names), *(n for n in names if n not in STANDARD)]
+        writer = csv.writer(target, lineterminator="\r\n")
+        writer.writerow(columns)
+        count = 0
+        for row in source.rows():
+            writer.writerow([row.values.get(name, "") for name in columns])
+            count += 1
+        return count
