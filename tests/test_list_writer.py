@@ -246,3 +246,28 @@ def test_two_writers_at_once_lose_nothing(tmp_path: Path) -> None:
     assert added <= audience
     assert len(audience) == 2_000 - 80 + 80
     assert not stale_temp_files(path)
+
+
+def test_a_formula_never_reaches_the_list(tmp_path: Path) -> None:
+    path = write(tmp_path, b"email,first_name\n")
+    apply_changes(
+        path,
+        [
+            ListChange(
+                "x@example.org", fields={"first_name": '=HYPERLINK("http://evil")'}, create=True
+            )
+        ],
+    )
+    assert (
+        path.read_bytes()
+        == b'email,first_name,status\nx@example.org,"HYPERLINK(""http://evil"")",subscribed\n'
+    )
+
+
+def test_a_symlinked_list_stays_a_symlink(tmp_path: Path) -> None:
+    real = write(tmp_path, ODD)
+    link = tmp_path / "elsewhere" / "subscribers.csv"
+    link.parent.mkdir()
+    link.symlink_to(real)
+    apply_changes(link, [ListChange("ada@example.org", status="unsubscribed")])
+    assert link.is_symlink() and b"ada@example.org,Ada,Runner,unsubscribed" in real.read_bytes()

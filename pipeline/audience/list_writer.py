@@ -103,6 +103,13 @@ def _remove_stale(path: Path) -> None:
         temp.unlink(missing_ok=True)
 
 
+def defuse(value: str) -> str:
+    """A value with no leading ``=``, ``+``, ``-`` or ``@``: the list is opened in Excel, and
+    a sign-up form's "first name" of ``=HYPERLINK(...)`` would be a live formula there (OWASP,
+    "CSV Injection").  No name or tag needs those characters first."""
+    return value.lstrip("=+-@ \t")
+
+
 def _check_status(status: str | None) -> str | None:
     if status is None:
         return None
@@ -136,7 +143,7 @@ def _plans(changes: Sequence[ListChange]) -> dict[str, _Plan]:
         for name, value in change.fields.items():
             if column_name(name) == "email":
                 raise InputError("an address cannot be changed: remove it and add the new one")
-            plan.fields[column_name(name)] = clean(value)
+            plan.fields[column_name(name)] = defuse(clean(value))
         plan.create = plan.create or change.create
     return plans
 
@@ -175,7 +182,7 @@ def _line_ending(raw: bytes) -> bytes:
 
 def _rewrite(path: Path, plans: dict[str, _Plan]) -> ApplyResult:
     changed = added = unchanged = removed = 0
-    with ListFile(path) as source:
+    with ListFile(path, exact=True) as source:
         header = source.header
         cells, names = _header_with(header, plans)
         newline = header.newline or b"\n"
@@ -287,6 +294,9 @@ def apply_changes(path: Path, changes: Sequence[ListChange]) -> ApplyResult:
     not rewritten at all.  Raises InputError for a list that cannot be read, an invalid new
     address or status; the list is then untouched."""
     plans = _plans(changes)
+    # A list kept elsewhere through a symlink is replaced where it lives, and every writer
+    # locks the same file however it was named.
+    path = path.resolve()
     with locked(path):
         _remove_stale(path)
         if not plans:
