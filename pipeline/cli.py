@@ -534,7 +534,8 @@ def subscribers_remove(ctx: click.Context, email: str) -> None:
     """Delete every row of an address from the list (an erasure request).
 
     To stop sending but keep the row, use `newsletter unsubscribe ADDRESS` instead: an
-    unsubscribed row also stops a later import from adding them back.
+    unsubscribed row also stops a later import from adding them back.  The ledger
+    (.newsletter/) still records the issues already sent to the address.
 
     \b
     newsletter subscribers remove ada@example.org
@@ -609,6 +610,8 @@ def subscribers_export(ctx: click.Context, out: Path | None) -> None:
         with temp.open("w", encoding="utf-8-sig", newline="") as target:
             count = export(path, target)
         temp.replace(out)
+    except OSError as exc:
+        raise InputError(f"cannot write {out}: {exc.strerror or exc}", field="--out") from None
     finally:
         temp.unlink(missing_ok=True)
     click.echo(f"exported {_plural(count, 'row')} to {out}")

@@ -210,6 +210,10 @@ class ListFile:
             raise InputError("subscriber list not found", path=path) from None
         except IsADirectoryError:
             raise InputError("the subscriber list is a folder, not a file", path=path) from None
+        except PermissionError:
+            raise InputError(
+                "the subscriber list cannot be read (permission denied)", path=path
+            ) from None
         self._lines = _Lines(self._handle, path)
         self._text: TextIO | None = None
         try:

@@ -36,9 +36,13 @@ from pipeline.audience.csv_source import (
     column_name,
 )
 from pipeline.audience.subscribers import Status, normalise_address
-from pipeline.errors import InputError
+from pipeline.errors import InputError, NewsletterError
 
 TEMP_SUFFIX = ".tmp"
+
+
+class ListWriteError(NewsletterError):
+    """The list could not be rewritten (permissions, a full disk); it is left as it was."""
 
 
 @dataclass(frozen=True)
@@ -297,8 +301,16 @@ def apply_changes(path: Path, changes: Sequence[ListChange]) -> ApplyResult:
     # A list kept elsewhere through a symlink is replaced where it lives, and every writer
     # locks the same file however it was named.
     path = path.resolve()
-    with locked(path):
-        _remove_stale(path)
-        if not plans:
-            return ApplyResult(0, 0, 0)
-        return _rewrite(path, plans)
+    if not path.is_file():
+        raise InputError("subscriber list not found", path=path)
+    try:
+        with locked(path):
+            _remove_stale(path)
+            if not plans:
+                return ApplyResult(0, 0, 0)
+            return _rewrite(path, plans)
+    except OSError as exc:
+        # A read-only folder, a full disk: the temp file is gone and the list as it was.
+        raise ListWriteError(
+            f"{path}: could not rewrite the list ({exc.strerror or exc}); nothing was changed"
+        ) from None
