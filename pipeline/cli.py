@@ -392,7 +392,7 @@ def _plural(count: int, word: str, plural: str | None = None) -> str:
     return f"{count:,} {word if count == 1 else plural or word + 's'}"
 
 
-@cli.group()
+@cli.group(short_help="Check, list, add, remove and export the list.")
 def subscribers() -> None:
     """Look after the list (subscribers.csv): check it, list, add, remove, export.
 
@@ -402,9 +402,9 @@ def subscribers() -> None:
     \b
     newsletter subscribers check
     newsletter subscribers list --tag runners
-    newsletter subscribers add ada@example.org --first-name Ada --tag runners
-    newsletter subscribers resubscribe ada@example.org
-    newsletter subscribers remove ada@example.org
+    newsletter subscribers add sam@example.org --first-name Sam --tag runners
+    newsletter subscribers resubscribe alan@example.org
+    newsletter subscribers remove grace@example.org
     newsletter subscribers export --out subscribers-export.csv
     """
 
@@ -413,7 +413,7 @@ def _list_path(ctx: click.Context) -> Path:
     return _settings(ctx.find_root()).subscribers
 
 
-@subscribers.command(name="check")
+@subscribers.command(name="check", short_help="Counts, invalid rows, duplicates, columns read.")
 @click.pass_context
 def subscribers_check(ctx: click.Context) -> None:
     """Counts by status and tag, invalid rows and duplicates; exit 1 if a row is invalid.
@@ -455,7 +455,7 @@ DELIMITER_NAMES = {";": "semicolons", "\t": "tabs", ",": "commas"}
 STATUS_CHOICE = click.Choice(["subscribed", "unsubscribed", "bounced", "complained"])
 
 
-@subscribers.command(name="list")
+@subscribers.command(name="list", short_help="Print the list (--status, --tag).")
 @click.option("--status", type=STATUS_CHOICE, help="Only rows with this status.")
 @click.option("--tag", help="Only rows with this tag.")
 @click.pass_context
@@ -478,7 +478,7 @@ def subscribers_list(ctx: click.Context, status: str | None, tag: str | None) ->
     click.echo(f"{_plural(count, 'row')}{f' ({which})' if which else ''}")
 
 
-@subscribers.command(name="add")
+@subscribers.command(name="add", short_help="Add someone, subscribed.")
 @click.argument("email")
 @click.option("--first-name", default="", help="First name (for {{ subscriber.first_name }}).")
 @click.option("--last-name", default="", help="Last name.")
@@ -493,8 +493,8 @@ def subscribers_add(
     asked to be back).
 
     \b
-    newsletter subscribers add ada@example.org --first-name Ada --last-name Runner
-    newsletter subscribers add ben@example.org --tag runners --tag seniors
+    newsletter subscribers add sam@example.org --first-name Sam --last-name Ortiz
+    newsletter subscribers add kim@example.org --tag runners --tag seniors
     """
     from pipeline.audience.list_writer import ListChange, apply_changes
     from pipeline.audience.listing import find
@@ -527,7 +527,7 @@ def subscribers_add(
         click.echo(f"{email} was already on the list: nothing added")
 
 
-@subscribers.command(name="remove")
+@subscribers.command(name="remove", short_help="Delete an address (an erasure request).")
 @click.argument("email")
 @click.pass_context
 def subscribers_remove(ctx: click.Context, email: str) -> None:
@@ -538,7 +538,7 @@ def subscribers_remove(ctx: click.Context, email: str) -> None:
     (.newsletter/) still records the issues already sent to the address.
 
     \b
-    newsletter subscribers remove ada@example.org
+    newsletter subscribers remove grace@example.org
     """
     from pipeline.audience.list_writer import ListChange, apply_changes
 
@@ -549,14 +549,14 @@ def subscribers_remove(ctx: click.Context, email: str) -> None:
     click.echo(f"removed {email} from {path} ({_plural(result.removed, 'row')} deleted)")
 
 
-@subscribers.command(name="resubscribe")
+@subscribers.command(name="resubscribe", short_help="Subscribe again someone who asked.")
 @click.argument("email")
 @click.pass_context
 def subscribers_resubscribe(ctx: click.Context, email: str) -> None:
     """Subscribe again someone who unsubscribed (only when they asked to be back).
 
     \b
-    newsletter subscribers resubscribe ada@example.org
+    newsletter subscribers resubscribe alan@example.org
     """
     from pipeline.audience.list_writer import ListChange, apply_changes
     from pipeline.audience.listing import find
@@ -576,7 +576,7 @@ def subscribers_resubscribe(ctx: click.Context, email: str) -> None:
         click.echo(f"{email}: already subscribed; nothing changed")
 
 
-@subscribers.command(name="export")
+@subscribers.command(name="export", short_help="A clean UTF-8 copy of the list.")
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -617,7 +617,7 @@ def subscribers_export(ctx: click.Context, out: Path | None) -> None:
     click.echo(f"exported {_plural(count, 'row')} to {out}")
 
 
-@cli.command()
+@cli.command(short_help="Unsubscribe an address, or apply a link.")
 @click.argument("target", metavar="ADDRESS_OR_LINK")
 @click.pass_context
 def unsubscribe(ctx: click.Context, target: str) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -165,3 +167,34 @@ def test_every_subscribers_command_has_help_with_an_example() -> None:
     for name in ("check", "list", "add", "remove", "resubscribe", "export"):
         code, out, _ = run("subscribers", name, "--help")
         assert code == 0 and f"newsletter subscribers {name}" in out, name
+
+
+def help_examples() -> list[tuple[str, ...]]:
+    group = cli.commands["subscribers"]
+    assert isinstance(group, click.Group)
+    commands = [group, *group.commands.values(), cli.commands["unsubscribe"]]
+    found = []
+    for command in commands:
+        for line in (command.help or "").splitlines():
+            line = line.strip()
+            if line.startswith("newsletter ") and "..." not in line:
+                found.append(tuple(shlex.split(line.split(" > ")[0])[1:]))
+    return found
+
+
+@pytest.mark.parametrize("args", help_examples(), ids=" ".join)
+def test_help_examples_work_in_a_project_made_by_init(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    from datetime import date
+
+    from pipeline.project import init_project
+
+    init_project(tmp_path, date(2026, 1, 5))
+    old = Path.cwd()
+    os.chdir(tmp_path)
+    try:
+        code, out, err = run(*args)
+    finally:
+        os.chdir(old)
+    assert (code, err) == (0, ""), out + err
