@@ -145,6 +145,8 @@ def _plans(changes: Sequence[ListChange]) -> dict[str, _Plan]:
         if (status := _check_status(change.status)) is not None:
             plan.status = status
         for name, value in change.fields.items():
+            if not column_name(name):
+                raise InputError(f"{name!r} is not a column name")
             if column_name(name) == "email":
                 raise InputError("an address cannot be changed: remove it and add the new one")
             plan.fields[column_name(name)] = defuse(clean(value))
