@@ -363,3 +363,12 @@ def test_sigkill_at_random_moments_never_breaks_the_list(tmp_path: Path) -> None
         assert not stale_temp_files(path), seed
     # The test means something only if some kill landed mid-rewrite.
     assert left_behind > 0, f"no kill landed mid-rewrite (KILL_SEED={seed})"
+
+
+def test_an_opt_out_finds_the_row_the_send_would_mail(tmp_path: Path) -> None:
+    # The send folds a full-width letter in the domain (IDNA), so this row is mailed as
+    # ada@example.org: an opt-out for that address must find it.
+    path = write(tmp_path, "email\nADA@ＥXAMPLE.org\nben@xn--bcher-kva.de\n".encode())
+    apply_changes(path, [ListChange("ada@example.org", status="unsubscribed")])
+    apply_changes(path, [ListChange("ben@bücher.de", status="unsubscribed")])
+    assert [s for s in scan(path) if isinstance(s, Subscriber)] == []

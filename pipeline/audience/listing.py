@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from pipeline.audience.csv_source import ListFile, address_key_fast, check_file
+from pipeline.audience.csv_source import ListFile, check_file
+from pipeline.audience.list_writer import row_key
 from pipeline.audience.subscribers import Status, parse_tags
 
 STANDARD = ("email", "first_name", "last_name", "status", "tags")
@@ -58,8 +59,8 @@ def entries(path: Path, *, status: str | None = None, tag: str | None = None) ->
 
 def find(path: Path, email: str) -> list[Entry]:
     """The rows of one address, in any case."""
-    key = address_key_fast(email)
-    return [entry for entry in entries(path) if address_key_fast(entry.email) == key]
+    key = row_key(email)
+    return [entry for entry in entries(path) if row_key(entry.email) == key]
 
 
 def export(path: Path, target: TextIO) -> int:
