@@ -366,6 +366,8 @@ def address_key_fast(text: str) -> str:
     """The case-insensitive identity of an address as written in a cell, without validating
     it: what ``address_key(normalise_address(text))`` gives for every valid address (the
     validator keeps the local part, lower-cases and IDNA-decodes the domain, and NFC-folds)."""
+    if text.isascii() and text.isprintable() and "xn--" not in text:
+        return text.strip().lower()  # the common case, in a fraction of the time
     text = unicodedata.normalize("NFC", clean(text)).lower()
     if "xn--" in text:
         local, _, domain = text.rpartition("@")
