@@ -74,6 +74,13 @@ BAD_LISTS = [
         "'Email' and 'E-mail' mean the same",
     ),
     Bad("an empty file", b"", 1, "the file is empty"),
+    Bad(
+        "a bad byte after a sep= line",
+        b"sep=;\nemail;first_name\nada@example.org;Ada\njo@example.org;Jos\xe9\n",
+        4,
+        '"José"',
+    ),
+    Bad("unclosed quote after sep=", b'sep=,\nemail\na@example.org\n"b@example.org\n', 4, "quote"),
     Bad("UTF-16", "email\tfirst_name\nada@example.org\tAda\n".encode("utf-16"), 1, "UTF-16"),
 ]
 
@@ -155,6 +162,7 @@ ODD_LISTS = {
     "blank lines": b"email,first_name\n\nada@example.org,Ada\n\n\n",
     "old Mac line ends": b"email,first_name\rada@example.org,Ada\r",
     "no final line break": b"email,first_name\nada@example.org,Ada",
+    "Excel's sep= line": b"sep=;\r\nemail;first_name\r\nada@example.org;Ada\r\n",
     "unnamed columns": b"email,first_name,,\nada@example.org,Ada,,\n,,,\n",
 }
 READERS = [
@@ -203,8 +211,10 @@ def test_unsubscribe_on_an_odd_list_changes_one_row_in_its_own_format(
     after = path.read_bytes()
     header_end = data.index(b"\n") if b"\n" in data else data.index(b"\r")
     assert after[: header_end - 1] == data[: header_end - 1]  # the header as written
-    if b";" in data:
+    if data.startswith(b"email;"):
         assert b"ada@example.org;Ada;R;unsubscribed;runners" in after
+    if data.startswith(b"sep=;"):
+        assert after == b"sep=;\r\nemail;first_name;status\r\nada@example.org;Ada;unsubscribed\r\n"
 
 
 def test_a_header_only_list_is_read_as_empty(in_project: Path) -> None:

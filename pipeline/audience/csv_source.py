@@ -216,6 +216,7 @@ class ListFile:
             ) from None
         self._lines = _Lines(self._handle, path)
         self._text: TextIO | None = None
+        self._offset = 0  # lines before the header the csv reader does not see (sep=;)
         try:
             self.header = self._read_header()
         except UnicodeDecodeError:
@@ -258,6 +259,19 @@ class ListFile:
                 "the file is empty: it needs a header row with 'email'", path=self.path, line=1
             ) from None
         delimiter = _detect_delimiter(first)
+        declared = first.strip()
+        if declared.lower().startswith("sep=") and len(declared) == 5:
+            # Excel's "sep=;" line names the separator; the header is on the next line.  The
+            # writer keeps the line: it is part of the header record's bytes.
+            delimiter, self._offset = declared[4], 1
+            try:
+                first = next(lines)
+            except StopIteration:
+                raise InputError(
+                    "the file has only a 'sep=' line: it needs a header row with 'email'",
+                    path=self.path,
+                    line=2,
+                ) from None
         # The header line has been read already: hand it to the reader first, then the rest.
         self._reader = csv.reader(itertools.chain([first], lines), delimiter=delimiter, strict=True)
         record = self._next_record()
@@ -297,13 +311,13 @@ class ListFile:
             seen[name] = cell.strip()
 
     def _next_record(self) -> Record | None:
-        start = self._reader.line_num + 1
+        start = self._reader.line_num + 1 + self._offset
         try:
             cells = next(self._reader)
         except StopIteration:
             return None
         except csv.Error as exc:
-            problem = _csv_problem(exc, self._reader.line_num)
+            problem = _csv_problem(exc, self._reader.line_num + self._offset)
             raise InputError(problem, path=self.path, line=start) from None
         except UnicodeDecodeError:
             raise _locate_bad_byte(self.path) from None
