@@ -593,15 +593,11 @@ def subscribers_export(ctx: click.Context, out: Path | None) -> None:
     newsletter subscribers export --out subscribers-export.csv
     newsletter subscribers export > copy.csv
     """
-    import io
-
     from pipeline.audience.listing import export
 
     path = _list_path(ctx)
     if out is None:
-        buffer = io.StringIO(newline="")
-        count = export(path, buffer)
-        click.echo(buffer.getvalue(), nl=False)
+        export(path, sys.stdout)
         return
     if out.resolve() == path.resolve():
         raise InputError("--out is the list itself: choose another file", field="--out")

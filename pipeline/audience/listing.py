@@ -65,7 +65,9 @@ def find(path: Path, email: str) -> list[Entry]:
 
 def export(path: Path, target: TextIO) -> int:
     """Write the list as plain comma-separated UTF-8 with the standard column names first;
-    returns how many rows.  ``target`` is opened by the caller with ``newline=""``."""
+    returns how many rows.  ``target`` is opened by the caller with ``newline=""``.  The
+    whole file is read once first, so a list that cannot be read writes nothing."""
+    check_file(path)
     with ListFile(path) as source:
         names = source.header.names
         columns = [*(n for n in STANDARD if n in names), *(n for n in names if n not in STANDARD)]
