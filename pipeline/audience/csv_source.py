@@ -50,7 +50,7 @@ DELIMITERS = (",", ";", "\t")
 # C0 and C1 control characters other than tab, CR and LF (which a quoted value may hold):
 # a NUL or an escape in a name comes from a broken export, never from a person.
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-_SEPARATORS = re.compile(r"[\s\-_]+")
+_SEPARATORS = re.compile(r"[\W_]+")  # spaces, hyphens, slashes, dots... and underscores
 _BARE_CR = re.compile(rb"(?<=\r)(?!\n)")
 
 
@@ -61,7 +61,8 @@ def clean(value: str) -> str:
 
 def column_name(text: str) -> str:
     """The name a header cell is known by: an alias's standard name, or the text in lower
-    case with spaces and hyphens as underscores ("Zip Code" -> zip_code)."""
+    case with every run of spaces and punctuation as one underscore ("Zip / Postal Code" ->
+    zip_postal_code), so that every column can be written as a merge field."""
     plain = clean(text.replace("\ufeff", "")).lower()
     alias = ALIASES.get(_SEPARATORS.sub("", plain))
     return alias if alias is not None else _SEPARATORS.sub("_", plain).strip("_")
