@@ -113,6 +113,8 @@ def _not_utf8(path: Path, line: int, raw: bytes, exc: UnicodeDecodeError) -> Inp
     start = max(before.rfind(b","), before.rfind(b";"), before.rfind(b"\t")) + 1
     value = re.split(rb"[,;\t\r\n]", raw[start:], maxsplit=1)[0]
     shown = clean(value.decode("cp1252", errors="replace")).strip('"')
+    if len(shown) > 40:
+        shown = shown[:40] + "..."
     return InputError(
         f'the list is not saved as UTF-8 ("{shown}" is in another encoding, as Excel\'s plain '
         f'"CSV" saves it); {SAVE_AS_UTF8}; nothing is sent until then',
