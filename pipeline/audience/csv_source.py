@@ -370,7 +370,7 @@ def read_header(path: Path) -> Header:
 
 def read_columns(path: Path) -> list[str]:
     """The column names merge fields use; checks the whole file on the way."""
-    return check_file(path).names
+    return [name for name in check_file(path).names if name]
 
 
 def read_rows(path: Path) -> Iterator[SourceRow]:
