@@ -425,11 +425,17 @@ def subscribers_check(ctx: click.Context) -> None:
     newsletter subscribers check
     """
     from pipeline.audience.csv_source import read_header
+    from pipeline.audience.list_writer import remove_leftovers
     from pipeline.audience.subscribers import check_list
 
     path = _list_path(ctx)
     report = check_list(path)
     header = read_header(path)
+    if removed := remove_leftovers(path):
+        click.echo(
+            f"  removed {_plural(removed, 'copy', 'copies')} of the list left by an "
+            "interrupted change"
+        )
     click.echo(f"{path}: {_plural(report.rows, 'row')}, {report.audience:,} would get an issue")
     if header.mapped:
         mapped = ", ".join(f"'{cell}' as {name}" for cell, name in header.mapped)

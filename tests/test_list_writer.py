@@ -16,7 +16,14 @@ from pathlib import Path
 import pytest
 
 import pipeline.audience.subscribers as subscribers_module
-from pipeline.audience.list_writer import ApplyResult, ListChange, apply_changes, stale_temp_files
+from pipeline.audience.list_writer import (
+    ApplyResult,
+    ListChange,
+    apply_changes,
+    locked,
+    remove_leftovers,
+    stale_temp_files,
+)
 from pipeline.audience.subscribers import Subscriber, scan
 from pipeline.errors import InputError
 
@@ -372,3 +379,28 @@ def test_an_opt_out_finds_the_row_the_send_would_mail(tmp_path: Path) -> None:
     apply_changes(path, [ListChange("ada@example.org", status="unsubscribed")])
     apply_changes(path, [ListChange("ben@bücher.de", status="unsubscribed")])
     assert [s for s in scan(path) if isinstance(s, Subscriber)] == []
+
+
+def test_readers_remove_leftovers_but_never_a_rewrite_in_progress(tmp_path: Path) -> None:
+    path = write(tmp_path, ODD)
+    stale = tmp_path / ".subscribers.csv.abc123.tmp"
+    stale.write_bytes(ODD)
+    with locked(path):  # a writer at work: its temp file is not a leftover
+        assert remove_leftovers(path) == 0 and stale.exists()
+    assert remove_leftovers(path) == 1 and not stale.exists()
+    assert path.read_bytes() == ODD
+
+
+def test_subscribers_check_removes_leftovers(make_project: Callable[..., Path]) -> None:
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    root = make_project()
+    (root / ".subscribers.csv.x1.tmp").write_text("a copy")
+    (root / ".subscribers.csv.x2.tmp").write_text("a copy")
+    result = CliRunner().invoke(
+        cli, ["--config", str(root / "newsletter.toml"), "subscribers", "check"]
+    )
+    assert "  removed 2 copies of the list left by an interrupted change" in result.stdout
+    assert not list(root.glob(".subscribers.csv.*.tmp"))

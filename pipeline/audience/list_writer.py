@@ -101,11 +101,34 @@ def stale_temp_files(path: Path) -> list[Path]:
     return sorted(path.parent.glob(f".{path.name}.*{TEMP_SUFFIX}"))
 
 
-def _remove_stale(path: Path) -> None:
+def _remove_stale(path: Path) -> int:
     # Only called under the lock: no writer is mid-rewrite, so every temp file is a leftover
     # of one that was killed (and may hold a full copy of the list: remove it).
-    for temp in stale_temp_files(path):
+    stale = stale_temp_files(path)
+    for temp in stale:
         temp.unlink(missing_ok=True)
+    return len(stale)
+
+
+def remove_leftovers(path: Path) -> int:
+    """Remove the temp files a killed rewrite left beside the list, unless a writer is at
+    work right now (never waits for one); returns how many.  Readers call it, so a copy of
+    the list does not linger until the next change."""
+    path = path.resolve()
+    if not stale_temp_files(path):
+        return 0
+    try:
+        with lock_path(path).open("a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return 0  # a rewrite is in progress: its temp file is not a leftover
+            try:
+                return _remove_stale(path)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+    except OSError:
+        return 0  # a read-only folder: nothing to do about it here
 
 
 def defuse(value: str) -> str:
