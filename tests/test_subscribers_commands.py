@@ -198,3 +198,14 @@ def test_help_examples_work_in_a_project_made_by_init(
     finally:
         os.chdir(old)
     assert (code, err) == (0, ""), out + err
+
+
+def test_status_of_an_address(root: Path) -> None:
+    from pipeline.audience.listing import status_of
+
+    path = root / "subscribers.csv"
+    assert status_of(path, "ADA@example.org") == "subscribed"
+    assert status_of(path, "ben@example.org") == "unsubscribed"
+    assert status_of(path, "nobody@example.org") is None
+    path.write_bytes(LIST + b"ada@example.org,Ada,,complained,,\n")  # an opt-out row wins
+    assert status_of(path, "ada@example.org") == "complained"

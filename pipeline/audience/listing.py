@@ -78,3 +78,14 @@ def export(path: Path, target: TextIO) -> int:
             writer.writerow([row.values.get(name, "") for name in columns])
             count += 1
         return count
+
+
+def status_of(path: Path, email: str) -> str | None:
+    """This address's status in the list: None if it has no row; an opt-out on any of its
+    rows wins, as it does for a send (``subscribers.scan``).  Reads the list as every other
+    command does (header aliases, semicolons, one line for a file it cannot read)."""
+    rows = find(path, email)
+    if not rows:
+        return None
+    opted_out = [entry.status for entry in rows if entry.status != Status.SUBSCRIBED.value]
+    return opted_out[0] if opted_out else Status.SUBSCRIBED.value
