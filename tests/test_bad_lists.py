@@ -168,6 +168,8 @@ ODD_LISTS = {
 READERS = [
     ("check", SAMPLE_ISSUE),
     ("send", SAMPLE_ISSUE, "--dry-run"),
+    ("send", SAMPLE_ISSUE, "--yes"),
+    ("send", SAMPLE_ISSUE, "--to", "ADA@example.org"),
     ("build", SAMPLE_ISSUE),
     ("subscribers", "check"),
     ("subscribers", "list"),
@@ -187,8 +189,14 @@ def test_an_odd_but_readable_list(in_project: Path, data: bytes, args: tuple[str
     if args[0] == "build":
         text = (in_project / "build/2025-07-21-hip-rotation/email.txt").read_text("utf-8")
         assert "Hi Ada," in text  # the first name was found, whatever the header said
-    if args[0] == "send":
+    if args[2:] == ("--dry-run",):
         assert "audience: 1 subscriber" in out
+    if args[2:] == ("--yes",):
+        assert "audience 1: sent 1" in out
+        (sent,) = (in_project / "outbox" / "2025-07-21-hip-rotation").glob("*.eml")
+        assert "Hi Ada," in sent.read_text("utf-8")
+    if args[2:3] == ("--to",):
+        assert "test copy to Ada" in out
     if args[:2] == ("subscribers", "list"):
         assert out.splitlines()[0].split() == [
             "ada@example.org",
