@@ -243,3 +243,25 @@ def test_send_to_a_header_only_list_refuses(in_project: Path) -> None:
     (in_project / "subscribers.csv").write_bytes(HEADER)
     code, out, err, error = run("send", SAMPLE_ISSUE, "--yes")
     assert error is None and code == 2 and "Traceback" not in out + err
+
+
+@pytest.mark.parametrize("data", ODD_LISTS.values(), ids=list(ODD_LISTS))
+def test_add_and_remove_on_an_odd_list_keep_the_rest_as_it_was(
+    in_project: Path, data: bytes
+) -> None:
+    path = in_project / "subscribers.csv"
+    path.write_bytes(data)
+    code, out, err, error = run("subscribers", "add", "new@example.org", "--first-name", "New")
+    assert error is None and (code, err) == (0, ""), out + err
+    code, out, err, error = run("subscribers", "list")
+    assert [line.split()[0] for line in out.splitlines()[:-1]] == [
+        "ada@example.org",
+        "new@example.org",
+    ]
+    code, out, err, error = run("subscribers", "remove", "new@example.org")
+    assert error is None and (code, err) == (0, ""), out + err
+    after = path.read_bytes()
+    # Only the header may have grown a status column; Ada's row is as it was.
+    ada = next(line for line in data.splitlines(keepends=True) if line.startswith(b"ada@"))
+    assert ada.rstrip(b"\r\n") in after
+    assert b"new@example.org" not in after
