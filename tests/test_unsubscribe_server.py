@@ -114,3 +114,18 @@ def test_a_broken_list_is_reported_and_left_as_it_was(
     (line,) = lines
     assert line.startswith("ada.runner@example.org: NOT unsubscribed:")
     assert "subscribers.csv:1" in line and "'email' column" in line  # file and line named
+
+
+def test_a_list_saved_by_excel_gets_an_answer_and_stays_as_it_was(
+    settings: Settings, served: tuple[str, bytes, list[str]]
+) -> None:
+    """A Windows-1252 list used to raise UnicodeDecodeError in the handler: no answer at all."""
+    url, secret, lines = served
+    latin = b"email,first_name\r\nada.runner@example.org,Ada\r\njose@example.org,Jos\xe9\r\n"
+    settings.subscribers.write_bytes(latin)
+    token = make_token(secret, "ada.runner@example.org")
+    answer = requests.post(f"{url}/unsubscribe?token={token}", data=ONE_CLICK, timeout=5)
+    assert answer.status_code == 503 and "Nothing was changed" in answer.text
+    assert settings.subscribers.read_bytes() == latin
+    (line,) = lines
+    assert "subscribers.csv:3: the list is not saved as UTF-8" in line
