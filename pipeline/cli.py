@@ -388,6 +388,51 @@ def status(ctx: click.Context, issue: Path | None, as_json: bool) -> None:
         )
 
 
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+@cli.command()
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder to write the site to (default: site/; build/archive-preview/ with --drafts).",
+)
+@click.option(
+    "--drafts", is_flag=True, help="A private preview that includes drafts and scheduled issues."
+)
+@click.pass_context
+def archive(ctx: click.Context, out: Path | None, drafts: bool) -> None:
+    """Build the web edition: every published issue as a page, an index, a feed, a sitemap.
+
+    An issue is published once it was sent, or once its send_at has passed.  Upload the
+    folder to your site.
+
+    \b
+    newsletter archive
+    newsletter archive --drafts
+    """
+    from pipeline.web_edition.site import build_site
+
+    settings = _settings(ctx)
+    if out is None:
+        out = settings.build_dir / "archive-preview" if drafts else settings.root / "site"
+    result = build_site(settings, out, now=datetime.now(UTC), drafts=drafts)
+    for skip in result.skipped:
+        click.echo(f"skipped {skip.path.name}: {skip.reason}", err=True)
+    shown = _plural(len(result.published), "published issue")
+    if drafts:
+        shown += (
+            f" and {_plural(len(result.private), 'draft or scheduled issue')} (private preview)"
+        )
+    click.echo(
+        f"{out}: {shown}; {_plural(len(result.written), 'file')} changed"
+        + (f", {_plural(len(result.removed), 'page')} removed" if result.removed else "")
+    )
+    if drafts:
+        click.echo("this preview includes unpublished issues: do not upload it")
+
+
 @cli.group()
 def subscribers() -> None:
     """Look after the list (subscribers.csv)."""
