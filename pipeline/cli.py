@@ -419,7 +419,7 @@ def archive(ctx: click.Context, out: Path | None, drafts: bool) -> None:
         out = settings.build_dir / "archive-preview" if drafts else settings.root / "site"
     result = build_site(settings, out, now=datetime.now(UTC), drafts=drafts)
     for skip in result.skipped:
-        click.echo(f"skipped {skip.path.name}: {skip.reason}", err=True)
+        click.echo(f"not published, it does not load: {skip.reason}", err=True)
     shown = _plural(len(result.published), "published issue")
     if drafts:
         shown += (

@@ -210,7 +210,7 @@ def test_a_broken_draft_is_skipped_with_its_reason(project: Path) -> None:
     )
     code, out, err = newsletter(project, "archive")
     assert code == 0, err
-    assert "skipped 2025-10-01-broken.md:" in err and "subjet" in err
+    assert "not published, it does not load: " in err and "2025-10-01-broken.md:2: subjet" in err
     assert "2 published issues; 6 files changed" in out
 
 
