@@ -433,6 +433,38 @@ def archive(ctx: click.Context, out: Path | None, drafts: bool) -> None:
         click.echo("this preview includes unpublished issues: do not upload it")
 
 
+@cli.command()
+@click.argument("issue", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the report as one HTML file with charts (opens offline).",
+)
+@click.pass_context
+def report(ctx: click.Context, issue: Path | None, html_path: Path | None) -> None:
+    """How each issue did, and how the list grew, week by week.
+
+    \b
+    newsletter report
+    newsletter report newsletters/2025-07-21-hip-rotation.md
+    newsletter report --html report.html
+    """
+    from pipeline.report.html_report import render_html
+    from pipeline.report.report import make_report
+    from pipeline.report.terminal import format_report
+
+    settings = _settings(ctx)
+    slug = issue.stem if issue else None
+    made = make_report(settings, datetime.now(UTC), slug)
+    if slug is not None and not made.issues:
+        raise InputError("this issue has not been sent: nothing to report yet", path=issue)
+    click.echo(format_report(made), nl=False)
+    if html_path is not None:
+        html_path.write_text(render_html(made, settings), encoding="utf-8")
+        click.echo(f"wrote {html_path}")
+
+
 @cli.group()
 def subscribers() -> None:
     """Look after the list (subscribers.csv)."""

@@ -91,6 +91,11 @@ def _dress(tokens: list[Token]) -> str:
     return first_image
 
 
+def public_title(issue: Issue) -> str:
+    """The issue's title as everyone reads it (merge fields at their defaults)."""
+    return _fill(issue.title, _public_values(issue), html=False)
+
+
 def render_issue(issue: Issue) -> WebContent:
     tree = parse(issue.body)
     tokens = tree.to_tokens()
