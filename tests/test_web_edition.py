@@ -312,3 +312,48 @@ def test_default_archive_url_is_under_base_url(tmp_path: Path) -> None:
     settings = load_settings(path)
     assert issue_url(settings, SAMPLE) == f"https://movementsolutions.example/issues/{SAMPLE}/"
     assert settings.archive.view_in_browser == "footer"
+
+
+def test_hostile_draft_and_odd_file_name(project: Path) -> None:
+    """Markup in a title, a merge field's default and a nav label is text, never HTML; a
+    file name with a space and an accent still gives a page every link reaches."""
+    name = "2025-10-06 genou à l'escalier"
+    (project / "newsletters" / f"{name}.md").write_text(
+        "---\n"
+        "subject: '<script>alert(1)</script> Knees'\n"
+        "preheader: 'A \"quoted\" <b>preheader</b>'\n"
+        "send_at: 2025-10-06 07:00\n"
+        "---\n\n"
+        "Hi {{ subscriber.first_name | default('<img src=x onerror=alert(1)>') }},\n\n"
+        "<script>alert(2)</script>\n\n"
+        "[click](javascript:alert(3))\n",
+        encoding="utf-8",
+    )
+    config = project / "newsletter.toml"
+    config.write_text(
+        config.read_text(encoding="utf-8").replace(
+            'label = "Our Services"', 'label = "<i>Our</i> Services"'
+        ),
+        encoding="utf-8",
+    )
+    settings = load_settings(config)
+    site = project / "site"
+    result = build_site(settings, site, now=NOW)
+    assert name in result.published
+    page = (site / "issues" / name / "index.html").read_text(encoding="utf-8")
+    everything = "\n".join(site_text(site).values())
+    assert "<script" not in everything
+    assert "<img src=x" not in everything and "<b>preheader" not in everything
+    assert "href=\"javascript:" not in everything and "href=\"javascript:" not in page
+    assert "<i>Our</i>" not in everything and "&lt;i&gt;Our&lt;/i&gt; Services" in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; Knees" in page
+    quoted = "2025-10-06%20genou%20%C3%A0%20l%27escalier"
+    index = (site / "index.html").read_text(encoding="utf-8")
+    assert f'href="issues/{quoted}/index.html"' in index
+    assert f"https://movementsolutions.example/issues/{quoted}/" in page
+    assert issue_url(settings, name).endswith(f"/issues/{quoted}/")
+    feed = feedparser.parse((site / "feed.xml").read_bytes())
+    assert not feed.bozo
+    entry = next(e for e in feed.entries if quoted in e.link)
+    assert "alert(1)" in entry.title and "Knees" in entry.title  # text, escaped in the XML
+    assert "<script" not in (site / "feed.xml").read_text(encoding="utf-8")

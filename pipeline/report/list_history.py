@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, tzinfo
 
+from pipeline.audience.address_set import AddressSet
 from pipeline.audience.csv_source import read_rows
 from pipeline.audience.subscribers import Status, address_key, normalise_address
 from pipeline.config import Settings
@@ -187,16 +188,15 @@ def list_history(settings: Settings, today: date) -> ListHistory:
     if consent:
         history.sources.append(f"the consent history ({len(consent)} addresses)")
     dated_columns: set[str] = set()
-    seen: set[str] = set()
+    seen = AddressSet()  # on disk: memory stays flat on a large list
     if settings.subscribers.exists():
         for row in read_rows(settings.subscribers):
             values = row.values
             if not values.get("email", "").strip():
                 continue
             key = _key(values["email"])
-            if key in seen:
+            if not seen.add(key):
                 continue  # the same address twice: the list sends it one message
-            seen.add(key)
             final = _status(values.get("status", ""))
             changes = list(consent.pop(key, []))
             if not changes:
@@ -217,6 +217,7 @@ def list_history(settings: Settings, today: date) -> ListHistory:
             f"{settings.subscribers.name}"
             + (f" (dates from {', '.join(sorted(dated_columns))})" if dated_columns else "")
         )
+    seen.close()
     for changes in consent.values():  # addresses the list no longer has
         tally.follow(changes, changes[-1][1] if changes else None, today)
     history.weeks = tally.weeks(today)

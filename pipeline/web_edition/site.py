@@ -32,7 +32,7 @@ from pipeline.errors import InputError
 from pipeline.web_edition.feed import FeedItem, atom_feed
 from pipeline.web_edition.page import render_issue, summary
 from pipeline.web_edition.publication import Entry, Skipped, Visibility, collect
-from pipeline.web_edition.urls import issue_url, signup_url, site_url
+from pipeline.web_edition.urls import issue_path, issue_url, signup_url, site_url
 
 BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
 WEB_TEMPLATES = "web"  # the project's templates/web/ overrides these, file by file
@@ -246,7 +246,7 @@ def build_site(
         w = words[entry.issue.slug]
         listing.append(
             {
-                "href": f"issues/{entry.issue.slug}/index.html",
+                "href": f"issues/{issue_path(entry.issue.slug)}/index.html",
                 "title": w.title,
                 "summary": w.summary,
                 "date": date,
@@ -299,7 +299,8 @@ def build_site(
 def _neighbour(entry: Entry | None, words: dict[str, _Words]) -> dict[str, str] | None:
     if entry is None:
         return None
-    return {"href": f"../{entry.issue.slug}/index.html", "title": words[entry.issue.slug].title}
+    href = f"../{issue_path(entry.issue.slug)}/index.html"
+    return {"href": href, "title": words[entry.issue.slug].title}
 
 
 def _sitemap(settings: Settings, public: Iterable[Entry]) -> bytes:

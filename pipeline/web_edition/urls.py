@@ -3,12 +3,19 @@ the archive writes can never disagree."""
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from pipeline.config import Settings
+
+
+def issue_path(slug: str) -> str:
+    """The slug as one URL path segment: a file named with spaces or accents still links."""
+    return quote(slug, safe="")
 
 
 def issue_url(settings: Settings, slug: str) -> str:
     """The public address of an issue's page (``site/issues/<slug>/index.html``)."""
-    return f"{settings.archive.url}{slug}/"
+    return f"{settings.archive.url}{issue_path(slug)}/"
 
 
 def site_url(settings: Settings) -> str:
