@@ -425,8 +425,11 @@ def archive(ctx: click.Context, out: Path | None, drafts: bool) -> None:
         shown += (
             f" and {_plural(len(result.private), 'draft or scheduled issue')} (private preview)"
         )
+    where = out.resolve()
+    if where.is_relative_to(Path.cwd()):
+        where = where.relative_to(Path.cwd())
     click.echo(
-        f"{out}: {shown}; {_plural(len(result.written), 'file')} changed"
+        f"{where}/: {shown}; {_plural(len(result.written), 'file')} changed"
         + (f", {_plural(len(result.removed), 'page')} removed" if result.removed else "")
     )
     if drafts:
