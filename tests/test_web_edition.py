@@ -115,6 +115,9 @@ def test_page_content_and_meta(project: Path) -> None:
     assert "Sign up to receive regular emails like this" in page
     assert 'action="https://movementsolutions.example/subscribe"' in page
     assert 'name="email"' in page and 'name="first_name"' in page
+    # The web app's honeypot (a bot fills it) and the page the signup came from.
+    assert '<input type="text" name="website" tabindex="-1"' in page
+    assert f'<input type="hidden" name="source" value="{url}">' in page
     assert '<a href="https://movementsolutions.example/services">Our Services</a>' in page
     assert "<script" not in page  # no tracking, nothing to run
 
