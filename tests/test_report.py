@@ -363,3 +363,14 @@ def test_report_with_no_ledger_says_so(tmp_path: Path) -> None:
     assert "Nothing has been sent yet." in out
     assert "now: 9 subscribed, 1 unsubscribed, 1 bounced, 1 marked as spam" in out
     assert not (root / ".newsletter" / "ledger.sqlite3").exists()  # a report creates nothing
+
+
+@pytest.mark.parametrize("command", [["report"], ["archive"]])
+def test_a_damaged_ledger_is_one_line(tmp_path: Path, command: list[str]) -> None:
+    root = write_project(tmp_path / "damaged")
+    (root / ".newsletter").mkdir()
+    (root / ".newsletter" / "ledger.sqlite3").write_bytes(b"not a database, " * 300)
+    code, _, err = newsletter(root, *command)
+    assert code == 2
+    assert "ledger.sqlite3: the ledger cannot be read" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -65,6 +65,10 @@ def read_ledger(state_dir: Path) -> Iterator[sqlite3.Connection | None]:
     db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
     try:
         yield db
+    except sqlite3.DatabaseError as exc:
+        raise InputError(
+            f"the ledger cannot be read ({exc}); restore it from a backup", path=path
+        ) from None
     finally:
         db.close()
 

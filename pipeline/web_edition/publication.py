@@ -59,6 +59,11 @@ def first_sends(state_dir: Path) -> dict[str, datetime]:
             " JOIN issues i ON i.slug = r.issue WHERE r.status = ? GROUP BY r.issue",
             (RecipientStatus.SENT,),
         ).fetchall()
+    except sqlite3.DatabaseError as exc:
+        # Which issues went out is the ledger's to say: without it, publish nothing by guess.
+        raise InputError(
+            f"the ledger cannot be read ({exc}); restore it from a backup", path=path
+        ) from None
     finally:
         db.close()
     return {str(slug): datetime.fromisoformat(str(when)) for slug, when in rows}
