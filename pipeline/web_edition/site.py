@@ -36,6 +36,7 @@ from pipeline.web_edition.urls import issue_path, issue_url, signup_url, site_ur
 
 BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
 WEB_TEMPLATES = "web"  # the project's templates/web/ overrides these, file by file
+FEED_ENTRIES = 50
 _CODE = (
     *sorted(Path(__file__).parent.glob("*.py")),
     Path(__file__).parent.parent / "render" / "markdown.py",
@@ -262,7 +263,7 @@ def build_site(
         | {
             "root": "",
             "canonical": site_url(settings),
-            "description": f"Every issue of {settings.name}'s newsletter, newest first.",
+            "description": f"Every issue of the {settings.name} newsletter, newest first.",
             "image": latest_image,
             "entries": listing,
         },
@@ -274,7 +275,8 @@ def build_site(
         result,
     )
 
-    # The feed and the sitemap list public issues only, even in a preview.
+    # The feed and the sitemap list public issues only, even in a preview; the feed only
+    # the newest FEED_ENTRIES (readers poll it; the index and the sitemap have them all).
     public = [e for e in shown if e.public and e.published_at is not None]
     items = [
         FeedItem(
@@ -284,7 +286,7 @@ def build_site(
             body=words[e.issue.slug].body,
             published=e.published_at,
         )
-        for e in public
+        for e in public[:FEED_ENTRIES]
         if e.published_at is not None
     ]
     _write(out / "feed.xml", atom_feed(settings, author, items, now), result)
