@@ -553,8 +553,80 @@ def status(ctx: click.Context, issue: Path | None, as_json: bool, who: str | Non
         ctx.exit(EXIT_PROBLEMS)
 
 
-def _plural(count: int, word: str, plural: str | None = None) -> str:
-    return f"{count:,} {word if count == 1 else plural or word + 's'}"
+@cli.command()
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder to write the site to (default: site/; build/archive-preview/ with --drafts).",
+)
+@click.option(
+    "--drafts", is_flag=True, help="A private preview that includes drafts and scheduled issues."
+)
+@click.pass_context
+def archive(ctx: click.Context, out: Path | None, drafts: bool) -> None:
+    """Build the web edition: every published issue as a page, an index, a feed, a sitemap.
+
+    An issue is published once it was sent, or once its send_at has passed.  Upload the
+    folder to your site.
+
+    \b
+    newsletter archive
+    newsletter archive --drafts
+    """
+    from pipeline.web_edition.site import build_site
+
+    settings = _settings(ctx)
+    if out is None:
+        out = settings.build_dir / "archive-preview" if drafts else settings.root / "site"
+    result = build_site(settings, out, now=datetime.now(UTC), drafts=drafts)
+    for skip in result.skipped:
+        click.echo(f"not published, it does not load: {skip.reason}", err=True)
+    shown = counted(len(result.published), "published issue")
+    if drafts:
+        shown += (
+            f" and {counted(len(result.private), 'draft or scheduled issue')} (private preview)"
+        )
+    where = out.resolve()
+    if where.is_relative_to(Path.cwd()):
+        where = where.relative_to(Path.cwd())
+    click.echo(
+        f"{where}/: {shown}; {counted(len(result.written), 'file')} changed"
+        + (f", {counted(len(result.removed), 'page')} removed" if result.removed else "")
+    )
+    if drafts:
+        click.echo("this preview includes unpublished issues: do not upload it")
+
+
+@cli.command()
+@click.argument("issue", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the report as one HTML file with charts (opens offline).",
+)
+@click.pass_context
+def report(ctx: click.Context, issue: Path | None, html_path: Path | None) -> None:
+    """How each issue did, and how the list grew, week by week.
+
+    \b
+    newsletter report
+    newsletter report newsletters/*-welcome-to-our-newsletter.md
+    newsletter report --html report.html
+    """
+    from pipeline.report.html_report import render_html
+    from pipeline.report.report import make_report
+    from pipeline.report.terminal import format_report
+
+    settings = _settings(ctx)
+    slug = issue.stem if issue else None
+    made = make_report(settings, datetime.now(UTC), slug)
+    if slug is not None and not made.issues:
+        raise InputError("this issue has not been sent: nothing to report yet", path=issue)
+    click.echo(format_report(made), nl=False)
+    if html_path is not None:
+        html_path.write_text(render_html(made, settings), encoding="utf-8")
+        click.echo(f"wrote {html_path}")
 
 
 @cli.group()
@@ -598,10 +670,10 @@ def subscribers_check(ctx: click.Context) -> None:
     header = read_header(path)
     if removed := remove_leftovers(path):
         click.echo(
-            f"  removed {_plural(removed, 'copy', 'copies')} of the list left by an "
+            f"  removed {counted(removed, 'copy', 'copies')} of the list left by an "
             "interrupted change"
         )
-    click.echo(f"{path}: {_plural(report.rows, 'row')}, {report.audience:,} would get an issue")
+    click.echo(f"{path}: {counted(report.rows, 'row')}, {report.audience:,} would get an issue")
     if header.mapped:
         mapped = ", ".join(f"'{cell}' as {name}" for cell, name in header.mapped)
         click.echo(f"  columns read: {mapped}")
@@ -646,7 +718,7 @@ def subscribers_list(ctx: click.Context, status: str | None, tag: str | None) ->
         click.echo(f"{entry.email:<34} {entry.status:<12} {entry.name:<24} {tags}".rstrip())
         count += 1
     which = " ".join(w for w in (status, f"tagged {tag}" if tag else None) if w)
-    click.echo(f"{_plural(count, 'row')}{f' ({which})' if which else ''}")
+    click.echo(f"{counted(count, 'row')}{f' ({which})' if which else ''}")
 
 
 @subscribers.command(name="add", short_help="Add someone, subscribed.")
@@ -717,7 +789,7 @@ def subscribers_remove(ctx: click.Context, email: str) -> None:
     result = apply_changes(path, [ListChange(email, delete=True)])
     if not result.removed:
         raise InputError(f"{email} is not on the list: nothing removed", path=path)
-    click.echo(f"removed {email} from {path} ({_plural(result.removed, 'row')} deleted)")
+    click.echo(f"removed {email} from {path} ({counted(result.removed, 'row')} deleted)")
 
 
 @subscribers.command(name="resubscribe", short_help="Subscribe again someone who asked.")
@@ -781,7 +853,7 @@ def subscribers_export(ctx: click.Context, out: Path | None) -> None:
         raise InputError(f"cannot write {out}: {exc.strerror or exc}", field="--out") from None
     finally:
         temp.unlink(missing_ok=True)
-    click.echo(f"exported {_plural(count, 'row')} to {out}")
+    click.echo(f"exported {counted(count, 'row')} to {out}")
 
 
 @cli.command(short_help="Unsubscribe an address, or apply a link.")
@@ -824,7 +896,7 @@ def unsubscribe(ctx: click.Context, target: str) -> None:
         address = key
     result = apply_changes(path, [ListChange(address, status="unsubscribed")])
     if result.changed:
-        click.echo(f"{address}: unsubscribed ({_plural(result.changed, 'row')} changed)")
+        click.echo(f"{address}: unsubscribed ({counted(result.changed, 'row')} changed)")
     elif result.unchanged:
         click.echo(f"{address}: already unsubscribed; nothing changed")
     elif by_address:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from email.utils import parseaddr
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -52,6 +53,31 @@ class CallToAction:
     url: str
 
 
+class ViewInBrowser(StrEnum):
+    """Where an email shows its "View in browser" link."""
+
+    TOP = "top"
+    FOOTER = "footer"
+    OFF = "off"
+
+
+@dataclass(frozen=True)
+class NavLink:
+    label: str
+    url: str
+
+
+@dataclass(frozen=True)
+class ArchiveSettings:
+    """The web edition (``[archive]``), and where "Sign up" points (``[signup] url``)."""
+
+    url: str = ""  # where site/issues/ is served, ending in /issues/: a page is <url><slug>/
+    nav: tuple[NavLink, ...] = ()
+    view_in_browser: ViewInBrowser = ViewInBrowser.FOOTER
+    signup_url: str = ""  # [signup] url; empty: the web app's <base_url>/subscribe
+    signup_text: str = ""  # under "Sign up to receive regular emails like this"
+
+
 @dataclass(frozen=True)
 class ProviderSettings:
     name: str = "outbox"
@@ -79,6 +105,7 @@ class Settings:
     # A mailbox that only takes unsubscribe requests, for List-Unsubscribe's mailto:; empty:
     # the header carries only the one-click https link (RFC 8058).
     unsubscribe_mailto: str = ""
+    archive: ArchiveSettings = field(default_factory=ArchiveSettings)
 
     @property
     def newsletters_dir(self) -> Path:
@@ -129,7 +156,7 @@ def load_settings(config_path: Path | None = None, *, start: Path | None = None)
     return parse_settings(data, root=path.parent, config_path=path)
 
 
-_SECTIONS = {"newsletter", "theme", "cta", "provider"}
+_SECTIONS = {"newsletter", "theme", "cta", "provider", "archive", "signup"}
 _NEWSLETTER_KEYS = {
     "name",
     "from",
@@ -273,6 +300,8 @@ def parse_settings(data: Mapping[str, Any], *, root: Path, config_path: Path | N
     provider_name = provider_reader.string("name", "outbox") or "outbox"
     provider_data.pop("name", None)
 
+    archive = _parse_archive(data, config_path, base_url)
+
     return Settings(
         root=root.resolve(),
         config_path=config_path,
@@ -294,4 +323,60 @@ def parse_settings(data: Mapping[str, Any], *, root: Path, config_path: Path | N
         max_lateness=max_lateness,
         provider=ProviderSettings(name=provider_name, options=provider_data),
         unsubscribe_mailto=unsubscribe_mailto,
+        archive=archive,
+    )
+
+
+def _parse_archive(
+    data: Mapping[str, Any], config_path: Path | None, base_url: str
+) -> ArchiveSettings:
+    """``[archive]`` url, nav, view_in_browser; and ``[signup] url`` (the signup page, if it is
+    not the web app's).  Other ``[signup]`` keys belong to the signup form and are not read here."""
+    reader = _Reader(config_path, "archive", data.get("archive", {}))
+    reader.reject_unknown({"url", "nav", "view_in_browser", "signup_text"})
+    url = reader.string("url", "")
+    url = _check_url(reader, "url", url) + "/" if url else f"{base_url}/issues/"
+    if not url.endswith("/issues/"):
+        # site/issues/<slug>/ is served at <url><slug>/, so the site's root is the folder above.
+        raise reader.error(
+            "url", f"must end in /issues/ (where the site's issues/ folder is served), not {url!r}"
+        )
+    where = reader.string("view_in_browser", ViewInBrowser.FOOTER)
+    try:
+        view_in_browser = ViewInBrowser(where)
+    except ValueError:
+        raise reader.error(
+            "view_in_browser", f"must be 'top', 'footer' or 'off', not {where!r}"
+        ) from None
+    raw_nav = reader.data.get("nav", [])
+    if isinstance(raw_nav, dict):  # [archive.nav] "Our Services" = "https://..."
+        raw_nav = [{"label": label, "url": link} for label, link in raw_nav.items()]
+    if not isinstance(raw_nav, list):
+        raise reader.error(
+            "nav", 'must be a list such as [{ label = "Our Services", url = "https://..." }]'
+        )
+    nav: list[NavLink] = []
+    for number, item in enumerate(raw_nav, start=1):
+        if not isinstance(item, dict) or set(item) != {"label", "url"}:
+            raise reader.error(
+                "nav",
+                f'link {number} must be {{ label = "...", url = "https://..." }}, not {item!r}',
+            )
+        link = _Reader(config_path, "archive", item)
+        target = link.string("url")
+        if not re.match(r"^(https?://|mailto:|/)", target):
+            raise reader.error(
+                "nav", f"link {number}: {target!r} is not an http(s), mailto or /path link"
+            )
+        nav.append(NavLink(label=link.string("label"), url=target))
+    signup = _Reader(config_path, "signup", data.get("signup", {}))
+    signup_url = signup.string("url", "")
+    if signup_url:
+        signup_url = _check_url(signup, "url", signup_url)
+    return ArchiveSettings(
+        url=url,
+        nav=tuple(nav),
+        view_in_browser=view_in_browser,
+        signup_url=signup_url,
+        signup_text=reader.string("signup_text", ""),
     )

@@ -515,8 +515,10 @@ def test_switching_provider_and_back_never_replays_the_other_ones_batch(
     def use(server: FakeApi, name: str) -> None:
         assert config is not None
         text = re.sub(r'name = "\w+"', f'name = "{name}"', config.read_text(), count=1)
-        text = re.sub(r'base_url = "[^"]+"', f'base_url = "{server.url}"', text)
-        config.write_text(text, encoding="utf-8")
+        # Only the provider's base_url: [newsletter] base_url is in every email (its signup link).
+        head, provider = text.split("[provider]")
+        provider = re.sub(r'base_url = "[^"]+"', f'base_url = "{server.url}"', provider)
+        config.write_text(head + "[provider]" + provider, encoding="utf-8")
 
     try:
         root = project(make_project, resend_spec, resend, timeout=1)

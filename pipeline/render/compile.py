@@ -32,6 +32,7 @@ from pipeline.render.fill import (
 )
 from pipeline.render.markdown import parse
 from pipeline.render.plain_text import body_to_text, wrap
+from pipeline.web_edition.urls import issue_url, signup_url
 
 BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
 HTML_TEMPLATE = "email.mjml.j2"
@@ -198,6 +199,10 @@ def compile_issue(issue: Issue, settings: Settings) -> CompiledEmail:
         "date": f"{when:%B} {when.day}, {when.year}" if when else "",
         "subscriber": _SubscriberTokens(table),
         UNSUBSCRIBE_FIELD: Markup(table.token(UNSUBSCRIBE_FIELD)),
+        # The web edition: the same URL the archive gives this issue's page.
+        "view_in_browser": str(settings.archive.view_in_browser),
+        "view_in_browser_url": issue_url(settings, issue.slug),
+        "signup_url": signup_url(settings),
     }
     env = template_environment(settings)
 

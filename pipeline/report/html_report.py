@@ -1,0 +1,92 @@
+"""The report as one HTML file: inline CSS and SVG, no script, nothing fetched, so it opens
+offline, attaches to an email and prints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jinja2
+
+from pipeline.audience.subscribers import Status
+from pipeline.config import Settings
+from pipeline.report.charts import (
+    engagement_bars,
+    issue_segments,
+    list_chart,
+    outcome_bars,
+    outcome_segments,
+)
+from pipeline.report.report import Report
+from pipeline.report.terminal import SPAM_LIMIT
+from pipeline.report.words import long_date, percent, plural, short_date
+
+TEMPLATES = Path(__file__).parent / "templates"
+# The columns of "What readers did", in the order of its header.
+TABLE_KINDS = (
+    ("delivered", "Delivered"),
+    ("bounced", "Bounced"),
+    ("opened", "Opened"),
+    ("clicked", "Clicked"),
+    ("unsubscribed", "Unsubscribed"),
+    ("complained", "Marked as spam"),
+)
+
+
+def render_html(report: Report, settings: Settings) -> str:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    theme = settings.theme
+    history = report.history
+    now = history.now
+    issues = report.issues
+    segments = outcome_segments(theme)
+    used = {name for issue in issues for name, count in issue_segments(issue) if count}
+    rows = [
+        {
+            "issue": issue,
+            "title": issue.title,
+            "date": long_date(issue.started_at.astimezone(settings.timezone)),
+            "events": issue.events or {},
+            "spam_warning": (issue.rate("complained") or 0) >= SPAM_LIMIT,
+        }
+        for issue in reversed(issues)
+    ]
+    return env.get_template("report.html.j2").render(
+        settings=settings,
+        theme=theme,
+        report=report,
+        made=f"{long_date(report.made_at)}, {report.made_at:%H:%M}",
+        now={
+            "subscribed": now[Status.SUBSCRIBED],
+            "unsubscribed": now[Status.UNSUBSCRIBED],
+            "bounced": now[Status.BOUNCED],
+            "complained": now[Status.COMPLAINED],
+        },
+        last=issues[-1] if issues else None,
+        pct=percent,
+        undated=plural(history.undated, "address", "addresses"),
+        any_gone=any(
+            w.counts[Status.UNSUBSCRIBED] + w.counts[Status.BOUNCED] + w.counts[Status.COMPLAINED]
+            for w in history.weeks
+        ),
+        weeks=[
+            {
+                "label": short_date(w.start),
+                "subscribed": w.counts[Status.SUBSCRIBED],
+                "joined": w.joined,
+                "left": w.left,
+                "bounced": w.bounced,
+                "complained": w.complained,
+            }
+            for w in reversed(history.weeks)
+        ],
+        list_chart=list_chart(history.weeks, theme),
+        outcome_chart=outcome_bars(issues, theme) if issues else "",
+        engagement_chart=engagement_bars(issues, theme) if report.events_recorded else "",
+        segments=[segments[name] for name in segments if name in used],
+        rows=rows,
+        kinds=TABLE_KINDS,
+    )

@@ -1,0 +1,153 @@
+"""Per issue, from the ledger: who it went to and what happened, with rates.
+
+Read-only: a report never creates, migrates or locks the ledger.  The provider's events
+(delivered, bounced, opened...) come from the ledger's ``events`` table, filled by the
+webhooks of ``newsletter serve``; where that table does not exist (an older ledger, or a
+practice without the web app) those columns are "not known", never zero.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from pipeline.config import Settings
+from pipeline.content.issue import load_issue
+from pipeline.errors import InputError
+from pipeline.ledger.store import RecipientStatus
+from pipeline.web_edition.page import public_title
+
+LEDGER_NAME = "ledger.sqlite3"
+# What the provider said, in the order a person reads it.
+EVENT_KINDS = ("delivered", "bounced", "complained", "unsubscribed", "opened", "clicked")
+
+
+@dataclass(frozen=True)
+class IssueOutcome:
+    slug: str
+    title: str
+    started_at: datetime  # aware, UTC
+    audience: int
+    sent: int
+    failed: int
+    unknown: int
+    pending: int
+    # Distinct recipients per provider event kind; None when no events are recorded at all.
+    events: dict[str, int] | None = field(default=None)
+
+    @property
+    def base(self) -> int:
+        """What rates are out of: the delivered when known, else the sent."""
+        if self.events and self.events.get("delivered"):
+            return self.events["delivered"]
+        return self.sent
+
+    def rate(self, kind: str) -> float | None:
+        """``kind`` as a share: delivered and bounced of the sent, the rest of the delivered."""
+        if not self.events:  # no events table, or nothing heard back for this issue
+            return None
+        count = self.events.get(kind, 0)
+        base = self.sent if kind in ("delivered", "bounced") else self.base
+        return count / base if base else None
+
+
+@contextmanager
+def read_ledger(state_dir: Path) -> Iterator[sqlite3.Connection | None]:
+    """The ledger opened read-only, or None if nothing was ever sent."""
+    path = state_dir / LEDGER_NAME
+    if not path.exists():
+        yield None
+        return
+    db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    try:
+        yield db
+    except sqlite3.DatabaseError as exc:
+        raise InputError(
+            f"the ledger cannot be read ({exc}); restore it from a backup", path=path
+        ) from None
+    finally:
+        db.close()
+
+
+def has_table(db: sqlite3.Connection, name: str) -> bool:
+    row = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+    return row.fetchone() is not None
+
+
+def provider_event_counts(db: sqlite3.Connection) -> dict[str, dict[str, int]] | None:
+    """Per issue, how many recipients each kind of provider event concerned (each reader
+    counted once per kind: two opens by one reader are one "opened").
+
+    The one place the report reads the ``events`` table (schema: the webhooks' migration:
+    type, bounce, key, issue, message_id).  None if the table does not exist.  An event
+    that does not name its issue is matched to it by the provider's message id.  Soft
+    bounces are left out: the provider retries, and most arrive.
+    """
+    if not has_table(db, "events"):
+        return None
+    rows = db.execute(
+        "SELECT coalesce(e.issue, r.issue) AS slug, e.type, count(DISTINCT e.key)"
+        " FROM events e LEFT JOIN recipients r"
+        " ON e.issue IS NULL AND e.message_id IS NOT NULL AND r.provider_id = e.message_id"
+        " WHERE NOT (e.type = 'bounced' AND coalesce(e.bounce, '') = 'soft')"
+        " GROUP BY slug, e.type"
+    ).fetchall()
+    counts: dict[str, dict[str, int]] = {}
+    for slug, kind, count in rows:
+        if slug is not None and kind in EVENT_KINDS:
+            counts.setdefault(str(slug), {})[str(kind)] = int(count)
+    return counts
+
+
+def _title(settings: Settings, slug: str) -> str:
+    """The issue's title as its web page shows it, else (no draft any more) its file name."""
+    try:
+        return public_title(load_issue(settings.newsletters_dir / f"{slug}.md", settings.timezone))
+    except InputError:  # a deleted or broken draft still has a report: by its name
+        return slug
+
+
+def issue_outcomes(settings: Settings, slug: str | None = None) -> list[IssueOutcome]:
+    """Every issue the ledger knows (or just ``slug``), oldest first."""
+    with read_ledger(settings.state_dir) as db:
+        if db is None:
+            return []
+        events = provider_event_counts(db)
+        query = "SELECT slug, started_at FROM issues"
+        params: tuple[str, ...] = ()
+        if slug is not None:
+            query += " WHERE slug = ?"
+            params = (slug,)
+        issues = db.execute(query + " ORDER BY started_at, slug", params).fetchall()
+        outcomes = []
+        for name, started in issues:
+            by_status = dict(
+                db.execute(
+                    "SELECT status, count(*) FROM recipients WHERE issue = ? GROUP BY status",
+                    (name,),
+                ).fetchall()
+            )
+            sent = by_status.get(RecipientStatus.SENT, 0)
+            failed = by_status.get(RecipientStatus.FAILED, 0)
+            unknown = by_status.get(RecipientStatus.UNKNOWN, 0)
+            pending = by_status.get(RecipientStatus.PENDING, 0) + by_status.get(
+                RecipientStatus.INFLIGHT, 0
+            )
+            outcomes.append(
+                IssueOutcome(
+                    slug=name,
+                    title=_title(settings, name),
+                    started_at=datetime.fromisoformat(started),
+                    audience=sent + failed + unknown + pending,
+                    sent=sent,
+                    failed=failed,
+                    unknown=unknown,
+                    pending=pending,
+                    events=None if events is None else events.get(name, {}),
+                )
+            )
+        return outcomes

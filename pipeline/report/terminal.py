@@ -1,0 +1,99 @@
+"""The report on a terminal: a few lines per issue, then the list, in plain words."""
+
+from __future__ import annotations
+
+from datetime import tzinfo
+
+from pipeline.audience.subscribers import Status
+from pipeline.report.outcomes import IssueOutcome
+from pipeline.report.report import Report
+from pipeline.report.words import long_date, percent, plural, short_date
+
+SPAM_LIMIT = 0.003  # Gmail's and Yahoo's bulk-sender rule: complaints under 0.3%
+WEEKS_SHOWN = 12
+
+
+def _issue_lines(issue: IssueOutcome, zone: tzinfo | None) -> list[str]:
+    when = long_date(issue.started_at.astimezone(zone))
+    lines = [issue.title, f"  sent {when} to {plural(issue.audience, 'reader')}:"]
+    parts = [f"{issue.sent:,} sent"]
+    if issue.failed:
+        parts.append(f"{issue.failed:,} refused by the provider")
+    if issue.unknown:
+        parts.append(f"{issue.unknown:,} not known whether sent")
+    if issue.pending:
+        parts.append(f"{issue.pending:,} still to send")
+    lines[-1] += " " + ", ".join(parts)
+    if issue.events is None:
+        return lines
+    e = issue.events
+    if not any(e.values()):
+        lines.append("  nothing heard back from the provider yet")
+        return lines
+    lines.append(
+        f"  delivered {e.get('delivered', 0):,} ({percent(issue.rate('delivered'))}),"
+        f" bounced {e.get('bounced', 0):,} ({percent(issue.rate('bounced'))})"
+    )
+    lines.append(
+        f"  opened by {e.get('opened', 0):,} ({percent(issue.rate('opened'))}),"
+        f" clicked by {e.get('clicked', 0):,} ({percent(issue.rate('clicked'))}),"
+        f" unsubscribed {e.get('unsubscribed', 0):,} ({percent(issue.rate('unsubscribed'))}),"
+        f" marked as spam by {e.get('complained', 0):,} ({percent(issue.rate('complained'))})"
+    )
+    spam = issue.rate("complained")
+    if spam is not None and spam >= SPAM_LIMIT:
+        lines.append(
+            "  ! spam complaints at or above 0.3%: Gmail and Yahoo start refusing mail from"
+            " senders above that; the complainers are off the list now"
+        )
+    return lines
+
+
+def format_report(report: Report) -> str:
+    out = ["How each issue did", ""]
+    if not report.issues:
+        out += ["Nothing has been sent yet.", ""]
+    for issue in reversed(report.issues):  # newest first
+        out += [*_issue_lines(issue, report.made_at.tzinfo), ""]
+    if report.issues and not report.events_recorded:
+        out += [
+            "Delivered, opened, clicked and bounced: not known. Your provider reports them to",
+            "the web app's webhooks (`newsletter serve`), and none are recorded in this ledger.",
+            "",
+        ]
+    elif report.issues:
+        out += [
+            "Rates: delivered and bounced out of those sent, the rest out of those delivered.",
+            "Opens are approximate: some mail apps open every message, some never report it.",
+            "",
+        ]
+    history = report.history
+    now = history.now
+    out.append("Your list")
+    out.append(
+        f"  now: {now[Status.SUBSCRIBED]:,} subscribed, {now[Status.UNSUBSCRIBED]:,} unsubscribed,"
+        f" {now[Status.BOUNCED]:,} bounced, {now[Status.COMPLAINED]:,} marked as spam"
+    )
+    weeks = history.weeks[-WEEKS_SHOWN:]
+    if len(history.weeks) > 1:
+        header = (
+            f"  {'week of':<14}{'subscribed':>11}{'joined':>8}{'left':>6}{'bounced':>9}{'spam':>6}"
+        )
+        out.append(header)
+        for week in weeks:
+            out.append(
+                f"  {short_date(week.start):<14}{week.counts[Status.SUBSCRIBED]:>11,}"
+                f"{week.joined:>8,}{week.left:>6,}{week.bounced:>9,}{week.complained:>6,}"
+            )
+        if len(history.weeks) > WEEKS_SHOWN:
+            out.append(
+                f"  (the last {WEEKS_SHOWN} of {len(history.weeks)} weeks; --html shows them all)"
+            )
+    if history.undated:
+        out.append(
+            f"  {plural(history.undated, 'address', 'addresses')} with no date of joining:"
+            " counted from the first week"
+        )
+    if history.sources:
+        out.append(f"  from {' and '.join(history.sources)}")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,120 @@
+"""An issue -> the HTML of its web page's content: the second renderer of the same draft.
+
+The email writer (``pipeline.render.email_body``) turns the parsed Markdown into MJML with
+inline styles; this one turns the very same tree into plain semantic HTML (real headings with
+anchors, lists, ``<a class="button">``, ``<div class="callout">``) that the site's stylesheet
+dresses.  Merge fields take the value a reader with an empty row would get: the page is for
+everyone, so ``{{ subscriber.first_name | default("there") }}`` reads "there", and nothing
+personal (no address, no unsubscribe token) can reach it.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import jinja2
+from markdown_it.token import Token
+from markupsafe import Markup, escape
+
+from pipeline.content.issue import Issue
+from pipeline.content.merge_fields import TOKEN_PATTERN
+from pipeline.render.fill import FieldEvaluator
+from pipeline.render.markdown import parse, parser
+
+UNSUBSCRIBE_FIELD = "unsubscribe_url"
+
+
+class _Nobody:
+    """``subscriber`` for the web: every column blank, so each field takes its default."""
+
+    def __getattr__(self, name: str) -> jinja2.Undefined:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return jinja2.Undefined(name=name)
+
+    def __getitem__(self, name: str) -> jinja2.Undefined:
+        return jinja2.Undefined(name=name)
+
+
+@dataclass(frozen=True)
+class WebContent:
+    """An issue's words as the public page shows them (text, not HTML, except ``body``)."""
+
+    title: str
+    subject: str
+    preheader: str
+    body: Markup
+    image: str  # the first image's URL, for link previews; "" if none
+
+
+def _public_values(issue: Issue) -> list[str]:
+    fields = FieldEvaluator(issue.merge_fields.fields, str(issue.path))
+    # An unsubscribe link has no meaning on a public page: it becomes empty, never a token.
+    return fields.evaluate({"subscriber": _Nobody(), UNSUBSCRIBE_FIELD: ""})
+
+
+def _fill(text: str, values: Sequence[str], *, html: bool) -> str:
+    def value(match: re.Match[str]) -> str:
+        found = values[int(match[1])]
+        return str(escape(found)) if html else found
+
+    return TOKEN_PATTERN.sub(value, text)
+
+
+def _slugify(text: str) -> str:
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "section"
+
+
+def _dress(tokens: list[Token]) -> str:
+    """Give headings stable ids (for links into a drill) and images lazy loading."""
+    seen: dict[str, int] = {}
+    first_image = ""
+    for index, token in enumerate(tokens):
+        if token.type == "heading_open" and index + 1 < len(tokens):
+            words = "".join(
+                child.content
+                for child in tokens[index + 1].children or []
+                if child.type in ("text", "code_inline")
+            )
+            anchor = _slugify(TOKEN_PATTERN.sub("", words))
+            seen[anchor] = seen.get(anchor, 0) + 1
+            token.attrSet("id", anchor if seen[anchor] == 1 else f"{anchor}-{seen[anchor]}")
+        for child in token.children or []:
+            if child.type == "image":
+                child.attrSet("loading", "lazy")
+                first_image = first_image or str(child.attrs.get("src", ""))
+    return first_image
+
+
+def public_title(issue: Issue) -> str:
+    """The issue's title as everyone reads it (merge fields at their defaults)."""
+    return _fill(issue.title, _public_values(issue), html=False)
+
+
+def render_issue(issue: Issue) -> WebContent:
+    tree = parse(issue.body)
+    tokens = tree.to_tokens()
+    image = _dress(tokens)
+    md = parser()
+    body = str(md.renderer.render(tokens, md.options, {}))
+    values = _public_values(issue)
+    return WebContent(
+        title=_fill(issue.title, values, html=False),
+        subject=_fill(issue.subject, values, html=False),
+        preheader=_fill(issue.preheader, values, html=False),
+        body=Markup(_fill(body, values, html=True)),
+        image=_fill(image, values, html=False),
+    )
+
+
+def summary(content: WebContent, limit: int = 200) -> str:
+    """The preheader, or the first words of the body: what the index and previews show."""
+    if content.preheader:
+        return content.preheader
+    text = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", str(content.body))).split())
+    return text if len(text) <= limit else text[: limit - 1].rsplit(" ", 1)[0] + "…"

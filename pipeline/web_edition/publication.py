@@ -1,0 +1,115 @@
+"""Which issues the public may see, and since when.
+
+An issue is published once the ledger shows it went to someone, or once its ``send_at`` has
+passed.  A draft (no ``send_at``, never sent) and a scheduled issue (``send_at`` still ahead)
+are never published: only a ``--drafts`` preview shows them, marked as such.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+
+from pipeline.config import Settings
+from pipeline.content.issue import Issue, load_issue
+from pipeline.errors import InputError
+from pipeline.ledger.store import RecipientStatus
+
+LEDGER_NAME = "ledger.sqlite3"
+
+
+class Visibility(StrEnum):
+    PUBLISHED = "published"  # sent, or its send_at has passed
+    SCHEDULED = "scheduled"  # send_at still ahead: private
+    DRAFT = "draft"  # no send_at and never sent: private
+
+
+@dataclass(frozen=True)
+class Entry:
+    issue: Issue
+    visibility: Visibility
+    published_at: datetime | None  # aware; the send_at, or when the ledger first sent it
+
+    @property
+    def public(self) -> bool:
+        return self.visibility is Visibility.PUBLISHED
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: Path
+    reason: str
+
+
+def first_sends(state_dir: Path) -> dict[str, datetime]:
+    """Each issue the ledger shows as sent to anyone, with its first sending time.
+
+    Opened read-only: building the archive never creates or migrates a ledger.
+    """
+    path = state_dir / LEDGER_NAME
+    if not path.exists():
+        return {}
+    db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    try:
+        rows = db.execute(
+            "SELECT r.issue, min(coalesce(r.updated_at, i.started_at)) FROM recipients r"
+            " JOIN issues i ON i.slug = r.issue WHERE r.status = ? GROUP BY r.issue",
+            (RecipientStatus.SENT,),
+        ).fetchall()
+    except sqlite3.DatabaseError as exc:
+        # Which issues went out is the ledger's to say: without it, publish nothing by guess.
+        raise InputError(
+            f"the ledger cannot be read ({exc}); restore it from a backup", path=path
+        ) from None
+    finally:
+        db.close()
+    return {str(slug): datetime.fromisoformat(str(when)) for slug, when in rows}
+
+
+def classify(issue: Issue, sent_at: datetime | None, now: datetime) -> Entry:
+    if sent_at is not None:
+        # The send_at is the date she chose; the ledger's time only when there is none.
+        when = issue.send_at if issue.send_at is not None and issue.send_at <= now else sent_at
+        return Entry(issue, Visibility.PUBLISHED, when)
+    if issue.send_at is not None and issue.send_at <= now:
+        return Entry(issue, Visibility.PUBLISHED, issue.send_at)
+    if issue.send_at is not None:
+        return Entry(issue, Visibility.SCHEDULED, None)
+    return Entry(issue, Visibility.DRAFT, None)
+
+
+def collect(settings: Settings, now: datetime) -> tuple[list[Entry], list[Skipped]]:
+    """Every draft in ``newsletters/``, classified, newest first (then drafts, scheduled).
+
+    A draft that does not load is skipped with its reason, unless the ledger shows it was
+    sent: then it is published and must load, so its error stops the build.
+    """
+    sent = first_sends(settings.state_dir)
+    entries: list[Entry] = []
+    skipped: list[Skipped] = []
+    for path in sorted(settings.newsletters_dir.glob("*.md")):
+        try:
+            issue = load_issue(path, settings.timezone)
+        except InputError as exc:
+            if path.stem in sent:
+                raise
+            skipped.append(Skipped(path, _first_problem(exc)))
+            continue
+        entries.append(classify(issue, sent.get(issue.slug), now))
+
+    def order(entry: Entry) -> tuple[int, float, str]:
+        rank = 0 if entry.public else 1
+        moment = entry.published_at or entry.issue.send_at
+        return (rank, -(moment.timestamp() if moment else float("inf")), entry.issue.slug)
+
+    entries.sort(key=order)
+    return entries, skipped
+
+
+def _first_problem(exc: InputError) -> str:
+    lines = exc.location_message().splitlines()
+    more = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""
+    return lines[0] + more

@@ -1,0 +1,376 @@
+"""`newsletter report`: its numbers are the ledger's, in a fixture with sends, failures,
+unknowns and provider events; the list week by week; the HTML opened in Chromium."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+
+from pipeline.audience.subscribers import Status, Subscriber
+from pipeline.config import Settings, load_settings
+from pipeline.ledger.store import Ledger, RecipientStatus, Settlement
+from pipeline.report.html_report import render_html
+from pipeline.report.list_history import list_history
+from pipeline.report.report import make_report
+from pipeline.report.terminal import format_report
+
+from .conftest import ARTIFACTS, write_project
+from .test_browser import CHROMIUM, chromium
+from .web_edition_fixtures import newsletter
+
+NOW = datetime(2025, 9, 3, 18, 0, tzinfo=UTC)  # a Wednesday
+FIRST, SECOND = "2025-07-21-hip-rotation", "2025-08-18-knees"
+
+# The provider events table as the webhooks' ledger migration creates it (branch "events",
+# migration 6).  Created here only when this ledger lacks it, so the test also runs after
+# that migration is merged.
+EVENTS_TABLE = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY, provider TEXT NOT NULL, event_id TEXT NOT NULL, type TEXT NOT NULL,
+    bounce TEXT, email TEXT NOT NULL, key TEXT NOT NULL, issue TEXT, message_id TEXT,
+    reason TEXT, occurred_at TEXT, received_at TEXT NOT NULL, applied_at TEXT, effect TEXT,
+    raw TEXT NOT NULL, UNIQUE (provider, event_id)
+)
+"""
+CONSENT_TABLE = """
+CREATE TABLE IF NOT EXISTS consent_history (
+    id INTEGER PRIMARY KEY, key TEXT NOT NULL, email TEXT NOT NULL, at TEXT NOT NULL,
+    action TEXT NOT NULL, cause TEXT NOT NULL, ip TEXT, user_agent TEXT, source_url TEXT,
+    detail TEXT
+)
+"""
+
+
+def reader(n: int) -> str:
+    return f"reader{n:02d}@example.org"
+
+
+def make_list(root: Path) -> None:
+    """40 readers joining over July and August, 3 who left, 1 bounced, 2 with no dates."""
+    lines = ["email,first_name,status,subscribed_at,unsubscribed_at,bounced_at"]
+    for n in range(40):
+        joined = date(2025, 7, 1 + n) if n < 31 else date(2025, 8, n - 30)
+        status, left, bounced = "subscribed", "", ""
+        if n in (3, 4, 5):
+            status, left = "unsubscribed", "2025-08-20"
+        if n == 6:
+            status, bounced = "bounced", "2025-08-19T10:00:00-07:00"
+        lines.append(f"{reader(n)},R{n},{status},{joined.isoformat()},{left},{bounced}")
+    lines.append("old1@example.org,Old,,,,")
+    lines.append("old2@example.org,Old,subscribed,,,")
+    (root / "subscribers.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def record_send(ledger: Ledger, slug: str, outcomes: dict[int, RecipientStatus]) -> None:
+    """An issue's send through the real ledger API: claimed in batches, then settled."""
+    ledger.start_issue(slug, "hash", "postmark")
+    ledger.add_recipients(
+        slug,
+        (Subscriber(n + 2, reader(n), reader(n), {"email": reader(n)}) for n in outcomes),
+    )
+    while True:
+        batch, rows = ledger.claim(slug, 7)
+        if not rows:
+            break
+        ledger.settle(
+            slug,
+            batch,
+            [
+                Settlement(
+                    row.key,
+                    outcomes[int(row.key[6:8])],
+                    provider_id=f"{slug}-{row.key}",
+                    reason="inactive recipient" if outcomes[int(row.key[6:8])] == "failed" else "",
+                )
+                for row in rows
+                # pending ones stay pending: the send was paused before them
+                if outcomes[int(row.key[6:8])] != RecipientStatus.PENDING
+            ],
+        )
+        if any(outcomes[int(r.key[6:8])] == RecipientStatus.PENDING for r in rows):
+            break
+
+
+def add_events(db_path: Path) -> None:
+    db = sqlite3.connect(db_path)
+    db.execute(EVENTS_TABLE)
+    rows = []
+
+    def event(kind: str, n: int, issue: str | None, bounce: str | None = None) -> None:
+        rows.append(
+            (
+                "postmark",
+                f"e{len(rows)}",
+                kind,
+                bounce,
+                reader(n),
+                reader(n),
+                issue,
+                f"{FIRST if issue is None else issue}-{reader(n)}",
+                "2025-07-21T15:00:00+00:00",
+                "{}",
+            )
+        )
+
+    for n in range(20):  # the first issue: 20 sent, 18 delivered, 2 bounced
+        event("delivered", n, FIRST) if n < 18 else event("bounced", n, FIRST, "hard")
+    for n in range(10):
+        event("opened", n, FIRST)
+        event("opened", n, FIRST)  # a second open by the same reader counts once
+    for n in range(3):
+        event("clicked", n, None)  # no issue named: matched by the provider's message id
+    event("complained", 17, FIRST)
+    event("unsubscribed", 16, FIRST)
+    event("bounced", 15, FIRST, "soft")  # soft bounces are not counted
+    db.executemany(
+        "INSERT INTO events (provider, event_id, type, bounce, email, key, issue, message_id,"
+        " received_at, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    db.commit()
+    db.close()
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> tuple[Path, Settings]:
+    root = write_project(tmp_path / "project")
+    make_list(root)
+    (root / "newsletters" / f"{SECOND}.md").write_text(
+        "---\nsubject: Knees on stairs\nsend_at: 2025-08-18 07:00\n---\n\nHi.\n", encoding="utf-8"
+    )
+    settings = load_settings(root / "newsletter.toml")
+    first = dict.fromkeys(range(20), RecipientStatus.SENT)
+    first |= dict.fromkeys(range(20, 23), RecipientStatus.FAILED)
+    first[23] = RecipientStatus.UNKNOWN
+    second = dict.fromkeys(range(30), RecipientStatus.SENT) | {30: RecipientStatus.FAILED}
+    second |= dict.fromkeys(range(31, 36), RecipientStatus.PENDING)
+    for slug, outcomes, when in (
+        (FIRST, first, datetime(2025, 7, 21, 14, 0, tzinfo=UTC)),
+        (SECOND, second, datetime(2025, 8, 18, 14, 0, tzinfo=UTC)),
+    ):
+        ledger = Ledger(settings.state_dir / "ledger.sqlite3", clock=lambda when=when: when)
+        record_send(ledger, slug, outcomes)
+        ledger.close()
+    return root, settings
+
+
+def test_issue_numbers_equal_the_ledger_without_events(project: tuple[Path, Settings]) -> None:
+    _, settings = project
+    made = make_report(settings, NOW)
+    assert [i.slug for i in made.issues] == [FIRST, SECOND]
+    ledger = Ledger(settings.state_dir / "ledger.sqlite3")
+    for issue in made.issues:
+        counts = ledger.counts(issue.slug)
+        assert (issue.audience, issue.sent, issue.failed, issue.unknown, issue.pending) == (
+            counts.audience,
+            counts.sent,
+            counts.failed,
+            counts.unknown,
+            counts.pending,
+        )
+        assert issue.events is None  # no events table: not known, not zero
+    ledger.close()
+    first, second = made.issues
+    assert (first.audience, first.sent, first.failed, first.unknown) == (24, 20, 3, 1)
+    assert (second.audience, second.sent, second.failed, second.pending) == (36, 30, 1, 5)
+    assert first.title == "Why Hip Rotation Matters More Than You Think"
+    text = format_report(made)
+    assert "Knees on stairs\n  sent August 18, 2025 to 36 readers" in text
+    assert "to 36 readers: 30 sent, 1 refused by the provider, 5 still to send" in text
+    assert "to 24 readers: 20 sent, 3 refused by the provider, 1 not known whether sent" in text
+    assert "Delivered, opened, clicked and bounced: not known." in text
+    assert text.index("Knees on stairs") < text.index("Why Hip Rotation")  # newest first
+
+
+def test_event_numbers_and_rates(project: tuple[Path, Settings]) -> None:
+    _, settings = project
+    add_events(settings.state_dir / "ledger.sqlite3")
+    made = make_report(settings, NOW)
+    first, second = made.issues
+    assert first.events == {
+        "delivered": 18,
+        "bounced": 2,
+        "opened": 10,
+        "clicked": 3,
+        "complained": 1,
+        "unsubscribed": 1,
+    }
+    assert second.events == {}  # the table exists; nothing heard back for this one
+    assert first.rate("delivered") == 18 / 20
+    assert first.rate("bounced") == 2 / 20
+    assert first.rate("opened") == 10 / 18
+    assert first.rate("complained") == 1 / 18
+    text = format_report(made)
+    assert "delivered 18 (90%), bounced 2 (10%)" in text
+    assert "opened by 10 (56%), clicked by 3 (17%), unsubscribed 1 (5.6%)," in text
+    assert "marked as spam by 1 (5.6%)" in text
+    assert "spam complaints at or above 0.3%" in text
+    assert "nothing heard back from the provider yet" in text
+    # One issue: `report ISSUE.md`.
+    only = make_report(settings, NOW, FIRST)
+    assert [i.slug for i in only.issues] == [FIRST]
+
+
+def test_list_week_by_week(project: tuple[Path, Settings]) -> None:
+    _, settings = project
+    history = list_history(settings, NOW.date())
+    weeks = {w.start: w for w in history.weeks}
+    assert history.weeks[0].start == date(2025, 6, 30)  # the Monday of the first join
+    assert history.weeks[-1].start == date(2025, 9, 1)
+    assert history.undated == 2
+    # Week of June 30: the 2 undated + 6 joined (July 1-6).
+    assert weeks[date(2025, 6, 30)].joined == 6
+    assert weeks[date(2025, 6, 30)].counts[Status.SUBSCRIBED] == 8
+    # Week of August 18: reader06 bounced on the 19th, readers 03-05 left on the 20th.
+    aug18 = weeks[date(2025, 8, 18)]
+    assert (aug18.left, aug18.bounced) == (3, 1)
+    assert history.now == {
+        Status.SUBSCRIBED: 38,
+        Status.UNSUBSCRIBED: 3,
+        Status.BOUNCED: 1,
+        Status.COMPLAINED: 0,
+    }
+    assert sum(w.joined for w in history.weeks) == 40
+    text = format_report(make_report(settings, NOW))
+    assert "now: 38 subscribed, 3 unsubscribed, 1 bounced, 0 marked as spam" in text
+    assert "2 addresses with no date of joining" in text
+    assert "Aug 18, 2025" in text
+
+
+def test_consent_history_wins_over_the_lists_dates(project: tuple[Path, Settings]) -> None:
+    _, settings = project
+    db = sqlite3.connect(settings.state_dir / "ledger.sqlite3")
+    db.execute(CONSENT_TABLE)
+    db.executemany(
+        "INSERT INTO consent_history (key, email, at, action, cause) VALUES (?, ?, ?, ?, ?)",
+        [
+            (reader(0), reader(0), "2025-08-26T17:00:00.000+00:00", "confirmed", "form"),
+            (
+                "gone@example.org",
+                "gone@example.org",
+                "2025-07-02T17:00:00+00:00",
+                "confirmed",
+                "form",
+            ),
+            (
+                "gone@example.org",
+                "gone@example.org",
+                "2025-08-27T17:00:00+00:00",
+                "unsubscribed",
+                "one-click",
+            ),
+        ],
+    )
+    db.commit()
+    db.close()
+    history = list_history(settings, NOW.date())
+    weeks = {w.start: w for w in history.weeks}
+    # reader00 joined on August 26 by the consent history, not July 1 by the list.
+    assert weeks[date(2025, 6, 30)].joined == 5 + 1  # readers 01-05, and gone@ on July 2
+    assert weeks[date(2025, 8, 25)].joined == 1 and weeks[date(2025, 8, 25)].left == 1
+    # An address no longer in the list still counts in its history.
+    assert history.now[Status.UNSUBSCRIBED] == 4
+    assert any("consent history" in source for source in history.sources)
+
+
+def _table(page: str, css_class: str) -> list[list[str]]:
+    """A table of the report as rows of cell texts (header first)."""
+    match = re.search(rf'<table class="{css_class}">(.*?)</table>', page, re.S)
+    assert match, css_class
+    rows = re.findall(r"<tr>(.*?)</tr>", match[1], re.S)
+    return [
+        [
+            " ".join(re.sub(r"<[^>]+>", " ", cell).split())
+            for cell in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row, re.S)
+        ]
+        for row in rows
+    ]
+
+
+def test_html_report_tables_say_what_the_ledger_says(project: tuple[Path, Settings]) -> None:
+    _, settings = project
+    add_events(settings.state_dir / "ledger.sqlite3")
+    page = render_html(make_report(settings, NOW), settings)
+    sending = _table(page, "sending")
+    assert sending[0] == ["Issue", "Readers", "Sent", "Refused", "Not known", "Still to send"]
+    assert sending[1] == ["Knees on stairs August 18, 2025", "36", "30", "1", "0", "5"]
+    assert sending[2][1:] == ["24", "20", "3", "1", "0"]
+    readers = _table(page, "readers")
+    header = readers[0]
+    first = dict(zip(header, readers[2], strict=True))
+    assert first["Delivered"] == "18 90%"
+    assert first["Bounced"] == "2 10%"
+    assert first["Opened"] == "10 56%"
+    assert first["Clicked"] == "3 17%"
+    assert first["Unsubscribed"] == "1 5.6%"
+    assert first["Marked as spam"] == "1 5.6%"
+    assert readers[1][1] == "nothing heard back from the provider yet"
+    assert "spam complaints at 5.6%" in page
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+def test_html_report_is_self_contained_and_looks_right(
+    project: tuple[Path, Settings], tmp_path: Path
+) -> None:
+    root, settings = project
+    add_events(settings.state_dir / "ledger.sqlite3")
+    code, _, err = newsletter(root, "report", "--html", "report.html")
+    assert code == 0, err
+    assert (root / "report.html").is_file()
+    # The same report at the fixture's date, for a screenshot that does not change by the day.
+    path = tmp_path / "report.html"
+    page = render_html(make_report(settings, NOW), settings)
+    path.write_text(page, encoding="utf-8")
+    # Opens offline: nothing fetched, nothing run.
+    assert "<script" not in page
+    assert not re.search(r'(src|href)="(https?:)?//', page)
+    assert "@import" not in page and "url(" not in page
+    assert page.count("<svg") == 3
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for width in (1024, 420):
+        shot = ARTIFACTS / f"report-{width}.png"
+        chromium(
+            [
+                f"--window-size={width},1900",
+                "--virtual-time-budget=3000",
+                f"--screenshot={shot}",
+                path.as_uri(),
+            ],
+            tmp_path,
+        )
+        assert shot.stat().st_size > 20_000
+
+
+def test_report_of_an_unsent_issue_is_one_line(project: tuple[Path, Settings]) -> None:
+    root, _ = project
+    (root / "newsletters" / "2025-12-01-draft.md").write_text(
+        "---\nsubject: Draft\n---\n\nHi.\n", encoding="utf-8"
+    )
+    code, _, err = newsletter(root, "report", "newsletters/2025-12-01-draft.md")
+    assert code == 2
+    assert err.strip().endswith("this issue has not been sent: nothing to report yet")
+    assert "Traceback" not in err
+
+
+def test_report_with_no_ledger_says_so(tmp_path: Path) -> None:
+    root = write_project(tmp_path / "fresh")
+    code, out, _ = newsletter(root, "report")
+    assert code == 0
+    assert "Nothing has been sent yet." in out
+    assert "now: 9 subscribed, 1 unsubscribed, 1 bounced, 1 marked as spam" in out
+    assert not (root / ".newsletter" / "ledger.sqlite3").exists()  # a report creates nothing
+
+
+@pytest.mark.parametrize("command", [["report"], ["archive"]])
+def test_a_damaged_ledger_is_one_line(tmp_path: Path, command: list[str]) -> None:
+    root = write_project(tmp_path / "damaged")
+    (root / ".newsletter").mkdir()
+    (root / ".newsletter" / "ledger.sqlite3").write_bytes(b"not a database, " * 300)
+    code, _, err = newsletter(root, *command)
+    assert code == 2
+    assert "ledger.sqlite3: the ledger cannot be read" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
