@@ -203,21 +203,27 @@ def _print_report(report: SendReport, settings: Settings, *, quiet: bool = False
         click.echo(f"  invalid row {settings.subscribers}:{item.line}: {item.detail}")
     for email, reason in report.failures[:limit]:
         click.echo(f"  failed {email}: {reason}")
-    if report.unknown:
+    unknown = counts.unknown  # the ledger's total; report.unknown is only an excerpt
+    if unknown:
         replayable = report.unknown_replayable
-        click.echo(f"  unknown {len(report.unknown)}: may or may not have been delivered")
+        click.echo(f"  unknown {unknown}: may or may not have been delivered")
         if replayable:
             click.echo(
                 f"    {replayable} in batches this provider was sent: the next run replays them "
                 "under the same idempotency key, which it delivers once"
             )
-        if len(report.unknown) > replayable:
+        if unknown > replayable:
+            # Never plain advice to re-send: some of these were most likely delivered.
             click.echo(
-                f"    {len(report.unknown) - replayable}: re-send them with --resend-unknown "
-                "once you have checked"
+                f"    {unknown - replayable}: look each one up in {settings.provider.name}'s "
+                "log (or ask the reader) before doing anything; --resend-unknown sends every "
+                "one of them again, so a reader who did get the issue gets it twice"
             )
-        for email, _ in report.unknown[:limit]:
-            click.echo(f"    {email}")
+        for email, reason in report.unknown[:limit]:
+            click.echo(f"    {email}: {reason}" if reason else f"    {email}")
+        if unknown > len(report.unknown[:limit]):
+            more = unknown - len(report.unknown[:limit])
+            click.echo(f"    ... and {more} more")
     if run.paused:
         click.echo(f"  paused: {run.paused}. Run again to resume.")
     if run.stopped:

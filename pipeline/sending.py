@@ -24,7 +24,7 @@ from pipeline.audience.subscribers import (
 )
 from pipeline.config import Settings
 from pipeline.content.issue import Issue, load_issue
-from pipeline.delivery.loop import DeliveryLoop, DeliveryPolicy, LoopResult
+from pipeline.delivery.loop import DeliveryLoop, DeliveryPolicy, LoopResult, build_each
 from pipeline.delivery.provider import Options, Outcome, Provider, RecipientResult, Reconciling
 from pipeline.delivery.providers import REGISTRY, create_provider
 from pipeline.errors import InputError, InputErrors, NewsletterError
@@ -289,8 +289,12 @@ def _reconcile_unknown(
         batch, rows = ledger.claim(slug, 500, RecipientStatus.UNKNOWN, provider.name)
         if not rows:
             return settled
-        messages = [factory.build(r.key, r.email, r.fields) for r in rows]
+        messages, unbuildable = build_each(factory, rows)
+        # A message that cannot be built now cannot be looked for: it stays in doubt.
         settlements = [
+            Settlement(s.key, RecipientStatus.UNKNOWN, reason=s.reason) for s in unbuildable
+        ]
+        settlements += [
             Settlement(
                 r.key,
                 RecipientStatus.SENT if r.outcome is Outcome.SENT else RecipientStatus.PENDING,
@@ -299,6 +303,8 @@ def _reconcile_unknown(
             for r in provider.reconcile(messages)
         ]
         ledger.settle(slug, batch, settlements)
+        if not messages:
+            return settled
         settled += sum(1 for s in settlements if s.status is RecipientStatus.SENT)
 
 

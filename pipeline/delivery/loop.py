@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
-from pipeline.delivery.provider import Options, Outcome, Provider, RecipientResult
+from pipeline.delivery.provider import BatchResult, Options, Outcome, Provider, RecipientResult
 from pipeline.delivery.retry import RetryLater, RetryPolicy
 from pipeline.errors import NewsletterError
 from pipeline.ledger.store import ClaimedRow, Ledger, RecipientStatus, Settlement
@@ -31,6 +31,29 @@ SETTLED_AS = {
 # Four batches of 250 in flight keep a send's memory near 100 MB; 500 would be 150 MB for
 # ~10% more throughput (bench/scale.py).
 DEFAULT_BATCH = 250
+
+
+def describe(exc: BaseException) -> str:
+    """An unexpected error in words: its kind and message, never a traceback."""
+    text = " ".join(str(exc).split())[:300]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def build_each(
+    factory: MessageFactory, rows: Sequence[ClaimedRow]
+) -> tuple[list[Message], list[Settlement]]:
+    """Each row's message; a row whose message cannot be built is ``failed`` with the reason,
+    and the others go on: one reader's data never stops a send."""
+    messages, failed = [], []
+    for row in rows:
+        try:
+            messages.append(factory.build(row.key, row.email, row.fields))
+        except NewsletterError as exc:
+            failed.append(Settlement(row.key, RecipientStatus.FAILED, reason=str(exc)))
+        except Exception as exc:  # whatever it is, it is this reader's alone
+            reason = f"this reader's message could not be built: {describe(exc)}"
+            failed.append(Settlement(row.key, RecipientStatus.FAILED, reason=reason))
+    return messages, failed
 
 
 @dataclass(frozen=True)
@@ -133,13 +156,7 @@ class DeliveryLoop:
         self._unknown_done = not provider.idempotent
 
     def build(self, rows: Sequence[ClaimedRow]) -> tuple[list[Message], list[Settlement]]:
-        messages, failed = [], []
-        for row in rows:
-            try:
-                messages.append(self.factory.build(row.key, row.email, row.fields))
-            except NewsletterError as exc:
-                failed.append(Settlement(row.key, RecipientStatus.FAILED, reason=str(exc)))
-        return messages, failed
+        return build_each(self.factory, rows)
 
     def _apply(self, slug: str, batch: int, items: list[Settlement], result: LoopResult) -> None:
         """Record settlements in the ledger and in the run's counters (this thread only)."""
@@ -237,7 +254,15 @@ class DeliveryLoop:
                 with attempt:
                     if not remaining:
                         break
-                    answer = self.provider.send(remaining)
+                    try:
+                        answer = self.provider.send(remaining)
+                    except Exception as exc:  # settled, never a dead thread
+                        # Providers turn every per-message problem into that message's result;
+                        # anything else is a fault in the provider itself, after which nobody
+                        # can say which of these messages went: unknown, and the send stops.
+                        reason = f"the {self.provider.name} provider failed: {describe(exc)}"
+                        answer = BatchResult.all(remaining, Outcome.UNKNOWN, reason, stop=reason)
+                        retry_unknown = False
                     by_key = {r.key: r for r in answer.results}
                     retry: list[tuple[Message, RecipientResult]] = []
                     settlements: list[Settlement] = []
