@@ -156,12 +156,14 @@ def send_issue(
     InputError for bad input, an edited issue, or a bad list.
     """
     compiled = prepare(path, settings)
+    secret = load_secret(settings.state_dir, environ)  # refused before anything is recorded
     with SendLock(settings.state_dir):
         ledger = open_ledger(settings, clock)
         try:
             return _send_locked(
                 ledger,
                 compiled,
+                secret,
                 settings,
                 provider,
                 environ,
@@ -179,6 +181,7 @@ def send_issue(
 def _send_locked(
     ledger: Ledger,
     compiled: CompiledEmail,
+    secret: bytes,
     settings: Settings,
     provider: Provider,
     environ: Mapping[str, str],
@@ -231,10 +234,7 @@ def _send_locked(
         ledger.requeue_unknown(slug, provider.name if provider.idempotent else None)
 
     factory = MessageFactory(
-        compiled,
-        settings,
-        load_secret(settings.state_dir, environ),
-        managed_unsubscribe=provider.managed_unsubscribe,
+        compiled, settings, secret, managed_unsubscribe=provider.managed_unsubscribe
     )
     reconciled = _reconcile_unknown(ledger, slug, provider, factory)
     ledger.set_status(slug, IssueStatus.SENDING)
