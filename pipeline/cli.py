@@ -230,6 +230,27 @@ def _print_report(report: SendReport, settings: Settings, *, quiet: bool = False
         click.echo(f"  stopped: {run.stopped}. Fix it, then run again to resume.")
 
 
+def _print_interrupted(report: SendReport, resume: str) -> None:
+    """One line after a signal: what is left, and the command that goes on from there."""
+    if not report.interrupted:
+        return
+    pending = report.counts.pending
+    click.echo(
+        f"  stopped by {report.interrupted}: every answer received was recorded; {pending} "
+        f"reader{'s' if pending != 1 else ''} still to send. Resume with: {resume}"
+    )
+
+
+def _exit_after_abandon(ctx: click.Context, code: int, abandoned: int) -> None:
+    """After giving up on answers in flight, a worker thread may still wait for one (up to
+    the provider's timeout); the ledger has it as unknown already, so do not wait for it."""
+    if abandoned:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    ctx.exit(code)
+
+
 def _progress() -> Callable[[int, int], None] | None:
     """A progress bar on stderr, when it is a terminal."""
     if not sys.stderr.isatty():
@@ -268,7 +289,8 @@ def send(
     """Send an issue to the list, exactly once per subscriber.
 
     Resumes where an interrupted send stopped; never re-sends a recipient recorded as sent.
-    Exit codes: 0 all done, 1 some recipients failed, unknown or pending, 2 bad input.
+    Exit codes: 0 all done, 1 some recipients failed, unknown or pending, 2 bad input,
+    75 stopped by SIGTERM or SIGINT (every answer received is recorded): run it again.
 
     \b
     newsletter send newsletters/2025-07-21-hip-rotation.md --dry-run
@@ -295,7 +317,9 @@ def send(
             click.echo(f"error: {problem.location_message()}", err=True)
         for due_report in due_run.reports:
             _print_report(due_report, settings, quiet=True)
-        ctx.exit(due_run.exit_code)
+            _print_interrupted(due_report, "newsletter send --due")
+        abandoned = sum(r.this_run.abandoned for r in due_run.reports)
+        _exit_after_abandon(ctx, due_run.exit_code, abandoned)
     assert issue is not None
     provider = create_provider(settings, environ)
     try:
@@ -361,7 +385,8 @@ def send(
     if sys.stderr.isatty():
         click.echo("", err=True)
     _print_report(report, settings)
-    ctx.exit(report.exit_code)
+    _print_interrupted(report, f"newsletter send {issue} --yes")
+    _exit_after_abandon(ctx, report.exit_code, report.this_run.abandoned)
 
 
 @cli.command()

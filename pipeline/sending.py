@@ -24,9 +24,16 @@ from pipeline.audience.subscribers import (
 )
 from pipeline.config import Settings
 from pipeline.content.issue import Issue, load_issue
-from pipeline.delivery.loop import DeliveryLoop, DeliveryPolicy, LoopResult, build_each
+from pipeline.delivery.loop import (
+    STOP_GRACE,
+    DeliveryLoop,
+    DeliveryPolicy,
+    LoopResult,
+    build_each,
+)
 from pipeline.delivery.provider import Options, Outcome, Provider, RecipientResult, Reconciling
 from pipeline.delivery.providers import REGISTRY, create_provider
+from pipeline.delivery.stopping import StopOnSignals, StopRequest
 from pipeline.errors import InputError, InputErrors, NewsletterError
 from pipeline.ledger.lock import SendLock
 from pipeline.ledger.store import (
@@ -50,6 +57,10 @@ OPTED_OUT = {
     SkipReason.COMPLAINED,
     SkipReason.SUPPRESSED,
 }
+
+
+# sysexits.h EX_TEMPFAIL: stopped by a signal with readers still to send; run again to resume.
+EXIT_INTERRUPTED = 75
 
 
 class SendStopped(NewsletterError):
@@ -106,9 +117,16 @@ class SendReport:
         return self.unknown_replayable > 0
 
     @property
+    def interrupted(self) -> str | None:
+        """The signal that stopped this run, if it stopped with readers still to send."""
+        return self.this_run.interrupted if self.counts.pending else None
+
+    @property
     def exit_code(self) -> int:
         if self.this_run.stopped:
             return 2
+        if self.interrupted:
+            return EXIT_INTERRUPTED
         if self.counts.failed or self.counts.unknown or self.counts.pending:
             return 1
         return 0
@@ -149,15 +167,23 @@ def send_issue(
     clock: Callable[[], datetime] = utc_now,
     sleep: Callable[[float], None] = time.sleep,
     monotonic: Callable[[], float] = time.monotonic,
+    stop: StopRequest | None = None,
+    stop_grace: float = STOP_GRACE,
 ) -> SendReport | None:
     """Send (or resume) one issue to its audience, exactly once per recipient.
+
+    SIGTERM and SIGINT (or ``stop``, from a test) end it cleanly: no more batches, up to
+    ``stop_grace`` seconds for the answers in flight, all recorded; ``interrupted`` says so.
 
     Returns None when ``confirm`` declines.  Raises LockHeld if another send is running,
     InputError for bad input, an edited issue, or a bad list.
     """
     compiled = prepare(path, settings)
     secret = load_secret(settings.state_dir, environ)  # refused before anything is recorded
-    with SendLock(settings.state_dir):
+    stop = stop or StopRequest()
+    # From here a signal stops the send cleanly (the loop settles what is in flight) instead
+    # of killing it; the question at the terminal keeps its usual Ctrl-C.
+    with SendLock(settings.state_dir), StopOnSignals(stop) as signals:
         ledger = open_ledger(settings, clock)
         try:
             return _send_locked(
@@ -169,10 +195,12 @@ def send_issue(
                 environ,
                 resend_unknown,
                 force,
-                confirm,
+                signals.outside(confirm) if confirm is not None else None,
                 progress,
                 sleep,
                 monotonic,
+                stop,
+                stop_grace,
             )
         finally:
             ledger.close()
@@ -191,6 +219,8 @@ def _send_locked(
     progress: Callable[[int, int], None] | None,
     sleep: Callable[[float], None],
     monotonic: Callable[[], float],
+    stop: StopRequest,
+    stop_grace: float,
 ) -> SendReport | None:
     issue = compiled.issue
     slug = issue.slug
@@ -246,6 +276,8 @@ def _send_locked(
         sleep=sleep,
         monotonic=monotonic,
         progress=progress,
+        stop=stop,
+        stop_grace=stop_grace,
     )
     result = loop.run(slug)
     counts = ledger.counts(slug)
@@ -255,6 +287,8 @@ def _send_locked(
         status, note = IssueStatus.PAUSED, result.paused
     elif counts.pending == 0:
         status, note = IssueStatus.COMPLETE, None
+    elif result.interrupted:
+        status, note = IssueStatus.SENDING, f"stopped by {result.interrupted}; run again to resume"
     else:
         status, note = IssueStatus.SENDING, None
     ledger.set_status(slug, status, note)
@@ -355,12 +389,17 @@ def send_due(
         ledger.close()
     plans = plan_due(drafts, records, now, settings.max_lateness)
     reports = []
+    stop = StopRequest()
     for plan in plans:
         if not plan.acts:
             continue
+        if stop.requested:
+            break  # stopped by a signal: the next run goes on from here
         provider = (provider_factory or (lambda: create_provider(settings, environ)))()
         try:
-            report = send_issue(plan.draft.path, settings, provider, environ=environ, sleep=sleep)
+            report = send_issue(
+                plan.draft.path, settings, provider, environ=environ, sleep=sleep, stop=stop
+            )
         except InputError as exc:
             problems.extend(exc.problems if isinstance(exc, InputErrors) else [exc])
             continue

@@ -96,7 +96,7 @@ def test_send_with_an_empty_key_file_is_one_line_exit_2(
     root = make_project()
     (root / ".newsletter").mkdir()
     (root / ".newsletter" / "secret").write_bytes(b"")
-    code, out, err = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    code, _, err = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
     assert code == 2
     assert err.count("\n") == 1 and ".newsletter/secret" in err and "empty" in err
     assert not (root / "outbox").exists()

@@ -235,6 +235,23 @@ class Ledger:
             )
         return {str(k): int(v) for k, v in found.items()}
 
+    def abandon_batch(self, slug: str, batch: int, reason: str) -> int:
+        """The rows of ``batch`` still in flight become ``unknown`` with ``reason`` (a stopped
+        send that could not wait longer for the provider's answer)."""
+        with self.transaction() as db:
+            return db.execute(
+                "UPDATE recipients SET status = ?, reason = ?, updated_at = ?"
+                " WHERE issue = ? AND batch = ? AND status = ?",
+                (
+                    RecipientStatus.UNKNOWN,
+                    reason,
+                    self._now(),
+                    slug,
+                    batch,
+                    RecipientStatus.INFLIGHT,
+                ),
+            ).rowcount
+
     def requeue_unknown(self, slug: str, keep_provider: str | None = None) -> int:
         """``unknown`` rows back to pending (``--resend-unknown``), except those in batches
         ``keep_provider`` sent: an idempotent provider replays those under their key."""
