@@ -197,7 +197,17 @@ def _print_report(report: SendReport, settings: Settings, *, quiet: bool = False
         reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(report.skipped.items()))
         click.echo(f"  skipped {sum(report.skipped.values())} rows: {reasons}")
     if report.withdrawn:
-        click.echo(f"  withdrawn: {report.withdrawn} opted out since the send began")
+        click.echo(
+            f"  withdrawn: {report.withdrawn} left the list or unsubscribed since the send began"
+        )
+    if report.added:
+        click.echo(f"  included: {report.added} who joined the list since the send began")
+    if report.joined:
+        who = "person has" if report.joined == 1 else "people have"
+        click.echo(
+            f"  {report.joined} {who} joined the list since the send began and did not get "
+            "this issue: add --include-new to send it to them"
+        )
     limit = 5 if quiet else 50
     for item in report.invalid[:limit]:
         click.echo(f"  invalid row {settings.subscribers}:{item.line}: {item.detail}")
@@ -275,6 +285,11 @@ def _progress() -> Callable[[int, int], None] | None:
 )
 @click.option("--resend-unknown", is_flag=True, help="Re-send recipients whose fate is unknown.")
 @click.option("--force", is_flag=True, help="Send an issue edited after its sending began.")
+@click.option(
+    "--include-new",
+    is_flag=True,
+    help="Also send to people who joined the list after the issue's sending began.",
+)
 @click.pass_context
 def send(
     ctx: click.Context,
@@ -285,6 +300,7 @@ def send(
     to_address: str | None,
     resend_unknown: bool,
     force: bool,
+    include_new: bool,
 ) -> None:
     """Send an issue to the list, exactly once per subscriber.
 
@@ -304,7 +320,7 @@ def send(
 
     if due == (issue is not None):
         raise click.UsageError("give either ISSUE or --due")
-    if due and (dry_run or to_address or resend_unknown or force):
+    if due and (dry_run or to_address or resend_unknown or force or include_new):
         raise click.UsageError("--due takes no other option: cron sends as configured")
     settings = _settings(ctx)
     environ = dict(os.environ)
@@ -374,6 +390,7 @@ def send(
             environ=environ,
             resend_unknown=resend_unknown,
             force=force,
+            include_new=include_new,
             confirm=None if yes else confirm,
             progress=_progress(),
         )

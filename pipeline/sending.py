@@ -37,6 +37,7 @@ from pipeline.delivery.stopping import StopOnSignals, StopRequest
 from pipeline.errors import InputError, InputErrors, NewsletterError
 from pipeline.ledger.lock import SendLock
 from pipeline.ledger.store import (
+    AudienceChange,
     Counts,
     IssueStatus,
     Ledger,
@@ -109,6 +110,8 @@ class SendReport:
     unknown: list[tuple[str, str]] = field(default_factory=list)
     recovered_unknown: int = 0
     withdrawn: int = 0
+    joined: int = 0  # joined the list since the send began; not sent (see --include-new)
+    added: int = 0  # joined since and included (--include-new)
     reconciled: int = 0
     unknown_replayable: int = 0  # unknown rows the (idempotent) provider will replay by key
 
@@ -162,6 +165,7 @@ def send_issue(
     environ: Mapping[str, str],
     resend_unknown: bool = False,
     force: bool = False,
+    include_new: bool = False,
     confirm: Callable[[SendPlan], bool] | None = None,
     progress: Callable[[int, int], None] | None = None,
     clock: Callable[[], datetime] = utc_now,
@@ -195,6 +199,7 @@ def send_issue(
                 environ,
                 resend_unknown,
                 force,
+                include_new,
                 signals.outside(confirm) if confirm is not None else None,
                 progress,
                 sleep,
@@ -215,6 +220,7 @@ def _send_locked(
     environ: Mapping[str, str],
     resend_unknown: bool,
     force: bool,
+    include_new: bool,
     confirm: Callable[[SendPlan], bool] | None,
     progress: Callable[[int, int], None] | None,
     sleep: Callable[[float], None],
@@ -252,16 +258,21 @@ def _send_locked(
     if record is None:
         record = ledger.start_issue(slug, compiled.fingerprint, provider.name)
     audience = _AudienceScan()
-    withdrawn = 0
-    if not record.audience_loaded:
-        ledger.add_recipients(slug, audience.subscribers(settings.subscribers, issue.tags))
-    else:
-        for _ in audience.subscribers(settings.subscribers, issue.tags):
-            pass
-        withdrawn = ledger.withdraw(slug, audience.opted_out)
+    change = AudienceChange(0, 0, 0, 0)
     if resend_unknown:
         # Batches an idempotent provider sent are replayed by the loop under their key.
         ledger.requeue_unknown(slug, provider.name if provider.idempotent else None)
+    if not record.audience_loaded:
+        ledger.add_recipients(slug, audience.subscribers(settings.subscribers, issue.tags))
+    else:
+        # A resume: the list as it is now decides (someone deleted or unsubscribed since is
+        # not sent; a corrected name is used; who joined since is reported, or included).
+        change = ledger.refresh_audience(
+            slug,
+            audience.subscribers(settings.subscribers, issue.tags),
+            audience.opted_out,
+            include_new=include_new,
+        )
 
     factory = MessageFactory(
         compiled, settings, secret, managed_unsubscribe=provider.managed_unsubscribe
@@ -303,7 +314,9 @@ def _send_locked(
         failures=ledger.recipients(slug, RecipientStatus.FAILED),
         unknown=ledger.recipients(slug, RecipientStatus.UNKNOWN),
         recovered_unknown=recovered,
-        withdrawn=withdrawn,
+        withdrawn=change.withdrawn,
+        joined=change.joined,
+        added=change.added,
         reconciled=reconciled,
         unknown_replayable=(
             ledger.unknown_replayable(slug, provider.name) if provider.idempotent else 0

@@ -68,6 +68,16 @@ class Counts:
         return self.pending == 0
 
 
+@dataclass(frozen=True)
+class AudienceChange:
+    """What the list as it is now changed in a resumed send."""
+
+    withdrawn: int  # no longer in the audience: not sent
+    refreshed: int  # still to send, with the list's current values
+    joined: int  # joined since the send began, not included (``--include-new`` includes them)
+    added: int  # joined since, included in this send
+
+
 @dataclass(frozen=True, slots=True)
 class ClaimedRow:
     key: str
@@ -190,6 +200,85 @@ class Ledger:
                 if len(block) < chunk:
                     db.execute("UPDATE issues SET audience_loaded = 1 WHERE slug = ?", (slug,))
                     return added
+
+    def refresh_audience(
+        self,
+        slug: str,
+        subscribers: Iterable[Subscriber],
+        opted_out: Iterable[str],
+        *,
+        include_new: bool = False,
+        chunk: int = 2000,
+    ) -> AudienceChange:
+        """On a resume, the list as it is now decides who is still to be sent, and how.
+
+        Pending readers no longer in the issue's audience (deleted, which may be an erasure
+        request; unsubscribed; untagged) are withdrawn; the others get their current values
+        (a corrected name); people who joined since the send began are counted, and added
+        when ``include_new``.  Rows already sent, failed or unknown are history: untouched.
+        """
+        db = self.db
+        db.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS current_audience"
+            " (key TEXT PRIMARY KEY, email TEXT, line INTEGER, fields TEXT)"
+        )
+        db.execute("DELETE FROM temp.current_audience")
+        items = iter(subscribers)
+        # Only the temporary table is written: a deferred transaction, no lock on the ledger
+        # while the list is read.
+        db.execute("BEGIN")
+        try:
+            while block := list(islice(items, chunk)):
+                db.executemany(
+                    "INSERT OR IGNORE INTO temp.current_audience VALUES (?, ?, ?, ?)",
+                    [
+                        (s.key, s.email, s.line, json.dumps(s.fields, ensure_ascii=False))
+                        for s in block
+                    ],
+                )
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        now = self._now()
+        try:
+            with self.transaction():
+                db.execute("CREATE TEMP TABLE IF NOT EXISTS left_list (key TEXT PRIMARY KEY)")
+                db.execute("DELETE FROM temp.left_list")
+                db.executemany(
+                    "INSERT OR IGNORE INTO temp.left_list VALUES (?)", ((k,) for k in opted_out)
+                )
+                withdrawn = db.execute(
+                    "UPDATE recipients SET status = ?, updated_at = ?, reason = CASE WHEN key IN"
+                    " (SELECT key FROM temp.left_list) THEN 'opted out after the send began'"
+                    " ELSE 'no longer on the list (or not in this issue''s audience) when the"
+                    " send resumed' END"
+                    " WHERE issue = ? AND status = ?"
+                    " AND key NOT IN (SELECT key FROM temp.current_audience)",
+                    (RecipientStatus.WITHDRAWN, now, slug, RecipientStatus.PENDING),
+                ).rowcount
+                refreshed = db.execute(
+                    "UPDATE recipients SET email = c.email, line = c.line, fields = c.fields"
+                    " FROM temp.current_audience AS c WHERE recipients.issue = ?"
+                    " AND recipients.status = ? AND recipients.key = c.key"
+                    " AND (recipients.fields != c.fields OR recipients.email != c.email)",
+                    (slug, RecipientStatus.PENDING),
+                ).rowcount
+                new = (
+                    "FROM temp.current_audience c WHERE NOT EXISTS (SELECT 1 FROM recipients r"
+                    " WHERE r.issue = ? AND r.key = c.key)"
+                )
+                joined = int(db.execute(f"SELECT count(*) {new}", (slug,)).fetchone()[0])
+                added = 0
+                if include_new and joined:
+                    added = db.execute(
+                        "INSERT INTO recipients (issue, key, email, line, fields, status)"
+                        f" SELECT ?, c.key, c.email, c.line, c.fields, ? {new} ORDER BY c.line",
+                        (slug, RecipientStatus.PENDING, slug),
+                    ).rowcount
+        finally:
+            db.execute("DELETE FROM temp.current_audience")
+        return AudienceChange(withdrawn, refreshed, joined - added, added)
 
     def withdraw(self, slug: str, keys: Iterable[str]) -> int:
         """Pending recipients who opted out since the send began leave the audience."""
