@@ -531,6 +531,37 @@ def unsubscribe_server(ctx: click.Context, host: str, port: int) -> None:
 
 
 @cli.command()
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File to write (default: .newsletter/backups/ledger-<UTC time>.sqlite3).",
+)
+@click.pass_context
+def backup(ctx: click.Context, out: Path | None) -> None:
+    """Copy the ledger safely, even while a send is running (SQLite's online backup).
+
+    Copying ledger.sqlite3 by hand is not a backup: recent sends may still be in its -wal
+    file. Keep the copy somewhere else; to restore, stop sending and put it back as
+    .newsletter/ledger.sqlite3 (removing any ledger.sqlite3-wal and -shm beside it).
+
+    \b
+    newsletter backup
+    newsletter backup --out /mnt/backups/newsletter-ledger.sqlite3
+    """
+    from pipeline.ledger.backup import backup_ledger
+    from pipeline.sending import LEDGER_NAME
+
+    settings = _settings(ctx)
+    if out is None:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        out = settings.state_dir / "backups" / f"ledger-{stamp}.sqlite3"
+    made = backup_ledger(settings.state_dir / LEDGER_NAME, out)
+    issues = f"{made.issues} issue{'s' if made.issues != 1 else ''}"
+    people = f"{made.recipients} recipient row{'s' if made.recipients != 1 else ''}"
+    click.echo(f"backed up the ledger ({issues}, {people}) to {made.path}")
+
+
+@cli.command()
 def providers() -> None:
     """List the email providers, with the settings and secrets each needs.
 

@@ -35,6 +35,7 @@ from pipeline.delivery.provider import Options, Outcome, Provider, RecipientResu
 from pipeline.delivery.providers import REGISTRY, create_provider
 from pipeline.delivery.stopping import StopOnSignals, StopRequest
 from pipeline.errors import InputError, InputErrors, NewsletterError
+from pipeline.ledger import start_record
 from pipeline.ledger.lock import SendLock
 from pipeline.ledger.store import (
     AudienceChange,
@@ -233,6 +234,9 @@ def _send_locked(
     # Holding the lock, no live run has rows in flight: any left are from a dead run.
     recovered = ledger.recover_inflight().get(slug, 0)
     record = ledger.issue(slug)
+    # A lost or older ledger must not look like a fresh start (it re-sent 3,000 of 3,000).
+    sent_record = start_record.record_path(issue.path, slug)
+    start_record.check(sent_record, ledger.path, record, ledger.counts(slug))
     if record is not None and record.content_hash != compiled.fingerprint:
         sent = ledger.counts(slug).sent
         if not force:
@@ -257,6 +261,7 @@ def _send_locked(
 
     if record is None:
         record = ledger.start_issue(slug, compiled.fingerprint, provider.name)
+    _write_start_record(ledger, slug, sent_record)
     audience = _AudienceScan()
     change = AudienceChange(0, 0, 0, 0)
     if resend_unknown:
@@ -303,6 +308,7 @@ def _send_locked(
     else:
         status, note = IssueStatus.SENDING, None
     ledger.set_status(slug, status, note)
+    _write_start_record(ledger, slug, sent_record)
     return SendReport(
         slug=slug,
         subject=issue.subject,
@@ -322,6 +328,19 @@ def _send_locked(
             ledger.unknown_replayable(slug, provider.name) if provider.idempotent else 0
         ),
     )
+
+
+def _write_start_record(ledger: Ledger, slug: str, path: Path) -> None:
+    record = ledger.issue(slug)
+    assert record is not None
+    try:
+        start_record.write(path, record, ledger.counts(slug), ledger.now())
+    except OSError as exc:
+        raise InputError(
+            f"could not write this record of the issue's sending ({exc.strerror or exc}); it "
+            "guards against re-sending if the ledger is lost: fix the folder and run again",
+            path=path,
+        ) from None
 
 
 def _reconcile_unknown(

@@ -113,6 +113,10 @@ class Ledger:
     def close(self) -> None:
         self.db.close()
 
+    def now(self) -> str:
+        """The ledger's clock, as it writes times."""
+        return self._now()
+
     def _now(self) -> str:
         return self.clock().astimezone(UTC).isoformat(timespec="seconds")
 
