@@ -42,8 +42,10 @@ from pipeline.ledger.store import (
     Counts,
     IssueStatus,
     Ledger,
+    LedgerError,
     RecipientStatus,
     Settlement,
+    ledger_errors,
     utc_now,
 )
 from pipeline.messages.compose import Message, MessageFactory
@@ -188,7 +190,12 @@ def send_issue(
     stop = stop or StopRequest()
     # From here a signal stops the send cleanly (the loop settles what is in flight) instead
     # of killing it; the question at the terminal keeps its usual Ctrl-C.
-    with SendLock(settings.state_dir), StopOnSignals(stop) as signals:
+    ledger_path = settings.state_dir / LEDGER_NAME
+    with (
+        ledger_errors(ledger_path),
+        SendLock(settings.state_dir),
+        StopOnSignals(stop) as signals,
+    ):
         ledger = open_ledger(settings, clock)
         try:
             return _send_locked(
@@ -232,6 +239,7 @@ def _send_locked(
     issue = compiled.issue
     slug = issue.slug
     # Holding the lock, no live run has rows in flight: any left are from a dead run.
+    ledger.verify()  # a damaged ledger would miscount who is still to send
     recovered = ledger.recover_inflight().get(slug, 0)
     record = ledger.issue(slug)
     # A lost or older ledger must not look like a fresh start (it re-sent 3,000 of 3,000).
@@ -414,11 +422,12 @@ def send_due(
 ) -> DueRun:
     """Send every issue whose time has come, oldest first; resume any interrupted one."""
     drafts, problems = find_drafts(settings)
-    ledger = open_ledger(settings)
-    try:
-        records = {record.slug: record for record in ledger.issues()}
-    finally:
-        ledger.close()
+    with ledger_errors(settings.state_dir / LEDGER_NAME):
+        ledger = open_ledger(settings)
+        try:
+            records = {record.slug: record for record in ledger.issues()}
+        finally:
+            ledger.close()
     plans = plan_due(drafts, records, now, settings.max_lateness)
     reports = []
     stop = StopRequest()
@@ -513,13 +522,14 @@ def dry_run(
             messages.append(factory.build(subscriber.key, subscriber.email, subscriber.fields))
     counts = status = None
     if (settings.state_dir / LEDGER_NAME).exists():
-        ledger = open_ledger(settings)
-        try:
-            record = ledger.issue(issue.slug)
-            if record is not None:
-                counts, status = ledger.counts(issue.slug), record.status
-        finally:
-            ledger.close()
+        with ledger_errors(settings.state_dir / LEDGER_NAME):
+            ledger = open_ledger(settings)
+            try:
+                record = ledger.issue(issue.slug)
+                if record is not None:
+                    counts, status = ledger.counts(issue.slug), record.status
+            finally:
+                ledger.close()
     return DryRun(
         issue.slug,
         issue.subject,
@@ -537,7 +547,13 @@ def status_rows(settings: Settings, slug: str | None = None) -> list[dict[str, o
     """For ``newsletter status``: per issue, audience, sent, failed, unknown, pending, when."""
     if not (settings.state_dir / LEDGER_NAME).exists():
         return []
-    ledger = open_ledger(settings)
+    with ledger_errors(settings.state_dir / LEDGER_NAME):
+        ledger = open_ledger(settings)
+        try:
+            ledger.verify()  # counts from a damaged ledger are wrong (921 of 3,000, once)
+        except LedgerError:
+            ledger.close()
+            raise
     try:
         rows = []
         for record in ledger.issues():

@@ -12,10 +12,12 @@ is ever deleted: audience = sent + failed + unknown + pending (in-flight counts 
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.audience.subscribers import Subscriber
+from pipeline.errors import InputError
 from pipeline.ledger.migrations import migrate
 
 
@@ -97,18 +100,93 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+class LedgerError(InputError):
+    """The ledger cannot be used (damaged, read-only, disk full): one line, exit 2."""
+
+
+def _explain(exc: sqlite3.Error | OSError) -> str:
+    text = str(exc.strerror if isinstance(exc, OSError) and exc.strerror else exc)
+    low = text.lower()
+    code = exc.errno if isinstance(exc, OSError) else None
+    if "disk is full" in low or code in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return (
+            f"the disk is full ({text}); free some space, then run the same command again "
+            "(a send resumes where it stopped)"
+        )
+    if "disk i/o error" in low or code == errno.EIO:
+        return (
+            f"the ledger could not be written ({text}): is the disk full, or failing? Free "
+            "some space or check the disk, then run the same command again (a send resumes "
+            "where it stopped)"
+        )
+    if "readonly" in low or "read-only" in low or code in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return (
+            f"the ledger cannot be written ({text}); check that the file and its folder are "
+            "writable by this user, then run again"
+        )
+    if "malformed" in low or "not a database" in low or "damaged" in low:
+        return (
+            f"the ledger is damaged ({text}); put back a copy made by `newsletter backup` "
+            "(see README, Losing the ledger), then run again"
+        )
+    if "locked" in low or "busy" in low:
+        return f"the ledger is busy ({text}); another program is writing it: try again"
+    if "unable to open" in low:
+        return f"the ledger cannot be opened ({text}); check the folder exists and is writable"
+    return f"the ledger could not be used ({text})"
+
+
+_STORAGE_ERRORS = {
+    errno.ENOSPC,
+    errno.EFBIG,
+    errno.EDQUOT,
+    errno.EROFS,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EIO,
+}
+
+
+@contextmanager
+def ledger_errors(path: Path) -> Iterator[None]:
+    """SQLite's and the file system's errors about the ledger (or the state folder beside
+    it) as one line that names the file and says what to do."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise LedgerError(_explain(exc), path=path) from None
+    except OSError as exc:
+        if exc.errno not in _STORAGE_ERRORS:
+            raise
+        raise LedgerError(_explain(exc), path=exc.filename or path) from None
+
+
 class Ledger:
     def __init__(self, path: Path, clock: Callable[[], datetime] = utc_now) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.clock = clock
-        # Autocommit mode: every transaction below is explicit.
-        self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        # FULL: an "inflight" mark is on disk before the provider is called, even on power loss.
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        migrate(self.db)
+        with ledger_errors(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _private(path)
+            # Autocommit mode: every transaction below is explicit.
+            self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            # FULL: an "inflight" mark is on disk before the provider is called, even on
+            # power loss.
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            migrate(self.db)
+
+    def verify(self) -> None:
+        """Refuse a damaged ledger: a damaged one once reported 921 readers for 3,000."""
+        with ledger_errors(self.path):
+            problems = [str(row[0]) for row in self.db.execute("PRAGMA quick_check(1)")]
+        if problems != ["ok"]:
+            first = " ".join(" ".join(problems).split())[:200]  # one line, even for SQLite's
+            raise LedgerError(
+                _explain(sqlite3.DatabaseError(f"damaged: {first}")),
+                path=self.path,
+            )
 
     def close(self) -> None:
         self.db.close()
@@ -483,6 +561,18 @@ class Ledger:
         )
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def _private(path: Path) -> None:
+    """The ledger holds every subscriber's fields: 0600, like the signing key.  Made before
+    SQLite opens it, since SQLite gives the -wal and -shm files the main file's mode."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        for item in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            with suppress(FileNotFoundError):
+                if item.stat().st_mode & 0o077:
+                    item.chmod(0o600)
 
 
 def _issue_record(row: Sequence[Any]) -> IssueRecord:
