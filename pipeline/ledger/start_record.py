@@ -66,6 +66,10 @@ def write(path: Path, record: IssueRecord, counts: Counts, now: str) -> None:
         counts.sent, now,
     )  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Written under the send lock: any temporary file here is a killed run's leftover.
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            leftover.unlink()
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
