@@ -64,8 +64,8 @@ def test_an_international_domain_is_sent_in_its_ascii_form(
     root = make_project(csv=readers(1, {1: "anna@bücher.example,Anna,,,"}))
     code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
     assert code == 0, out
-    sent = (root / "outbox" / SLUG / "anna@xn--bcher-kva.example.eml").read_bytes()
-    assert b"To: Anna <anna@xn--bcher-kva.example>" in sent
+    (path,) = (root / "outbox" / SLUG).glob("anna@*.eml")
+    assert b"To: Anna <anna@xn--bcher-kva.example>" in path.read_bytes()
 
 
 def _loaded_ledger(root: Path, people: list[tuple[str, dict[str, str]]]) -> Settings:
@@ -99,7 +99,7 @@ def _run_loop(settings: Settings, provider: OutboxProvider | SmtpProvider) -> tu
         ledger.close()
     bad = rows["jürgen@example.org"]
     assert bad["status"] == RecipientStatus.FAILED
-    assert "non-ASCII" in bad["reason"]
+    assert "cannot be sent to" in bad["reason"]
     assert result.stopped is None and result.unknown == 0
     return result.sent, result.failed
 

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parseaddr
 
+from email_validator import EmailNotValidError, validate_email
+
 from pipeline.config import Settings
 from pipeline.errors import NewsletterError
 from pipeline.messages.headers import clean_header, mailbox
@@ -47,6 +49,22 @@ def shorten(text: str, limit: int) -> str:
     if space >= limit // 2:
         cut = cut[:space]
     return cut.rstrip() + "\u2026"
+
+
+def sendable_address(email: str) -> str:
+    """The address as it goes on the wire: ASCII, an international domain in its IDNA form.
+    The list keeps (and keys) the validator's Unicode form; only the envelope needs this."""
+    if email.isascii():
+        return email
+    try:
+        # Only non-ASCII addresses get here (rare): the validator's own IDNA encoding.
+        valid = validate_email(email, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as exc:
+        # Validation refuses these now; a ledger loaded by an older version may hold one.
+        raise UnsendableMessage(
+            f"{email}: this address cannot be sent to ({exc}); ask the reader for another"
+        ) from None
+    return str(valid.ascii_email)
 
 
 def clean_value(value: str) -> str:
@@ -126,12 +144,7 @@ class MessageFactory:
                 ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
                 *self.fixed_headers,
             )
-        if not email.isascii():
-            # Validation refuses these now; a ledger loaded by an older version may hold one.
-            raise UnsendableMessage(
-                f"{email}: an address with non-ASCII characters cannot be sent to "
-                "(ask the reader for another address)"
-            )
+        to_email = sendable_address(email)
         values = {name: clean_value(value) for name, value in fields.items()}
         email_parts = self.compiled.personalise(values, url)
         name = shorten(
@@ -146,8 +159,8 @@ class MessageFactory:
         return Message(
             issue=self.slug,
             key=key,
-            to_email=email,
-            to=mailbox(name, email),
+            to_email=to_email,
+            to=mailbox(name, to_email),
             sender=self.sender,
             reply_to=self.reply_to,
             subject=subject,
