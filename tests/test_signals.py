@@ -113,6 +113,7 @@ def test_a_second_signal_stops_waiting_and_records_the_batch_in_flight_as_unknow
         process = start_send(root)
         wait_for(lambda: sum(server.delivered.values()) >= 20, "a first batch")
         server.latency = 5  # the next answers are slow to come
+        time.sleep(0.6)  # calls made before (0.3 s each) are answered by now
         wait_for(lambda: server.at_once > 0, "a slow batch")
         process.send_signal(signal.SIGTERM)
         time.sleep(0.2)
