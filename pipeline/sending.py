@@ -521,6 +521,7 @@ def dry_run(
         if len(messages) < samples:
             messages.append(factory.build(subscriber.key, subscriber.email, subscriber.fields))
     counts = status = None
+    record = None
     if (settings.state_dir / LEDGER_NAME).exists():
         with ledger_errors(settings.state_dir / LEDGER_NAME):
             ledger = open_ledger(settings)
@@ -530,6 +531,13 @@ def dry_run(
                     counts, status = ledger.counts(issue.slug), record.status
             finally:
                 ledger.close()
+    # A lost ledger is not "would start a new send": say what the real send would say.
+    start_record.check(
+        start_record.record_path(issue.path, issue.slug),
+        settings.state_dir / LEDGER_NAME,
+        record,
+        counts or Counts(0, 0, 0, 0, 0),
+    )
     return DryRun(
         issue.slug,
         issue.subject,

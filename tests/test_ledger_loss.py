@@ -76,6 +76,9 @@ def test_a_deleted_ledger_is_refused_not_a_fresh_start(make_project: Callable[..
     assert err.count("\n") == 1 and "has no record of this issue" in err
     assert "newsletter backup" in err and f".sent/{SLUG}.json" in err
     assert outbox_stamps(root) == stamps  # nobody mailed again
+    code, out, err = newsletter(root, "send", SAMPLE_ISSUE, "--dry-run")
+    assert code == 2 and "would start a new send" not in out
+    assert "has no record of this issue" in err
 
 
 def test_deleting_only_the_main_file_with_data_in_the_wal_is_refused(
