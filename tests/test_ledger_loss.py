@@ -166,5 +166,10 @@ def test_a_run_that_finds_the_record_missing_writes_it(make_project: Callable[..
     partial_send(root, 20)
     (root / "newsletters" / ".sent" / f"{SLUG}.json").unlink()
     assert newsletter(root, "send", SAMPLE_ISSUE, "--yes")[0] == 0
-    record = json.loads((root / "newsletters" / ".sent" / f"{SLUG}.json").read_text())
+    path = root / "newsletters" / ".sent" / f"{SLUG}.json"
+    record = json.loads(path.read_text())
     assert record["sent"] == READERS
+    # A run that changes nothing leaves the committed file as it is.
+    before = path.read_bytes()
+    assert newsletter(root, "send", SAMPLE_ISSUE, "--yes")[0] == 0
+    assert path.read_bytes() == before

@@ -65,6 +65,10 @@ def write(path: Path, record: IssueRecord, counts: Counts, now: str) -> None:
         record.slug, record.started_at, record.provider, record.content_hash, settled,
         counts.sent, now,
     )  # fmt: skip
+    with contextlib.suppress(LedgerMismatch):
+        old = read(path)
+        if old is not None and asdict(old) | {"updated_at": now} == asdict(data):
+            return  # nothing new: the file (committed with the drafts) stays as it is
     path.parent.mkdir(parents=True, exist_ok=True)
     # Written under the send lock: any temporary file here is a killed run's leftover.
     for leftover in path.parent.glob(f".{path.name}.*.tmp"):
