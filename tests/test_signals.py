@@ -20,10 +20,12 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import load_settings
-from pipeline.sending import EXIT_INTERRUPTED, open_ledger
+from pipeline.delivery.providers import create_provider
+from pipeline.delivery.stopping import StopRequest
+from pipeline.sending import EXIT_INTERRUPTED, open_ledger, send_issue
 
 from .conftest import REPO, SAMPLE_ISSUE
-from .fake_providers import POSTMARK_TOKEN, FakePostmark
+from .fake_providers import POSTMARK_TOKEN, CallFault, FakePostmark
 from .test_kill import list_of
 
 SLUG = "2025-07-21-hip-rotation"
@@ -125,5 +127,39 @@ def test_a_second_signal_stops_waiting_and_records_the_batch_in_flight_as_unknow
         assert unknown and "the send was stopped (SIGTERM)" in str(unknown[0]["reason"])
         assert not [row for row in rows if row["status"] == "inflight"]
         assert "unknown" in out and "look each one up" in out
+    finally:
+        server.close()
+
+
+def test_a_batch_waiting_to_be_retried_is_not_retried_after_a_stop(
+    make_project: Callable[..., Path],
+) -> None:
+    """The stop comes while a batch waits out a 503: it is not tried again, and its readers
+    stay pending (certainly not delivered), never unknown."""
+    server = FakePostmark()
+    server.faults = [CallFault(status=503)] * 3
+    try:
+        root = postmark_project(make_project, server)
+        settings = load_settings(root / "newsletter.toml")
+        stop = StopRequest()
+        waits: list[float] = []
+
+        def sleep(seconds: float) -> None:  # the wait before a retry: a signal arrives
+            waits.append(seconds)
+            stop.request("SIGTERM")
+
+        provider = create_provider(settings, ENV)
+        try:
+            report = send_issue(
+                root / SAMPLE_ISSUE, settings, provider, environ=ENV, sleep=sleep, stop=stop
+            )
+        finally:
+            provider.close()
+        assert report is not None and report.interrupted == "SIGTERM"
+        assert report.exit_code == EXIT_INTERRUPTED
+        assert waits  # it was waiting to retry
+        assert report.counts.unknown == 0 and report.counts.sent == sum(server.delivered.values())
+        assert report.counts.pending == READERS - report.counts.sent
+        assert len(server.requests) == report.counts.sent // 20  # no retry went out
     finally:
         server.close()
