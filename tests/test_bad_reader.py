@@ -260,3 +260,24 @@ def test_to_mime_keeps_every_header_line_within_998_octets(
     message = factory.build("a@example.org", "a@example.org", {"first_name": name})
     head = to_mime(message).split(b"\r\n\r\n", 1)[0]
     assert max(len(line) for line in head.split(b"\r\n")) <= 998
+
+
+def test_over_smtp_a_non_ascii_address_stops_nothing_and_leaves_nothing_unknown(
+    make_project: Callable[..., Path],
+    relay: tuple[Relay, int],  # noqa: F811
+) -> None:
+    """It used to: 100 unknown, 49 of them delivered, and --resend-unknown (as advised) sent
+    those 49 again."""
+    server, port = relay
+    root = make_project(
+        provider=f'name = "smtp"\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"',
+        csv=readers(120, {49: "jürgen@example.org,Jürgen,,,"}),
+    )
+    code, out, err = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 0, out + err
+    assert "audience 120: sent 120, failed 0, unknown 0, pending 0" in out
+    assert "Internationalized characters" in out
+    received = [rcpt for rcpt, _ in server.received]
+    assert sorted(received) == sorted(f"reader{i:03d}@example.org" for i in range(120))
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes", "--resend-unknown")
+    assert code == 0 and len(server.received) == 120  # nothing to re-send, nobody twice
