@@ -419,7 +419,21 @@ def status(ctx: click.Context, issue: Path | None, as_json: bool) -> None:
     """
     from pipeline.sending import status_rows
 
-    rows = status_rows(_settings(ctx), issue.stem if issue else None)
+    settings = _settings(ctx)
+    rows = status_rows(settings, issue.stem if issue else None)
+    if issue is None:
+        from pipeline.ledger.start_record import unmatched
+
+        lost = unmatched(settings.newsletters_dir, {str(row["issue"]) for row in rows})
+        for path, record in lost:
+            click.echo(
+                f"error: {path}: {record.issue} began sending {record.started_at} "
+                f"({record.sent} sent by {record.updated_at}), but the ledger has no record of "
+                "it: it was lost or replaced (README: Losing the ledger)",
+                err=True,
+            )
+        if lost:
+            ctx.exit(EXIT_BAD_INPUT)
     if as_json:
         keys = ("issue", "audience", "sent", "failed", "unknown", "pending", "when")
         click.echo(json.dumps([{k: row[k] for k in keys} for row in rows], indent=2))

@@ -79,6 +79,9 @@ def test_a_deleted_ledger_is_refused_not_a_fresh_start(make_project: Callable[..
     code, out, err = newsletter(root, "send", SAMPLE_ISSUE, "--dry-run")
     assert code == 2 and "would start a new send" not in out
     assert "has no record of this issue" in err
+    code, out, err = newsletter(root, "status")
+    assert code == 2 and "nothing has been sent yet" not in out
+    assert f"{SLUG} began sending" in err and "20 sent" in err and "lost" in err
 
 
 def test_deleting_only_the_main_file_with_data_in_the_wal_is_refused(

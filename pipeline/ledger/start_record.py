@@ -111,3 +111,13 @@ def check(path: Path, ledger_path: Path, ledger_record: IssueRecord | None, coun
             "ledger, or, accepting those duplicates, delete this file and run again",
             path=path,
         )
+
+
+def unmatched(drafts: Path, known: set[str]) -> list[tuple[Path, StartRecord]]:
+    """Records beside the drafts of issues the ledger does not know: a lost ledger."""
+    found = []
+    for path in sorted((drafts / FOLDER).glob("*.json")):
+        record = read(path)
+        if record is not None and record.issue not in known:
+            found.append((path, record))
+    return found
