@@ -5,9 +5,12 @@ cannot be built or encoded, a 100 KB name, control characters.  That reader is `
 from __future__ import annotations
 
 import email
+import re
 from collections.abc import Callable, Sequence
 from email import policy
 from pathlib import Path
+
+import pytest
 
 from pipeline.audience.subscribers import Subscriber
 from pipeline.config import Settings, load_settings
@@ -281,3 +284,17 @@ def test_over_smtp_a_non_ascii_address_stops_nothing_and_leaves_nothing_unknown(
     assert sorted(received) == sorted(f"reader{i:03d}@example.org" for i in range(120))
     code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes", "--resend-unknown")
     assert code == 0 and len(server.received) == 120  # nothing to re-send, nobody twice
+
+
+@pytest.mark.parametrize("sender", ["jürgen@example.org", "news@bücher.example"])
+def test_a_non_ascii_sender_is_a_configuration_error_not_a_failed_reader(
+    make_project: Callable[..., Path], sender: str
+) -> None:
+    """Every message carries the sender: it would fail every reader, permanently."""
+    root = make_project(csv=readers(3))
+    config = root / "newsletter.toml"
+    text = config.read_text(encoding="utf-8")
+    config.write_text(re.sub(r'(?m)^from = ".*"$', f'from = "News <{sender}>"', text), "utf-8")
+    code, _, err = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 2 and "newsletter.toml" in err and "from" in err, err
+    assert not (root / "outbox").exists()
