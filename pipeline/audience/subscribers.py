@@ -60,9 +60,13 @@ class Skipped:
 def normalise_address(address: str) -> str:
     """The address as it will be sent to; raises ValueError with the validator's reason."""
     try:
-        return str(validate_email(address, check_deliverability=False).normalized)
+        # No SMTPUTF8: an address with non-ASCII before the @ cannot go through formataddr,
+        # most relays or most providers' APIs, so it is an invalid row (with this reason), not
+        # a crash at send time.  (A non-ASCII domain is fine: it is sent in its IDNA form.)
+        valid = validate_email(address, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as exc:
         raise ValueError(str(exc)) from None
+    return str(valid.normalized)
 
 
 def address_key(normalised: str) -> str:
