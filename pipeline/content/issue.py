@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 from pipeline.content.front_matter import split_front_matter
 from pipeline.content.merge_fields import MergeFields
 from pipeline.errors import InputError, InputErrors
+from pipeline.render.markdown import markdown_problems
 
 KNOWN_KEYS = ("subject", "preheader", "send_at", "tags", "title")
 
@@ -62,20 +63,45 @@ def parse_send_at(text: str, timezone: tzinfo) -> datetime:
 
 
 def load_issue(path: Path, timezone: tzinfo) -> Issue:
-    """Read and validate a draft.  Raises InputErrors listing every front matter problem."""
+    """Read and validate a draft.  Raises InputErrors listing every problem found."""
+    issue, problems = read_issue(path, timezone)
+    if problems:
+        raise InputErrors(problems)
+    assert issue is not None
+    return issue
+
+
+def read_issue(path: Path, timezone: tzinfo) -> tuple[Issue | None, list[InputError]]:
+    """The draft, as far as it can be read, and every problem with it, so ``check`` can report
+    them all in one run.  The Issue is None only when the front matter cannot be read at all;
+    with problems, bad values are left at their defaults and must not be sent."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise InputError("file not found", path=path) from None
+        return None, [InputError("file not found", path=path)]
+    except IsADirectoryError:
+        return None, [InputError("is a folder, not a draft (give the .md file)", path=path)]
+    except OSError as exc:
+        return None, [InputError(f"cannot be read: {exc.strerror}", path=path)]
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise InputError(f"not UTF-8 text ({exc.reason})", path=path) from None
+        line = raw.count(b"\n", 0, exc.start) + 1
+        return None, [
+            InputError(
+                f"not UTF-8 text ({exc.reason}): save the draft as UTF-8", path=path, line=line
+            )
+        ]
+    if "\x00" in text:
+        return None, [InputError("is not a text file (it contains NUL bytes)", path=path)]
     text = text.replace("\r\n", "\n")
 
-    front = split_front_matter(text, path)
+    try:
+        front = split_front_matter(text, path)
+    except InputError as exc:
+        return None, [exc]
     values, lines = front.values, front.lines
-    problems: list[InputError] = []
+    problems: list[InputError] = list(front.problems)
 
     def problem(key: str, message: str) -> None:
         problems.append(InputError(message, path=path, line=lines.get(key, 1), field=key))
@@ -120,8 +146,10 @@ def load_issue(path: Path, timezone: tzinfo) -> Issue:
     def with_tokens(key: str, value: str) -> str:
         try:
             return merge_fields.extract(value, path=path, first_line=lines.get(key, 1))
-        except InputError as exc:
-            problems.append(InputError(exc.message, path=path, line=exc.line, field=key))
+        except InputErrors as exc:
+            problems.extend(
+                InputError(p.message, path=path, line=p.line, field=key) for p in exc.problems
+            )
             return value
 
     subject = with_tokens("subject", subject)
@@ -129,15 +157,15 @@ def load_issue(path: Path, timezone: tzinfo) -> Issue:
     preheader = with_tokens("preheader", text_value("preheader"))
     try:
         body = merge_fields.extract(front.body, path=path, first_line=front.body_line)
-    except InputError as exc:
-        problems.append(exc)
+    except InputErrors as exc:
+        problems.extend(exc.problems)
         body = front.body
     if not front.body.strip():
         problems.append(InputError("the issue has no body text", path=path, line=front.body_line))
+    else:
+        problems.extend(markdown_problems(body, path=path, first_line=front.body_line))
 
-    if problems:
-        raise InputErrors(problems)
-    return Issue(
+    issue = Issue(
         path=path,
         slug=path.stem,
         subject=subject,
@@ -150,3 +178,4 @@ def load_issue(path: Path, timezone: tzinfo) -> Issue:
         merge_fields=merge_fields,
         content_hash=hashlib.sha256(raw).hexdigest(),
     )
+    return issue, problems
