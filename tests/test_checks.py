@@ -83,7 +83,9 @@ def test_malformed_front_matter_and_send_at(
     assert "not valid YAML" in messages(bad_yaml, settings)[0]
     bad_time = write_issue(GOOD_BODY, name="b.md", front="subject: s\nsend_at: 2025-13-45 07:00\n")
     assert messages(bad_time, settings) == [
-        f"{bad_time}:3: send_at: '2025-13-45 07:00' is not a valid date and time"
+        f"{bad_time}:3: send_at: '2025-13-45 07:00' is not a valid date and time: write a "
+        "local time such as '2025-07-21 07:00' (24-hour clock, in newsletter.toml's timezone) "
+        "or a time with its offset such as '2025-07-21T07:00:00-07:00'"
     ]
 
 

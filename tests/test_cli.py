@@ -103,7 +103,8 @@ def test_bad_config_names_the_key(in_project: Path) -> None:
     code, _, err = run("check", "newsletters/2025-07-21-hip-rotation.md")
     assert code == 2
     assert err.strip() == (
-        f"error: {config}: [newsletter] timezone: unknown IANA time zone 'Mars/Olympus'"
+        f"error: {config}:8: [newsletter] timezone: unknown time zone 'Mars/Olympus': "
+        "A time zone is written Region/City, as in 'America/New_York' or 'Europe/London'"
     )
 
 

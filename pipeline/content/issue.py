@@ -38,6 +38,37 @@ class Issue:
     content_hash: str  # sha256 of the file, so a send can refuse an edited issue
 
 
+SEND_AT_FORMS = (
+    ": write a local time such as '2025-07-21 07:00' (24-hour clock, in newsletter.toml's "
+    "timezone) or a time with its offset such as '2025-07-21T07:00:00-07:00'"
+)
+_US_DATE = re.compile(r"^(?P<month>\d{1,2})/(?P<day>\d{1,2})/(?P<year>\d{4})(?:\s+(?P<rest>.*))?$")
+_CLOCK = re.compile(r"^(?P<hour>\d{1,2})(?::(?P<minute>\d{2}))?\s*(?P<half>[ap])?\.?m?\.?$", re.I)
+
+
+def _send_at_hint(text: str) -> str:
+    """' (did you mean '2025-07-21 19:00'?)' for a date or time in a familiar other form."""
+    match = _US_DATE.match(text)
+    if match:
+        day = f"{match['year']}-{int(match['month']):02d}-{int(match['day']):02d}"
+        rest = match["rest"] or ""
+    elif re.match(r"^\d{4}-\d{2}-\d{2}", text):
+        day, rest = text[:10], text[10:].strip(" T")
+    else:
+        return ""
+    clock = _CLOCK.match(rest.strip()) if rest else None
+    if clock is None:
+        return f" (did you mean '{day} 07:00'? add the time)" if not rest else ""
+    hour, minute = int(clock["hour"]), int(clock["minute"] or 0)
+    if clock["half"]:
+        if not 1 <= hour <= 12:
+            return ""
+        hour = hour % 12 + (12 if clock["half"].lower() == "p" else 0)
+    if hour > 23 or minute > 59:
+        return ""
+    return f" (did you mean '{day} {hour:02d}:{minute:02d}'?)"
+
+
 def parse_send_at(text: str, timezone: tzinfo) -> datetime:
     """``2025-07-21 07:00`` in the newsletter's zone, or ISO 8601 with an offset.
 
@@ -46,15 +77,14 @@ def parse_send_at(text: str, timezone: tzinfo) -> datetime:
     occurrence.
     """
     text = text.strip()
-    if not re.match(r"^\d{4}-\d{2}-\d{2}[T ]\d{1,2}:\d{2}", text):
-        raise ValueError(
-            f"{text!r} is not a date and time such as '2025-07-21 07:00' "
-            "or '2025-07-21T07:00:00-07:00'"
-        )
+    if not re.match(r"^\d{4}-\d{2}-\d{2}[T ]\d{1,2}:\d{2}", text) or re.search(
+        r"[ap]\.?m", text, re.I
+    ):
+        raise ValueError(f"{text!r} is not a date and time{_send_at_hint(text)}{SEND_AT_FORMS}")
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"{text!r} is not a valid date and time") from None
+        raise ValueError(f"{text!r} is not a valid date and time{SEND_AT_FORMS}") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone)
         # Normalise through UTC so a skipped local time lands on a real instant.

@@ -7,7 +7,6 @@ send will not trip over the content.
 
 from __future__ import annotations
 
-import re
 import tomllib
 from email.utils import parseaddr
 from functools import cache
@@ -19,7 +18,7 @@ from markupsafe import escape
 
 from pipeline.audience.csv_source import read_columns
 from pipeline.audience.sample import sample_subscriber
-from pipeline.config import Settings
+from pipeline.config import Settings, setting_line
 from pipeline.content.issue import Issue, read_issue
 from pipeline.content.merge_fields import ENVIRONMENT, TOKEN_PATTERN, UNSUBSCRIBE_FIELD
 from pipeline.errors import InputError
@@ -97,20 +96,6 @@ def check_scaffold(issue: Issue) -> list[InputError]:
     ]
 
 
-def _config_line(path: Path | None, section: str, key: str) -> int | None:
-    """The line of ``key = ...`` in ``[section]`` of newsletter.toml (tomllib keeps none)."""
-    if path is None or not path.is_file():
-        return None
-    current = ""
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        header = re.match(r"^\s*\[\s*([A-Za-z0-9_-]+)\s*\]", line)
-        if header:
-            current = header[1]
-        elif current == section and re.match(rf"^\s*\"?{re.escape(key)}\"?\s*=", line):
-            return number
-    return None
-
-
 def check_settings(settings: Settings) -> list[InputError]:
     """Values still as ``newsletter init`` wrote them: a reader must never see them."""
     starter = _starter_settings()
@@ -122,7 +107,7 @@ def check_settings(settings: Settings) -> list[InputError]:
             InputError(
                 message,
                 path=settings.config_path,
-                line=_config_line(settings.config_path, section, key),
+                line=setting_line(settings.config_path, section, key),
                 field=f"[{section}] {key}",
             )
         )
