@@ -103,7 +103,7 @@ def new(ctx: click.Context, title: str) -> None:
 
 
 @cli.command()
-@click.argument("issue", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("issue", type=click.Path(path_type=Path))
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
