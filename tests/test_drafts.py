@@ -402,3 +402,13 @@ def test_draft_files_that_are_not_drafts(project: Path, tmp_path: Path, settings
     for path, expected in cases.items():
         (message,) = messages(path, settings)
         assert message.startswith(str(path)) and expected in message
+
+
+def test_a_run_of_braces_is_one_problem_per_line(write_issue: Callable[..., Path]) -> None:
+    path = write_issue("{" * 20000 + "\n\nfine\n\n}}\n")
+    assert load_problems(path) == [
+        f"{path}:5: '{{{{' is never closed with '}}}}': a merge field is written "
+        "{{ subscriber.first_name }}",
+        f"{path}:9: '}}}}' has no '{{{{' before it: a merge field is written "
+        "{{ subscriber.first_name }}",
+    ]

@@ -28,8 +28,9 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pipeline.errors import InputError, InputErrors
 
 TOKEN_PATTERN = re.compile(r"MFX(\d+)XFM")
-# A complete field: ``{{``, then anything that is not another ``{{`` or ``}}``, then ``}}``.
-_EXPRESSION = re.compile(r"\{\{((?:(?!\{\{|\}\}).)*)\}\}", re.DOTALL)
+# A complete field: ``{{``, then anything but another ``{{``, a ``}}`` or a blank line (a field
+# never spans paragraphs: an unclosed ``{{`` must not swallow the text up to a later ``}}``).
+_EXPRESSION = re.compile(r"\{\{((?:(?!\{\{|\}\}|\n[ \t]*\n).)*)\}\}", re.DOTALL)
 _BLOCK_TAG = re.compile(r"\{%|\{#")
 _STRAY_BRACES = re.compile(r"\{\{|\}\}")
 _MAILCHIMP_TAG = re.compile(r"\*\|\s*([A-Za-z0-9_:]+)\s*\|\*")
@@ -276,8 +277,12 @@ class MergeFields:
         pieces.append(text[last:])
         masked.append(text[last:])
 
+        stray_lines: set[int] = set()  # one report per line: '{{{{{{' is one mistake
         for brace in _STRAY_BRACES.finditer("".join(masked)):
             opening = brace[0] == "{{"
+            if line_at(brace.start()) in stray_lines:
+                continue
+            stray_lines.add(line_at(brace.start()))
             report(
                 ("'{{' is never closed with '}}'" if opening else "'}}' has no '{{' before it")
                 + ": a merge field is written {{ subscriber.first_name }}",
