@@ -33,7 +33,9 @@ TOKEN_PATTERN = re.compile(r"MFX(\d+)XFM")
 _EXPRESSION = re.compile(r"\{\{((?:(?!\{\{|\}\}|\n[ \t]*\n).)*)\}\}", re.DOTALL)
 _BLOCK_TAG = re.compile(r"\{%|\{#")
 _STRAY_BRACES = re.compile(r"\{\{|\}\}")
-_MAILCHIMP_TAG = re.compile(r"\*\|\s*([A-Za-z0-9_:]+)\s*\|\*")
+# Mailchimp's tags are upper case (*|FNAME|*, *|IF:...|*); lower case would also catch a table
+# row of emphasised cells such as |*a*|b|*c*|.
+_MAILCHIMP_TAG = re.compile(r"\*\|\s*([A-Z][A-Z0-9_:]*)\s*\|\*")
 _MAILCHIMP_EQUIVALENT = {
     "FNAME": "subscriber.first_name",
     "LNAME": "subscriber.last_name",
