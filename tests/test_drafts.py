@@ -412,3 +412,16 @@ def test_a_run_of_braces_is_one_problem_per_line(write_issue: Callable[..., Path
         f"{path}:9: '}}}}' has no '{{{{' before it: a merge field is written "
         "{{ subscriber.first_name }}",
     ]
+
+
+def test_yaml_aliases_cannot_blow_up(write_issue: Callable[..., Path]) -> None:
+    """A 'billion laughs' front matter: PyYAML shares the lists, and nothing may print them."""
+    front = "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+    for level in "bcdefghi":
+        previous = chr(ord(level) - 1)
+        front += f"{level}: &{level} [{', '.join([f'*{previous}'] * 10)}]\n"
+    front += "subject: *i\nsend_at: *i\ntags: *i\ntitle: *i\n"
+    found = load_problems(write_issue("Body\n", front=front))
+    assert any("send_at: must be one date and time" in m for m in found)
+    assert any("subject: must be a single line of text" in m for m in found)
+    assert all(len(m) < 500 for m in found)

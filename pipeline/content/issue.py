@@ -156,7 +156,10 @@ def read_issue(path: Path, timezone: tzinfo) -> tuple[Issue | None, list[InputEr
 
     send_at = None
     raw_send_at = values.get("send_at")
-    if raw_send_at is not None:
+    if isinstance(raw_send_at, (dict, list)):
+        # Never str() it: YAML aliases can make a small file an enormous nested list.
+        problem("send_at", "must be one date and time" + SEND_AT_FORMS)
+    elif raw_send_at is not None:
         try:
             send_at = parse_send_at(str(raw_send_at), timezone)
         except ValueError as exc:
