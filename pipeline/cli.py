@@ -83,7 +83,11 @@ def init(folder: Path) -> None:
 
     for path in init_project(folder, datetime.now().date()):
         click.echo(f"created {path}")
-    click.echo("next: edit newsletter.toml (name, from, postal_address), then `newsletter check`")
+    click.echo(
+        "next: replace the placeholders in newsletter.toml (name, from, reply_to, "
+        "postal_address, base_url, signature, [cta] url) and write the draft in newsletters/; "
+        "`newsletter check` lists what is left"
+    )
 
 
 @cli.command()

@@ -19,7 +19,7 @@ from pipeline.cli import cli
 from pipeline.config import Settings, load_settings
 from pipeline.content.issue import load_issue
 from pipeline.errors import InputError, InputErrors
-from pipeline.project import init_project, new_issue
+from pipeline.project import new_issue
 from pipeline.render.checks import check_issue
 from pipeline.render.compile import compile_issue
 from pipeline.render.markdown import MAX_DEPTH
@@ -283,7 +283,8 @@ def settings_date() -> date:
 
 def test_every_init_placeholder_is_a_check_error(tmp_path: Path) -> None:
     folder = tmp_path / "new"
-    init_project(folder, settings_date())
+    code, said, _ = run("init", str(folder))
+    assert code == 0 and "[cta] url" in said
     settings = load_settings(folder / "newsletter.toml")
     config = folder / "newsletter.toml"
     draft = write_real_draft(folder)
@@ -311,6 +312,9 @@ def test_every_init_placeholder_is_a_check_error(tmp_path: Path) -> None:
     assert len(found) == 7, found
 
     # Once she has filled them in, the same draft is clean.
+    for key in ("name", "from", "reply_to", "postal_address", "base_url", "signature"):
+        assert key in said  # init's next step names every placeholder it left for her
+
     text = config.read_text(encoding="utf-8")
     for old, new in [
         ('"Your Practice"', '"Movement Solutions"'),
