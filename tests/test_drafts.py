@@ -429,3 +429,20 @@ def test_yaml_aliases_cannot_blow_up(write_issue: Callable[..., Path]) -> None:
     assert any("send_at: must be one date and time" in m for m in found)
     assert any("subject: must be a single line of text" in m for m in found)
     assert all(len(m) < 500 for m in found)
+
+
+@pytest.mark.parametrize(
+    ("field", "usage"),
+    [
+        ('subscriber.first_name | truncate("x")', "| truncate(40)"),
+        ("subscriber.first_name | replace(1)", '| replace("old", "new")'),
+        ("subscriber.first_name | default(1, 2, 3, 4)", '| default("there")'),
+        ("subscriber.first_name | upper(3)", "| upper"),
+    ],
+)
+def test_a_filter_called_wrongly_shows_how_it_is_written(
+    write_issue: Callable[..., Path], field: str, usage: str
+) -> None:
+    path = write_issue("Hi {{ " + field + " }}\n")
+    (message,) = load_problems(path)
+    assert message.startswith(f"{path}:5: merge field") and message.endswith(f"is written {usage}")

@@ -45,20 +45,23 @@ _MAILCHIMP_EQUIVALENT = {
 
 SUBSCRIBER = "subscriber"
 UNSUBSCRIBE_FIELD = "unsubscribe_url"
-# Text filters only: nothing that reaches attributes (attr, map), formats (format) or makes
-# large output from a short field (center, indent, wordwrap).
-ALLOWED_FILTERS = (
-    "capitalize",
-    "d",
-    "default",
-    "lower",
-    "replace",
-    "title",
-    "trim",
-    "truncate",
-    "upper",
-)
 ALLOWED_TESTS = ("defined", "none", "undefined")
+# Text filters only: nothing that reaches attributes (attr, map), formats (format) or makes
+# large output from a short field (center, indent, wordwrap).  Each with (fewest arguments,
+# most arguments, how it is written), checked when the draft is read, so a wrong call is a
+# line in `check`, not a Python message at send time.
+FILTER_USAGE = {
+    "capitalize": (0, 0, "| capitalize"),
+    "d": (0, 2, '| d("there")'),
+    "default": (0, 2, '| default("there")'),
+    "lower": (0, 0, "| lower"),
+    "replace": (2, 3, '| replace("old", "new")'),
+    "title": (0, 0, "| title"),
+    "trim": (0, 1, "| trim"),
+    "truncate": (0, 4, "| truncate(40)"),
+    "upper": (0, 0, "| upper"),
+}
+ALLOWED_FILTERS = tuple(FILTER_USAGE)
 
 
 def _draft_environment() -> ImmutableSandboxedEnvironment:
@@ -128,6 +131,13 @@ def _check_node(node: nodes.Node, columns: set[str]) -> None:
             raise FieldNotAllowed(
                 f"there is no filter '{node.name}'{suggestion}; the filters are {_FILTER_LIST}"
             )
+        fewest, most, usage = FILTER_USAGE[node.name]
+        given = len(node.args) + len(node.kwargs)
+        numbers = node.args[:1] if node.name == "truncate" else []
+        if not fewest <= given <= most or any(
+            isinstance(arg, nodes.Const) and not isinstance(arg.value, int) for arg in numbers
+        ):
+            raise FieldNotAllowed(f"the filter '{node.name}' is written {usage}")
     elif isinstance(node, nodes.Test):
         if node.name not in ALLOWED_TESTS:
             suggestion = _suggest(node.name, list(ALLOWED_TESTS))
