@@ -141,13 +141,17 @@ def check(ctx: click.Context, issues: tuple[Path, ...]) -> None:
 
     settings = _settings(ctx)
     found = 0
+    shown: set[str] = set()  # a newsletter.toml problem is said once, not once per issue
     for path in issues:
         problems = check_issue(path, settings)
         for problem in problems:
-            click.echo(problem.location_message())
+            line = problem.location_message()
+            if line not in shown:
+                shown.add(line)
+                click.echo(line)
+                found += 1
         if not problems:
             click.echo(f"{path}: ok")
-        found += len(problems)
     if found:
         click.echo(f"{found} problem{'s' if found != 1 else ''} found", err=True)
         ctx.exit(EXIT_PROBLEMS)

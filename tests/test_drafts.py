@@ -446,3 +446,14 @@ def test_a_filter_called_wrongly_shows_how_it_is_written(
     path = write_issue("Hi {{ " + field + " }}\n")
     (message,) = load_problems(path)
     assert message.startswith(f"{path}:5: merge field") and message.endswith(f"is written {usage}")
+
+
+def test_a_config_problem_is_said_once_for_several_issues(in_project: Path) -> None:
+    config = in_project / "newsletter.toml"
+    text = config.read_text(encoding="utf-8")
+    config.write_text(text.replace('"Movement Solutions"', '"Your Practice"'), encoding="utf-8")
+    sample = "newsletters/2025-07-21-hip-rotation.md"
+    shutil.copyfile(in_project / sample, in_project / "newsletters/2025-08-01-copy.md")
+    code, out, err = run("check", sample, "newsletters/2025-08-01-copy.md")
+    assert code == 1 and err == "1 problem found\n"
+    assert out.count("still the placeholder 'Your Practice'") == 1
