@@ -457,3 +457,25 @@ def test_a_config_problem_is_said_once_for_several_issues(in_project: Path) -> N
     code, out, err = run("check", sample, "newsletters/2025-08-01-copy.md")
     assert code == 1 and err == "1 problem found\n"
     assert out.count("still the placeholder 'Your Practice'") == 1
+
+
+@pytest.mark.parametrize(
+    ("line", "subject"),
+    [
+        ("subject: Tip #3 for knees", "Tip #3 for knees"),  # YAML: "Tip", the rest a comment
+        ("subject: #1 mistake runners make", "#1 mistake runners make"),  # YAML: no subject
+        ("subject: no", "no"),  # YAML: false
+        ("subject: 2025", "2025"),
+        ('subject: "Quoted: as before"', "Quoted: as before"),
+        ("subject: 'Single # quoted'", "Single # quoted"),
+        (
+            "subject: Long subject\n  continued on the next line",
+            "Long subject continued on the next line",
+        ),
+    ],
+)
+def test_the_subject_is_the_rest_of_its_line(
+    write_issue: Callable[..., Path], line: str, subject: str
+) -> None:
+    issue = load_issue(write_issue("Body\n", front=line + "\n"), LA)
+    assert issue.subject == subject

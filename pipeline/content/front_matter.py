@@ -76,19 +76,18 @@ def split_front_matter(text: str, path: Path) -> FrontMatter:
         raise InputError("front matter is never closed with a '---' line", path=path, line=1)
 
     yaml_text = "".join(lines[1:end])
+    # The text keys are read as the whole rest of their line, as she meant them: YAML would
+    # refuse "Knee pain: 3 fixes", cut "Tip #3 for knees" to "Tip" and read "no" as false.
+    # Only if that does not parse (a subject continued on the next line) is YAML's own
+    # reading used, and its error reported.
+    quoted = _quote_text_lines(yaml_text)
     try:
         try:
-            values, node = _parse(yaml_text)
-        except yaml.MarkedYAMLError as first_error:
-            # A colon in an unquoted subject ("Knee pain: 3 fixes"): read the text keys as
-            # the plain text she meant; if that does not help, report the first error.
-            quoted = _quote_text_lines(yaml_text)
+            values, node = _parse(quoted)
+        except yaml.MarkedYAMLError:
             if quoted == yaml_text:
                 raise
-            try:
-                values, node = _parse(quoted)
-            except yaml.YAMLError:
-                raise first_error from None
+            values, node = _parse(yaml_text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 2 if mark is not None else 1
