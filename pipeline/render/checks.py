@@ -128,8 +128,8 @@ def check_settings(settings: Settings) -> list[InputError]:
         report(
             "newsletter",
             "from",
-            f"still the placeholder '{news['from']}': put her name and the practice's address, "
-            'e.g. "Dr. Connie Hutchins <connie@movementsolutions.com>"',
+            f"still the placeholder '{news['from']}': put the sender's name and address, "
+            'written "Name <address>"',
         )
     if settings.reply_to and parseaddr(settings.reply_to)[1].lower() == starter_address:
         report("newsletter", "reply_to", f"still the placeholder '{starter_address}'")
