@@ -479,3 +479,20 @@ def test_the_subject_is_the_rest_of_its_line(
 ) -> None:
     issue = load_issue(write_issue("Body\n", front=line + "\n"), LA)
     assert issue.subject == subject
+
+
+def test_a_tag_nobody_has_is_a_check_problem(
+    in_project: Path, write_issue: Callable[..., Path], settings: Settings
+) -> None:
+    path = write_issue(f"Hi,\n\nText.\n\n{GOOD_LINK}\n", front="subject: Hi\ntags: [runner]\n")
+    (message,) = messages(path, settings)
+    assert message.startswith(
+        f"{path}:3: tags: no subscribed reader has the tag 'runner': did you mean 'runners'?"
+    )
+    code, _, err = run("send", "--yes", str(path))
+    assert code == 2 and "'runner'" in err
+    assert not (in_project / "outbox").exists()
+    ok = write_issue(
+        "Hi,\n\nText.\n\n" + GOOD_LINK + "\n", name="ok.md", front="tags: [Runners]\nsubject: Hi\n"
+    )
+    assert messages(ok, settings) == []

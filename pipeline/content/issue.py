@@ -9,7 +9,8 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ class Issue:
     body_line: int  # file line of the body's first line
     merge_fields: MergeFields
     content_hash: str  # sha256 of the file, so a send can refuse an edited issue
+    key_lines: Mapping[str, int] = field(default_factory=dict)  # front matter key -> line
 
 
 SEND_AT_FORMS = (
@@ -210,5 +212,6 @@ def read_issue(path: Path, timezone: tzinfo) -> tuple[Issue | None, list[InputEr
         body_line=front.body_line,
         merge_fields=merge_fields,
         content_hash=hashlib.sha256(raw).hexdigest(),
+        key_lines=lines,
     )
     return issue, problems

@@ -7,6 +7,7 @@ send will not trip over the content.
 
 from __future__ import annotations
 
+import difflib
 import tomllib
 from email.utils import parseaddr
 from functools import cache
@@ -18,6 +19,7 @@ from markupsafe import escape
 
 from pipeline.audience.csv_source import read_columns
 from pipeline.audience.sample import sample_subscriber
+from pipeline.audience.subscribers import check_list
 from pipeline.config import Settings, setting_line
 from pipeline.content.issue import Issue, read_issue
 from pipeline.content.merge_fields import ENVIRONMENT, TOKEN_PATTERN, UNSUBSCRIBE_FIELD
@@ -164,6 +166,30 @@ def _constant_fields(href: str, issue: Issue) -> str | None:
     return TOKEN_PATTERN.sub(lambda m: values[m[0]], href)
 
 
+def check_tags(issue: Issue, settings: Settings) -> list[InputError]:
+    """A tag no subscribed reader has: a typo (`runner` for `runners`), or an issue for nobody."""
+    if not issue.tags or not settings.subscribers.is_file():
+        return []
+    have = sorted(check_list(settings.subscribers).by_tag)
+    problems = []
+    for tag in issue.tags:
+        if tag.lower() in have:
+            continue
+        hint = difflib.get_close_matches(tag.lower(), have, n=1)
+        suggestion = f"did you mean '{hint[0]}'? " if hint else ""
+        known = ", ".join(have) if have else "none: no subscribed reader has a tag"
+        problems.append(
+            InputError(
+                f"no subscribed reader has the tag '{tag}': {suggestion}"
+                f"(tags in the list: {known})",
+                path=issue.path,
+                line=issue.key_lines.get("tags"),
+                field="tags",
+            )
+        )
+    return problems
+
+
 def _link_problem(href: str) -> str | None:
     if not href.strip():
         return "is empty"
@@ -271,7 +297,7 @@ def check_issue(path: Path, settings: Settings) -> list[InputError]:
         columns = known_columns(settings)
     except InputError as exc:
         return [*problems, exc]
-    problems += check_merge_fields(issue, columns)
+    problems += check_merge_fields(issue, columns) + check_tags(issue, settings)
     try:
         problems += check_body(issue)
     except InputError as exc:  # Markdown nested too deeply: read_issue gave it its line
