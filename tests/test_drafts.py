@@ -466,6 +466,8 @@ def test_a_config_problem_is_said_once_for_several_issues(in_project: Path) -> N
         ("subject: #1 mistake runners make", "#1 mistake runners make"),  # YAML: no subject
         ("subject: no", "no"),  # YAML: false
         ("subject: 2025", "2025"),
+        ("subject: 🏃 Knees, hips and you", "🏃 Knees, hips and you"),  # not two surrogates
+        ("subject: Tab\tand \\ back\\slash", "Tab\tand \\ back\\slash"),
         ('subject: "Quoted: as before"', "Quoted: as before"),
         ("subject: 'Single # quoted'", "Single # quoted"),
         (

@@ -50,7 +50,7 @@ def _quote_text_lines(yaml_text: str) -> str:
     for index, line in enumerate(lines):
         match = _UNQUOTED_TEXT.match(line)
         if match:
-            lines[index] = f"{match['key']}: {json.dumps(match['value'])}"
+            lines[index] = f"{match['key']}: {json.dumps(match['value'], ensure_ascii=False)}"
     return "\n".join(lines)
 
 
