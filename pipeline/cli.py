@@ -77,6 +77,8 @@ def _existing_issue(settings: Settings, issue: Path) -> Path:
     """The draft she named; when it is not there, say which one she probably meant."""
     if issue.is_file():
         return issue
+    if issue.is_dir():
+        raise InputError("is a folder, not a draft: name one .md file in it", path=issue)
     folder = settings.newsletters_dir
     names = sorted(p.name for p in folder.glob("*.md")) if folder.is_dir() else []
     guesses = [name for name in names if issue.stem and issue.stem in name]
@@ -155,7 +157,7 @@ def new(ctx: click.Context, title: str) -> None:
 
 
 @cli.command()
-@click.argument("issue", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("issue", type=click.Path(path_type=Path))
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -194,13 +196,17 @@ def check(ctx: click.Context, issues: tuple[Path, ...]) -> None:
 
     settings = _settings(ctx)
     found = 0
+    shown: set[str] = set()  # a newsletter.toml problem is said once, not once per issue
     for path in issues:
         problems = check_issue(path, settings)
         for problem in problems:
-            click.echo(problem.location_message())
+            line = problem.location_message()
+            if line not in shown:
+                shown.add(line)
+                click.echo(line)
+                found += 1
         if not problems:
             click.echo(f"{path}: ok")
-        found += len(problems)
     if found:
         click.echo(f"{found} problem{'s' if found != 1 else ''} found", err=True)
         ctx.exit(EXIT_PROBLEMS)

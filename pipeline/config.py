@@ -17,7 +17,7 @@ from email.utils import parseaddr
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -151,8 +151,17 @@ def load_settings(config_path: Path | None = None, *, start: Path | None = None)
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError("file not found", path=path) from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"not valid TOML: {exc}", path=path) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text ({exc.reason}): save it as UTF-8", path=path) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot be read: {exc.strerror}", path=path) from None
+    except tomllib.TOMLDecodeError as exc:
+        # "Expected '=' after a key (at line 3, column 5)": the line goes where a person looks.
+        found = re.search(r"\s*\(at line (\d+), column \d+\)$", str(exc))
+        message = str(exc)[: found.start()] if found else str(exc)
+        raise ConfigError(
+            f"not valid TOML: {message}", path=path, line=int(found[1]) if found else None
+        ) from None
     return parse_settings(data, root=path.parent, config_path=path)
 
 
@@ -173,6 +182,24 @@ _NEWSLETTER_KEYS = {
 }
 
 
+def setting_line(path: Path | None, section: str, key: str) -> int | None:
+    """The line of ``key = ...`` in ``[section]`` of newsletter.toml (tomllib keeps none)."""
+    try:
+        text = path.read_text(encoding="utf-8") if path is not None else ""
+    except (OSError, UnicodeDecodeError):
+        return None
+    current = "top level"
+    for number, line in enumerate(text.splitlines(), start=1):
+        header = re.match(r"^\s*\[\s*([A-Za-z0-9_-]+)\s*\]", line)
+        if header:
+            current = header[1]
+            if section == "top level" and current == key:
+                return number
+        elif current == section and re.match(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=", line):
+            return number
+    return None
+
+
 class _Reader:
     """Typed access to one TOML table, with errors that name ``[table] key``."""
 
@@ -180,7 +207,12 @@ class _Reader:
         self.path, self.table, self.data = path, table, data
 
     def error(self, key: str, message: str) -> ConfigError:
-        return ConfigError(message, path=self.path, field=f"[{self.table}] {key}")
+        return ConfigError(
+            message,
+            path=self.path,
+            line=setting_line(self.path, self.table, key),
+            field=f"[{self.table}] {key}",
+        )
 
     def reject_unknown(self, known: set[str]) -> None:
         for key in self.data:
@@ -225,6 +257,121 @@ def _check_url(reader: _Reader, key: str, value: str) -> str:
     return value.rstrip("/")
 
 
+_LOS_ANGELES, _DENVER, _CHICAGO, _NEW_YORK = (
+    "America/Los_Angeles",
+    "America/Denver",
+    "America/Chicago",
+    "America/New_York",
+)
+# What people write for a time zone that is not an IANA name: abbreviations, regions, and
+# cities that share a zone with the city it is named after.  Lower case, spaces for '_'.
+ZONE_ALIASES = {
+    **dict.fromkeys(("pst", "pdt", "pt", "pacific", "pacific time"), _LOS_ANGELES),
+    **dict.fromkeys(("mdt", "mt", "mountain", "mountain time"), _DENVER),
+    **dict.fromkeys(("cst", "cdt", "ct", "central", "central time"), _CHICAGO),
+    **dict.fromkeys(("edt", "et", "eastern", "eastern time"), _NEW_YORK),
+    **dict.fromkeys(("akst", "akdt", "alaska"), "America/Anchorage"),
+    **dict.fromkeys(("hawaii", "hst"), "Pacific/Honolulu"),
+    "arizona": "America/Phoenix",
+    **dict.fromkeys(("bst", "uk", "british time"), "Europe/London"),
+    **dict.fromkeys(("cest", "central european time"), "Europe/Berlin"),
+    **dict.fromkeys(("aest", "aedt"), "Australia/Sydney"),
+    **dict.fromkeys(
+        (
+            "portland",
+            "seattle",
+            "san francisco",
+            "san diego",
+            "san jose",
+            "sacramento",
+            "oakland",
+            "las vegas",
+            "spokane",
+            "california",
+            "oregon",
+            "washington state",
+        ),
+        _LOS_ANGELES,
+    ),
+    **dict.fromkeys(("salt lake city", "albuquerque", "colorado", "utah"), _DENVER),
+    **dict.fromkeys(
+        (
+            "dallas",
+            "houston",
+            "austin",
+            "san antonio",
+            "minneapolis",
+            "st louis",
+            "kansas city",
+            "nashville",
+            "new orleans",
+            "milwaukee",
+            "oklahoma city",
+            "omaha",
+            "texas",
+        ),
+        _CHICAGO,
+    ),
+    **dict.fromkeys(
+        (
+            "boston",
+            "atlanta",
+            "miami",
+            "philadelphia",
+            "washington",
+            "washington dc",
+            "baltimore",
+            "pittsburgh",
+            "charlotte",
+            "orlando",
+            "tampa",
+            "cleveland",
+            "columbus",
+            "raleigh",
+            "florida",
+            "new york city",
+        ),
+        _NEW_YORK,
+    ),
+}
+# Valid names that are a fixed offset all year: 'EST' in July is an hour off New York.
+_FIXED_OFFSET_ZONES = {
+    "EST": f"'EST' is UTC-5 all year, with no daylight saving: use '{_NEW_YORK}'",
+    "MST": f"'MST' is UTC-7 all year, with no daylight saving: use '{_DENVER}' "
+    "(or 'America/Phoenix' in Arizona)",
+}
+
+
+def suggest_timezone(name: str) -> str | None:
+    """The IANA zone someone writing ``name`` most likely means, if any."""
+    zones = sorted(available_timezones())
+    key = " ".join(name.replace("_", " ").lower().split())
+    by_lower = {zone.lower(): zone for zone in zones}
+    for candidate in (key, key.rsplit("/", 1)[-1], key.split(",")[0].strip()):
+        if candidate in ZONE_ALIASES:
+            return ZONE_ALIASES[candidate]
+        if candidate.replace(" ", "_") in by_lower:
+            return by_lower[candidate.replace(" ", "_")]
+    close = difflib.get_close_matches(name.replace(" ", "_"), zones, n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
+def parse_timezone(name: str) -> ZoneInfo:
+    """An IANA time zone (``America/Los_Angeles``); ValueError with a suggestion otherwise."""
+    if name in _FIXED_OFFSET_ZONES:
+        raise ValueError(_FIXED_OFFSET_ZONES[name])
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        pass
+    hint = suggest_timezone(name)
+    suggestion = f"did you mean '{hint}'? " if hint else ""
+    raise ValueError(
+        f"unknown time zone {name!r}: {suggestion}A time zone is written Region/City, "
+        "as in 'America/New_York' or 'Europe/London'"
+    )
+
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -251,11 +398,10 @@ def parse_settings(data: Mapping[str, Any], *, root: Path, config_path: Path | N
     reply_to = news.string("reply_to", "")
     if reply_to:
         _check_address(news, "reply_to", reply_to)
-    tz_name = news.string("timezone")
     try:
-        timezone = ZoneInfo(tz_name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise news.error("timezone", f"unknown IANA time zone {tz_name!r}") from None
+        timezone = parse_timezone(news.string("timezone"))
+    except ValueError as exc:
+        raise news.error("timezone", str(exc)) from None
     try:
         max_lateness = parse_duration(news.string("max_lateness", "24h"))
     except ValueError as exc:

@@ -10,7 +10,9 @@ import pytest
 from pipeline.config import Settings, load_settings
 from pipeline.render.checks import check_issue
 
-GOOD_BODY = "Hi {{ subscriber.first_name }}.\n\n[Book](https://example.com/book){.button}\n"
+GOOD_BODY = (
+    "Hi {{ subscriber.first_name }}.\n\n[Book](https://movementsolutions.example/book){.button}\n"
+)
 
 
 def messages(path: Path, settings: Settings) -> list[str]:
@@ -35,9 +37,21 @@ def test_missing_subject(write_issue: Callable[..., Path], settings: Settings) -
 @pytest.mark.parametrize(
     ("field", "expected"),
     [
-        ("subscriber.frist_name", "unknown merge field subscriber.frist_name: no such column"),
-        ('subscriber["shoe size"]', "unknown merge field subscriber.shoe size: no such column"),
-        ("first_name", "unknown merge field 'first_name': write subscriber.<column>"),
+        (
+            "subscriber.frist_name",
+            "unknown merge field subscriber.frist_name: the list has no column 'frist_name' "
+            "(its columns: city, email, first_name, last_name, status, tags); "
+            "did you mean subscriber.first_name?",
+        ),
+        (
+            'subscriber["shoe size"]',
+            "unknown merge field subscriber.shoe size: the list has no column 'shoe size'",
+        ),
+        (
+            "first_name",
+            "merge field {{ first_name }} is not allowed: 'first_name' is not a merge field "
+            "(did you mean subscriber.first_name?",
+        ),
     ],
 )
 def test_unknown_merge_field(
@@ -69,17 +83,19 @@ def test_malformed_front_matter_and_send_at(
     assert "not valid YAML" in messages(bad_yaml, settings)[0]
     bad_time = write_issue(GOOD_BODY, name="b.md", front="subject: s\nsend_at: 2025-13-45 07:00\n")
     assert messages(bad_time, settings) == [
-        f"{bad_time}:3: send_at: '2025-13-45 07:00' is not a valid date and time"
+        f"{bad_time}:3: send_at: '2025-13-45 07:00' is not a valid date and time: write a "
+        "local time such as '2025-07-21 07:00' (24-hour clock, in newsletter.toml's timezone) "
+        "or a time with its offset such as '2025-07-21T07:00:00-07:00'"
     ]
 
 
 def test_image_without_alt(write_issue: Callable[..., Path], settings: Settings) -> None:
     path = write_issue(
-        "Text\n\n![](https://example.com/a.png)\n\n![A drill](https://example.com/b.png)\n"
+        "Text\n\n![](https://movementsolutions.example/a.png)\n\n![A drill](https://movementsolutions.example/b.png)\n"
     )
     assert messages(path, settings) == [
-        f"{path}:7: image 'https://example.com/a.png' has no alt text: "
-        "write ![what it shows](https://example.com/a.png)"
+        f"{path}:7: image 'https://movementsolutions.example/a.png' has no alt text: "
+        "write ![what it shows](https://movementsolutions.example/a.png)"
     ]
 
 
@@ -101,7 +117,10 @@ def test_bad_links(
 
 
 def test_good_links(write_issue: Callable[..., Path], settings: Settings) -> None:
-    body = "[a](https://example.com) [b](http://example.com) [c](mailto:connie@example.org)\n"
+    body = (
+        "[a](https://movementsolutions.example) [b](http://movementsolutions.example) "
+        "[c](mailto:connie@example.org)\n"
+    )
     assert messages(write_issue(body), settings) == []
 
 
@@ -162,6 +181,6 @@ def test_placeholder_postal_address(write_issue: Callable[..., Path], project: P
     )
     found = messages(write_issue(GOOD_BODY), load_settings(config))
     assert found == [
-        f"{config}: [newsletter] postal_address: postal_address is still the placeholder: "
+        f"{config}:11: [newsletter] postal_address: postal_address is still the placeholder: "
         "put the practice's postal address"
     ]

@@ -66,10 +66,12 @@ def test_check_exit_codes(in_project: Path) -> None:
     bad.write_text("---\npreheader: x\n---\n\n![](https://e.example/a.png)\n", encoding="utf-8")
     code, out, err = run("check", str(bad))
     assert code == 1
-    assert out.splitlines() == [
+    assert out.splitlines() == [  # every problem in one run, not the first alone
         f"{bad}:1: subject: missing: every issue needs a subject line",
+        f"{bad}:5: image 'https://e.example/a.png' has no alt text: "
+        "write ![what it shows](https://e.example/a.png)",
     ]
-    assert "1 problem found" in err
+    assert "2 problems found" in err
 
 
 def test_bad_front_matter_is_one_line_not_a_traceback(in_project: Path) -> None:
@@ -101,17 +103,21 @@ def test_bad_config_names_the_key(in_project: Path) -> None:
     code, _, err = run("check", "newsletters/2025-07-21-hip-rotation.md")
     assert code == 2
     assert err.strip() == (
-        f"error: {config}: [newsletter] timezone: unknown IANA time zone 'Mars/Olympus'"
+        f"error: {config}:8: [newsletter] timezone: unknown time zone 'Mars/Olympus': "
+        "A time zone is written Region/City, as in 'America/New_York' or 'Europe/London'"
     )
 
 
-def test_new_scaffolds_a_draft_that_checks_clean(in_project: Path) -> None:
+def test_new_scaffolds_a_draft_that_check_refuses_until_written(in_project: Path) -> None:
     code, out, _ = run("new", "Squats & Knees: Part 2")
     assert code == 0
     path = in_project / out.splitlines()[0].split("created ", 1)[1]
     assert path.parent == in_project / "newsletters"
     assert path.name.endswith("-squats-knees-part-2.md")
-    assert run("check", str(path))[0] == 0
+    code, out, _ = run("check", str(path))  # the untouched scaffold must never go out
+    assert code == 1
+    assert f"{path}:13: 'Write the issue here in Markdown.' is the example text" in out
+    assert "'https://example.com/video' is a placeholder address" in out
     assert run("new", "Squats & Knees: Part 2")[0] == 2  # never overwrites
 
 

@@ -191,7 +191,8 @@ def test_a_field_missing_at_send_time_names_its_line(
         compiled.personalise(SUBSCRIBER, "https://u.example/x")
     assert caught.value.location_message() == (
         f"{path}:7: merge field {{{{ subscriber.shoe_size }}}}: "
-        "'pipeline.render.fill.SubscriberFields object' has no attribute 'shoe_size'"
+        "the list has no column 'shoe_size' (its columns: city, email, first_name, "
+        "last_name, status, tags)"
     )
 
 

@@ -550,8 +550,15 @@ def fill_in_like_her(root: Path) -> None:
     config.write_text(text, encoding="utf-8")
     for draft in (root / "newsletters").glob("*.md"):
         text = draft.read_text(encoding="utf-8")
-        text = text.replace("Write the issue here in Markdown.", "Stairs hurt? Try these.")
-        text = text.replace("https://example.com/", "https://movementsolutions.example/")
+        for example, hers in {
+            "Write the issue here in Markdown.": "Stairs hurt? Try these.",
+            "## A drill": "## The step-down drill",
+            "First step.": "Stand on the bottom stair.",
+            "Second step.": "Lower one heel slowly.",
+            "one sentence to remember.": "slow and steady wins.",
+            "https://example.com/": "https://movementsolutions.example/",
+        }.items():
+            text = text.replace(example, hers)
         draft.write_text(text, encoding="utf-8")
 
 
@@ -642,7 +649,6 @@ def test_a_draft_named_without_its_folder_gets_a_hint(
     [
         ("send",),
         ("send", "--due", "--dry-run"),
-        ("build", "newsletters"),
         ("preview", SAMPLE_ISSUE, "--port", "70000"),
         ("status", "--failed", "--json", "--bogus"),
         ("bogus",),

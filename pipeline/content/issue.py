@@ -9,7 +9,8 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from zoneinfo import ZoneInfo
 from pipeline.content.front_matter import split_front_matter
 from pipeline.content.merge_fields import MergeFields
 from pipeline.errors import InputError, InputErrors
+from pipeline.render.markdown import markdown_problems
 
 KNOWN_KEYS = ("subject", "preheader", "send_at", "tags", "title")
 
@@ -35,6 +37,38 @@ class Issue:
     body_line: int  # file line of the body's first line
     merge_fields: MergeFields
     content_hash: str  # sha256 of the file, so a send can refuse an edited issue
+    key_lines: Mapping[str, int] = field(default_factory=dict)  # front matter key -> line
+
+
+SEND_AT_FORMS = (
+    ": write a local time such as '2025-07-21 07:00' (24-hour clock, in newsletter.toml's "
+    "timezone) or a time with its offset such as '2025-07-21T07:00:00-07:00'"
+)
+_US_DATE = re.compile(r"^(?P<month>\d{1,2})/(?P<day>\d{1,2})/(?P<year>\d{4})(?:\s+(?P<rest>.*))?$")
+_CLOCK = re.compile(r"^(?P<hour>\d{1,2})(?::(?P<minute>\d{2}))?\s*(?P<half>[ap])?\.?m?\.?$", re.I)
+
+
+def _send_at_hint(text: str) -> str:
+    """' (did you mean '2025-07-21 19:00'?)' for a date or time in a familiar other form."""
+    match = _US_DATE.match(text)
+    if match:
+        day = f"{match['year']}-{int(match['month']):02d}-{int(match['day']):02d}"
+        rest = match["rest"] or ""
+    elif re.match(r"^\d{4}-\d{2}-\d{2}", text):
+        day, rest = text[:10], text[10:].strip(" T")
+    else:
+        return ""
+    clock = _CLOCK.match(rest.strip()) if rest else None
+    if clock is None:
+        return f" (did you mean '{day} 07:00'? add the time)" if not rest else ""
+    hour, minute = int(clock["hour"]), int(clock["minute"] or 0)
+    if clock["half"]:
+        if not 1 <= hour <= 12:
+            return ""
+        hour = hour % 12 + (12 if clock["half"].lower() == "p" else 0)
+    if hour > 23 or minute > 59:
+        return ""
+    return f" (did you mean '{day} {hour:02d}:{minute:02d}'?)"
 
 
 def parse_send_at(text: str, timezone: tzinfo) -> datetime:
@@ -45,15 +79,14 @@ def parse_send_at(text: str, timezone: tzinfo) -> datetime:
     occurrence.
     """
     text = text.strip()
-    if not re.match(r"^\d{4}-\d{2}-\d{2}[T ]\d{1,2}:\d{2}", text):
-        raise ValueError(
-            f"{text!r} is not a date and time such as '2025-07-21 07:00' "
-            "or '2025-07-21T07:00:00-07:00'"
-        )
+    if not re.match(r"^\d{4}-\d{2}-\d{2}[T ]\d{1,2}:\d{2}", text) or re.search(
+        r"[ap]\.?m", text, re.I
+    ):
+        raise ValueError(f"{text!r} is not a date and time{_send_at_hint(text)}{SEND_AT_FORMS}")
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"{text!r} is not a valid date and time") from None
+        raise ValueError(f"{text!r} is not a valid date and time{SEND_AT_FORMS}") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone)
         # Normalise through UTC so a skipped local time lands on a real instant.
@@ -62,20 +95,45 @@ def parse_send_at(text: str, timezone: tzinfo) -> datetime:
 
 
 def load_issue(path: Path, timezone: tzinfo) -> Issue:
-    """Read and validate a draft.  Raises InputErrors listing every front matter problem."""
+    """Read and validate a draft.  Raises InputErrors listing every problem found."""
+    issue, problems = read_issue(path, timezone)
+    if problems:
+        raise InputErrors(problems)
+    assert issue is not None
+    return issue
+
+
+def read_issue(path: Path, timezone: tzinfo) -> tuple[Issue | None, list[InputError]]:
+    """The draft, as far as it can be read, and every problem with it, so ``check`` can report
+    them all in one run.  The Issue is None only when the front matter cannot be read at all;
+    with problems, bad values are left at their defaults and must not be sent."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise InputError("file not found", path=path) from None
+        return None, [InputError("no such file", path=path)]
+    except IsADirectoryError:
+        return None, [InputError("is a folder, not a draft (give the .md file)", path=path)]
+    except OSError as exc:
+        return None, [InputError(f"cannot be read: {exc.strerror}", path=path)]
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise InputError(f"not UTF-8 text ({exc.reason})", path=path) from None
+        line = raw.count(b"\n", 0, exc.start) + 1
+        return None, [
+            InputError(
+                f"not UTF-8 text ({exc.reason}): save the draft as UTF-8", path=path, line=line
+            )
+        ]
+    if "\x00" in text:
+        return None, [InputError("is not a text file (it contains NUL bytes)", path=path)]
     text = text.replace("\r\n", "\n")
 
-    front = split_front_matter(text, path)
+    try:
+        front = split_front_matter(text, path)
+    except InputError as exc:
+        return None, [exc]
     values, lines = front.values, front.lines
-    problems: list[InputError] = []
+    problems: list[InputError] = list(front.problems)
 
     def problem(key: str, message: str) -> None:
         problems.append(InputError(message, path=path, line=lines.get(key, 1), field=key))
@@ -100,7 +158,10 @@ def load_issue(path: Path, timezone: tzinfo) -> Issue:
 
     send_at = None
     raw_send_at = values.get("send_at")
-    if raw_send_at is not None:
+    if isinstance(raw_send_at, (dict, list)):
+        # Never str() it: YAML aliases can make a small file an enormous nested list.
+        problem("send_at", "must be one date and time" + SEND_AT_FORMS)
+    elif raw_send_at is not None:
         try:
             send_at = parse_send_at(str(raw_send_at), timezone)
         except ValueError as exc:
@@ -120,8 +181,10 @@ def load_issue(path: Path, timezone: tzinfo) -> Issue:
     def with_tokens(key: str, value: str) -> str:
         try:
             return merge_fields.extract(value, path=path, first_line=lines.get(key, 1))
-        except InputError as exc:
-            problems.append(InputError(exc.message, path=path, line=exc.line, field=key))
+        except InputErrors as exc:
+            problems.extend(
+                InputError(p.message, path=path, line=p.line, field=key) for p in exc.problems
+            )
             return value
 
     subject = with_tokens("subject", subject)
@@ -129,15 +192,15 @@ def load_issue(path: Path, timezone: tzinfo) -> Issue:
     preheader = with_tokens("preheader", text_value("preheader"))
     try:
         body = merge_fields.extract(front.body, path=path, first_line=front.body_line)
-    except InputError as exc:
-        problems.append(exc)
+    except InputErrors as exc:
+        problems.extend(exc.problems)
         body = front.body
     if not front.body.strip():
         problems.append(InputError("the issue has no body text", path=path, line=front.body_line))
+    else:
+        problems.extend(markdown_problems(body, path=path, first_line=front.body_line))
 
-    if problems:
-        raise InputErrors(problems)
-    return Issue(
+    issue = Issue(
         path=path,
         slug=path.stem,
         subject=subject,
@@ -149,4 +212,6 @@ def load_issue(path: Path, timezone: tzinfo) -> Issue:
         body_line=front.body_line,
         merge_fields=merge_fields,
         content_hash=hashlib.sha256(raw).hexdigest(),
+        key_lines=lines,
     )
+    return issue, problems

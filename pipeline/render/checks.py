@@ -8,24 +8,27 @@ send will not trip over the content.
 from __future__ import annotations
 
 import difflib
-import re
+import tomllib
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from email.utils import parseaddr
+from functools import cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from jinja2 import meta
 from markdown_it.tree import SyntaxTreeNode
 from markupsafe import escape
 
 from pipeline.audience.csv_source import read_columns, read_rows
 from pipeline.audience.sample import sample_subscriber
 from pipeline.audience.subscribers import parse_tags
-from pipeline.config import Settings
-from pipeline.content.issue import Issue, load_issue
-from pipeline.content.merge_fields import ENVIRONMENT, TOKEN_PATTERN
-from pipeline.errors import InputError, InputErrors
-from pipeline.render.compile import UNSUBSCRIBE_FIELD, CompiledEmail, compile_issue
-from pipeline.render.fill import STANDARD_COLUMNS
+from pipeline.config import Settings, setting_line
+from pipeline.content.issue import Issue, read_issue
+from pipeline.content.merge_fields import ENVIRONMENT, TOKEN_PATTERN, UNSUBSCRIBE_FIELD
+from pipeline.errors import InputError
+from pipeline.project import STARTER
+from pipeline.render.compile import CompiledEmail, compile_issue
+from pipeline.render.fill import STANDARD_COLUMNS, unknown_column
 from pipeline.render.markdown import is_button, only_child, parse, plain_text
 
 GMAIL_CLIP_BYTES = 102 * 1024
@@ -41,28 +44,128 @@ def known_columns(settings: Settings) -> set[str]:
 
 
 def check_merge_fields(issue: Issue, columns: set[str]) -> list[InputError]:
+    """Columns the list does not have.  (Names other than ``subscriber`` and anything outside
+    the allowed subset were refused when the draft was read.)"""
     problems = []
     for field in issue.merge_fields.fields:
-        names = meta.find_undeclared_variables(ENVIRONMENT.parse("{{ " + field.source + " }}"))
-        for name in sorted(names - {"subscriber", UNSUBSCRIBE_FIELD}):
-            problems.append(
-                InputError(
-                    f"unknown merge field '{name}': write subscriber.<column>, "
-                    f"e.g. {{{{ subscriber.first_name }}}}",
-                    path=issue.path,
-                    line=field.line,
-                )
-            )
         for column in sorted(field.subscriber_columns() - columns):
             problems.append(
                 InputError(
-                    f"unknown merge field subscriber.{column}: no such column in the list "
-                    f"(columns: {', '.join(sorted(columns))})",
+                    f"unknown merge field subscriber.{column}: {unknown_column(column, columns)}",
                     path=issue.path,
                     line=field.line,
                 )
             )
     return problems
+
+
+@cache
+def _starter_issue_lines() -> frozenset[str]:
+    """The example lines ``newsletter new`` writes (read from the starter itself, so the two
+    cannot drift apart), but for the greeting and the callout fences, which are hers to keep,
+    and links, which the link rule reports."""
+    text = (STARTER / "issue.md").read_text(encoding="utf-8")
+    body = text.split("\n---\n", 1)[1]
+    return frozenset(
+        line.strip()
+        for line in body.splitlines()
+        if line.strip() and "{{" not in line and not line.startswith(":::") and "](" not in line
+    )
+
+
+@cache
+def _starter_settings() -> dict[str, dict[str, str]]:
+    with (STARTER / "newsletter.toml").open("rb") as file:
+        return tomllib.load(file)
+
+
+def _placeholder_host(url: str) -> bool:
+    starter_host = urlsplit(_starter_settings()["newsletter"]["base_url"]).hostname
+    host = urlsplit(url.strip()).hostname or ""
+    return host == starter_host or host.endswith(f".{starter_host}")
+
+
+def check_scaffold(issue: Issue) -> list[InputError]:
+    """Lines still as ``newsletter new`` wrote them: the untouched scaffold must not go out."""
+    examples = _starter_issue_lines()
+    return [
+        InputError(
+            f"'{line.strip()}' is the example text from `newsletter new`: "
+            "write your own, or delete the line",
+            path=issue.path,
+            line=issue.body_line + number,
+        )
+        for number, line in enumerate(issue.body.splitlines())
+        if line.strip() in examples
+    ]
+
+
+def check_settings(settings: Settings) -> list[InputError]:
+    """Values still as ``newsletter init`` wrote them: a reader must never see them."""
+    starter = _starter_settings()
+    news = starter["newsletter"]
+    problems = []
+
+    def report(section: str, key: str, message: str) -> None:
+        problems.append(
+            InputError(
+                message,
+                path=settings.config_path,
+                line=setting_line(settings.config_path, section, key),
+                field=f"[{section}] {key}",
+            )
+        )
+
+    if PLACEHOLDER_MARK in settings.postal_address:
+        report(
+            "newsletter",
+            "postal_address",
+            "postal_address is still the placeholder: put the practice's postal address",
+        )
+    if settings.name == news["name"]:
+        report(
+            "newsletter", "name", f"still the placeholder '{news['name']}': put the practice's name"
+        )
+    starter_name, starter_address = parseaddr(news["from"])
+    name, address = parseaddr(settings.sender)
+    if address.lower() == starter_address or name == starter_name:
+        report(
+            "newsletter",
+            "from",
+            f"still the placeholder '{news['from']}': put the sender's name and address, "
+            'written "Name <address>"',
+        )
+    if settings.reply_to and parseaddr(settings.reply_to)[1].lower() == starter_address:
+        report("newsletter", "reply_to", f"still the placeholder '{starter_address}'")
+    starter_signer = news["signature"].lstrip("–—- ").strip()
+    if starter_signer and starter_signer in settings.signature:
+        report("newsletter", "signature", f"still signed '{starter_signer}': put her name")
+    urls = [
+        ("newsletter", "base_url", settings.base_url),
+        ("theme", "logo_url", settings.theme.logo_url),
+    ]
+    if settings.cta is not None:
+        urls.append(("cta", "url", settings.cta.url))
+    for section, key, url in urls:
+        if url and _placeholder_host(url):
+            report(section, key, f"'{url}' is the placeholder address: put the real one")
+    return problems
+
+
+def _constant_fields(href: str, issue: Issue) -> str | None:
+    """``href`` with its merge fields filled, when none of them differs per reader; None when
+    one does (``{{ unsubscribe_url }}``, ``{{ subscriber.site }}``): that value is the address."""
+    fields = issue.merge_fields.fields
+    values: dict[str, str] = {}
+    for match in TOKEN_PATTERN.finditer(href):
+        field = fields[int(match[1])]
+        if field.columns or UNSUBSCRIBE_FIELD in field.source:
+            return None
+        try:
+            values[match[0]] = str(ENVIRONMENT.compile_expression(field.source)())
+        except Exception:  # any failure: let the send-time evaluation say it
+            return None
+    return TOKEN_PATTERN.sub(lambda m: values[m[0]], href)
 
 
 def _link_problem(href: str) -> str | None:
@@ -80,7 +183,20 @@ def check_body(issue: Issue) -> list[InputError]:
     problems: list[InputError] = []
 
     def report(message: str, line: int) -> None:
-        problems.append(InputError(message, path=issue.path, line=line))
+        # As she wrote it: merge fields, not the tokens that stand for them while compiling.
+        shown = TOKEN_PATTERN.sub(
+            lambda m: "{{ " + issue.merge_fields.fields[int(m[1])].source + " }}", message
+        )
+        problems.append(InputError(shown, path=issue.path, line=line))
+
+    def address_problem(raw: str) -> str | None:
+        address = _constant_fields(raw, issue)
+        if address is None:
+            return None  # a per-reader merge field: its value is the address
+        problem = _link_problem(address)
+        if problem is None and _placeholder_host(address):
+            problem = f"'{address}' is a placeholder address: put the real one"
+        return problem
 
     def visit(node: SyntaxTreeNode, line: int) -> None:
         if not node.is_root and node.map is not None:
@@ -93,11 +209,11 @@ def check_body(issue: Issue) -> list[InputError]:
             if not plain_text(node).strip():
                 src = node.attrs.get("src", "")
                 report(f"image '{src}' has no alt text: write ![what it shows]({src})", line)
-            problem = _link_problem(str(node.attrs.get("src", "")))
+            problem = address_problem(str(node.attrs.get("src", "")))
             if problem:
                 report(f"image source {problem}", line)
         if node.type == "link":
-            problem = _link_problem(str(node.attrs.get("href", "")))
+            problem = address_problem(str(node.attrs.get("href", "")))
             if problem:
                 kind = "button" if is_button(node) else "link"
                 report(f"{kind} '{plain_text(node)}' {problem}", line)
@@ -130,14 +246,6 @@ def check_compiled(
             )
         )
     address = settings.postal_address
-    if PLACEHOLDER_MARK in address:
-        problems.append(
-            InputError(
-                "postal_address is still the placeholder: put the practice's postal address",
-                path=settings.config_path,
-                field="[newsletter] postal_address",
-            )
-        )
     folded_text = " ".join(email.text.split())  # the text part wraps long lines
     if str(escape(address)) not in email.html or " ".join(address.split()) not in folded_text:
         problems.append(
@@ -152,26 +260,6 @@ def check_compiled(
             )
         )
     return problems
-
-
-def fields_shown(problems: list[InputError], issue: Issue) -> list[InputError]:
-    """Problems quoting the draft's text show its merge fields as she wrote them
-    (``{{ subscriber.first_name }}``), never the internal tokens compiling uses."""
-
-    def source(match: re.Match[str]) -> str:
-        return "{{ " + issue.merge_fields.fields[int(match[1])].source + " }}"
-
-    return [
-        InputError(
-            TOKEN_PATTERN.sub(source, problem.message),
-            path=problem.path,
-            line=problem.line,
-            field=problem.field,
-        )
-        if TOKEN_PATTERN.search(problem.message)
-        else problem
-        for problem in problems
-    ]
 
 
 def unmatched_tag(tags: Sequence[str], list_tags: Mapping[str, int]) -> str | None:
@@ -211,36 +299,37 @@ def check_tags(issue: Issue, settings: Settings) -> list[InputError]:
         return [exc]
     if message is None:
         return []
-    line = next(
-        (
-            number
-            for number, text in enumerate(issue.path.read_text("utf-8-sig").splitlines(), 1)
-            if text.startswith("tags:")
-        ),
-        None,
-    )
-    return [InputError(message, path=issue.path, line=line, field="tags")]
+    return [InputError(message, path=issue.path, line=issue.key_lines.get("tags"), field="tags")]
 
 
 def check_issue(path: Path, settings: Settings) -> list[InputError]:
-    """Every problem with the issue at ``path``; an empty list means it may go out."""
-    try:
-        issue = load_issue(path, settings.timezone)
-    except InputErrors as exc:
-        return list(exc.problems)
-    except InputError as exc:
-        return [exc]
+    """Every problem with the issue at ``path``; an empty list means it may go out.
+
+    Reports all it can in one run: the front matter, the merge fields, the body and the
+    settings' placeholders; the compiled email's rules need a draft without problems.
+    """
+    issue, problems = read_issue(path, settings.timezone)
+    if issue is None:
+        return problems + check_settings(settings)
     try:
         columns = known_columns(settings)
     except InputError as exc:
-        return [exc]
-    problems = check_merge_fields(issue, columns) + fields_shown(check_body(issue), issue)
+        return [*problems, exc]
+    problems += check_merge_fields(issue, columns) + check_tags(issue, settings)
+    try:
+        problems += check_body(issue)
+    except InputError as exc:  # Markdown nested too deeply: read_issue gave it its line
+        if not problems:
+            problems.append(exc)
+    problems += check_scaffold(issue)
+    problems.sort(key=lambda problem: problem.line or 0)  # in the order of the file
+    problems += check_settings(settings)
     if problems:
         # Compiling would fail on an unknown field; the lines above already say why.
-        return problems + check_tags(issue, settings)
+        return problems
     try:
         compiled = compile_issue(issue, settings)
         problems += check_compiled(compiled, settings, sample_subscriber(settings))
     except InputError as exc:
         problems.append(exc)
-    return problems + check_tags(issue, settings)
+    return problems

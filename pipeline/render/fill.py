@@ -7,15 +7,22 @@ indexes of the fields between them.  Per recipient, each distinct field is evalu
 
 from __future__ import annotations
 
+import difflib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import jinja2
+from jinja2 import nodes
 from markupsafe import escape
 
-from pipeline.content.merge_fields import ENVIRONMENT, TOKEN_PATTERN, MergeField
+from pipeline.content.merge_fields import (
+    ENVIRONMENT,
+    TOKEN_PATTERN,
+    MergeField,
+    parse_expression,
+)
 from pipeline.errors import InputError
 
 STANDARD_COLUMNS = ("email", "first_name", "last_name", "status", "tags")
@@ -49,6 +56,11 @@ class SubscriberFields:
 
     def __getitem__(self, name: str) -> Any:
         return self._lookup(name)
+
+    # No public methods: every attribute name belongs to the subscriber's columns.
+    def _columns(self) -> set[str]:
+        """The columns a merge field may read: the list's, and the standard ones."""
+        return set(self._values) | set(STANDARD_COLUMNS)
 
 
 def json_escaped(text: str) -> str:
@@ -99,15 +111,43 @@ class Template:
 _SEPARATOR = "\x00"  # cannot occur in a value: control characters are removed from them
 
 
+def unknown_column(column: str, columns: Collection[str]) -> str:
+    """What to say about ``subscriber.<column>`` when the list has no such column."""
+    hint = difflib.get_close_matches(column, sorted(columns), n=1)
+    suggestion = f"; did you mean subscriber.{hint[0]}?" if hint else ""
+    return (
+        f"the list has no column '{column}' (its columns: {', '.join(sorted(columns))})"
+        + suggestion
+    )
+
+
+# What a merge field can raise at run time on a value it did not expect (a filter given text
+# where it wants a number): reported as the field's problem, never as a traceback.
+_EVALUATION_ERRORS = (jinja2.TemplateError, TypeError, ValueError, ArithmeticError, LookupError)
+
+
 class FieldEvaluator:
     """The issue's merge fields, compiled once into one Jinja template that renders them
-    all, separated by NUL: one template context per recipient instead of one per field."""
+    all, separated by NUL: one template context per recipient instead of one per field.
+
+    The template is compiled in the sandboxed draft environment (no globals, a few filters),
+    and every field was checked against the allowed subset when the draft was read.
+    """
 
     def __init__(self, fields: Sequence[MergeField], path: str) -> None:
         self.fields = tuple(fields)
         self.path = path
-        source = _SEPARATOR.join("{{ " + f.source + " }}" for f in fields)
-        self._template = ENVIRONMENT.from_string(source)
+        # Built from the trees parsed when the draft was read: parsing 20,000 fields twice
+        # was half the time of a large draft.
+        body: list[nodes.Expr] = []
+        for index, field in enumerate(fields):
+            if index:
+                body.append(nodes.TemplateData(_SEPARATOR))
+            tree = field.tree if field.tree is not None else parse_expression(field.source)
+            assert isinstance(tree, nodes.Expr)
+            body.append(tree)
+        template = nodes.Template([nodes.Output(body)])
+        self._template = ENVIRONMENT.from_string(template)
         self._render: Callable[..., str] = self._template.render
 
     def evaluate(self, context: Mapping[str, Any]) -> list[str]:
@@ -115,7 +155,7 @@ class FieldEvaluator:
             return []
         try:
             values = self._render(context).split(_SEPARATOR)
-        except jinja2.UndefinedError:
+        except _EVALUATION_ERRORS:
             raise self._which_failed(context) from None
         if len(values) != len(self.fields):
             raise InputError("a merge field's value contains a NUL character", path=self.path)
@@ -123,16 +163,27 @@ class FieldEvaluator:
 
     def _which_failed(self, context: Mapping[str, Any]) -> InputError:
         """The slow path, on error only: find the field that failed, to name its line."""
+        subscriber = context.get("subscriber")
+        columns = subscriber._columns() if isinstance(subscriber, SubscriberFields) else None
         for field in self.fields:
-            expression = ENVIRONMENT.compile_expression(field.source, undefined_to_none=False)
-            try:
-                str(expression(context))
-            except jinja2.UndefinedError as exc:
+
+            def problem(message: str, field: MergeField = field) -> InputError:
                 return InputError(
-                    f"merge field {{{{ {field.source} }}}}: {exc.message}",
+                    f"merge field {{{{ {field.source} }}}}: {message}",
                     path=self.path,
                     line=field.line,
                 )
+
+            if columns is not None:
+                for column in sorted(field.subscriber_columns() - columns):
+                    return problem(unknown_column(column, columns))
+            try:
+                expression = ENVIRONMENT.compile_expression(field.source, undefined_to_none=False)
+                str(expression(context))
+            except jinja2.UndefinedError as exc:
+                return problem(str(exc.message))
+            except _EVALUATION_ERRORS as exc:
+                return problem(f"cannot be filled in ({exc})")
         return InputError("a merge field failed", path=self.path)
 
 

@@ -8,13 +8,21 @@ the email's markup comes from the templates, where it is tested to survive Outlo
 from __future__ import annotations
 
 from functools import cache
+from pathlib import Path
 
 from markdown_it import MarkdownIt
+from markdown_it.token import Token
 from markdown_it.tree import SyntaxTreeNode
 from mdit_py_plugins.attrs import attrs_plugin
 from mdit_py_plugins.container import container_plugin
 
+from pipeline.errors import InputError
+
 CALLOUT = "container_callout"
+# Far deeper than any newsletter (a list in a quote in a callout is 3), far shallower than
+# where the tree and its writers, which recurse, would hit Python's recursion limit: 20,000
+# '*' around a word nest 10,000 emphases and used to end in a RecursionError.
+MAX_DEPTH = 50
 
 
 @cache
@@ -25,8 +33,45 @@ def parser() -> MarkdownIt:
     return md
 
 
+def _too_deep(tokens: list[Token]) -> int | None:
+    """The 0-based body line where nesting first passes MAX_DEPTH, if it does."""
+    depth = 0
+    line = 0
+    for token in tokens:
+        if token.map is not None:
+            line = token.map[0]
+        depth += token.nesting
+        if depth > MAX_DEPTH:
+            return line
+        inline = depth
+        for child in token.children or ():
+            inline += child.nesting
+            if inline > MAX_DEPTH:
+                return line
+    return None
+
+
+def markdown_problems(body: str, *, path: Path, first_line: int) -> list[InputError]:
+    """A body the writers cannot handle (nested too deeply), as a problem with its line."""
+    line = _too_deep(parser().parse(body))
+    if line is None:
+        return []
+    return [
+        InputError(
+            f"the Markdown here nests more than {MAX_DEPTH} levels deep (a long run of "
+            "'*', '_', '>' or list markers?): simplify it",
+            path=path,
+            line=first_line + line,
+        )
+    ]
+
+
 def parse(body: str) -> SyntaxTreeNode:
-    return SyntaxTreeNode(parser().parse(body))
+    tokens = parser().parse(body)
+    line = _too_deep(tokens)
+    if line is not None:  # load_issue reports it with the file; this is the last wall
+        raise InputError(f"the Markdown nests more than {MAX_DEPTH} levels deep", line=line + 1)
+    return SyntaxTreeNode(tokens)
 
 
 def only_child(paragraph: SyntaxTreeNode) -> SyntaxTreeNode | None:
