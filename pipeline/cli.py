@@ -422,6 +422,37 @@ def subscribers_check(ctx: click.Context) -> None:
         ctx.exit(EXIT_PROBLEMS)
 
 
+@subscribers.command(name="history")
+@click.argument("address")
+@click.pass_context
+def subscribers_history(ctx: click.Context, address: str) -> None:
+    """Proof of consent: every recorded change for one address, oldest first.
+
+    Signup (time, IP, browser, the form's page), confirmation, and each later change with
+    its cause (one-click, by hand, bounce, complaint...).
+
+    \b
+    newsletter subscribers history ada.runner@example.org
+    """
+    from pipeline.ledger.consent import consent_history
+    from pipeline.sending import LEDGER_NAME, open_ledger
+
+    settings = _settings(ctx.find_root())
+    events = []
+    if (settings.state_dir / LEDGER_NAME).exists():
+        ledger = open_ledger(settings)
+        try:
+            events = consent_history(ledger.db, address)
+        finally:
+            ledger.close()
+    if not events:
+        click.echo(f"{address}: nothing recorded")
+        return
+    click.echo(f"{address}: {len(events)} event{'s' if len(events) != 1 else ''}")
+    for event in events:
+        click.echo(f"  {event.describe()}")
+
+
 @cli.command()
 @click.argument("token")
 @click.pass_context
