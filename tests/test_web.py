@@ -170,6 +170,10 @@ def test_a_send_applies_opt_outs_still_queued(project: Path, served: Served) -> 
 # Joining: double opt-in -------------------------------------------------------------------
 
 
+def leave_url(served: Served, address: str) -> str:
+    return f"{served.url}/unsubscribe?token={make_token(served.secret, address)}"
+
+
 def signup(served: Served, email: str, **extra: str | list[str]) -> requests.Response:
     data: dict[str, str | list[str]] = {"email": email, "first_name": "Pat", **extra}
     return requests.post(f"{served.url}/subscribe", data=data, timeout=10)
@@ -447,10 +451,7 @@ def test_a_send_while_people_join_and_leave_is_unaffected(project: Path) -> None
         with ThreadPoolExecutor(max_workers=10) as pool:
             leaves = [
                 pool.submit(
-                    requests.post,
-                    f"{served.url}/unsubscribe?token={make_token(served.secret, f'reader{n}@example.org')}",
-                    data=ONE_CLICK,
-                    timeout=10,
+                    requests.post, leave_url(served, f"reader{n}@example.org"), data=ONE_CLICK
                 )
                 for n in range(0, 400, 20)
             ]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -42,6 +43,7 @@ from pipeline.ledger.consent import (
     record_consent,
     timestamp,
 )
+from pipeline.ledger.group_commit import GroupCommitter
 from pipeline.ledger.store import Ledger
 from pipeline.messages.headers import clean_header
 from pipeline.web.limits import SlidingWindow
@@ -58,6 +60,8 @@ OPTED_OUT = (
 )
 MAX_NAME = 100
 CONFIRMATION_INTERVAL = timedelta(hours=1)
+QUIET = 0.3  # seconds without a new change before the list is rewritten...
+MAX_DELAY = 3.0  # ...but never later than this after a change arrived
 
 
 @dataclass(frozen=True)
@@ -162,6 +166,8 @@ class Subscriptions:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._applier: threading.Thread | None = None
+        self.writer = GroupCommitter(settings.state_dir / LEDGER_NAME)
+        self._first_change: float | None = None
         self._last_problem = ""
 
     # Plumbing ---------------------------------------------------------------------------
@@ -200,6 +206,7 @@ class Subscriptions:
         if self._applier is not None:
             self._applier.join(timeout=30)
         self._mail.shutdown(wait=True)
+        self.writer.close()
         self._flush_logged()
         self.mailer.close()
 
@@ -233,12 +240,23 @@ class Subscriptions:
                 f"{r.added} added, {r.unchanged} unchanged)"
             )
 
+    def _changed(self) -> None:
+        self._wake.set()
+
     def _apply_loop(self) -> None:
         while not self._stopping.is_set():
             # Woken by each new change; every few seconds anyway, for changes another
             # process queued (a second server, a webhook receiver).
-            self._wake.wait(timeout=5 if not self._last_problem else 30)
+            woke = self._wake.wait(timeout=5 if not self._last_problem else 30)
             self._wake.clear()
+            if woke:
+                # A burst (200 opt-outs at once) goes in one rewrite, after it: rewriting a
+                # large list mid-burst would slow the answers, not the list.
+                deadline = time.monotonic() + MAX_DELAY
+                while time.monotonic() < deadline and self._wake.wait(QUIET):
+                    self._wake.clear()
+                    if self._stopping.is_set():
+                        break
             if self._stopping.is_set():
                 return
             self._flush_logged()
@@ -385,7 +403,7 @@ class Subscriptions:
                     source_url=visitor.page,
                     detail=f"confirmation link issued {request.issued_at}",
                 )
-        self._wake.set()
+        self._changed()
         self.log(f"{who}: {action.value}")
         welcome_fields = {"email": request.email, **fields}
         self._in_background(lambda: self._send_welcome(request.email, key, welcome_fields))
@@ -400,18 +418,22 @@ class Subscriptions:
 
     def unsubscribe(self, key: str, visitor: Visitor) -> None:
         """Recorded durably, with its evidence, before the answer; the list follows."""
-        with self._transaction() as db:
+        at = self.clock()
+
+        def write(db: sqlite3.Connection) -> None:
             queue_change(db, ListChange(key, "unsubscribed"))
             record_consent(
                 db,
                 key,
                 ConsentAction.UNSUBSCRIBED,
                 ConsentCause.ONE_CLICK,
-                at=self.clock(),
+                at=at,
                 ip=visitor.ip,
                 user_agent=visitor.user_agent,
             )
-        self._wake.set()
+
+        self.writer.commit(write)
+        self._changed()
 
 
 @dataclass
