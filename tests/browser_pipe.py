@@ -5,6 +5,7 @@ ended by a NUL byte (https://chromedevtools.github.io/devtools-protocol/)."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -119,10 +120,8 @@ class Browser:
         return str(self.evaluate("document.body.innerText"))
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(RuntimeError, TimeoutError, OSError):
             self.call("Browser.close")
-        except (RuntimeError, TimeoutError, OSError):
-            pass
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
