@@ -4,8 +4,13 @@ kept), signup with double opt-in, abuse, limits, and the list under load."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import socket
+import sqlite3
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -22,8 +27,11 @@ from pipeline.cli import cli
 from pipeline.config import Settings
 from pipeline.delivery.providers import create_provider
 from pipeline.ledger.consent import consent_history
+from pipeline.messages.secret import load_secret
 from pipeline.messages.unsubscribe import make_token
 from pipeline.sending import open_ledger, send_issue
+from pipeline.web import from_config
+from pipeline.web.app import subscriptions_of
 from pipeline.web.tokens import CONFIRM_SALT, Signer, SignupRequest
 
 from .conftest import SAMPLE_ISSUE
@@ -480,3 +488,85 @@ def test_serve_snippet_prints_a_form_for_any_page(project: Path) -> None:
     assert 'action="https://movementsolutions.example/subscribe"' in result.output
     assert 'name="website"' in result.output and 'value="seniors"' in result.output
     assert result.output.strip().endswith("</script>")
+
+
+def test_an_opt_out_the_ledger_cannot_record_is_a_503_and_says_so(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full_disk(write: object, timeout: float = 30) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(served.subscriptions.writer, "commit", full_disk)
+    answer = requests.post(leave_url(served, "ada.runner@example.org"), data=ONE_CLICK)
+    assert answer.status_code == 503 and "Nothing was changed" in answer.text
+    assert any("a***@example.org: opt-out NOT recorded" in line for line in served.log)
+
+
+def test_half_open_connections_do_not_hold_the_workers(project: Path) -> None:
+    """Issue 10: 300 half-open connections held 301 threads of the old server."""
+    settings = with_signup(project)
+    with serve(settings, threads=2) as served:
+        port = int(served.url.rsplit(":", 1)[1])
+        stalled = []
+        for _ in range(50):
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(b"POST /unsubscribe HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nab")
+            stalled.append(sock)
+        try:
+            answer = requests.get(f"{served.url}/healthz", timeout=10)
+            assert answer.status_code == 200
+        finally:
+            for sock in stalled:
+                sock.close()
+
+
+def test_the_factory_for_other_wsgi_servers(project: Path) -> None:
+    settings = with_signup(project)
+    app = from_config(str(project / "newsletter.toml"), proxies=1)
+    try:
+        client = app.test_client()
+        answer = client.get("/healthz")
+        assert answer.status_code == 200 and answer.json == {"status": "ok", "queued": 0}
+        token = make_token(subscriptions_of(app).mailer.secret, "ada.runner@example.org")
+        client.post(
+            f"/unsubscribe?token={token}",
+            data=ONE_CLICK,
+            headers={"X-Forwarded-For": "203.0.113.9"},
+        )
+    finally:
+        subscriptions_of(app).close()  # applies the queue, as at exit
+    assert statuses(settings)["ada.runner@example.org"] == "unsubscribed"
+    ledger = open_ledger(settings)
+    (event,) = consent_history(ledger.db, "ada.runner@example.org")
+    ledger.close()
+    assert event.ip == "203.0.113.9"  # from the one trusted proxy's header
+
+
+@pytest.mark.parametrize("command", ["serve", "unsubscribe-server"])
+def test_the_command_serves_and_stops_cleanly_on_sigterm(project: Path, command: str) -> None:
+    settings = with_signup(project)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", command, "--port", "0"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert server.stdout is not None
+        first = server.stdout.readline()
+        found = re.search(r"at (http://127\.0\.0\.1:\d+)/subscribe", first)
+        assert found, first
+        url = found.group(1)
+        assert requests.get(f"{url}/subscribe", timeout=10).status_code == 200
+        secret = load_secret(settings.state_dir, {})
+        token = make_token(secret, "ada.runner@example.org")
+        answer = requests.post(f"{url}/unsubscribe?token={token}", data=ONE_CLICK, timeout=10)
+        assert answer.status_code == 200
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output, _ = server.communicate(timeout=60)
+    assert server.returncode == 0, output
+    assert "stopped" in output and "Traceback" not in output
+    assert statuses(settings)["ada.runner@example.org"] == "unsubscribed"

@@ -4,6 +4,6 @@
 and any WSGI server can import the same thing: ``pipeline.web:create_app``.
 """
 
-from pipeline.web.app import create_app
+from pipeline.web.app import create_app, from_config
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "from_config"]

@@ -7,7 +7,9 @@ restyle one page without copying the rest.  Pages use the ``[theme]`` colours an
 
 from __future__ import annotations
 
+import atexit
 import os
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import jinja2
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from pipeline.config import Settings
+from pipeline.config import Settings, load_settings
 from pipeline.messages.secret import load_secret
 from pipeline.web.subscriptions import Subscriptions
 
@@ -67,6 +69,20 @@ def create_app(
         )
     if background:
         subscriptions.start()
+    return app
+
+
+def from_config(config: str | None = None, proxies: int = 0) -> Flask:
+    """For WSGI servers that import an app by name (gunicorn ``'pipeline.web:from_config()'``):
+    the settings found from the current folder, or from ``config``; log lines on stderr;
+    the queue applied and the emails in hand sent when the process exits."""
+    settings = load_settings(Path(config) if config else None)
+    app = create_app(
+        settings,
+        trusted_proxies=proxies,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    atexit.register(subscriptions_of(app).close)
     return app
 
 

@@ -12,6 +12,8 @@ No answer says whether an address is on the list.
 
 from __future__ import annotations
 
+import sqlite3
+
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
@@ -215,5 +217,15 @@ def unsubscribe() -> tuple[str, int]:
     key = _unsubscribe_key()
     if key is None:
         return _invalid_unsubscribe()
-    subscriptions_of(current_app).unsubscribe(key, _visitor())
+    try:
+        subscriptions_of(current_app).unsubscribe(key, _visitor())
+    except (sqlite3.Error, OSError, TimeoutError) as exc:
+        # Not recorded: say so (a mail client retries a 5xx), and ask for mail instead.
+        subscriptions_of(current_app).log(f"{mask(key)}: opt-out NOT recorded: {exc}")
+        return _message(
+            "We could not record that just now",
+            "Nothing was changed. Please try the link again later, or reply to any issue "
+            "with “unsubscribe” and we will take you off the list.",
+            503,
+        )
     return _page("unsubscribed.html", who=mask(key))
