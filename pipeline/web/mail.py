@@ -125,8 +125,15 @@ class Mailer:
         self, db: sqlite3.Connection, key: str, email: str, first_name: str, confirm_url: str
     ) -> str:
         """Send one confirmation; returns what happened, for the log."""
-        # No call to action in a confirmation: one button, the one that confirms.
-        settings = dataclasses.replace(self.settings, cta=None)
+        # No call to action in a confirmation: one button, the one that confirms.  And the
+        # footer says why this person got it: not "you subscribed" (they have not, yet).
+        domain = self.settings.base_url.split("://", 1)[-1].split("/")[0]
+        settings = dataclasses.replace(
+            self.settings,
+            cta=None,
+            why=f"You are receiving this because this address was entered in the signup form "
+            f"of {self.settings.name} at {domain}.",
+        )
         compiled = self._compile(self.confirmation_path(), settings)
         fields = {
             "email": email,
