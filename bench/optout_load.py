@@ -6,7 +6,7 @@ clients post RFC 8058 one-click requests at the same moment.  Prints each reques
 into subscribers.csv, how many rows are unsubscribed and how long that took.
 
     .venv/bin/python bench/optout_load.py                   # 200 opt-outs, 100,000 rows
-    .venv/bin/python bench/optout_load.py --clients 50 --rows 3000
+    .venv/bin/python bench/optout_load.py --small             # 50 opt-outs, 3,000 rows (CI)
 """
 
 from __future__ import annotations
@@ -69,7 +69,10 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--threads", type=int, default=8, help="serve --threads")
+    parser.add_argument("--small", action="store_true", help="50 opt-outs, 3,000 rows (CI)")
     args = parser.parse_args()
+    if args.small:
+        args.clients, args.rows = 50, 3000
     with tempfile.TemporaryDirectory() as tmp:
         project = make_project(Path(tmp) / "project", args.rows, 'name = "outbox"')
         secret = load_secret(project / ".newsletter", {})
