@@ -526,6 +526,7 @@ def serve(
 
     from pipeline.web import create_app
     from pipeline.web.app import subscriptions_of
+    from pipeline.web.mail import transactional_provider
     from pipeline.web.server import make_server, stop_server
     from pipeline.web.server import snippet as signup_snippet
 
@@ -533,6 +534,8 @@ def serve(
     if snippet:
         click.echo(signup_snippet(create_app(settings, background=False), settings))
         return
+    # The provider's settings and secrets are checked now, not at the first signup.
+    transactional_provider(settings, os.environ).close()
     app = create_app(settings, trusted_proxies=proxies, log=_log_line)
     try:
         server = make_server(app, host, port, threads=threads)

@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
@@ -30,11 +31,12 @@ from pipeline.ledger.consent import consent_history
 from pipeline.messages.secret import load_secret
 from pipeline.messages.unsubscribe import make_token
 from pipeline.sending import open_ledger, send_issue
-from pipeline.web import from_config
+from pipeline.web import create_app, from_config
 from pipeline.web.app import subscriptions_of
 from pipeline.web.tokens import CONFIRM_SALT, Signer, SignupRequest
 
 from .conftest import SAMPLE_ISSUE
+from .fake_providers import POSTMARK_TOKEN, FakePostmark
 from .web_helpers import (
     SIGNUP_CONFIG,
     Served,
@@ -570,3 +572,87 @@ def test_the_command_serves_and_stops_cleanly_on_sigterm(project: Path, command:
     assert server.returncode == 0, output
     assert "stopped" in output and "Traceback" not in output
     assert statuses(settings)["ada.runner@example.org"] == "unsubscribed"
+
+
+def test_an_answered_opt_out_survives_a_kill_of_the_server(project: Path) -> None:
+    """Recorded durably before the answer: SIGKILL right after it, and the next start of the
+    app (or the next send) still writes it into the list."""
+    settings = with_signup(project)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "serve", "--port", "0"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert server.stdout is not None
+        found = re.search(r"at (http://127\.0\.0\.1:\d+)/subscribe", server.stdout.readline())
+        assert found
+        token = make_token(load_secret(settings.state_dir, {}), "ada.runner@example.org")
+        answer = requests.post(
+            f"{found.group(1)}/unsubscribe?token={token}", data=ONE_CLICK, timeout=10
+        )
+        assert answer.status_code == 200
+    finally:
+        server.kill()  # SIGKILL: no chance to apply anything on the way out
+        server.communicate(timeout=30)
+    with serve(settings, background=True):
+        pass  # starting applies what an earlier run left queued
+    assert statuses(settings)["ada.runner@example.org"] == "unsubscribed"
+    assert len(rows_for(settings, "ada.runner@example.org")) == 1
+
+
+def test_serve_refuses_a_provider_without_its_secret(project: Path) -> None:
+    config = project / "newsletter.toml"
+    text = config.read_text(encoding="utf-8").replace('name = "outbox"', 'name = "postmark"')
+    config.write_text(text, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "POSTMARK_SERVER_TOKEN"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "serve", "--port", "0"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "POSTMARK_SERVER_TOKEN" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_on_postmark_the_confirmation_goes_through_the_transactional_stream(
+    make_project: Callable[..., Path],
+) -> None:
+    """Broadcast streams are for newsletters; a confirmation is asked for, one at a time:
+    https://postmarkapp.com/support/article/1207-how-to-create-and-send-through-message-streams
+    (the stream is the batch message's ``MessageStream``; no List-Unsubscribe of ours)."""
+    postmark = FakePostmark()
+    try:
+        root = make_project(
+            provider=f'name = "postmark"\nbase_url = "{postmark.url}"\ntimeout = 2\n'
+            'confirm_stream = "signups"'
+        )
+        settings = with_signup(root)
+        app = create_app(settings, environ={"POSTMARK_SERVER_TOKEN": POSTMARK_TOKEN})
+        try:
+            answer = app.test_client().post(
+                "/subscribe", data={"email": "pm.reader@example.org", "first_name": "Pem"}
+            )
+            assert answer.status_code == 200
+            subscriptions_of(app).drain()
+        finally:
+            subscriptions_of(app).close()
+        (request,) = postmark.requests
+        (message,) = request.body
+        assert message["MessageStream"] == "signups"
+        assert message["To"] == "Pem <pm.reader@example.org>"
+        names = {header["Name"] for header in message["Headers"]}
+        assert "List-Unsubscribe" not in names
+        assert "/confirm?token=" in message["TextBody"]
+        ledger = open_ledger(settings)
+        sent = ledger.db.execute("SELECT kind, outcome, provider_id FROM mail_once").fetchall()
+        ledger.close()
+        assert [(kind, outcome) for kind, outcome, _ in sent] == [("confirmation", "sent")]
+    finally:
+        postmark.close()

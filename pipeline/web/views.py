@@ -17,6 +17,7 @@ import sqlite3
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
+from pipeline.errors import InputError, NewsletterError
 from pipeline.messages.unsubscribe import read_token
 from pipeline.web.app import subscriptions_of
 from pipeline.web.subscriptions import (
@@ -158,7 +159,17 @@ def confirm_page() -> tuple[str, int]:
 @public.post("/confirm")
 def confirm() -> tuple[str, int]:
     token = request.form.get("token") or request.args.get("token", "")
-    outcome, who = subscriptions_of(current_app).confirm(token, _visitor(request.base_url))
+    subscriptions = subscriptions_of(current_app)
+    try:
+        outcome, who = subscriptions.confirm(token, _visitor(request.base_url))
+    except (NewsletterError, OSError, sqlite3.Error) as exc:
+        message = exc.location_message() if isinstance(exc, InputError) else str(exc)
+        subscriptions.log(f"confirmation NOT recorded: {message}")
+        return _message(
+            "We could not record that just now",
+            "Nothing was changed. Please press the button in the email again in a little while.",
+            503,
+        )
     if outcome in (Confirmation.CONFIRMED, Confirmation.ALREADY):
         return _page("confirmed.html", who=who)
     return _invalid_confirmation(outcome)
