@@ -466,9 +466,12 @@ def unsubscribe(ctx: click.Context, token: str) -> None:
     """
     from urllib.parse import parse_qs, urlsplit
 
-    from pipeline.audience.unsubscribe import set_status
+    from pipeline.audience.change_queue import apply_queued, queue_change
+    from pipeline.audience.list_writer import ListChange
+    from pipeline.ledger.consent import record_consent
     from pipeline.messages.secret import load_secret
     from pipeline.messages.unsubscribe import read_token
+    from pipeline.sending import open_ledger
 
     settings = _settings(ctx)
     if "token=" in token:
@@ -478,16 +481,17 @@ def unsubscribe(ctx: click.Context, token: str) -> None:
     )
     if key is None:
         raise InputError("not a valid unsubscribe token (wrong signature or malformed)")
-    changed = set_status(settings.subscribers, key, "unsubscribed")
-    from pipeline.ledger.consent import record_consent
-    from pipeline.sending import open_ledger
-
     ledger = open_ledger(settings)
     try:
-        record_consent(ledger.db, key, "unsubscribed", "by-hand", detail="newsletter unsubscribe")
+        with ledger.transaction() as db:
+            queue_change(db, ListChange(key, "unsubscribed"))
+            record_consent(db, key, "unsubscribed", "by-hand", detail="newsletter unsubscribe")
+        # Through the queue, so it lands after anything the web app queued before it (a
+        # confirmation of the same address, say), never before.
+        apply_queued(ledger.db, settings.subscribers, settings.state_dir)
     finally:
         ledger.close()
-    click.echo(f"{key}: unsubscribed ({changed} row{'s' if changed != 1 else ''} changed)")
+    click.echo(f"{key}: unsubscribed")
 
 
 def _log_line(line: str) -> None:

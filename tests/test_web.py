@@ -656,3 +656,27 @@ def test_on_postmark_the_confirmation_goes_through_the_transactional_stream(
         assert [(kind, outcome) for kind, outcome, _ in sent] == [("confirmation", "sent")]
     finally:
         postmark.close()
+
+
+def test_unsubscribe_by_hand_lands_after_a_queued_confirmation(served: Served) -> None:
+    """The command goes through the same queue: a confirmation the app queued a moment
+    before cannot be applied after it and undo it."""
+    settings = served.settings
+    signup(served, "late.mind@example.org")
+    served.subscriptions.drain()
+    (mail,) = outbox_mail(settings, "confirmation")
+    token = confirm_link(mail, settings, served.url).split("token=")[1]
+    assert requests.post(f"{served.url}/confirm", data={"token": token}).status_code == 200
+    # Queued, not applied (no applier in this fixture); now she changes her mind by mail.
+    link = leave_url(served, "late.mind@example.org")
+    result = CliRunner().invoke(
+        cli, ["--config", str(settings.config_path), "unsubscribe", link.replace(served.url, "")]
+    )
+    assert result.exit_code == 0, result.output
+    served.subscriptions.flush()
+    assert [r["status"] for r in rows_for(settings, "late.mind@example.org")] == ["unsubscribed"]
+    assert history(settings, "late.mind@example.org") == [
+        "signup_requested/form",
+        "confirmed/form",
+        "unsubscribed/by-hand",
+    ]

@@ -32,6 +32,7 @@ from pathlib import Path
 from email_validator import EmailNotValidError, validate_email
 
 from pipeline.audience.change_queue import Flushed, apply_queued, queue_change
+from pipeline.audience.csv_source import address_key_fast
 from pipeline.audience.list_writer import ListChange
 from pipeline.config import Settings
 from pipeline.errors import InputError, NewsletterError
@@ -126,7 +127,7 @@ def list_status(path: Path, key: str) -> str | None:
         email_at = names.index("email")
         status_at = names.index("status") if "status" in names else None
         for cells in reader:
-            if len(cells) <= email_at or cells[email_at].strip().lower() != key:
+            if len(cells) <= email_at or address_key_fast(cells[email_at]) != key:
                 continue
             status = ""
             if status_at is not None and status_at < len(cells):
