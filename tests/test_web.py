@@ -680,3 +680,34 @@ def test_unsubscribe_by_hand_lands_after_a_queued_confirmation(served: Served) -
         "confirmed/form",
         "unsubscribed/by-hand",
     ]
+
+
+def test_an_unforeseen_fault_is_one_log_line_and_a_plain_page(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("something nobody foresaw")
+
+    monkeypatch.setattr(served.subscriptions, "request_signup", broken)
+    answer = signup(served, "pat@example.org")
+    assert answer.status_code == 500 and "Something went wrong" in answer.text
+    assert "Traceback" not in answer.text and "nobody foresaw" not in answer.text
+    assert served.log[-1] == (
+        "error answering POST /subscribe: RuntimeError: something nobody foresaw"
+    )
+
+
+def test_a_project_template_overrides_one_page(project: Path) -> None:
+    settings = with_signup(project)
+    custom = project / "templates" / "web"
+    custom.mkdir(parents=True)
+    (custom / "check_inbox.html").write_text(
+        '{% extends "base.html" %}{% set title = "Almost there" %}'
+        "{% block content %}<h1>Almost there, {{ settings.name }}</h1>{% endblock %}",
+        encoding="utf-8",
+    )
+    with serve(settings) as served:
+        answer = signup(served, "pat@example.org")
+        form = requests.get(f"{served.url}/subscribe", timeout=5)
+    assert "Almost there, Movement Solutions" in answer.text
+    assert "Sign up for emails" in form.text  # the pages not overridden are the built-in ones

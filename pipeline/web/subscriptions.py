@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -168,7 +168,6 @@ class Subscriptions:
         self._stopping = threading.Event()
         self._applier: threading.Thread | None = None
         self.writer = GroupCommitter(settings.state_dir / LEDGER_NAME)
-        self._first_change: float | None = None
         self._last_problem = ""
 
     # Plumbing ---------------------------------------------------------------------------
@@ -435,10 +434,3 @@ class Subscriptions:
 
         self.writer.commit(write)
         self._changed()
-
-
-@dataclass
-class Health:
-    ok: bool
-    queued: int = 0
-    problems: list[str] = field(default_factory=list)

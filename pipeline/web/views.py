@@ -78,6 +78,18 @@ def _http_error(error: HTTPException) -> tuple[str, int] | HTTPException:
     return _message(title, text, code)
 
 
+@public.app_errorhandler(Exception)
+def _unexpected(error: Exception) -> tuple[str, int] | HTTPException:
+    """A bug or a fault nobody foresaw: one line in the log, a plain page for the visitor
+    (never a traceback, never an internal detail)."""
+    if isinstance(error, HTTPException):
+        return _http_error(error)
+    subscriptions_of(current_app).log(
+        f"error answering {request.method} {request.path}: {type(error).__name__}: {error}"
+    )
+    return _message("Something went wrong", "Please try again in a little while.", 500)
+
+
 @public.get("/healthz")
 def healthz() -> tuple[Response, int]:
     subscriptions = subscriptions_of(current_app)
