@@ -711,3 +711,21 @@ def test_a_project_template_overrides_one_page(project: Path) -> None:
         form = requests.get(f"{served.url}/subscribe", timeout=5)
     assert "Almost there, Movement Solutions" in answer.text
     assert "Sign up for emails" in form.text  # the pages not overridden are the built-in ones
+
+
+def test_a_list_saved_by_excel_keeps_the_opt_out_queued_and_says_why(served: Served) -> None:
+    """A Windows-1252 list used to raise UnicodeDecodeError in the old handler: no answer at
+    all.  Now the opt-out is answered and kept; the log names the line; the list is as it was."""
+    settings = served.settings
+    latin = b"email,first_name\r\nada.runner@example.org,Ada\r\njose@example.org,Jos\xe9\r\n"
+    settings.subscribers.write_bytes(latin)
+    answer = requests.post(leave_url(served, "ada.runner@example.org"), data=ONE_CLICK)
+    assert answer.status_code == 200
+    served.subscriptions._flush_logged()
+    assert settings.subscribers.read_bytes() == latin
+    (line,) = [line for line in served.log if "NOT updated" in line]
+    assert "subscribers.csv:3: the list is not saved as UTF-8" in line
+    signup(served, "new.one@example.org")  # the signup's list lookup says the same
+    served.subscriptions.drain()
+    assert "subscribers.csv:3: the list is not saved as UTF-8" in served.log[-1]
+    assert outbox_mail(settings, "confirmation") == []

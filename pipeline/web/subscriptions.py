@@ -17,7 +17,6 @@ Double opt-in, the way inbox providers and privacy law expect:
 
 from __future__ import annotations
 
-import csv
 import sqlite3
 import threading
 import time
@@ -27,13 +26,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from pathlib import Path
 
 from email_validator import EmailNotValidError, validate_email
 
 from pipeline.audience.change_queue import Flushed, apply_queued, queue_change
-from pipeline.audience.csv_source import address_key_fast
 from pipeline.audience.list_writer import ListChange
+from pipeline.audience.listing import status_of
 from pipeline.config import Settings
 from pipeline.errors import InputError, NewsletterError
 from pipeline.ledger.consent import (
@@ -113,30 +111,6 @@ def mask(address: str) -> str:
     """``c***@example.org``: enough for a reader to recognise, not to harvest."""
     local, _, domain = address.partition("@")
     return f"{local[:1]}***@{domain}"
-
-
-def list_status(path: Path, key: str) -> str | None:
-    """This address's status in subscribers.csv: None if it has no row; an opt-out on any
-    of its rows wins, as it does for a send (``audience.subscribers.scan``)."""
-    found: str | None = None
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
-        names = [name.strip().lower() for name in next(reader, [])]
-        if "email" not in names:
-            raise InputError("the header row has no 'email' column", path=path, line=1)
-        email_at = names.index("email")
-        status_at = names.index("status") if "status" in names else None
-        for cells in reader:
-            if len(cells) <= email_at or address_key_fast(cells[email_at]) != key:
-                continue
-            status = ""
-            if status_at is not None and status_at < len(cells):
-                status = cells[status_at].strip().lower()
-            status = status or SUBSCRIBED
-            if status != SUBSCRIBED:
-                return status
-            found = SUBSCRIBED
-    return found
 
 
 class Subscriptions:
@@ -291,7 +265,7 @@ class Subscriptions:
         )
         if row is not None:
             return str(row[0])
-        return list_status(self.settings.subscribers, key)
+        return status_of(self.settings.subscribers, key)
 
     # Joining ----------------------------------------------------------------------------
 
