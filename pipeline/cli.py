@@ -414,6 +414,37 @@ def _list_path(ctx: click.Context) -> Path:
     return _settings(ctx.find_root()).subscribers
 
 
+def _list_to_change(ctx: click.Context) -> Path:
+    """The list, with what the web app has queued applied first: a change by hand then lands
+    after an opt-out or a confirmation answered before it, never under it."""
+    from pipeline.audience.change_queue import apply_queued
+    from pipeline.sending import LEDGER_NAME, open_ledger
+
+    settings = _settings(ctx.find_root())
+    if (settings.state_dir / LEDGER_NAME).exists():
+        ledger = open_ledger(settings)
+        try:
+            apply_queued(ledger.db, settings.subscribers, settings.state_dir)
+        finally:
+            ledger.close()
+    return settings.subscribers
+
+
+def _record_by_hand(ctx: click.Context, email: str, action: str, detail: str) -> None:
+    """The consent history's line for a change made with a command."""
+    from pipeline.ledger.consent import record_consent
+    from pipeline.sending import open_ledger
+
+    try:
+        ledger = open_ledger(_settings(ctx.find_root()))
+        try:
+            record_consent(ledger.db, email, action, "by-hand", detail=detail)
+        finally:
+            ledger.close()
+    except sqlite3.Error as exc:
+        click.echo(f"warning: not written to the consent history: {exc}", err=True)
+
+
 @subscribers.command(name="check", short_help="Counts, invalid rows, duplicates, columns read.")
 @click.pass_context
 def subscribers_check(ctx: click.Context) -> None:
@@ -507,7 +538,7 @@ def subscribers_add(
     from pipeline.audience.listing import find
     from pipeline.audience.subscribers import parse_tags
 
-    path = _list_path(ctx)
+    path = _list_to_change(ctx)
     existing = find(path, email)
     if existing:
         first = existing[0]
@@ -527,6 +558,8 @@ def subscribers_add(
         fields["tags"] = ";".join(tag_list)
     change = ListChange(email, fields={k: v for k, v in fields.items() if v}, create=True)
     result = apply_changes(path, [change])
+    if result.added:
+        _record_by_hand(ctx, email, "added", "newsletter subscribers add")
     what = f" (tags: {', '.join(tag_list)})" if tag_list else ""
     if result.added:
         click.echo(f"added {email}: subscribed{what}")
@@ -549,8 +582,10 @@ def subscribers_remove(ctx: click.Context, email: str) -> None:
     """
     from pipeline.audience.list_writer import ListChange, apply_changes
 
-    path = _list_path(ctx)
+    path = _list_to_change(ctx)
     result = apply_changes(path, [ListChange(email, delete=True)])
+    if result.removed:
+        _record_by_hand(ctx, email, "removed", "newsletter subscribers remove")
     if not result.removed:
         raise InputError(f"{email} is not on the list: nothing removed", path=path)
     click.echo(f"removed {email} from {path} ({_plural(result.removed, 'row')} deleted)")
@@ -568,7 +603,7 @@ def subscribers_resubscribe(ctx: click.Context, email: str) -> None:
     from pipeline.audience.list_writer import ListChange, apply_changes
     from pipeline.audience.listing import find
 
-    path = _list_path(ctx)
+    path = _list_to_change(ctx)
     before = find(path, email)
     if not before:
         raise InputError(
@@ -576,6 +611,8 @@ def subscribers_resubscribe(ctx: click.Context, email: str) -> None:
             path=path,
         )
     result = apply_changes(path, [ListChange(email, status="subscribed")])
+    if result.changed:
+        _record_by_hand(ctx, email, "resubscribed", "newsletter subscribers resubscribe")
     was = ", ".join(sorted({entry.status for entry in before}))
     if result.changed:
         click.echo(f"{email}: subscribed again (was {was})")
@@ -667,12 +704,9 @@ def unsubscribe(ctx: click.Context, target: str) -> None:
     """
     from urllib.parse import parse_qs, urlsplit
 
-    from pipeline.audience.change_queue import apply_queued
     from pipeline.audience.list_writer import ListChange, apply_changes
-    from pipeline.ledger.consent import record_consent
     from pipeline.messages.secret import load_secret
     from pipeline.messages.unsubscribe import read_token
-    from pipeline.sending import LEDGER_NAME, open_ledger
 
     settings = _settings(ctx)
     path = settings.subscribers
@@ -692,26 +726,10 @@ def unsubscribe(ctx: click.Context, target: str) -> None:
                 "nor an address"
             )
         address = key
-    if (settings.state_dir / LEDGER_NAME).exists():
-        # First whatever the web app queued (a confirmation of this address, say), so that
-        # it cannot be applied after this and undo it.
-        ledger = open_ledger(settings)
-        try:
-            apply_queued(ledger.db, path, settings.state_dir)
-        finally:
-            ledger.close()
+    _list_to_change(ctx)
     result = apply_changes(path, [ListChange(address, status="unsubscribed")])
     if result.changed or result.unchanged:
-        try:
-            ledger = open_ledger(settings)
-            try:
-                record_consent(
-                    ledger.db, address, "unsubscribed", "by-hand", detail="newsletter unsubscribe"
-                )
-            finally:
-                ledger.close()
-        except sqlite3.Error as exc:
-            click.echo(f"warning: not written to the consent history: {exc}", err=True)
+        _record_by_hand(ctx, address, "unsubscribed", "newsletter unsubscribe")
     if result.changed:
         click.echo(f"{address}: unsubscribed ({_plural(result.changed, 'row')} changed)")
     elif result.unchanged:
