@@ -158,8 +158,12 @@ def test_a_broken_list_keeps_the_opt_out_queued_until_it_is_fixed(served: Served
     assert settings.subscribers.read_bytes() == broken
     (line,) = [line for line in served.log if "NOT updated" in line]
     assert "subscribers.csv:1" in line and "email" in line  # file and line named
+    health = requests.get(f"{served.url}/healthz", timeout=5)
+    assert health.status_code == 503 and health.json()["queued"] == 1
+    assert "subscribers.csv:1" in health.json()["problem"]
     settings.subscribers.write_bytes(good)
     served.subscriptions._flush_logged()
+    assert requests.get(f"{served.url}/healthz", timeout=5).json() == {"status": "ok", "queued": 0}
     assert statuses(settings)["ada.runner@example.org"] == "unsubscribed"
 
 

@@ -214,6 +214,11 @@ class Subscriptions:
                 f"{r.added} added, {r.unchanged} unchanged)"
             )
 
+    @property
+    def list_problem(self) -> str:
+        """Why the queue could not be applied last time ("" when it could)."""
+        return self._last_problem
+
     def _changed(self) -> None:
         self._wake.set()
 

@@ -104,6 +104,9 @@ def healthz() -> tuple[Response, int]:
         return jsonify(status="error", problem=str(exc)), 503
     if not readable:
         return jsonify(status="error", problem="subscriber list not found"), 503
+    if subscriptions.list_problem:
+        # Opt-outs are safe in the queue, but the list is not taking them: someone must look.
+        return jsonify(status="error", problem=subscriptions.list_problem, queued=queued), 503
     return jsonify(status="ok", queued=int(queued)), 200
 
 
