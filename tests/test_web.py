@@ -733,3 +733,25 @@ def test_a_list_saved_by_excel_keeps_the_opt_out_queued_and_says_why(served: Ser
     served.subscriptions.drain()
     assert "subscribers.csv:3: the list is not saved as UTF-8" in served.log[-1]
     assert outbox_mail(settings, "confirmation") == []
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ('tags = "runners"', "[signup] tags"),
+        ('tags = ["a;b"]', "[signup] tags"),
+        ('confirm_expiry = "soon"', "[signup] confirm_expiry"),
+        ("min_fill_seconds = -1", "[signup] min_fill_seconds"),
+        ("per_ip_per_hour = 0", "[signup] per_ip_per_hour"),
+        ("taggs = []", "[signup] taggs"),
+    ],
+)
+def test_bad_signup_settings_are_one_line_naming_the_key(
+    project: Path, body: str, named: str
+) -> None:
+    with_signup(project, "")  # the config as it is
+    config = project / "newsletter.toml"
+    config.write_text(config.read_text(encoding="utf-8") + f"\n[signup]\n{body}\n")
+    result = CliRunner().invoke(cli, ["--config", str(config), "serve", "--snippet"])
+    assert result.exit_code == 2
+    assert named in result.output and "Traceback" not in result.output
