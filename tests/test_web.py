@@ -45,6 +45,7 @@ from .web_helpers import (
     rows,
     rows_for,
     serve,
+    text_part,
     with_signup,
 )
 
@@ -808,3 +809,26 @@ def test_kills_during_bursts_lose_no_answered_opt_out(project: Path) -> None:
     print(
         f"seed {seed}: {len(answered)} of 400 opt-outs answered before the kills, all in the list"
     )
+
+
+def test_the_confirmation_email_can_be_rewritten_by_the_practice(project: Path) -> None:
+    settings = with_signup(project)
+    custom = project / "templates" / "web"
+    custom.mkdir(parents=True)
+    (custom / "confirmation.md").write_text(
+        "---\nsubject: One click to join Connie's list\n---\n\n"
+        "Hello {{ subscriber.first_name }}!\n\n"
+        "[Count me in]({{ subscriber.confirm_url }}){.button}\n",
+        encoding="utf-8",
+    )
+    with serve(settings) as served:
+        signup(served, "own.words@example.org")
+        served.settle()
+        (mail,) = outbox_mail(settings, "confirmation")
+        assert mail["Subject"] == "One click to join Connie's list"
+        assert "Count me in" in text_part(mail)
+        link = confirm_link(mail, settings, served.url)
+        token = link.split("token=")[1]
+        assert requests.post(f"{served.url}/confirm", data={"token": token}).status_code == 200
+        served.settle()
+    assert len(rows_for(settings, "own.words@example.org")) == 1
