@@ -16,6 +16,7 @@ SCRIPTS = [
     "latency.py",
     "providers.py",
     "merge_fields.py",
+    "optout_load.py",
 ]
 
 failed = []

@@ -10,6 +10,7 @@ import difflib
 import json
 import os
 import shlex
+import sqlite3
 import sys
 import webbrowser
 from collections import Counter
@@ -716,6 +717,37 @@ def _list_path(ctx: click.Context) -> Path:
     return _settings(ctx.find_root()).subscribers
 
 
+def _list_to_change(ctx: click.Context) -> Path:
+    """The list, with what the web app has queued applied first: a change by hand then lands
+    after an opt-out or a confirmation answered before it, never under it."""
+    from pipeline.audience.change_queue import apply_queued
+    from pipeline.sending import LEDGER_NAME, open_ledger
+
+    settings = _settings(ctx.find_root())
+    if (settings.state_dir / LEDGER_NAME).exists():
+        ledger = open_ledger(settings)
+        try:
+            apply_queued(ledger.db, settings.subscribers, settings.state_dir)
+        finally:
+            ledger.close()
+    return settings.subscribers
+
+
+def _record_by_hand(ctx: click.Context, email: str, action: str, detail: str) -> None:
+    """The consent history's line for a change made with a command."""
+    from pipeline.ledger.consent import record_consent
+    from pipeline.sending import open_ledger
+
+    try:
+        ledger = open_ledger(_settings(ctx.find_root()))
+        try:
+            record_consent(ledger.db, email, action, "by-hand", detail=detail)
+        finally:
+            ledger.close()
+    except sqlite3.Error as exc:
+        click.echo(f"warning: not written to the consent history: {exc}", err=True)
+
+
 @subscribers.command(name="check", short_help="Counts, invalid rows, duplicates, columns read.")
 @click.pass_context
 def subscribers_check(ctx: click.Context) -> None:
@@ -809,7 +841,7 @@ def subscribers_add(
     from pipeline.audience.listing import find
     from pipeline.audience.subscribers import parse_tags
 
-    path = _list_path(ctx)
+    path = _list_to_change(ctx)
     existing = find(path, email)
     if existing:
         first = existing[0]
@@ -829,6 +861,8 @@ def subscribers_add(
         fields["tags"] = ";".join(tag_list)
     change = ListChange(email, fields={k: v for k, v in fields.items() if v}, create=True)
     result = apply_changes(path, [change])
+    if result.added:
+        _record_by_hand(ctx, email, "added", "newsletter subscribers add")
     what = f" (tags: {', '.join(tag_list)})" if tag_list else ""
     if result.added:
         click.echo(f"added {email}: subscribed{what}")
@@ -851,8 +885,10 @@ def subscribers_remove(ctx: click.Context, email: str) -> None:
     """
     from pipeline.audience.list_writer import ListChange, apply_changes
 
-    path = _list_path(ctx)
+    path = _list_to_change(ctx)
     result = apply_changes(path, [ListChange(email, delete=True)])
+    if result.removed:
+        _record_by_hand(ctx, email, "removed", "newsletter subscribers remove")
     if not result.removed:
         raise InputError(f"{email} is not on the list: nothing removed", path=path)
     click.echo(f"removed {email} from {path} ({counted(result.removed, 'row')} deleted)")
@@ -870,7 +906,7 @@ def subscribers_resubscribe(ctx: click.Context, email: str) -> None:
     from pipeline.audience.list_writer import ListChange, apply_changes
     from pipeline.audience.listing import find
 
-    path = _list_path(ctx)
+    path = _list_to_change(ctx)
     before = find(path, email)
     if not before:
         raise InputError(
@@ -878,6 +914,8 @@ def subscribers_resubscribe(ctx: click.Context, email: str) -> None:
             path=path,
         )
     result = apply_changes(path, [ListChange(email, status="subscribed")])
+    if result.changed:
+        _record_by_hand(ctx, email, "resubscribed", "newsletter subscribers resubscribe")
     was = ", ".join(sorted({entry.status for entry in before}))
     if result.changed:
         click.echo(f"{email}: subscribed again (was {was})")
@@ -922,6 +960,37 @@ def subscribers_export(ctx: click.Context, out: Path | None) -> None:
     click.echo(f"exported {counted(count, 'row')} to {out}")
 
 
+@subscribers.command(name="history")
+@click.argument("address")
+@click.pass_context
+def subscribers_history(ctx: click.Context, address: str) -> None:
+    """Proof of consent: every recorded change for one address, oldest first.
+
+    Signup (time, IP, browser, the form's page), confirmation, and each later change with
+    its cause (one-click, by hand, bounce, complaint...).
+
+    \b
+    newsletter subscribers history ada.runner@example.org
+    """
+    from pipeline.ledger.consent import consent_history
+    from pipeline.sending import LEDGER_NAME, open_ledger
+
+    settings = _settings(ctx.find_root())
+    events = []
+    if (settings.state_dir / LEDGER_NAME).exists():
+        ledger = open_ledger(settings)
+        try:
+            events = consent_history(ledger.db, address)
+        finally:
+            ledger.close()
+    if not events:
+        click.echo(f"{address}: nothing recorded")
+        return
+    click.echo(f"{address}: {len(events)} event{'s' if len(events) != 1 else ''}")
+    for event in events:
+        click.echo(f"  {event.describe()}")
+
+
 @cli.command(short_help="Unsubscribe an address, or apply a link.")
 @click.argument("target", metavar="ADDRESS_OR_LINK")
 @click.pass_context
@@ -960,7 +1029,10 @@ def unsubscribe(ctx: click.Context, target: str) -> None:
                 "nor an address"
             )
         address = key
+    _list_to_change(ctx)
     result = apply_changes(path, [ListChange(address, status="unsubscribed")])
+    if result.changed or result.unchanged:
+        _record_by_hand(ctx, address, "unsubscribed", "newsletter unsubscribe")
     if result.changed:
         click.echo(f"{address}: unsubscribed ({counted(result.changed, 'row')} changed)")
     elif result.unchanged:
@@ -973,35 +1045,89 @@ def unsubscribe(ctx: click.Context, target: str) -> None:
         click.echo(f"{address}: not on the list (any more); nothing to change")
 
 
+def _log_line(line: str) -> None:
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    click.echo(f"{stamp} {line}")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8026, show_default=True, help="Port (0: any free).")
+@click.option(
+    "--threads", default=8, show_default=True, help="Requests handled at once (worker threads)."
+)
+@click.option(
+    "--proxies",
+    default=0,
+    show_default=True,
+    help="Reverse proxies in front that set X-Forwarded-For (nginx on this machine: 1).",
+)
+@click.option("--snippet", is_flag=True, help="Print an HTML signup form to paste into a page.")
+@click.pass_context
+def serve(
+    ctx: click.Context, host: str, port: int, threads: int, proxies: int, snippet: bool
+) -> None:
+    """Serve the web app: signup with double opt-in, confirm, unsubscribe, /healthz.
+
+    Put it behind the site at base_url (see README: nginx, systemd). Signups are confirmed
+    by email before they join subscribers.csv; one-click opt-outs are recorded at once and
+    written into the list within moments (and before any send).
+
+    \b
+    newsletter serve --port 8026
+    newsletter serve --snippet > signup-form.html
+    """
+    import signal
+
+    from pipeline.web import create_app
+    from pipeline.web.app import subscriptions_of
+    from pipeline.web.mail import transactional_provider
+    from pipeline.web.server import make_server, stop_server
+    from pipeline.web.server import snippet as signup_snippet
+
+    settings = _settings(ctx)
+    if snippet:
+        click.echo(signup_snippet(create_app(settings, background=False), settings))
+        return
+    # The provider's settings and secrets are checked now, not at the first signup.
+    transactional_provider(settings, os.environ).close()
+    app = create_app(settings, trusted_proxies=proxies, log=_log_line)
+    try:
+        server = make_server(app, host, port, threads=threads)
+    except OSError as exc:
+        subscriptions_of(app).close()
+        raise NewsletterError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    where = f"http://{host}:{server.effective_port}"  # type: ignore[union-attr]
+    click.echo(
+        f"serving {settings.name} at {where}/subscribe (and /confirm, /unsubscribe, /healthz) "
+        f"for {settings.subscribers} (Ctrl-C to stop)"
+    )
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # systemctl stop sends SIGTERM: stop the same way as Ctrl-C
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop_server(server)
+        subscriptions_of(app).close()  # finish the emails in hand, apply what is queued
+        click.echo("stopped")
+
+
 @cli.command("unsubscribe-server")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8026, show_default=True, help="Port (0: any free).")
 @click.pass_context
 def unsubscribe_server(ctx: click.Context, host: str, port: int) -> None:
-    """Serve the one-click unsubscribe links (/unsubscribe?token=...).
-
-    Put it behind the site at base_url (e.g. nginx: location /unsubscribe). A POST (RFC 8058
-    one-click, or the page's button) marks the reader unsubscribed in subscribers.csv; a GET
-    only shows the button, so link scanners unsubscribe nobody.
+    """The old name of `newsletter serve`, kept so existing setups keep working.
 
     \b
     newsletter unsubscribe-server --port 8026
     """
-    from pipeline.messages.secret import load_secret
-    from pipeline.unsubscribe_server import make_server
-
-    settings = _settings(ctx)
-    server = make_server(
-        settings, load_secret(settings.state_dir, os.environ), host, port, log=click.echo
-    )
-    where = f"http://{host}:{server.server_address[1]}/unsubscribe"
-    click.echo(f"serving unsubscribe links at {where} for {settings.subscribers} (Ctrl-C to stop)")
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    ctx.invoke(serve, host=host, port=port)
 
 
 @cli.command()

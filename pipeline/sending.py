@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pipeline.audience.change_queue import apply_queued
 from pipeline.audience.sample import sample_subscriber
 from pipeline.audience.subscribers import (
     Skipped,
@@ -313,6 +314,8 @@ def _send_locked(
     # Holding the lock, no live run has rows in flight: any left are from a dead run.
     ledger.verify()  # a damaged ledger would miscount who is still to send
     recovered = ledger.recover_inflight().get(slug, 0)
+    # Opt-outs the web app has answered but not yet written into the list are honoured.
+    apply_queued(ledger.db, settings.subscribers, settings.state_dir)
     record = ledger.issue(slug)
     # A lost or older ledger must not look like a fresh start (it re-sent 3,000 of 3,000).
     sent_record = start_record.record_path(issue.path, slug)

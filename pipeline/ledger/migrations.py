@@ -55,6 +55,56 @@ MIGRATIONS: list[tuple[str, ...]] = [
     # 3: which provider each batch was handed to: only that provider can settle a batch
     # left unknown by replaying its idempotency key.
     ("ALTER TABLE batches ADD COLUMN provider TEXT",),
+    # 4: proof of consent: every fact about a subscriber's consent, with its cause, never
+    # updated or deleted (pipeline/ledger/consent.py).
+    (
+        """
+        CREATE TABLE consent_history (
+            id INTEGER PRIMARY KEY,
+            key TEXT NOT NULL,               -- lower-cased address, as in recipients
+            email TEXT NOT NULL,             -- as the person gave it
+            at TEXT NOT NULL,                -- UTC, ISO 8601 with milliseconds
+            action TEXT NOT NULL,            -- ConsentAction
+            cause TEXT NOT NULL,             -- ConsentCause
+            ip TEXT,
+            user_agent TEXT,
+            source_url TEXT,                 -- the page the form was on
+            detail TEXT
+        )
+        """,
+        "CREATE INDEX consent_history_by_key ON consent_history (key, at)",
+    ),
+    # 5: the web app's durable queue of list changes (an opt-out is answered once it is here;
+    # one rewrite of subscribers.csv applies many), and the mail it sends one address at a
+    # time (confirmations: at most one an hour; the welcome: once, ever).
+    (
+        """
+        CREATE TABLE list_changes (
+            id INTEGER PRIMARY KEY,
+            key TEXT NOT NULL,
+            email TEXT NOT NULL,
+            status TEXT,                     -- the new status, or NULL to leave it
+            fields TEXT NOT NULL,            -- JSON: columns to set
+            create_row INTEGER NOT NULL,     -- 1: append a row if the address has none
+            queued_at TEXT NOT NULL,
+            applied_at TEXT                  -- NULL while queued
+        )
+        """,
+        "CREATE INDEX list_changes_queued ON list_changes (id) WHERE applied_at IS NULL",
+        """
+        CREATE TABLE mail_once (
+            id INTEGER PRIMARY KEY,
+            key TEXT NOT NULL,
+            kind TEXT NOT NULL,              -- confirmation | welcome
+            at TEXT NOT NULL,
+            outcome TEXT NOT NULL,           -- sending | sent | failed
+            provider_id TEXT,
+            reason TEXT
+        )
+        """,
+        "CREATE INDEX mail_once_by_key ON mail_once (key, kind, at)",
+        "CREATE UNIQUE INDEX mail_once_welcome ON mail_once (key) WHERE kind = 'welcome'",
+    ),
 ]
 
 
