@@ -1,0 +1,1 @@
+"""The web app: signup, confirm, unsubscribe and provider webhooks (see webhooks.py)."""

@@ -1,0 +1,457 @@
+"""Provider webhooks, for real: each provider's documented payloads, signed with its own
+algorithm by keys made here, posted to ``POST /webhooks/<provider>``; the list, the ledger
+and the consent history read back.  Forged requests (another key, an altered body, a stale
+timestamp, a replay, missing headers) must change nothing; the same event twice is applied
+once; a late delivery never puts an opted-out reader back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import trustme
+from flask import Flask
+from flask.testing import FlaskClient
+from waitress.server import create_server
+
+from pipeline.audience.subscribers import Subscriber, scan
+from pipeline.config import Settings, load_settings
+from pipeline.delivery.providers.resend_events import svix_key, svix_signature
+from pipeline.events.apply import apply_pending
+from pipeline.events.receive import WebhookReceiver
+from pipeline.ledger.consent import consent_history
+from pipeline.ledger.store import RecipientStatus, Settlement
+from pipeline.sending import open_ledger
+from pipeline.web.webhooks import webhooks_blueprint
+
+from .webhook_senders import (
+    TOPIC,
+    Mailgun,
+    Sender,
+    Ses,
+    SnsCertServer,
+    merged_env,
+    senders,
+    sns_cert_server,
+)
+
+NOW = 1764068400.0  # the receiver's clock: 2025-11-25 11:00 UTC
+PROVIDERS = ["postmark", "brevo", "mailgun", "sendgrid", "resend", "ses"]
+ISSUES = ["2025-09-01-one", "2025-10-01-two", "2025-11-01-three"]
+ADA = "ada.runner@example.org"
+BEN = "ben.lifter@example.org"
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def all_senders(ca: trustme.CA) -> dict[str, Sender]:
+    return senders(ca)
+
+
+@pytest.fixture
+def sns(ca: trustme.CA, all_senders: dict[str, Sender], tmp_path: Path) -> Iterator[SnsCertServer]:
+    ses = all_senders["ses"]
+    assert isinstance(ses, Ses)
+    with sns_cert_server(ca, ses.certificate, tmp_path) as server:
+        yield server
+
+
+@pytest.fixture
+def events_settings(project: Path) -> Settings:
+    config = project / "newsletter.toml"
+    text = config.read_text(encoding="utf-8").replace(
+        '[provider]\nname = "outbox"',
+        f'[provider]\nname = "ses"\nregion = "us-east-1"\nsns_topic_arn = "{TOPIC}"',
+    )
+    config.write_text(text, encoding="utf-8")
+    return load_settings(config)
+
+
+def message_id(provider: str, issue: str, key: str) -> str:
+    digest = hashlib.sha256(f"{provider}{issue}{key}".encode()).hexdigest()
+    if provider == "mailgun":
+        return f"<{digest[:16]}@mg.movementsolutions.example>"
+    return digest[:22]
+
+
+def record_sends(settings: Settings, provider: str, issues: list[str] = ISSUES) -> None:
+    """The ledger after these issues were sent through ``provider`` to the whole list."""
+    audience = [s for s in scan(settings.subscribers) if isinstance(s, Subscriber)]
+    for month, slug in enumerate(issues, start=9):
+        ledger = open_ledger(settings, clock=lambda m=month: datetime(2025, m, 1, 14, tzinfo=UTC))
+        try:
+            ledger.start_issue(slug, "hash", provider)
+            ledger.add_recipients(slug, audience)
+            batch, rows = ledger.claim(slug, 1000, provider=provider)
+            ledger.settle(
+                slug,
+                batch,
+                [
+                    Settlement(r.key, RecipientStatus.SENT, message_id(provider, slug, r.key))
+                    for r in rows
+                ],
+            )
+        finally:
+            ledger.close()
+
+
+@pytest.fixture
+def receiver(
+    events_settings: Settings, all_senders: dict[str, Sender], sns: SnsCertServer
+) -> WebhookReceiver:
+    return WebhookReceiver(
+        events_settings, merged_env(all_senders), sns_fetch=sns.fetch, clock=lambda: NOW
+    )
+
+
+@pytest.fixture
+def client(events_settings: Settings, receiver: WebhookReceiver) -> FlaskClient:
+    app = Flask(__name__)
+    app.register_blueprint(webhooks_blueprint(events_settings, receiver=receiver))
+    return app.test_client()
+
+
+def post(client: FlaskClient, sender: Sender, payload: Any, now: float = NOW) -> tuple[int, str]:
+    headers, body = sender.signed(payload, now)
+    answer = client.post(f"/webhooks/{sender.name}", data=body, headers=headers)
+    return answer.status_code, answer.get_data(as_text=True)
+
+
+def event(sender: Sender, kind: str, email: str = ADA, issue: str = ISSUES[-1], n: int = 1) -> Any:
+    key = email.lower()
+    return sender.payload(kind, email, issue, message_id(sender.name, issue, key), n)
+
+
+def list_status(settings: Settings, email: str) -> str:
+    for line in settings.subscribers.read_text(encoding="utf-8").splitlines():
+        if line.lower().lstrip('"').startswith(email):
+            cells = line.split(",")
+            return cells[3] or "subscribed"
+    raise AssertionError(f"{email} not on the list")
+
+
+def stored_events(settings: Settings) -> int:
+    ledger = open_ledger(settings)
+    try:
+        return int(ledger.db.execute("SELECT count(*) FROM events").fetchone()[0])
+    finally:
+        ledger.close()
+
+
+def history(settings: Settings, email: str) -> list[tuple[str, str]]:
+    ledger = open_ledger(settings)
+    try:
+        return [(e.action.value, e.cause.value) for e in consent_history(ledger.db, email)]
+    finally:
+        ledger.close()
+
+
+def delivery(settings: Settings, issue: str, email: str) -> str | None:
+    ledger = open_ledger(settings)
+    try:
+        row = ledger.db.execute(
+            "SELECT delivery FROM recipients WHERE issue = ? AND key = ?", (issue, email)
+        ).fetchone()
+        return row[0] if row else None
+    finally:
+        ledger.close()
+
+
+# The signing schemes themselves ------------------------------------------------------------
+
+
+def test_svix_signature_matches_the_standard_webhooks_test_vector() -> None:
+    # https://github.com/standard-webhooks/standard-webhooks (the published test vector)
+    key = svix_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    signature = svix_signature(
+        key, "msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330", b'{"test": 2432232314}'
+    )
+    assert signature == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
+# Signed events change the right rows -------------------------------------------------------
+
+EFFECTS = {
+    "hard": ("bounced", "bounce", "bounced"),
+    "complaint": ("complained", "complaint", "complained"),
+    "unsubscribe": ("unsubscribed", "provider", "unsubscribed"),
+}
+
+
+@pytest.mark.parametrize("kind", list(EFFECTS))
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_signed_event_changes_that_reader_and_only_them(
+    provider: str,
+    kind: str,
+    client: FlaskClient,
+    events_settings: Settings,
+    all_senders: dict[str, Sender],
+) -> None:
+    sender = all_senders[provider]
+    if kind == "unsubscribe" and not sender.unsubscribes:
+        pytest.skip(f"{provider} sends no unsubscribe events")
+    record_sends(events_settings, provider)
+    before = events_settings.subscribers.read_text(encoding="utf-8").splitlines()
+    status, text = post(client, sender, event(sender, kind))
+    assert status == 200, text
+    status_after, cause, row_delivery = EFFECTS[kind]
+    assert list_status(events_settings, ADA) == status_after
+    after = events_settings.subscribers.read_text(encoding="utf-8").splitlines()
+    changed = [(a, b) for a, b in zip(before, after, strict=True) if a != b]
+    assert len(changed) == 1 and changed[0][0].startswith(ADA)
+    assert history(events_settings, ADA) == [(status_after, cause)]
+    assert delivery(events_settings, ISSUES[-1], ADA) == row_delivery
+    assert delivery(events_settings, ISSUES[0], ADA) is None
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_the_same_event_twice_is_applied_once(
+    provider: str, client: FlaskClient, events_settings: Settings, all_senders: dict[str, Sender]
+) -> None:
+    sender = all_senders[provider]
+    record_sends(events_settings, provider)
+    payload = event(sender, "hard")
+    headers, body = sender.signed(payload, NOW)
+    for _ in range(2):  # the provider retrying the very request
+        assert client.post(f"/webhooks/{provider}", data=body, headers=headers).status_code == 200
+    # ...and signing it afresh (a new token, a new timestamp): still the same event.
+    assert post(client, sender, payload, NOW + 30)[0] == 200
+    assert stored_events(events_settings) == 1
+    assert history(events_settings, ADA) == [("bounced", "bounce")]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_forged_requests_change_nothing(
+    provider: str,
+    client: FlaskClient,
+    events_settings: Settings,
+    all_senders: dict[str, Sender],
+    sns: SnsCertServer,
+) -> None:
+    sender = all_senders[provider]
+    record_sends(events_settings, provider)
+    before = events_settings.subscribers.read_bytes()
+    forgeries = sender.forgeries(event(sender, "complaint"), NOW)
+    assert forgeries
+    for label, headers, body in forgeries:
+        answer = client.post(f"/webhooks/{provider}", data=body, headers=headers)
+        assert answer.status_code in (400, 401), label
+    assert events_settings.subscribers.read_bytes() == before
+    assert stored_events(events_settings) == 0
+    assert history(events_settings, ADA) == []
+    assert delivery(events_settings, ISSUES[-1], ADA) is None
+    # Nothing was fetched from a host that is not SNS's.
+    assert all(path.endswith(".pem") for path in sns.requests)
+
+
+def test_a_mailgun_signature_cannot_be_put_on_another_body(
+    client: FlaskClient, events_settings: Settings, all_senders: dict[str, Sender]
+) -> None:
+    sender = all_senders["mailgun"]
+    assert isinstance(sender, Mailgun)
+    record_sends(events_settings, "mailgun")
+    headers, body = sender.signed(event(sender, "delivered"), NOW)
+    assert client.post("/webhooks/mailgun", data=body, headers=headers).status_code == 200
+    # A captured signature block with a forged complaint for someone else.
+    block = json.loads(body)["signature"]
+    forged = sender.with_block(event(sender, "complaint", email=BEN), block)
+    answer = client.post("/webhooks/mailgun", data=forged, headers=headers)
+    assert answer.status_code == 401
+    assert list_status(events_settings, BEN) == "subscribed"
+    assert stored_events(events_settings) == 1
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_late_delivery_never_puts_an_opted_out_reader_back(
+    provider: str, client: FlaskClient, events_settings: Settings, all_senders: dict[str, Sender]
+) -> None:
+    sender = all_senders[provider]
+    record_sends(events_settings, provider)
+    assert post(client, sender, event(sender, "complaint", n=1))[0] == 200
+    assert post(client, sender, event(sender, "delivered", n=2))[0] == 200
+    assert post(client, sender, event(sender, "opened", n=3))[0] == 200
+    assert list_status(events_settings, ADA) == "complained"
+    assert delivery(events_settings, ISSUES[-1], ADA) == "complained"
+    assert history(events_settings, ADA) == [("complained", "complaint")]
+    # A delivery alone says so in the ledger, and changes nothing on the list.
+    assert post(client, sender, event(sender, "delivered", email=BEN, n=4))[0] == 200
+    assert delivery(events_settings, ISSUES[-1], BEN) == "delivered"
+    assert list_status(events_settings, BEN) == "subscribed"
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_soft_bounces_on_three_issues_in_a_row_make_bounced(
+    provider: str, client: FlaskClient, events_settings: Settings, all_senders: dict[str, Sender]
+) -> None:
+    sender = all_senders[provider]
+    record_sends(events_settings, provider)
+    for n, issue in enumerate(ISSUES[:2]):
+        assert post(client, sender, event(sender, "soft", issue=issue, n=n))[0] == 200
+    assert list_status(events_settings, ADA) == "subscribed"
+    assert delivery(events_settings, ISSUES[0], ADA) == "soft-bounced"
+    # Ben soft-bounces twice, but the issue between was delivered: no streak.
+    assert post(client, sender, event(sender, "soft", BEN, ISSUES[0], n=10))[0] == 200
+    assert post(client, sender, event(sender, "delivered", BEN, ISSUES[1], n=11))[0] == 200
+    assert post(client, sender, event(sender, "soft", BEN, ISSUES[2], n=12))[0] == 200
+    assert list_status(events_settings, BEN) == "subscribed"
+    assert post(client, sender, event(sender, "soft", issue=ISSUES[2], n=3))[0] == 200
+    assert list_status(events_settings, ADA) == "bounced"
+    assert history(events_settings, ADA) == [("bounced", "bounce")]
+
+
+def test_an_event_without_our_tag_finds_its_issue_by_message_id(
+    client: FlaskClient, events_settings: Settings, all_senders: dict[str, Sender]
+) -> None:
+    sender = all_senders["postmark"]
+    record_sends(events_settings, "postmark")
+    payload = event(sender, "delivered", issue=ISSUES[1])
+    del payload["Tag"], payload["Metadata"]
+    assert post(client, sender, payload)[0] == 200
+    assert delivery(events_settings, ISSUES[1], ADA) == "delivered"
+
+
+def test_a_bounce_for_someone_not_on_the_list_is_stored_and_changes_nothing(
+    client: FlaskClient, events_settings: Settings, all_senders: dict[str, Sender]
+) -> None:
+    sender = all_senders["sendgrid"]
+    before = events_settings.subscribers.read_bytes()
+    assert post(client, sender, event(sender, "hard", email="stranger@example.net"))[0] == 200
+    assert events_settings.subscribers.read_bytes() == before
+    assert stored_events(events_settings) == 1
+
+
+def test_without_its_secret_a_provider_refuses_everything(
+    events_settings: Settings, all_senders: dict[str, Sender], sns: SnsCertServer
+) -> None:
+    bare = events_settings.root / "bare.toml"
+    bare.write_text(
+        (events_settings.root / "newsletter.toml")
+        .read_text(encoding="utf-8")
+        .replace(f'sns_topic_arn = "{TOPIC}"', ""),
+        encoding="utf-8",
+    )
+    settings = load_settings(bare)
+    app = Flask(__name__)
+    app.register_blueprint(webhooks_blueprint(settings, {"NEWSLETTER_WEBHOOK_SECRET": ""}))
+    client = app.test_client()
+    for provider in PROVIDERS:
+        sender = all_senders[provider]
+        status, text = post(client, sender, event(sender, "hard"))
+        assert status == 401 and "not configured" in text
+    assert client.post("/webhooks/sparkpost", data=b"{}").status_code == 404
+    assert stored_events(settings) == 0
+
+
+def test_events_stored_while_the_list_is_unreadable_are_applied_later(
+    client: FlaskClient, events_settings: Settings, all_senders: dict[str, Sender]
+) -> None:
+    sender = all_senders["postmark"]
+    record_sends(events_settings, "postmark")
+    moved = events_settings.subscribers.with_suffix(".away")
+    events_settings.subscribers.rename(moved)
+    assert post(client, sender, event(sender, "hard"))[0] == 200  # stored: no retry needed
+    moved.rename(events_settings.subscribers)
+    assert list_status(events_settings, ADA) == "subscribed"
+    ledger = open_ledger(events_settings)
+    try:
+        applied = apply_pending(events_settings, ledger)
+    finally:
+        ledger.close()
+    assert applied.events == 1
+    assert list_status(events_settings, ADA) == "bounced"
+    assert history(events_settings, ADA) == [("bounced", "bounce")]
+
+
+def test_a_body_over_the_limit_is_refused(client: FlaskClient) -> None:
+    answer = client.post("/webhooks/sendgrid", data=b"[" + b" " * (9 * 1024 * 1024) + b"]")
+    assert answer.status_code == 413
+
+
+# SNS: certificates and subscriptions --------------------------------------------------------
+
+
+def test_sns_confirms_a_signed_subscription_and_caches_the_certificate(
+    client: FlaskClient,
+    events_settings: Settings,
+    all_senders: dict[str, Sender],
+    sns: SnsCertServer,
+) -> None:
+    ses = all_senders["ses"]
+    assert isinstance(ses, Ses)
+    subscribe = (
+        "https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn=x&Token=2336"
+    )
+    confirmation = {
+        "Type": "SubscriptionConfirmation",
+        "MessageId": "165545c9-2a5c-472c-8df2-7ff2be2b3b1b",
+        "Token": "2336412f37",
+        "TopicArn": TOPIC,
+        "Message": "You have chosen to subscribe to the topic. To confirm, visit the SubscribeURL.",
+        "SubscribeURL": subscribe,
+        "SignatureVersion": "1",
+        "SigningCertURL": "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-7ff5318490ec183fbaddaa2a969abfda.pem",
+    }
+    # A confirmation pointing somewhere else is refused before anything is visited.
+    evil = ses.sign_message(
+        {
+            **confirmation,
+            "SubscribeURL": "https://evil.example/?Action=ConfirmSubscription",
+            "Timestamp": "2025-11-25T10:59:00.000Z",
+        }
+    )
+    answer = client.post("/webhooks/ses", data=json.dumps(evil), headers=ses.headers(evil))
+    assert answer.status_code in (400, 401)
+    assert not any("ConfirmSubscription" in path for path in sns.requests)
+    status, text = post(client, ses, confirmation)
+    assert status == 200, text
+    assert sum("Action=ConfirmSubscription" in path for path in sns.requests) == 1
+    record_sends(events_settings, "ses")
+    assert post(client, ses, event(ses, "delivered", n=1))[0] == 200
+    assert post(client, ses, event(ses, "delivered", BEN, n=2))[0] == 200
+    assert sum(path.endswith(".pem") for path in sns.requests) == 1
+
+
+# Over a real server --------------------------------------------------------------------------
+
+
+def test_webhooks_over_waitress_with_basic_auth_in_the_url(
+    events_settings: Settings, receiver: WebhookReceiver, all_senders: dict[str, Sender]
+) -> None:
+    app = Flask(__name__)
+    app.register_blueprint(webhooks_blueprint(events_settings, receiver=receiver))
+    server = create_server(app, host="127.0.0.1", port=0, threads=4)
+    port = server.effective_port  # type: ignore[union-attr]
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        record_sends(events_settings, "postmark")
+        postmark = all_senders["postmark"]
+        body = json.dumps(event(postmark, "unsubscribe")).encode()
+        # What Postmark is given: the credentials in the URL.
+        url = f"http://hooks:s3cret-Pa55@127.0.0.1:{port}/webhooks/postmark"
+        answer = requests.post(url, data=body, timeout=10)
+        assert answer.status_code == 200, answer.text
+        assert list_status(events_settings, ADA) == "unsubscribed"
+        wrong = f"http://hooks:nope@127.0.0.1:{port}/webhooks/postmark"
+        assert requests.post(wrong, data=body, timeout=10).status_code == 401
+        sendgrid = all_senders["sendgrid"]
+        headers, signed = sendgrid.signed(event(sendgrid, "complaint", email=BEN), NOW)
+        answer = requests.post(
+            f"http://127.0.0.1:{port}/webhooks/sendgrid", data=signed, headers=headers, timeout=10
+        )
+        assert answer.status_code == 200, answer.text
+        assert list_status(events_settings, BEN) == "complained"
+    finally:
+        server.close()  # type: ignore[union-attr]
