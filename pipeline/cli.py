@@ -23,6 +23,7 @@ from pipeline.errors import InputError, NewsletterError
 from pipeline.schedule import Decision
 
 if TYPE_CHECKING:
+    from pipeline.events.sync import SyncReport
     from pipeline.sending import SendPlan, SendReport
 
 EXIT_PROBLEMS = 1
@@ -285,6 +286,14 @@ def send(
         for plan in due_run.plans:
             if plan.decision is Decision.TOO_LATE:
                 click.echo(f"{plan.draft.slug}: not sent: {plan.detail}")
+        if due_run.suppressions is not None:
+            _print_sync(due_run.suppressions)
+        if due_run.suppressions_problem:
+            click.echo(
+                f"warning: suppression lists not read ({due_run.suppressions_problem});"
+                " sending with the list as it is",
+                err=True,
+            )
         for problem in due_run.problems:
             click.echo(f"error: {problem.location_message()}", err=True)
         for due_report in due_run.reports:
@@ -480,6 +489,49 @@ def unsubscribe(ctx: click.Context, token: str) -> None:
         raise InputError("not a valid unsubscribe token (wrong signature or malformed)")
     changed = set_status(settings.subscribers, key, "unsubscribed")
     click.echo(f"{key}: unsubscribed ({changed} row{'s' if changed != 1 else ''} changed)")
+
+
+@cli.group()
+def suppressions() -> None:
+    """The provider's own lists of bounced, complained and unsubscribed addresses."""
+
+
+def _count(count: int, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"
+
+
+def _print_sync(report: SyncReport) -> None:
+    kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(report.by_type.items()))
+    read = _count(report.read, "entry", "entries")
+    click.echo(
+        f"{report.provider}: {read} read from {', '.join(report.lists)}"
+        + (f" ({kinds})" if kinds else "")
+        + f", {report.new} new"
+    )
+    changed = report.applied.changed
+    click.echo(f"  subscribers.csv: {_count(len(changed), 'address', 'addresses')} changed")
+    for effect in changed:
+        click.echo(f"    {effect.email}: {effect.status} - {effect.why}")
+    missing = len(report.applied.not_on_list)
+    if missing:
+        click.echo(f"  {_count(missing, 'address', 'addresses')} not on the list (unchanged)")
+
+
+@suppressions.command(name="sync")
+@click.pass_context
+def suppressions_sync(ctx: click.Context) -> None:
+    """Read the provider's suppression lists into subscribers.csv.
+
+    Bounced, complained and unsubscribed addresses at Postmark (the stream's suppressions),
+    SendGrid, Mailgun, Amazon SES or Brevo become that status in the list, each recorded in
+    the consent history. Safe to run again: entries already read change nothing.
+
+    \b
+    newsletter suppressions sync
+    """
+    from pipeline.events.suppressions import run_sync
+
+    _print_sync(run_sync(_settings(ctx), dict(os.environ)))
 
 
 @cli.command("unsubscribe-server")

@@ -28,6 +28,7 @@ from pipeline.delivery.loop import DeliveryLoop, DeliveryPolicy, LoopResult
 from pipeline.delivery.provider import Options, Outcome, Provider, RecipientResult, Reconciling
 from pipeline.delivery.providers import REGISTRY, create_provider
 from pipeline.errors import InputError, InputErrors, NewsletterError
+from pipeline.events.sync import SyncReport
 from pipeline.ledger.lock import SendLock
 from pipeline.ledger.store import (
     Counts,
@@ -310,6 +311,8 @@ class DueRun:
     plans: list[Plan]
     reports: list[SendReport]
     problems: list[InputError]
+    suppressions: SyncReport | None = None  # the provider's lists, read before sending
+    suppressions_problem: str | None = None  # why they could not be read (the send went on)
 
     @property
     def exit_code(self) -> int:
@@ -348,7 +351,10 @@ def send_due(
     finally:
         ledger.close()
     plans = plan_due(drafts, records, now, settings.max_lateness)
-    reports = []
+    run = DueRun(plans, [], problems)
+    if any(plan.acts for plan in plans):
+        _sync_suppressions(settings, environ, run, sleep)
+    reports = run.reports
     for plan in plans:
         if not plan.acts:
             continue
@@ -362,7 +368,25 @@ def send_due(
             provider.close()
         assert report is not None
         reports.append(report)
-    return DueRun(plans, reports, problems)
+    return run
+
+
+def _sync_suppressions(
+    settings: Settings, environ: Mapping[str, str], run: DueRun, sleep: Callable[[float], None]
+) -> None:
+    """Before cron sends, the provider's own suppression lists go into the list (where it
+    has them and ``[provider] suppressions_sync`` is not false).  A provider that cannot be
+    asked right now does not hold the send back: the list is as current as the last sync."""
+    from pipeline.events.suppressions import run_sync, sync_before_send
+
+    if not sync_before_send(settings):
+        return
+    try:
+        run.suppressions = run_sync(settings, environ, sleep=sleep)
+    except InputError as exc:
+        run.problems.append(exc)
+    except NewsletterError as exc:
+        run.suppressions_problem = str(exc)
 
 
 # Test copies and dry runs -----------------------------------------------------------------

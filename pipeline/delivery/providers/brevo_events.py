@@ -15,10 +15,12 @@ The mapping follows anymail/webhooks/brevo.py.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from pipeline.config import Settings
+from pipeline.delivery.provider import Options, require_secret
+from pipeline.delivery.providers import brevo
 from pipeline.events.base import (
     Bounce,
     EventType,
@@ -29,10 +31,13 @@ from pipeline.events.base import (
     as_json,
     basic_auth_secret,
     check_basic_auth,
+    from_iso,
     from_unix,
+    obj,
     raw_hash,
     text,
 )
+from pipeline.events.sync import ListClient, SyncError
 
 EVENTS: dict[str, tuple[EventType, Bounce | None]] = {
     "delivered": (EventType.DELIVERED, None),
@@ -108,3 +113,79 @@ def parse_event(raw: Mapping[str, Any]) -> ProviderEvent | None:
 
 def webhook(settings: Settings, environ: Mapping[str, str]) -> BrevoWebhook:
     return BrevoWebhook(basic_auth_secret(environ, "brevo"))
+
+
+# Suppression list ---------------------------------------------------------------------------
+# https://developers.brevo.com/reference/get-transac-blocked-contacts
+# (GET /v3/smtp/blockedContacts?limit=&offset=: ``{"count", "contacts": [{"email",
+# "senderEmail", "reason": {"code", "message"}, "blockedAt"}]}``, 100 at most a page; 429
+# with ``x-sib-ratelimit-reset`` in seconds).
+
+PAGE = 100
+BLOCK_REASONS: dict[str, tuple[EventType, Bounce | None]] = {
+    "hardBounce": (EventType.BOUNCED, Bounce.HARD),
+    "contactFlaggedAsSpam": (EventType.COMPLAINED, None),
+    "unsubscribedViaEmail": (EventType.UNSUBSCRIBED, None),
+    "unsubscribedViaMA": (EventType.UNSUBSCRIBED, None),
+    "unsubscribedViaApi": (EventType.UNSUBSCRIBED, None),
+    "adminBlocked": (EventType.REJECTED, None),  # blocked by a person at Brevo: noted only
+}
+
+
+class BrevoSuppressions:
+    lists = ("blocked contacts",)
+
+    def __init__(self, client: ListClient) -> None:
+        self.client = client
+
+    def read(self) -> Iterator[ProviderEvent]:
+        offset = 0
+        while True:
+            page = obj(
+                self.client.get("/v3/smtp/blockedContacts", {"limit": PAGE, "offset": offset})
+            )
+            contacts = page.get("contacts")
+            if not isinstance(contacts, list):
+                raise SyncError("Brevo's blocked contacts answer has no contacts list")
+            for item in contacts:
+                item = obj(item)
+                reason = obj(item.get("reason"))
+                found = BLOCK_REASONS.get(text(reason.get("code")))
+                email = text(item.get("email"))
+                if found is None or not email:
+                    continue
+                kind, bounce = found
+                yield ProviderEvent(
+                    provider="brevo",
+                    event_id=f"suppression:{email.lower()}:{reason.get('code')}:{item.get('blockedAt')}",
+                    type=kind,
+                    email=email,
+                    issue=None,
+                    message_id=None,
+                    bounce=bounce,
+                    reason=f"blocked at Brevo: {text(reason.get('message')) or reason.get('code')}",
+                    occurred_at=from_iso(item.get("blockedAt")),
+                    raw=as_json(item),
+                )
+            offset += len(contacts)
+            total = page.get("count")
+            if len(contacts) < PAGE or (isinstance(total, int) and offset >= total):
+                return
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def suppressions(
+    settings: Settings, environ: Mapping[str, str], sleep: Callable[[float], None]
+) -> BrevoSuppressions:
+    options = Options(settings, brevo.OPTIONS)
+    key = require_secret(environ, "BREVO_API_KEY", "brevo")
+    client = ListClient(
+        "Brevo",
+        options.string("base_url", brevo.API_URL),
+        {"api-key": key},
+        reset_header="x-sib-ratelimit-reset",
+        sleep=sleep,
+    )
+    return BrevoSuppressions(client)

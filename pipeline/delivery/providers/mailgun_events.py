@@ -19,10 +19,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import quote
 
 from pipeline.config import Settings
+from pipeline.delivery.provider import Options, require_secret
+from pipeline.delivery.providers import mailgun
 from pipeline.events.base import (
     Bounce,
     EventType,
@@ -35,8 +40,10 @@ from pipeline.events.base import (
     body_hash,
     check_age,
     from_unix,
+    obj,
     text,
 )
+from pipeline.events.sync import ListClient, SyncError
 
 # A quarter of an hour allows for clock skew and Mailgun's first retries; an event refused
 # as stale is not lost for good: ``newsletter suppressions sync`` reads Mailgun's lists.
@@ -143,3 +150,87 @@ def webhook(settings: Settings, environ: Mapping[str, str]) -> MailgunWebhook:
             " HTTP webhook signing key)"
         )
     return MailgunWebhook(key)
+
+
+# Suppression lists --------------------------------------------------------------------------
+# https://documentation.mailgun.com/docs/mailgun/api-reference/openapi-final/tag/Bounces/
+# (and Unsubscribe, Complaints): GET /v3/<domain>/bounces|unsubscribes|complaints?limit=
+# answers ``{"items": [{"address", "code", "error", "created_at"}], "paging": {"next": URL,
+# ...}}``; the next page is the ``paging.next`` URL, and an empty ``items`` ends the list.
+# 429 carries ``X-RateLimit-Reset`` (a Unix time).
+
+PAGE = 1000
+LISTS: dict[str, tuple[EventType, Bounce | None]] = {
+    "bounces": (EventType.BOUNCED, Bounce.HARD),
+    "complaints": (EventType.COMPLAINED, None),
+    "unsubscribes": (EventType.UNSUBSCRIBED, None),
+}
+
+
+class MailgunSuppressions:
+    lists = tuple(LISTS)
+
+    def __init__(self, client: ListClient, domain: str) -> None:
+        self.client = client
+        self.domain = domain
+
+    def read(self) -> Iterator[ProviderEvent]:
+        for name, (kind, bounce) in LISTS.items():
+            url: str | None = f"/v3/{quote(self.domain, safe='')}/{name}"
+            params: dict[str, int] | None = {"limit": PAGE}
+            seen: set[str] = set()
+            while url and url not in seen:
+                seen.add(url)
+                page = obj(self.client.get(url, params))
+                items = page.get("items")
+                if not isinstance(items, list):
+                    raise SyncError(f"Mailgun's {name} answer has no items list")
+                if not items:
+                    break
+                for item in items:
+                    item = obj(item)
+                    email = text(item.get("address"))
+                    if not email:
+                        continue
+                    detail = text(item.get("error"))
+                    yield ProviderEvent(
+                        provider="mailgun",
+                        event_id=f"suppression:{name}:{email.lower()}:{item.get('created_at')}",
+                        type=kind,
+                        email=email,
+                        issue=None,
+                        message_id=None,
+                        bounce=bounce,
+                        reason=f"on Mailgun's {name} list" + (f": {detail}" if detail else ""),
+                        occurred_at=_rfc2822(item.get("created_at")),
+                        raw=as_json(item),
+                    )
+                url = text(obj(page.get("paging")).get("next")) or None
+                params = None  # the next URL carries them
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _rfc2822(value: Any) -> datetime | None:
+    try:
+        return parsedate_to_datetime(text(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def suppressions(
+    settings: Settings, environ: Mapping[str, str], sleep: Callable[[float], None]
+) -> MailgunSuppressions:
+    options = Options(settings, mailgun.OPTIONS)
+    key = require_secret(environ, "MAILGUN_API_KEY", "mailgun")
+    client = ListClient(
+        "Mailgun",
+        options.string("base_url", mailgun.API_URL),
+        auth=("api", key),
+        reset_header="X-RateLimit-Reset",
+        reset_epoch=True,
+        sleep=sleep,
+    )
+    domain = options.string("domain", settings.sender_address.rpartition("@")[2])
+    return MailgunSuppressions(client, domain)

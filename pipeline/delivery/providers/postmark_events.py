@@ -22,10 +22,13 @@ The mapping follows anymail/webhooks/postmark.py.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
+from urllib.parse import quote
 
 from pipeline.config import Settings
+from pipeline.delivery.provider import Options, require_secret
+from pipeline.delivery.providers import postmark
 from pipeline.events.base import (
     Bounce,
     EventType,
@@ -37,9 +40,11 @@ from pipeline.events.base import (
     basic_auth_secret,
     check_basic_auth,
     from_iso,
+    obj,
     raw_hash,
     text,
 )
+from pipeline.events.sync import ListClient, SyncError
 
 # Bounce ``Type`` -> (event, hard or soft).  Types not here (AutoResponder, AddressChange,
 # OpenRelayTest, ChallengeVerification, Unknown...) say nothing about the reader: ignored.
@@ -140,3 +145,60 @@ def parse_event(raw: Mapping[str, Any]) -> ProviderEvent | None:
 
 def webhook(settings: Settings, environ: Mapping[str, str]) -> PostmarkWebhook:
     return PostmarkWebhook(basic_auth_secret(environ, "postmark"))
+
+
+# Suppression list -------------------------------------------------------------------------
+# https://postmarkapp.com/developer/api/suppressions-api#suppression-dump
+# (GET /message-streams/{stream}/suppressions/dump: every suppression of the stream, in one
+# answer: ``Suppressions`` with ``EmailAddress``, ``SuppressionReason``, ``Origin``,
+# ``CreatedAt``).  On a broadcast stream this is where Postmark's own unsubscribe link lands.
+
+
+class PostmarkSuppressions:
+    def __init__(self, client: ListClient, stream: str) -> None:
+        self.client = client
+        self.stream = stream
+        self.lists = (f"suppressions of the {stream} stream",)
+
+    def read(self) -> Iterator[ProviderEvent]:
+        body = self.client.get(f"/message-streams/{quote(self.stream, safe='')}/suppressions/dump")
+        items = body.get("Suppressions") if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            raise SyncError("Postmark's suppression dump has no Suppressions list")
+        for item in items:
+            item = obj(item)
+            found = SUPPRESSION_REASONS.get(text(item.get("SuppressionReason")))
+            email = text(item.get("EmailAddress"))
+            if found is None or not email:
+                continue
+            kind, bounce = found
+            yield ProviderEvent(
+                provider="postmark",
+                event_id=f"suppression:{self.stream}:{email.lower()}:{item.get('CreatedAt')}",
+                type=kind,
+                email=email,
+                issue=None,
+                message_id=None,
+                bounce=bounce,
+                reason=f"on Postmark's suppression list: {item.get('SuppressionReason')}"
+                f" ({text(item.get('Origin')) or 'Postmark'})",
+                occurred_at=from_iso(item.get("CreatedAt")),
+                raw=as_json(item),
+            )
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def suppressions(
+    settings: Settings, environ: Mapping[str, str], sleep: Callable[[float], None]
+) -> PostmarkSuppressions:
+    options = Options(settings, postmark.OPTIONS)
+    token = require_secret(environ, "POSTMARK_SERVER_TOKEN", "postmark")
+    client = ListClient(
+        "Postmark",
+        options.string("base_url", postmark.API_URL),
+        {"X-Postmark-Server-Token": token},
+        sleep=sleep,
+    )
+    return PostmarkSuppressions(client, options.string("message_stream", "broadcast"))

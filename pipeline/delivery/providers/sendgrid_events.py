@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -28,6 +28,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 from pipeline.config import Settings
+from pipeline.delivery.provider import Options, require_secret
+from pipeline.delivery.providers import sendgrid
 from pipeline.events.base import (
     Bounce,
     EventType,
@@ -39,9 +41,11 @@ from pipeline.events.base import (
     as_json,
     check_age,
     from_unix,
+    obj,
     raw_hash,
     text,
 )
+from pipeline.events.sync import ListClient, SyncError
 
 SIGNATURE = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP = "X-Twilio-Email-Event-Webhook-Timestamp"
@@ -149,3 +153,76 @@ def webhook(settings: Settings, environ: Mapping[str, str]) -> SendGridWebhook:
             " > Event Webhook > Signed Event Webhook > verification key)"
         )
     return SendGridWebhook(load_key(key))
+
+
+# Suppression lists --------------------------------------------------------------------------
+# https://www.twilio.com/docs/sendgrid/api-reference/bounces-api/retrieve-all-bounces and the
+# same for blocks, spam reports, invalid emails and global unsubscribes
+# (GET /v3/suppression/<list>?limit=&offset=: a JSON array of ``{"created", "email",
+# "reason", "status"}``, paged by ``offset``, 500 at most a page; 429 with
+# ``X-RateLimit-Reset`` as a Unix time).  Blocks are the receiving server refusing for now
+# (SendGrid does not suppress them): stored as soft bounces, they change nobody alone.
+
+PAGE = 500
+LISTS: dict[str, tuple[EventType, Bounce | None]] = {
+    "bounces": (EventType.BOUNCED, Bounce.HARD),
+    "invalid_emails": (EventType.BOUNCED, Bounce.HARD),
+    "blocks": (EventType.BOUNCED, Bounce.SOFT),
+    "spam_reports": (EventType.COMPLAINED, None),
+    "unsubscribes": (EventType.UNSUBSCRIBED, None),
+}
+
+
+class SendGridSuppressions:
+    lists = tuple(LISTS)
+
+    def __init__(self, client: ListClient) -> None:
+        self.client = client
+
+    def read(self) -> Iterator[ProviderEvent]:
+        for name, (kind, bounce) in LISTS.items():
+            offset = 0
+            while True:
+                page = self.client.get(f"/v3/suppression/{name}", {"limit": PAGE, "offset": offset})
+                if not isinstance(page, list):
+                    raise SyncError(f"SendGrid's {name} list is not a JSON array")
+                for item in page:
+                    item = obj(item)
+                    email = text(item.get("email"))
+                    if not email:
+                        continue
+                    yield ProviderEvent(
+                        provider="sendgrid",
+                        event_id=f"suppression:{name}:{email.lower()}:{item.get('created')}",
+                        type=kind,
+                        email=email,
+                        issue=None,
+                        message_id=None,
+                        bounce=bounce,
+                        reason=f"on SendGrid's {name} list"
+                        + (f": {text(item.get('reason'))}" if text(item.get("reason")) else ""),
+                        occurred_at=from_unix(item.get("created")),
+                        raw=as_json(item),
+                    )
+                if len(page) < PAGE:
+                    break
+                offset += PAGE
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def suppressions(
+    settings: Settings, environ: Mapping[str, str], sleep: Callable[[float], None]
+) -> SendGridSuppressions:
+    options = Options(settings, sendgrid.OPTIONS)
+    key = require_secret(environ, "SENDGRID_API_KEY", "sendgrid")
+    client = ListClient(
+        "SendGrid",
+        options.string("base_url", sendgrid.API_URL),
+        {"Authorization": f"Bearer {key}"},
+        reset_header="X-RateLimit-Reset",
+        reset_epoch=True,
+        sleep=sleep,
+    )
+    return SendGridSuppressions(client)

@@ -26,8 +26,9 @@ import json
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import requests
 from cryptography import x509
@@ -36,6 +37,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from pipeline.config import Settings
+from pipeline.delivery.provider import Options, require_secret
+from pipeline.delivery.providers import ses
+from pipeline.delivery.providers.sigv4 import Credentials, sign
 from pipeline.events.base import (
     Bounce,
     EventType,
@@ -46,10 +50,12 @@ from pipeline.events.base import (
     WebhookRequest,
     as_json,
     from_iso,
+    from_unix,
     listed_header,
     obj,
     text,
 )
+from pipeline.events.sync import ListClient, SyncError
 from pipeline.messages.compose import ISSUE_HEADER
 
 TOLERANCE = 60 * 60
@@ -266,3 +272,100 @@ def webhook(
             " newsletter.toml (the topic your SES configuration set publishes to)"
         )
     return SesWebhook(allowed, fetch)
+
+
+# Suppression list ---------------------------------------------------------------------------
+# https://docs.aws.amazon.com/ses/latest/APIReference-V2/API_ListSuppressedDestinations.html
+# (GET /v2/email/suppression/addresses?PageSize=&NextToken=, SigV4-signed: answers
+# ``SuppressedDestinationSummaries`` of ``{"EmailAddress", "Reason": BOUNCE | COMPLAINT,
+# "LastUpdateTime"}`` and a ``NextToken`` while there is more; throttling is 429
+# ``TooManyRequestsException``).
+
+PAGE = 1000
+SES_REASONS: dict[str, tuple[EventType, Bounce | None]] = {
+    "BOUNCE": (EventType.BOUNCED, Bounce.HARD),
+    "COMPLAINT": (EventType.COMPLAINED, None),
+}
+
+
+class SesSuppressions:
+    lists = ("account-level suppression list",)
+
+    def __init__(self, client: ListClient) -> None:
+        self.client = client
+
+    def read(self) -> Iterator[ProviderEvent]:
+        token: str | None = None
+        while True:
+            params: dict[str, Any] = {"PageSize": PAGE}
+            if token:
+                params["NextToken"] = token
+            page = obj(self.client.get("/v2/email/suppression/addresses", params))
+            items = page.get("SuppressedDestinationSummaries")
+            if not isinstance(items, list):
+                raise SyncError("SES answered without SuppressedDestinationSummaries")
+            for item in items:
+                item = obj(item)
+                found = SES_REASONS.get(text(item.get("Reason")))
+                email = text(item.get("EmailAddress"))
+                if found is None or not email:
+                    continue
+                kind, bounce = found
+                yield ProviderEvent(
+                    provider="ses",
+                    event_id=f"suppression:{email.lower()}:{item.get('Reason')}:{item.get('LastUpdateTime')}",
+                    type=kind,
+                    email=email,
+                    issue=None,
+                    message_id=None,
+                    bounce=bounce,
+                    reason=f"on the SES suppression list: {item.get('Reason')}",
+                    occurred_at=from_unix(item.get("LastUpdateTime")),
+                    raw=as_json(item),
+                )
+            token = text(page.get("NextToken")) or None
+            if not token:
+                return
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _sigv4(credentials: Credentials, region: str) -> Callable[[str, str], dict[str, str]]:
+    def sign_get(method: str, url: str) -> dict[str, str]:
+        # sign() encodes the query itself: give it the values as they are, not as sent.
+        parts = urlsplit(url)
+        query = "&".join(f"{k}={v}" for k, v in parse_qsl(parts.query, keep_blank_values=True))
+        raw = parts._replace(query=query).geturl()
+        return sign(
+            credentials,
+            method=method,
+            url=raw,
+            body=b"",
+            region=region,
+            service="ses",
+            now=datetime.now(UTC),
+        )
+
+    return sign_get
+
+
+def suppressions(
+    settings: Settings, environ: Mapping[str, str], sleep: Callable[[float], None]
+) -> SesSuppressions:
+    options = Options(settings, ses.OPTIONS)
+    region = options.string("region", environ.get("AWS_REGION", "")) or ""
+    if not region:
+        raise options.error("region", 'the SES region is required, e.g. region = "us-east-1"')
+    credentials = Credentials(
+        require_secret(environ, "AWS_ACCESS_KEY_ID", "ses"),
+        require_secret(environ, "AWS_SECRET_ACCESS_KEY", "ses"),
+        environ.get("AWS_SESSION_TOKEN", "").strip(),
+    )
+    client = ListClient(
+        "Amazon SES",
+        options.string("base_url", f"https://email.{region}.amazonaws.com"),
+        sign=_sigv4(credentials, region),
+        sleep=sleep,
+    )
+    return SesSuppressions(client)
