@@ -382,7 +382,16 @@ def status(ctx: click.Context, issue: Path | None, as_json: bool) -> None:
 
     rows = status_rows(_settings(ctx), issue.stem if issue else None)
     if as_json:
-        keys = ("issue", "audience", "sent", "failed", "unknown", "pending", "when")
+        keys = (
+            "issue",
+            "audience",
+            "sent",
+            "failed",
+            "unknown",
+            "pending",
+            "when",
+            "provider_says",
+        )
         click.echo(json.dumps([{k: row[k] for k in keys} for row in rows], indent=2))
         return
     if not rows:
@@ -395,6 +404,10 @@ def status(ctx: click.Context, issue: Path | None, as_json: bool) -> None:
             f"  audience {row['audience']}: sent {row['sent']}, failed {row['failed']}, "
             f"unknown {row['unknown']}, pending {row['pending']}"
         )
+        says = row["provider_says"]
+        if isinstance(says, dict) and says:
+            # What the provider's events said since: delivered, bounced, complained...
+            click.echo("  provider says: " + ", ".join(f"{k} {n}" for k, n in says.items()))
 
 
 @cli.group()

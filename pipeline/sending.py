@@ -29,6 +29,7 @@ from pipeline.delivery.provider import Options, Outcome, Provider, RecipientResu
 from pipeline.delivery.providers import REGISTRY, create_provider
 from pipeline.errors import InputError, InputErrors, NewsletterError
 from pipeline.events.sync import SyncReport
+from pipeline.ledger.events import delivery_counts
 from pipeline.ledger.lock import SendLock
 from pipeline.ledger.store import (
     Counts,
@@ -502,6 +503,7 @@ def status_rows(settings: Settings, slug: str | None = None) -> list[dict[str, o
                     "when": record.finished_at or record.started_at,
                     "status": record.status.value,
                     "note": record.note,
+                    "provider_says": delivery_counts(ledger, record.slug),
                 }
             )
         return rows

@@ -18,16 +18,20 @@ from typing import Any
 import pytest
 import requests
 import trustme
+from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
 from waitress.server import create_server
 
 from pipeline.audience.subscribers import Subscriber, scan
+from pipeline.cli import cli
 from pipeline.config import Settings, load_settings
 from pipeline.delivery.providers.resend_events import svix_key, svix_signature
 from pipeline.events.apply import apply_pending
+from pipeline.events.base import Nonce
 from pipeline.events.receive import WebhookReceiver
 from pipeline.ledger.consent import consent_history
+from pipeline.ledger.events import claim_nonce
 from pipeline.ledger.store import RecipientStatus, Settlement
 from pipeline.sending import open_ledger
 from pipeline.web.webhooks import webhooks_blueprint
@@ -48,6 +52,7 @@ PROVIDERS = ["postmark", "brevo", "mailgun", "sendgrid", "resend", "ses"]
 ISSUES = ["2025-09-01-one", "2025-10-01-two", "2025-11-01-three"]
 ADA = "ada.runner@example.org"
 BEN = "ben.lifter@example.org"
+CARLA = "carla.mobility@example.org"
 
 
 @pytest.fixture(scope="module")
@@ -344,7 +349,9 @@ def test_without_its_secret_a_provider_refuses_everything(
     )
     settings = load_settings(bare)
     app = Flask(__name__)
-    app.register_blueprint(webhooks_blueprint(settings, {"NEWSLETTER_WEBHOOK_SECRET": ""}))
+    # A password too short to stand between the internet and the list counts as none.
+    short = {"NEWSLETTER_WEBHOOK_SECRET": "hooks:s3cret"}
+    app.register_blueprint(webhooks_blueprint(settings, short))
     client = app.test_client()
     for provider in PROVIDERS:
         sender = all_senders[provider]
@@ -440,7 +447,7 @@ def test_webhooks_over_waitress_with_basic_auth_in_the_url(
         postmark = all_senders["postmark"]
         body = json.dumps(event(postmark, "unsubscribe")).encode()
         # What Postmark is given: the credentials in the URL.
-        url = f"http://hooks:s3cret-Pa55@127.0.0.1:{port}/webhooks/postmark"
+        url = f"http://hooks:s3cret-Pa55-long-enough@127.0.0.1:{port}/webhooks/postmark"
         answer = requests.post(url, data=body, timeout=10)
         assert answer.status_code == 200, answer.text
         assert list_status(events_settings, ADA) == "unsubscribed"
@@ -455,3 +462,37 @@ def test_webhooks_over_waitress_with_basic_auth_in_the_url(
         assert list_status(events_settings, BEN) == "complained"
     finally:
         server.close()  # type: ignore[union-attr]
+
+
+def test_mailgun_tokens_are_forgotten_once_no_signature_could_reuse_them(
+    events_settings: Settings,
+) -> None:
+    ledger = open_ledger(events_settings, clock=lambda: datetime(2025, 11, 25, tzinfo=UTC))
+    try:
+        assert claim_nonce(ledger, "mailgun", Nonce("old-token", "hash"))
+        assert not claim_nonce(ledger, "mailgun", Nonce("old-token", "other body"))
+        ledger.clock = lambda: datetime(2025, 11, 27, tzinfo=UTC)
+        assert claim_nonce(ledger, "mailgun", Nonce("new-token", "hash"))
+        tokens = ledger.db.execute("SELECT nonce FROM webhook_nonces").fetchall()
+        assert tokens == [("new-token",)]
+    finally:
+        ledger.close()
+
+
+def test_status_says_what_the_provider_said(
+    client: FlaskClient, events_settings: Settings, all_senders: dict[str, Sender]
+) -> None:
+    sender = all_senders["postmark"]
+    record_sends(events_settings, "postmark")
+    assert post(client, sender, event(sender, "delivered", email=BEN, n=1))[0] == 200
+    assert post(client, sender, event(sender, "hard", n=2))[0] == 200
+    assert post(client, sender, event(sender, "delivered", email=CARLA, n=3))[0] == 200
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--config", str(events_settings.config_path), "status"])
+    assert result.exit_code == 0, result.output
+    assert f"{ISSUES[-1]}: " in result.output
+    assert "  provider says: delivered 2, bounced 1" in result.output
+    as_json = runner.invoke(cli, ["--config", str(events_settings.config_path), "status", "--json"])
+    rows = {row["issue"]: row for row in json.loads(as_json.output)}
+    assert rows[ISSUES[-1]]["provider_says"] == {"delivered": 2, "bounced": 1}
+    assert rows[ISSUES[0]]["provider_says"] == {}

@@ -73,7 +73,7 @@ class Postmark(Sender):
     name = "postmark"
 
     def __init__(self) -> None:
-        self.env = {"NEWSLETTER_WEBHOOK_SECRET": "hooks:s3cret-Pa55"}
+        self.env = {"NEWSLETTER_WEBHOOK_SECRET": "hooks:s3cret-Pa55-long-enough"}
 
     def payload(self, kind: str, email: str, issue: str, message_id: str, n: int) -> Any:
         # https://postmarkapp.com/developer/webhooks/bounce-webhook and its siblings
@@ -147,7 +147,7 @@ class Brevo(Sender):
     name = "brevo"
 
     def __init__(self) -> None:
-        self.env = {"NEWSLETTER_WEBHOOK_SECRET": "hooks:s3cret-Pa55"}
+        self.env = {"NEWSLETTER_WEBHOOK_SECRET": "hooks:s3cret-Pa55-long-enough"}
 
     def payload(self, kind: str, email: str, issue: str, message_id: str, n: int) -> Any:
         # https://developers.brevo.com/docs/transactional-webhooks

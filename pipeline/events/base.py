@@ -128,12 +128,19 @@ def check_basic_auth(request: WebhookRequest, secret: str) -> None:
         raise Refused("wrong basic auth credentials")
 
 
+MIN_PASSWORD = 16
+
+
 def basic_auth_secret(environ: Mapping[str, str], provider: str) -> str:
+    """``user:password`` for providers that sign nothing; a short password is refused (it is
+    all that stands between the internet and the list)."""
     secret = environ.get("NEWSLETTER_WEBHOOK_SECRET", "").strip()
-    if ":" not in secret or not secret.partition(":")[2]:
+    user, _, password = secret.partition(":")
+    if not user or len(password) < MIN_PASSWORD:
         raise NotConfigured(
-            f"{provider} webhooks need NEWSLETTER_WEBHOOK_SECRET set to user:password (put the"
-            " same in the webhook URL: https://user:password@your-site/webhooks/" + provider + ")"
+            f"{provider} webhooks need NEWSLETTER_WEBHOOK_SECRET set to user:password, the"
+            f" password at least {MIN_PASSWORD} characters (put the same in the webhook URL:"
+            f" https://user:password@your-site/webhooks/{provider})"
         )
     return secret
 

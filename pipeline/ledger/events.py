@@ -13,6 +13,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from pipeline.events.base import Bounce, EventType, Nonce, ProviderEvent
@@ -31,6 +32,14 @@ class Delivery(StrEnum):
     BOUNCED = "bounced"
     UNSUBSCRIBED = "unsubscribed"
     COMPLAINED = "complained"
+
+
+# Longer than any webhook signature's tolerance (Mailgun: 15 minutes).
+NONCE_KEPT = timedelta(days=1)
+
+
+def _text(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds")
 
 
 RANK = {delivery: rank for rank, delivery in enumerate(Delivery, start=1)}
@@ -54,7 +63,13 @@ def claim_nonce(ledger: Ledger, provider: str, nonce: Nonce) -> bool:
     """Record a one-time token; False if it was seen before with another body (a replay).
     The same token with the same body is the provider retrying: accepted, and the events'
     own ids make it a no-op."""
+    now = ledger.clock().astimezone(UTC)
     with ledger.transaction() as db:
+        # Tokens older than any signature still accepted can go: a stale one is refused anyway.
+        db.execute(
+            "DELETE FROM webhook_nonces WHERE seen_at < ?",
+            (_text(now - NONCE_KEPT),),
+        )
         row = db.execute(
             "SELECT body_hash FROM webhook_nonces WHERE provider = ? AND nonce = ?",
             (provider, nonce.value),
@@ -63,14 +78,14 @@ def claim_nonce(ledger: Ledger, provider: str, nonce: Nonce) -> bool:
             return bool(row[0] == nonce.body_hash)
         db.execute(
             "INSERT INTO webhook_nonces (provider, nonce, body_hash, seen_at) VALUES (?, ?, ?, ?)",
-            (provider, nonce.value, nonce.body_hash, ledger._now()),
+            (provider, nonce.value, nonce.body_hash, _text(now)),
         )
         return True
 
 
 def store(ledger: Ledger, events: Sequence[ProviderEvent]) -> int:
     """Insert the events not stored before; returns how many were new."""
-    now = ledger._now()
+    now = _text(ledger.clock())
     with ledger.transaction() as db:
         before = db.total_changes
         db.executemany(
@@ -172,12 +187,13 @@ def mark_applied(db: sqlite3.Connection, row: int, effect: str, now: str) -> Non
 
 
 def delivery_counts(ledger: Ledger, issue: str) -> dict[str, int]:
-    """For ``status``: how many recipients of an issue each delivery state has."""
-    return {
-        str(state): int(count)
-        for state, count in ledger.db.execute(
+    """For ``status``: how many recipients of an issue each delivery state has, in the
+    order of ``Delivery``."""
+    found = dict(
+        ledger.db.execute(
             "SELECT delivery, count(*) FROM recipients WHERE issue = ? AND delivery IS NOT NULL"
             " GROUP BY delivery",
             (issue,),
         ).fetchall()
-    }
+    )
+    return {state.value: int(found[state]) for state in Delivery if state in found}
