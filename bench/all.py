@@ -15,6 +15,7 @@ SCRIPTS = [
     "peer.py",
     "latency.py",
     "providers.py",
+    "optout_load.py",
 ]
 
 failed = []

@@ -501,6 +501,14 @@ def unsubscribe(ctx: click.Context, token: str) -> None:
     if key is None:
         raise InputError("not a valid unsubscribe token (wrong signature or malformed)")
     changed = set_status(settings.subscribers, key, "unsubscribed")
+    from pipeline.ledger.consent import record_consent
+    from pipeline.sending import open_ledger
+
+    ledger = open_ledger(settings)
+    try:
+        record_consent(ledger.db, key, "unsubscribed", "by-hand", detail="newsletter unsubscribe")
+    finally:
+        ledger.close()
     click.echo(f"{key}: unsubscribed ({changed} row{'s' if changed != 1 else ''} changed)")
 
 
@@ -547,35 +555,86 @@ def suppressions_sync(ctx: click.Context) -> None:
     _print_sync(run_sync(_settings(ctx), dict(os.environ)))
 
 
+def _log_line(line: str) -> None:
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    click.echo(f"{stamp} {line}")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8026, show_default=True, help="Port (0: any free).")
+@click.option(
+    "--threads", default=8, show_default=True, help="Requests handled at once (worker threads)."
+)
+@click.option(
+    "--proxies",
+    default=0,
+    show_default=True,
+    help="Reverse proxies in front that set X-Forwarded-For (nginx on this machine: 1).",
+)
+@click.option("--snippet", is_flag=True, help="Print an HTML signup form to paste into a page.")
+@click.pass_context
+def serve(
+    ctx: click.Context, host: str, port: int, threads: int, proxies: int, snippet: bool
+) -> None:
+    """Serve the web app: signup with double opt-in, confirm, unsubscribe, /healthz.
+
+    Put it behind the site at base_url (see README: nginx, systemd). Signups are confirmed
+    by email before they join subscribers.csv; one-click opt-outs are recorded at once and
+    written into the list within moments (and before any send).
+
+    \b
+    newsletter serve --port 8026
+    newsletter serve --snippet > signup-form.html
+    """
+    import signal
+
+    from pipeline.web import create_app
+    from pipeline.web.app import subscriptions_of
+    from pipeline.web.server import make_server, stop_server
+    from pipeline.web.server import snippet as signup_snippet
+
+    settings = _settings(ctx)
+    if snippet:
+        click.echo(signup_snippet(create_app(settings, background=False), settings))
+        return
+    app = create_app(settings, trusted_proxies=proxies, log=_log_line)
+    try:
+        server = make_server(app, host, port, threads=threads)
+    except OSError as exc:
+        subscriptions_of(app).close()
+        raise NewsletterError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    where = f"http://{host}:{server.effective_port}"  # type: ignore[union-attr]
+    click.echo(
+        f"serving {settings.name} at {where}/subscribe (and /confirm, /unsubscribe, /healthz) "
+        f"for {settings.subscribers} (Ctrl-C to stop)"
+    )
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # systemctl stop sends SIGTERM: stop the same way as Ctrl-C
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop_server(server)
+        subscriptions_of(app).close()  # finish the emails in hand, apply what is queued
+        click.echo("stopped")
+
+
 @cli.command("unsubscribe-server")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8026, show_default=True, help="Port (0: any free).")
 @click.pass_context
 def unsubscribe_server(ctx: click.Context, host: str, port: int) -> None:
-    """Serve the one-click unsubscribe links (/unsubscribe?token=...).
-
-    Put it behind the site at base_url (e.g. nginx: location /unsubscribe). A POST (RFC 8058
-    one-click, or the page's button) marks the reader unsubscribed in subscribers.csv; a GET
-    only shows the button, so link scanners unsubscribe nobody.
+    """The old name of `newsletter serve`, kept so existing setups keep working.
 
     \b
     newsletter unsubscribe-server --port 8026
     """
-    from pipeline.messages.secret import load_secret
-    from pipeline.unsubscribe_server import make_server
-
-    settings = _settings(ctx)
-    server = make_server(
-        settings, load_secret(settings.state_dir, os.environ), host, port, log=click.echo
-    )
-    where = f"http://{host}:{server.server_address[1]}/unsubscribe"
-    click.echo(f"serving unsubscribe links at {where} for {settings.subscribers} (Ctrl-C to stop)")
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    ctx.invoke(serve, host=host, port=port)
 
 
 @cli.command()

@@ -58,6 +58,17 @@ class ProviderSettings:
 
 
 @dataclass(frozen=True)
+class SignupSettings:
+    """``[signup]``: the signup form of ``newsletter serve`` and its double opt-in."""
+
+    tags: tuple[str, ...] = ()  # interests offered on the form; ticked ones go to `tags`
+    confirm_expiry: timedelta = timedelta(days=7)  # how long a confirmation link works
+    min_fill_seconds: float = 2.0  # a form posted faster than this was filled by a bot
+    per_ip_per_hour: int = 20  # signup posts from one IP address; beyond: 429
+    per_address_per_hour: int = 5  # signup posts for one address; beyond: 429
+
+
+@dataclass(frozen=True)
 class Settings:
     root: Path
     config_path: Path | None
@@ -75,6 +86,7 @@ class Settings:
     cta: CallToAction | None
     max_lateness: timedelta
     provider: ProviderSettings
+    signup: SignupSettings = field(default_factory=SignupSettings)
 
     @property
     def newsletters_dir(self) -> Path:
@@ -125,7 +137,7 @@ def load_settings(config_path: Path | None = None, *, start: Path | None = None)
     return parse_settings(data, root=path.parent, config_path=path)
 
 
-_SECTIONS = {"newsletter", "theme", "cta", "provider"}
+_SECTIONS = {"newsletter", "theme", "cta", "provider", "signup"}
 _NEWSLETTER_KEYS = {
     "name",
     "from",
@@ -258,6 +270,8 @@ def parse_settings(data: Mapping[str, Any], *, root: Path, config_path: Path | N
             url=_check_url(cta_reader, "url", cta_reader.string("url")),
         )
 
+    signup = _signup_settings(_Reader(config_path, "signup", data.get("signup", {})))
+
     provider_data = dict(data.get("provider", {}))
     provider_reader = _Reader(config_path, "provider", provider_data)
     provider_name = provider_reader.string("name", "outbox") or "outbox"
@@ -283,4 +297,33 @@ def parse_settings(data: Mapping[str, Any], *, root: Path, config_path: Path | N
         cta=cta,
         max_lateness=max_lateness,
         provider=ProviderSettings(name=provider_name, options=provider_data),
+        signup=signup,
+    )
+
+
+def _signup_settings(reader: _Reader) -> SignupSettings:
+    reader.reject_unknown(set(SignupSettings.__dataclass_fields__))
+    tags = reader.data.get("tags", [])
+    if not isinstance(tags, list) or not all(isinstance(t, str) and t.strip() for t in tags):
+        raise reader.error("tags", 'must be a list of words, such as ["runners", "seniors"]')
+    for tag in tags:
+        if ";" in tag or "," in tag:
+            raise reader.error("tags", f"{tag!r}: a tag cannot contain ';' or ','")
+    try:
+        expiry = parse_duration(reader.string("confirm_expiry", "7d") or "7d")
+    except ValueError as exc:
+        raise reader.error("confirm_expiry", str(exc)) from None
+    min_fill = reader.data.get("min_fill_seconds", SignupSettings.min_fill_seconds)
+    if not isinstance(min_fill, int | float) or isinstance(min_fill, bool) or min_fill < 0:
+        raise reader.error("min_fill_seconds", f"must be a number of seconds, not {min_fill!r}")
+    limits = {}
+    for key in ("per_ip_per_hour", "per_address_per_hour"):
+        limits[key] = reader.integer(key, getattr(SignupSettings, key))
+        if limits[key] < 1:
+            raise reader.error(key, "must be at least 1")
+    return SignupSettings(
+        tags=tuple(t.strip().lower() for t in tags),
+        confirm_expiry=expiry,
+        min_fill_seconds=float(min_fill),
+        **limits,
     )

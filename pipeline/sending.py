@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from pipeline.audience.change_queue import apply_queued
 from pipeline.audience.subscribers import (
     Skipped,
     SkipReason,
@@ -195,6 +196,8 @@ def _send_locked(
     slug = issue.slug
     # Holding the lock, no live run has rows in flight: any left are from a dead run.
     recovered = ledger.recover_inflight().get(slug, 0)
+    # Opt-outs the web app has answered but not yet written into the list are honoured.
+    apply_queued(ledger.db, settings.subscribers, settings.state_dir)
     record = ledger.issue(slug)
     if record is not None and record.content_hash != compiled.fingerprint:
         sent = ledger.counts(slug).sent

@@ -30,7 +30,7 @@ def test_history_is_per_address_in_any_case_and_oldest_first(settings: Settings)
         "form",
         at=datetime(2026, 1, 2, 9, 0, tzinfo=UTC),
         ip="203.0.113.7",
-        user_agent="Mozilla/5.0\x00",
+        user_agent="Mozilla/5.0\x1b[2J\x00",
         source_url="https://movementsolutions.example/",
     )
     record_consent(db, "someone.else@example.org", "added", "by-hand")
@@ -50,7 +50,7 @@ def test_history_is_per_address_in_any_case_and_oldest_first(settings: Settings)
     )
     events = consent_history(db, "ADA.RUNNER@example.org")
     assert [e.action for e in events] == ["signup_requested", "confirmed", "unsubscribed"]
-    assert events[0].ip == "203.0.113.7" and events[0].user_agent == "Mozilla/5.0"
+    assert events[0].ip == "203.0.113.7" and events[0].user_agent == "Mozilla/5.0 [2J "
     assert events[2].at == "2026-03-01T12:00:00.250+00:00"
     last = last_event(db, "ada.runner@example.org", (ConsentAction.CONFIRMED,))
     assert last is not None and last.at.startswith("2026-01-02T09:05")

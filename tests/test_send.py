@@ -74,7 +74,17 @@ def test_status_json_has_exactly_the_keys(make_project: Callable[..., Path]) -> 
     code, out, _ = newsletter(root, "status", SAMPLE_ISSUE, "--json")
     assert code == 0
     (row,) = json.loads(out)
-    assert set(row) == {"issue", "audience", "sent", "failed", "unknown", "pending", "when"}
+    assert set(row) == {
+        "issue",
+        "audience",
+        "sent",
+        "failed",
+        "unknown",
+        "pending",
+        "when",
+        "provider_says",
+    }
+    assert row["provider_says"] == {}  # no provider events for the outbox
     assert (row["issue"], row["audience"], row["sent"], row["pending"]) == (
         "2025-07-21-hip-rotation",
         9,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -496,3 +497,31 @@ def test_status_says_what_the_provider_said(
     rows = {row["issue"]: row for row in json.loads(as_json.output)}
     assert rows[ISSUES[-1]]["provider_says"] == {"delivered": 2, "bounced": 1}
     assert rows[ISSUES[0]]["provider_says"] == {}
+
+
+def test_the_app_of_newsletter_serve_takes_webhooks_beyond_its_form_limit(
+    events_settings: Settings, all_senders: dict[str, Sender]
+) -> None:
+    from pipeline.web import create_app
+
+    sender = all_senders["sendgrid"]
+    record_sends(events_settings, "sendgrid")
+    lines: list[str] = []
+    app = create_app(
+        events_settings, environ=merged_env(all_senders), background=False, log=lines.append
+    )
+    # SendGrid posts events in batches: this one is far over the app's 16 KB form limit.
+    batch = [
+        item
+        for n in range(300)
+        for item in event(sender, "delivered", email=f"reader{n}@example.net", n=n)
+    ] + event(sender, "complaint", n=999)
+    headers, body = sender.signed(batch, time.time())
+    assert len(body) > 64 * 1024
+    answer = app.test_client().post("/webhooks/sendgrid", data=body, headers=headers)
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    assert list_status(events_settings, ADA) == "complained"
+    assert f"sendgrid webhook: {ADA} is now complained" in lines
+    forged = app.test_client().post("/webhooks/sendgrid", data=body + b" ", headers=headers)
+    assert forged.status_code == 401
+    assert any("wrong SendGrid signature" in line for line in lines)

@@ -31,7 +31,7 @@ from pipeline.ledger.events import claim_nonce, store
 from pipeline.ledger.store import Ledger
 from pipeline.sending import open_ledger as default_open_ledger
 
-log = logging.getLogger("newsletter.webhooks")
+logger = logging.getLogger("newsletter.webhooks")
 
 Factory = Callable[[Settings, Mapping[str, str]], WebhookSource]
 
@@ -67,9 +67,11 @@ class WebhookReceiver:
         sns_fetch: ses_events.Fetch = ses_events.fetch_https,
         clock: Callable[[], float] = time.time,
         open_ledger: Callable[[Settings], Ledger] | None = None,
+        log: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
+        self.log = log or (lambda line: logger.warning("%s", line))
         self.sources: dict[str, WebhookSource | NotConfigured] = {}
         for name, factory in factories(sns_fetch).items():
             try:
@@ -86,26 +88,29 @@ class WebhookReceiver:
         if source is None:
             return Answer(404, f"no provider named {provider!r}")
         if isinstance(source, NotConfigured):
-            log.warning("refused a %s webhook: %s", provider, source)
+            self.log(f"refused a {provider} webhook: {source}")
             return Answer(401, f"{provider} webhooks are not configured on this server")
         try:
             nonce = source.verify(request, self.clock())
             events = source.parse(request)
         except Refused as refused:
-            log.warning("refused a %s webhook: %s", provider, refused.reason)
+            self.log(f"refused a {provider} webhook: {refused.reason}")
             return Answer(refused.status, refused.reason)
         ledger = self.open_ledger(self.settings)
         try:
             if nonce is not None and not claim_nonce(ledger, provider, nonce):
-                log.warning("refused a %s webhook: a replayed token", provider)
+                self.log(f"refused a {provider} webhook: a token already used with another body")
                 return Answer(401, "this signature was already used")
             new = store(ledger, events)
             try:
                 applied = apply_pending(self.settings, ledger)
             except NewsletterError as exc:
-                log.error("stored %s events but could not apply them yet: %s", provider, exc)
+                self.log(f"stored {provider} events but could not apply them yet: {exc}")
                 applied = None
         finally:
             ledger.close()
         count = len(events)
+        if applied is not None and applied.changed:
+            for effect in applied.changed:
+                self.log(f"{provider} webhook: {effect.email} is now {effect.status}")
         return Answer(200, f"{count} event{'s' if count != 1 else ''} received, {new} new", applied)

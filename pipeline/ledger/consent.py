@@ -17,6 +17,7 @@ an opt-out and its queue entry are committed together).
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -86,12 +87,15 @@ def timestamp(at: datetime | None = None) -> str:
     return moment.isoformat(timespec="milliseconds")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def _clip(value: str | None, limit: int) -> str | None:
     """Values from the request are kept, but bounded: a 1 MB user agent is not evidence."""
     if value is None:
         return None
-    value = value.replace("\x00", "")
-    return value[:limit]
+    # Control characters out: the history is printed to a terminal (no escape sequences).
+    return _CONTROL.sub(" ", value)[:limit]
 
 
 def record_consent(

@@ -9,7 +9,7 @@ bodies over a limit, and answers with the receiver's status and one line of text
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from flask import Blueprint, Response, request
 
@@ -17,7 +17,8 @@ from pipeline.config import Settings
 from pipeline.events.base import WebhookRequest
 from pipeline.events.receive import WebhookReceiver
 
-# SendGrid batches events; its posts stay well under this.
+# SendGrid batches events; its posts stay well under this.  (The app's own limit, for forms,
+# is far smaller: this route raises it for itself.)
 MAX_BODY = 8 * 1024 * 1024
 
 
@@ -26,13 +27,17 @@ def webhooks_blueprint(
     environ: Mapping[str, str] | None = None,
     *,
     receiver: WebhookReceiver | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> Blueprint:
     """The webhook routes, for ``create_app`` to register."""
-    found = receiver or WebhookReceiver(settings, os.environ if environ is None else environ)
+    found = receiver or WebhookReceiver(
+        settings, os.environ if environ is None else environ, log=log
+    )
     blueprint = Blueprint("webhooks", __name__)
 
     @blueprint.post("/webhooks/<provider>")
     def receive(provider: str) -> Response:
+        request.max_content_length = MAX_BODY
         length = request.content_length
         if length is not None and length > MAX_BODY:
             return _answer(413, "the body is too large")

@@ -176,9 +176,21 @@ def create(settings: Settings, environ: Mapping[str, str]) -> PostmarkProvider:
     return PostmarkProvider(api, stream, managed)
 
 
+def create_transactional(settings: Settings, environ: Mapping[str, str]) -> PostmarkProvider:
+    """For the mail a person asks for one at a time (the signup confirmation, the welcome):
+    a transactional stream (``confirm_stream``, default ``outbound``), where Postmark does not
+    manage unsubscribes; broadcast streams are for newsletters."""
+    provider = create(settings, environ)
+    provider.stream = Options(settings, OPTIONS).string("confirm_stream", "outbound")
+    provider.managed_unsubscribe = None
+    return provider
+
+
 OPTIONS = {
     **http_options(API_URL),
     "message_stream": "the stream (default broadcast)",
+    "confirm_stream": "the transactional stream for signup confirmations and the welcome"
+    " (default outbound)",
     "managed_unsubscribe": "let Postmark insert its unsubscribe link and headers (default: true"
     " on the broadcast stream, where Postmark requires it)",
 }

@@ -1,0 +1,158 @@
+"""One-click opt-outs under load (issue 10): 200 at once on a 100,000-row list.
+
+Starts `newsletter serve` as it runs in production (waitress, its own process), then 200
+clients post RFC 8058 one-click requests at the same moment.  Prints each request's latency
+(p50, p95, max), how many were answered 200, and, once the app's applier has written them
+into subscribers.csv, how many rows are unsubscribed and how long that took.
+
+    .venv/bin/python bench/optout_load.py                   # 200 opt-outs, 100,000 rows
+    .venv/bin/python bench/optout_load.py --small             # 50 opt-outs, 3,000 rows (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import http.client
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from _common import PYTHON, free_port, machine, make_project, table
+
+from pipeline.messages.secret import load_secret
+from pipeline.messages.unsubscribe import make_token
+
+
+def post(port: int, token: str, start: threading.Barrier) -> tuple[int, float]:
+    body = "List-Unsubscribe=One-Click"
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    start.wait()
+    began = time.perf_counter()
+    try:
+        connection.request(
+            "POST",
+            f"/unsubscribe?token={token}",
+            body=body,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        response = connection.getresponse()
+        response.read()
+        status = response.status
+    except OSError:
+        status = 0  # reset or refused: lost
+    finally:
+        connection.close()
+    return status, time.perf_counter() - began
+
+
+def queued(port: int) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("GET", "/healthz")
+    answer = json.loads(connection.getresponse().read())
+    connection.close()
+    return int(answer["queued"])
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--clients", type=int, default=200)
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--threads", type=int, default=8, help="serve --threads")
+    parser.add_argument("--small", action="store_true", help="50 opt-outs, 3,000 rows (CI)")
+    args = parser.parse_args()
+    if args.small:
+        args.clients, args.rows = 50, 3000
+    with tempfile.TemporaryDirectory() as tmp:
+        project = make_project(Path(tmp) / "project", args.rows, 'name = "outbox"')
+        secret = load_secret(project / ".newsletter", {})
+        step = max(1, args.rows // args.clients)
+        addresses = [f"reader{i:07d}@example.org" for i in range(0, args.rows, step)]
+        tokens = [make_token(secret, a) for a in addresses[: args.clients]]
+        port = free_port()
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        server = subprocess.Popen(
+            [
+                PYTHON,
+                "-m",
+                "pipeline",
+                "serve",
+                "--port",
+                str(port),
+                "--threads",
+                str(args.threads),
+            ],
+            cwd=project,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            assert server.stdout is not None
+            first = server.stdout.readline()
+            if "serving" not in first:
+                raise SystemExit(f"the server did not start: {first}")
+            start = threading.Barrier(len(tokens))
+            results: list[tuple[int, float]] = []
+            lock = threading.Lock()
+
+            def client(token: str) -> None:
+                outcome = post(port, token, start)
+                with lock:
+                    results.append(outcome)
+
+            threads = [threading.Thread(target=client, args=(t,)) for t in tokens]
+            began = time.perf_counter()
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            answered = time.perf_counter() - began
+            while queued(port) > 0:
+                time.sleep(0.05)
+            applied = time.perf_counter() - began
+        finally:
+            server.send_signal(signal.SIGTERM)
+            output, _ = server.communicate(timeout=60)
+        with (project / "subscribers.csv").open(newline="", encoding="utf-8") as handle:
+            unsubscribed = sum(
+                1 for row in csv.DictReader(handle) if row["status"] == "unsubscribed"
+            )
+    latencies = [seconds * 1000 for status, seconds in results if status == 200]
+    ok = len(latencies)
+    print(
+        f"# one-click opt-outs: {len(tokens)} at once, {args.rows:,} rows, "
+        f"{args.threads} server threads ({machine()})"
+    )
+    print(
+        table(
+            [
+                ("answered 200", "p50 ms", "p95 ms", "max ms", "all answered s", "in the list"),
+                (
+                    f"{ok}/{len(tokens)}",
+                    f"{percentile(latencies, 0.5):.0f}" if latencies else "-",
+                    f"{percentile(latencies, 0.95):.0f}" if latencies else "-",
+                    f"{max(latencies):.0f}" if latencies else "-",
+                    f"{answered:.2f}",
+                    f"{unsubscribed}/{len(tokens)} after {applied:.2f} s",
+                ),
+            ]
+        )
+    )
+    updates = [line for line in output.splitlines() if "list updated" in line]
+    print(f"rewrites of the list: {len(updates)}")
+
+
+if __name__ == "__main__":
+    main()

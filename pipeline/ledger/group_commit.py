@@ -1,0 +1,97 @@
+"""Many small writes, one fsync: a writer thread commits whatever is waiting in one transaction.
+
+The web app records each opt-out in the ledger before it answers, and the ledger commits with
+``synchronous=FULL`` (on disk, even on a power cut).  One fsync per opt-out made 200 opt-outs
+at once wait for 200 fsyncs in a row (3.5 ms each here: the 200th answer came after 0.7 s).
+Here a request hands its write to this thread and waits; the thread takes every write waiting
+at that moment, runs them in one transaction, commits once, then wakes them all.  Each is
+still on disk before its answer.
+"""
+
+from __future__ import annotations
+
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.ledger.store import Ledger
+
+Write = Callable[[sqlite3.Connection], None]
+MAX_GROUP = 500
+
+
+@dataclass
+class _Pending:
+    write: Write
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
+class GroupCommitter:
+    def __init__(self, ledger_path: Path) -> None:
+        self.ledger_path = ledger_path
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="newsletter-ledger", daemon=True)
+        self._started = False
+        self._lock = threading.Lock()
+
+    def commit(self, write: Write, timeout: float = 30) -> None:
+        """Run ``write`` in a transaction and return once it is committed (or raise)."""
+        with self._lock:
+            if not self._started:
+                self._thread.start()
+                self._started = True
+        pending = _Pending(write)
+        self._queue.put(pending)
+        if not pending.done.wait(timeout):
+            raise TimeoutError("the ledger did not answer in time")
+        if pending.error is not None:
+            raise pending.error
+
+    def close(self) -> None:
+        with self._lock:
+            if self._started:
+                self._queue.put(None)
+                self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        ledger = Ledger(self.ledger_path)
+        try:
+            while True:
+                first = self._queue.get()
+                if first is None:
+                    return
+                group = [first]
+                while len(group) < MAX_GROUP:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        self._queue.put(None)  # stop after this group
+                        break
+                    group.append(item)
+                self._write(ledger.db, group)
+        finally:
+            ledger.close()
+
+    def _write(self, db: sqlite3.Connection, group: list[_Pending]) -> None:
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for item in group:
+                item.write(db)
+            db.execute("COMMIT")
+        except Exception as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            if len(group) > 1:
+                # One bad write must not fail the others: each on its own, to find it.
+                for item in group:
+                    self._write(db, [item])
+                return
+            group[0].error = exc
+        for item in group:
+            item.done.set()

@@ -1,0 +1,443 @@
+"""Joining and leaving, without Flask: what the web app's views call.
+
+Input: a posted signup form, a confirmation token, a verified unsubscribe key, and who sent
+them (IP, user agent, page).  Output: changes queued for the list (``audience.change_queue``),
+facts in the consent history (``ledger.consent``), and the confirmation and welcome emails
+(``web.mail``), sent by one background worker.
+
+Double opt-in, the way inbox providers and privacy law expect:
+- A signup always gets the same answer, at the same speed, whatever the address's state: the
+  list lookup and the email happen in the background, so neither the page nor its timing
+  tells anyone who is on the list.
+- A new or unsubscribed address gets one confirmation (at most one an hour); a subscribed
+  one gets none.  Nothing joins the list until the person presses Confirm.
+- A confirmation link issued before the address's last unsubscribe (or bounce, complaint,
+  removal) is refused: coming back needs a new confirmation.
+"""
+
+from __future__ import annotations
+
+import csv
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+
+from email_validator import EmailNotValidError, validate_email
+
+from pipeline.audience.change_queue import Flushed, apply_queued, queue_change
+from pipeline.audience.list_writer import ListChange
+from pipeline.config import Settings
+from pipeline.errors import InputError, NewsletterError
+from pipeline.ledger.consent import (
+    ConsentAction,
+    ConsentCause,
+    consent_key,
+    last_event,
+    record_consent,
+    timestamp,
+)
+from pipeline.ledger.group_commit import GroupCommitter
+from pipeline.ledger.store import Ledger
+from pipeline.messages.headers import clean_header
+from pipeline.web.limits import SlidingWindow
+from pipeline.web.mail import Mailer, confirmations_within
+from pipeline.web.tokens import Signer, SignupRequest, TokenProblem
+
+LEDGER_NAME = "ledger.sqlite3"  # the same file as sending.LEDGER_NAME
+SUBSCRIBED = "subscribed"
+OPTED_OUT = (
+    ConsentAction.UNSUBSCRIBED,
+    ConsentAction.BOUNCED,
+    ConsentAction.COMPLAINED,
+    ConsentAction.REMOVED,
+)
+MAX_NAME = 100
+CONFIRMATION_INTERVAL = timedelta(hours=1)
+QUIET = 0.3  # seconds without a new change before the list is rewritten...
+MAX_DELAY = 3.0  # ...but never later than this after a change arrived
+
+
+@dataclass(frozen=True)
+class Visitor:
+    """Who sent a request: kept in the consent history as evidence."""
+
+    ip: str | None = None
+    user_agent: str | None = None
+    page: str | None = None  # the page the form was on (or the confirm link)
+
+
+@dataclass(frozen=True)
+class SignupForm:
+    email: str
+    first_name: str = ""
+    tags: tuple[str, ...] = ()
+    honeypot: str = ""  # a field people never see; programs fill it
+    stamp: str | None = None  # signed time our signup page was served
+    elapsed: str | None = None  # seconds on the page, from the snippet's script
+
+
+class Answer(StrEnum):
+    CHECK_INBOX = "check inbox"  # the one answer for every accepted (or silently dropped) post
+    BAD_ADDRESS = "bad address"
+    TOO_MANY = "too many"
+
+
+@dataclass(frozen=True)
+class SignupAnswer:
+    answer: Answer
+    problem: str = ""  # what is wrong with the address, for the form
+    retry_after: int = 0
+
+
+class Confirmation(StrEnum):
+    CONFIRMED = "confirmed"
+    ALREADY = "already subscribed"
+    STALE = "stale"  # issued before a later unsubscribe: a new signup is needed
+    INVALID = "invalid"
+    EXPIRED = "expired"
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def mask(address: str) -> str:
+    """``c***@example.org``: enough for a reader to recognise, not to harvest."""
+    local, _, domain = address.partition("@")
+    return f"{local[:1]}***@{domain}"
+
+
+def list_status(path: Path, key: str) -> str | None:
+    """This address's status in subscribers.csv: None if it has no row; an opt-out on any
+    of its rows wins, as it does for a send (``audience.subscribers.scan``)."""
+    found: str | None = None
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        names = [name.strip().lower() for name in next(reader, [])]
+        if "email" not in names:
+            raise InputError("the header row has no 'email' column", path=path, line=1)
+        email_at = names.index("email")
+        status_at = names.index("status") if "status" in names else None
+        for cells in reader:
+            if len(cells) <= email_at or cells[email_at].strip().lower() != key:
+                continue
+            status = ""
+            if status_at is not None and status_at < len(cells):
+                status = cells[status_at].strip().lower()
+            status = status or SUBSCRIBED
+            if status != SUBSCRIBED:
+                return status
+            found = SUBSCRIBED
+    return found
+
+
+class Subscriptions:
+    """One per app: the per-thread ledger connections, the mail worker and the applier."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        secret: bytes,
+        environ: Mapping[str, str],
+        *,
+        log: Callable[[str], None] = lambda line: None,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        self.settings = settings
+        self.signup = settings.signup
+        self.log = log
+        self.clock = clock
+        self.signer = Signer(secret, settings.signup.confirm_expiry)
+        self.mailer = Mailer(settings, environ, secret)
+        self.by_ip = SlidingWindow(settings.signup.per_ip_per_hour, 3600)
+        self.by_address = SlidingWindow(settings.signup.per_address_per_hour, 3600)
+        self._local = threading.local()
+        self._confirm_lock = threading.Lock()
+        self._mail = ThreadPoolExecutor(max_workers=1, thread_name_prefix="newsletter-mail")
+        self._pending: set[Future[None]] = set()
+        self._pending_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._applier: threading.Thread | None = None
+        self.writer = GroupCommitter(settings.state_dir / LEDGER_NAME)
+        self._first_change: float | None = None
+        self._last_problem = ""
+
+    # Plumbing ---------------------------------------------------------------------------
+
+    def db(self) -> sqlite3.Connection:
+        """This thread's ledger connection (sqlite3 connections stay in their thread)."""
+        ledger: Ledger | None = getattr(self._local, "ledger", None)
+        if ledger is None:
+            ledger = Ledger(self.settings.state_dir / LEDGER_NAME)
+            self._local.ledger = ledger
+        return ledger.db
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        db = self.db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def start(self) -> None:
+        """Apply what an earlier run left queued, then keep applying in the background."""
+        self._flush_logged()
+        self._applier = threading.Thread(
+            target=self._apply_loop, name="newsletter-list-applier", daemon=True
+        )
+        self._applier.start()
+
+    def close(self) -> None:
+        """Stop the applier, finish the mail in hand, and apply what is queued."""
+        self._stopping.set()
+        self._wake.set()
+        if self._applier is not None:
+            self._applier.join(timeout=30)
+        self._mail.shutdown(wait=True)
+        self.writer.close()
+        self._flush_logged()
+        self.mailer.close()
+
+    def drain(self, timeout: float = 60) -> None:
+        """Wait until the emails asked for so far are sent (tests, and shutdown)."""
+        with self._pending_lock:
+            pending = set(self._pending)
+        wait(pending, timeout=timeout)
+
+    def flush(self) -> Flushed:
+        """Apply every queued change to the list now."""
+        return apply_queued(self.db(), self.settings.subscribers, self.settings.state_dir)
+
+    def _flush_logged(self) -> None:
+        try:
+            flushed = self.flush()
+        except (NewsletterError, OSError, sqlite3.Error) as exc:
+            problem = exc.location_message() if isinstance(exc, InputError) else str(exc)
+            if problem != self._last_problem:  # once, not every few seconds
+                self.log(f"list NOT updated, changes stay queued until it can be: {problem}")
+            self._last_problem = problem
+            return
+        if self._last_problem:
+            self.log("list readable again")
+            self._last_problem = ""
+        if flushed.applied and flushed.result is not None:
+            r = flushed.result
+            self.log(
+                f"list updated: {flushed.applied} queued change"
+                f"{'s' if flushed.applied != 1 else ''} applied ({r.changed} changed, "
+                f"{r.added} added, {r.unchanged} unchanged)"
+            )
+
+    def _changed(self) -> None:
+        self._wake.set()
+
+    def _apply_loop(self) -> None:
+        while not self._stopping.is_set():
+            # Woken by each new change; every few seconds anyway, for changes another
+            # process queued (a second server, a webhook receiver).
+            woke = self._wake.wait(timeout=5 if not self._last_problem else 30)
+            self._wake.clear()
+            if woke:
+                # A burst (200 opt-outs at once) goes in one rewrite, after it: rewriting a
+                # large list mid-burst would slow the answers, not the list.
+                deadline = time.monotonic() + MAX_DELAY
+                while time.monotonic() < deadline and self._wake.wait(QUIET):
+                    self._wake.clear()
+                    if self._stopping.is_set():
+                        break
+            if self._stopping.is_set():
+                return
+            self._flush_logged()
+
+    def _in_background(self, job: Callable[[], None]) -> None:
+        def run() -> None:
+            try:
+                job()
+            except Exception as exc:  # a worker must never die silently
+                message = exc.location_message() if isinstance(exc, InputError) else str(exc)
+                self.log(f"email NOT sent: {message}")
+
+        future = self._mail.submit(run)
+        with self._pending_lock:
+            self._pending.add(future)
+        future.add_done_callback(self._forget)
+
+    def _forget(self, future: Future[None]) -> None:
+        with self._pending_lock:
+            self._pending.discard(future)
+
+    def current_status(self, key: str) -> str | None:
+        """The status the list will have once the queue is applied."""
+        row = (
+            self.db()
+            .execute(
+                "SELECT status FROM list_changes WHERE key = ? AND applied_at IS NULL"
+                " AND status IS NOT NULL ORDER BY id DESC LIMIT 1",
+                (key,),
+            )
+            .fetchone()
+        )
+        if row is not None:
+            return str(row[0])
+        return list_status(self.settings.subscribers, key)
+
+    # Joining ----------------------------------------------------------------------------
+
+    def request_signup(self, form: SignupForm, visitor: Visitor) -> SignupAnswer:
+        wait_ip = self.by_ip.hit(visitor.ip or "unknown")
+        if wait_ip is not None:
+            return SignupAnswer(Answer.TOO_MANY, retry_after=wait_ip)
+        if self._looks_automated(form):
+            self.log("signup ignored: filled in by a program (hidden field or too fast)")
+            return SignupAnswer(Answer.CHECK_INBOX)
+        try:
+            # No DNS: a lookup per post would be slow and would let the form probe domains.
+            # Internationalised local parts are refused: not every provider can send to
+            # them (SMTPUTF8), and one such address once stopped a whole send.
+            checked = validate_email(
+                form.email.strip(), check_deliverability=False, allow_smtputf8=False
+            )
+        except EmailNotValidError as exc:
+            return SignupAnswer(Answer.BAD_ADDRESS, problem=str(exc))
+        email = str(checked.ascii_email or checked.normalized)
+        key = consent_key(email)
+        wait_address = self.by_address.hit(key)
+        if wait_address is not None:
+            return SignupAnswer(Answer.TOO_MANY, retry_after=wait_address)
+        offered = set(self.signup.tags)
+        tags = tuple(sorted({t.strip().lower() for t in form.tags} & offered))
+        # The name goes into a header (To:) and the list: controls out, length bounded.
+        first_name = clean_header(form.first_name)[:MAX_NAME]
+        record_consent(
+            self.db(),
+            email,
+            ConsentAction.SIGNUP_REQUESTED,
+            ConsentCause.FORM,
+            at=self.clock(),
+            ip=visitor.ip,
+            user_agent=visitor.user_agent,
+            source_url=visitor.page,
+            detail=f"interests: {', '.join(tags)}" if tags else None,
+        )
+        request = SignupRequest(email, first_name, tags, timestamp(self.clock()))
+        self._in_background(lambda: self._send_confirmation(request, key))
+        return SignupAnswer(Answer.CHECK_INBOX)
+
+    def _looks_automated(self, form: SignupForm) -> bool:
+        if form.honeypot.strip():
+            return True
+        minimum = self.signup.min_fill_seconds
+        if form.stamp:
+            age = self.signer.form_age(form.stamp)
+            return age is None or age < minimum
+        if form.elapsed:
+            try:
+                return float(form.elapsed) < minimum
+            except ValueError:
+                return True
+        return False  # a pasted form without its script: the honeypot still applies
+
+    def _send_confirmation(self, request: SignupRequest, key: str) -> None:
+        who = mask(request.email)
+        db = self.db()
+        if self.current_status(key) == SUBSCRIBED:
+            self.log(f"signup for {who}: already subscribed, no confirmation sent")
+            return
+        if confirmations_within(db, key, self.clock() - CONFIRMATION_INTERVAL):
+            self.log(f"signup for {who}: a confirmation went out within the hour, none sent")
+            return
+        token = self.signer.confirmation_token(request)
+        url = f"{self.settings.base_url}/confirm?token={token}"
+        outcome = self.mailer.send_confirmation(db, key, request.email, request.first_name, url)
+        self.log(f"signup for {who}: confirmation {outcome}")
+
+    def read_confirmation(self, token: str) -> SignupRequest | TokenProblem:
+        return self.signer.read_confirmation(token)
+
+    def confirm(self, token: str, visitor: Visitor) -> tuple[Confirmation, str]:
+        """Press of the Confirm button: (what happened, the masked address)."""
+        request = self.signer.read_confirmation(token)
+        if request is TokenProblem.EXPIRED:
+            return Confirmation.EXPIRED, ""
+        if not isinstance(request, SignupRequest):
+            return Confirmation.INVALID, ""
+        key = consent_key(request.email)
+        who = mask(request.email)
+        with self._confirm_lock:  # a double click confirms once
+            db = self.db()
+            left = last_event(db, request.email, OPTED_OUT)
+            if left is not None and left.at >= request.issued_at:
+                return Confirmation.STALE, who
+            status = self.current_status(key)
+            if status == SUBSCRIBED:
+                return Confirmation.ALREADY, who
+            now = self.clock()
+            fields = {"subscribed_at": now.astimezone(UTC).isoformat(timespec="seconds")}
+            if request.first_name:
+                fields["first_name"] = request.first_name
+            if request.tags:
+                fields["tags"] = ";".join(request.tags)
+            action = ConsentAction.CONFIRMED if status is None else ConsentAction.RESUBSCRIBED
+            with self._transaction() as db:
+                queue_change(db, ListChange(request.email, SUBSCRIBED, fields, create=True))
+                record_consent(
+                    db,
+                    request.email,
+                    action,
+                    ConsentCause.FORM,
+                    at=now,
+                    ip=visitor.ip,
+                    user_agent=visitor.user_agent,
+                    source_url=visitor.page,
+                    detail=f"confirmation link issued {request.issued_at}",
+                )
+        self._changed()
+        self.log(f"{who}: {action.value}")
+        welcome_fields = {"email": request.email, **fields}
+        self._in_background(lambda: self._send_welcome(request.email, key, welcome_fields))
+        return Confirmation.CONFIRMED, who
+
+    def _send_welcome(self, email: str, key: str, fields: dict[str, str]) -> None:
+        outcome = self.mailer.send_welcome(self.db(), key, email, fields)
+        if outcome is not None:
+            self.log(f"welcome to {mask(email)}: {outcome}")
+
+    # Leaving ----------------------------------------------------------------------------
+
+    def unsubscribe(self, key: str, visitor: Visitor) -> None:
+        """Recorded durably, with its evidence, before the answer; the list follows."""
+        at = self.clock()
+
+        def write(db: sqlite3.Connection) -> None:
+            queue_change(db, ListChange(key, "unsubscribed"))
+            record_consent(
+                db,
+                key,
+                ConsentAction.UNSUBSCRIBED,
+                ConsentCause.ONE_CLICK,
+                at=at,
+                ip=visitor.ip,
+                user_agent=visitor.user_agent,
+            )
+
+        self.writer.commit(write)
+        self._changed()
+
+
+@dataclass
+class Health:
+    ok: bool
+    queued: int = 0
+    problems: list[str] = field(default_factory=list)

@@ -1,0 +1,231 @@
+"""The routes: parse the request, call ``Subscriptions``, render a page.  Nothing else.
+
+Paths are fixed: the emails and the web archive link to them.
+- ``GET /subscribe`` the form; ``POST /subscribe`` takes it (also posted from another site).
+- ``GET /confirm?token=`` shows a Confirm button; only ``POST /confirm`` (the button) confirms:
+  link scanners (Outlook Safe Links, Gmail) open every link in mail.
+- ``GET /unsubscribe?token=`` shows a button; ``POST`` unsubscribes at once (RFC 8058
+  one-click: a mail client posts ``List-Unsubscribe=One-Click`` with nobody on the page).
+- ``GET /healthz`` for the proxy and monitoring.
+No answer says whether an address is on the list.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from flask import Blueprint, Response, current_app, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from pipeline.messages.unsubscribe import read_token
+from pipeline.web.app import subscriptions_of
+from pipeline.web.subscriptions import (
+    Answer,
+    Confirmation,
+    SignupForm,
+    Visitor,
+    mask,
+)
+from pipeline.web.tokens import SignupRequest
+
+public = Blueprint("public", __name__)
+
+# No scripts on any page; forms post only here; never inside another site's frame.
+CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+def _visitor(page: str | None = None) -> Visitor:
+    return Visitor(
+        ip=request.remote_addr,
+        user_agent=request.headers.get("User-Agent"),
+        page=page,
+    )
+
+
+def _page(template: str, status: int = 200, **context: object) -> tuple[str, int]:
+    return render_template(template, **context), status
+
+
+def _message(title: str, text: str, status: int) -> tuple[str, int]:
+    return _page("message.html", status, title=title, text=text)
+
+
+@public.after_app_request
+def _safe_headers(response: Response) -> Response:
+    # Pages carry tokens in their URLs: never cached, never sent on as a Referer.
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    if response.mimetype == "text/html":
+        response.headers["Content-Security-Policy"] = CSP
+    return response
+
+
+@public.app_errorhandler(HTTPException)
+def _http_error(error: HTTPException) -> tuple[str, int] | HTTPException:
+    code = error.code or 500
+    titles = {
+        400: ("This request was not understood", "Please go back and try again."),
+        404: ("Page not found", "There is nothing at this address."),
+        405: ("Not allowed", "This page cannot be used that way."),
+        413: ("Too much data", "That was more than a signup form sends."),
+    }
+    title, text = titles.get(code, ("Something went wrong", "Please try again later."))
+    return _message(title, text, code)
+
+
+@public.get("/healthz")
+def healthz() -> tuple[Response, int]:
+    subscriptions = subscriptions_of(current_app)
+    try:
+        queued = (
+            subscriptions.db()
+            .execute("SELECT count(*) FROM list_changes WHERE applied_at IS NULL")
+            .fetchone()[0]
+        )
+        readable = subscriptions.settings.subscribers.is_file()
+    except Exception as exc:  # the point of a health check: say it, do not crash
+        return jsonify(status="error", problem=str(exc)), 503
+    if not readable:
+        return jsonify(status="error", problem="subscriber list not found"), 503
+    return jsonify(status="ok", queued=int(queued)), 200
+
+
+# Joining ------------------------------------------------------------------------------
+
+
+@public.get("/subscribe")
+def subscribe_form() -> tuple[str, int]:
+    subscriptions = subscriptions_of(current_app)
+    return _page(
+        "subscribe.html",
+        tags=subscriptions.signup.tags,
+        stamp=subscriptions.signer.form_stamp(),
+        source=request.url,
+        form={},
+        problem="",
+    )
+
+
+@public.post("/subscribe")
+def subscribe() -> tuple[str, int] | Response:
+    subscriptions = subscriptions_of(current_app)
+    fields = request.form
+    form = SignupForm(
+        email=fields.get("email", "")[:320],
+        first_name=fields.get("first_name", ""),
+        tags=tuple(fields.getlist("tags")),
+        honeypot=fields.get("website", ""),
+        stamp=fields.get("stamp") or None,
+        elapsed=fields.get("elapsed") or None,
+    )
+    page = fields.get("source") or request.headers.get("Referer")
+    answer = subscriptions.request_signup(form, _visitor(page))
+    if answer.answer is Answer.TOO_MANY:
+        body, status = _message(
+            "Too many tries",
+            "Please wait a little and try again. If you signed up already, check your inbox.",
+            429,
+        )
+        response = Response(body, status, mimetype="text/html")
+        response.headers["Retry-After"] = str(answer.retry_after)
+        return response
+    if answer.answer is Answer.BAD_ADDRESS:
+        return _page(
+            "subscribe.html",
+            400,
+            tags=subscriptions.signup.tags,
+            stamp=subscriptions.signer.form_stamp(),
+            source=page or "",
+            form={"email": form.email, "first_name": form.first_name, "tags": form.tags},
+            problem=f"That email address does not look right: {answer.problem}",
+        )
+    return _page("check_inbox.html")
+
+
+@public.get("/confirm")
+def confirm_page() -> tuple[str, int]:
+    token = request.args.get("token", "")
+    found = subscriptions_of(current_app).read_confirmation(token)
+    if not isinstance(found, SignupRequest):
+        return _invalid_confirmation(Confirmation(found.value))
+    return _page("confirm.html", token=token, who=mask(found.email))
+
+
+@public.post("/confirm")
+def confirm() -> tuple[str, int]:
+    token = request.form.get("token") or request.args.get("token", "")
+    outcome, who = subscriptions_of(current_app).confirm(token, _visitor(request.base_url))
+    if outcome in (Confirmation.CONFIRMED, Confirmation.ALREADY):
+        return _page("confirmed.html", who=who)
+    return _invalid_confirmation(outcome)
+
+
+def _invalid_confirmation(outcome: Confirmation) -> tuple[str, int]:
+    if outcome is Confirmation.EXPIRED:
+        return _message(
+            "This link has expired",
+            "Confirmation links work for a limited time. Please sign up again: it takes a moment.",
+            400,
+        )
+    if outcome is Confirmation.STALE:
+        return _message(
+            "This link is out of date",
+            "This address left the list after the link was sent. To come back, please sign up "
+            "again and confirm with the new email.",
+            400,
+        )
+    return _message(
+        "This link is not valid",
+        "It may have been cut short by your mail program. Please copy the whole link from the "
+        "email, or sign up again.",
+        400,
+    )
+
+
+# Leaving ------------------------------------------------------------------------------
+
+
+def _unsubscribe_key() -> str | None:
+    token = request.args.get("token", "")
+    secret = subscriptions_of(current_app).mailer.secret
+    return read_token(secret, token) if token else None
+
+
+def _invalid_unsubscribe() -> tuple[str, int]:
+    return _message(
+        "This link is not valid",
+        "It may have been cut short by your mail program. Reply to any issue with "
+        "“unsubscribe” and we will take you off the list.",
+        400,
+    )
+
+
+@public.get("/unsubscribe")
+def unsubscribe_page() -> tuple[str, int]:
+    key = _unsubscribe_key()
+    if key is None:
+        return _invalid_unsubscribe()
+    return _page("unsubscribe.html", token=request.args.get("token", ""), who=mask(key))
+
+
+@public.post("/unsubscribe")
+def unsubscribe() -> tuple[str, int]:
+    key = _unsubscribe_key()
+    if key is None:
+        return _invalid_unsubscribe()
+    try:
+        subscriptions_of(current_app).unsubscribe(key, _visitor())
+    except (sqlite3.Error, OSError, TimeoutError) as exc:
+        # Not recorded: say so (a mail client retries a 5xx), and ask for mail instead.
+        subscriptions_of(current_app).log(f"{mask(key)}: opt-out NOT recorded: {exc}")
+        return _message(
+            "We could not record that just now",
+            "Nothing was changed. Please try the link again later, or reply to any issue "
+            "with “unsubscribe” and we will take you off the list.",
+            503,
+        )
+    return _page("unsubscribed.html", who=mask(key))

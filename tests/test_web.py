@@ -1,0 +1,572 @@
+"""The web app (``newsletter serve``) served for real by waitress on 127.0.0.1, driven with
+``requests``: one-click unsubscribe (moved here from the old unsubscribe server, behaviour
+kept), signup with double opt-in, abuse, limits, and the list under load."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from email import message_from_bytes
+from pathlib import Path
+
+import pytest
+import requests
+from click.testing import CliRunner
+from itsdangerous import TimestampSigner, URLSafeTimedSerializer
+
+from pipeline.audience.subscribers import check_list
+from pipeline.cli import cli
+from pipeline.config import Settings
+from pipeline.delivery.providers import create_provider
+from pipeline.ledger.consent import consent_history
+from pipeline.messages.secret import load_secret
+from pipeline.messages.unsubscribe import make_token
+from pipeline.sending import open_ledger, send_issue
+from pipeline.web import from_config
+from pipeline.web.app import subscriptions_of
+from pipeline.web.tokens import CONFIRM_SALT, Signer, SignupRequest
+
+from .conftest import SAMPLE_ISSUE
+from .web_helpers import (
+    SIGNUP_CONFIG,
+    Served,
+    confirm_link,
+    outbox_mail,
+    rows,
+    rows_for,
+    serve,
+    with_signup,
+)
+
+ONE_CLICK = {"List-Unsubscribe": "One-Click"}  # RFC 8058: the body a mail client posts
+
+
+def statuses(settings: Settings) -> dict[str, str]:
+    return {row["email"]: row["status"] for row in rows(settings)}
+
+
+@pytest.fixture
+def served(project: Path) -> Served:  # type: ignore[misc]
+    settings = with_signup(project)
+    with serve(settings) as running:
+        yield running
+
+
+def history(settings: Settings, address: str) -> list[str]:
+    ledger = open_ledger(settings)
+    try:
+        return [f"{e.action.value}/{e.cause.value}" for e in consent_history(ledger.db, address)]
+    finally:
+        ledger.close()
+
+
+# Leaving: the one-click endpoint, moved in ----------------------------------------------
+
+
+def test_the_link_in_a_sent_email_unsubscribes_in_one_click(project: Path, served: Served) -> None:
+    settings = served.settings
+    provider = create_provider(settings, {})
+    send_issue(project / SAMPLE_ISSUE, settings, provider, environ={}, sleep=lambda s: None)
+    eml = project / "outbox" / "2025-07-21-hip-rotation" / "ben.lifter@example.org.eml"
+    message = message_from_bytes(eml.read_bytes())
+    link = re.search(r"<(https://[^>]+)>", message["List-Unsubscribe"])
+    assert link and message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    local = link.group(1).replace(settings.base_url, served.url)
+    before = check_list(settings.subscribers).audience
+
+    page = requests.get(local, timeout=5)  # a link scanner, or the reader's browser
+    assert page.status_code == 200 and '<form method="post"' in page.text
+    assert "b***@example.org" in page.text and "ben.lifter" not in page.text
+    served.settle()
+    assert statuses(settings)["ben.lifter@example.org"] == ""  # a GET changes nothing
+    assert history(settings, "ben.lifter@example.org") == []
+
+    done = requests.post(local, data=ONE_CLICK, timeout=5)  # what Gmail does
+    assert done.status_code == 200 and "You are unsubscribed" in done.text
+    assert "no-referrer" in done.headers["Referrer-Policy"]
+    served.settle()
+    assert statuses(settings)["ben.lifter@example.org"] == "unsubscribed"
+    assert check_list(settings.subscribers).audience == before - 1
+    assert history(settings, "ben.lifter@example.org") == ["unsubscribed/one-click"]
+    again = requests.post(local, data=ONE_CLICK, timeout=5)  # twice is harmless
+    assert again.status_code == 200
+    served.settle()
+    assert statuses(settings)["ben.lifter@example.org"] == "unsubscribed"
+    assert len(rows_for(settings, "ben.lifter@example.org")) == 1
+
+
+def test_a_forged_or_altered_token_changes_nothing(served: Served) -> None:
+    settings = served.settings
+    before = settings.subscribers.read_bytes()
+    forged = make_token(b"not the secret", "ada.runner@example.org")
+    real = make_token(served.secret, "ada.runner@example.org")
+    altered = real[:-2] + ("AA" if not real.endswith("AA") else "BB")
+    for path in (
+        f"/unsubscribe?token={forged}",
+        f"/unsubscribe?token={altered}",
+        "/unsubscribe?token=",
+        "/unsubscribe",
+    ):
+        answer = requests.post(served.url + path, data=ONE_CLICK, timeout=5)
+        assert answer.status_code == 400 and "not valid" in answer.text
+        assert requests.get(served.url + path, timeout=5).status_code == 400
+    assert requests.post(served.url + "/", data=ONE_CLICK, timeout=5).status_code in (404, 405)
+    served.settle()
+    assert settings.subscribers.read_bytes() == before
+    assert history(settings, "ada.runner@example.org") == []
+
+
+def test_an_address_not_on_the_list_gets_the_same_answer(served: Served) -> None:
+    """No answer reveals who is on the list: a valid token for a stranger reads the same."""
+    settings = served.settings
+    before = settings.subscribers.read_bytes()
+    answers = []
+    for address in ("ada.runner@example.org", "stranger@example.org"):
+        token = make_token(served.secret, address)
+        answer = requests.post(f"{served.url}/unsubscribe?token={token}", data=ONE_CLICK)
+        answers.append(answer.text.replace(address[0] + "***@example.org", "X"))
+    assert answers[0] == answers[1]
+    served.settle()
+    assert statuses(settings)["ada.runner@example.org"] == "unsubscribed"
+    after = settings.subscribers.read_bytes()
+    assert after.replace(b"ada.runner@example.org,Ada,Runner,unsubscribed", b"") == before.replace(
+        b"ada.runner@example.org,Ada,Runner,subscribed", b""
+    )
+
+
+def test_a_broken_list_keeps_the_opt_out_queued_until_it_is_fixed(served: Served) -> None:
+    """The opt-out is recorded (and answered) even when the list cannot be written; the list
+    is left as it was, the operator is told which file and line, and it lands once fixed."""
+    settings = served.settings
+    good = settings.subscribers.read_bytes()
+    broken = b"name,status\r\nAda,subscribed\r\n"  # someone renamed the email column
+    settings.subscribers.write_bytes(broken)
+    token = make_token(served.secret, "ada.runner@example.org")
+    answer = requests.post(f"{served.url}/unsubscribe?token={token}", data=ONE_CLICK, timeout=5)
+    assert answer.status_code == 200
+    served.subscriptions._flush_logged()
+    assert settings.subscribers.read_bytes() == broken
+    (line,) = [line for line in served.log if "NOT updated" in line]
+    assert "subscribers.csv:1" in line and "email" in line  # file and line named
+    settings.subscribers.write_bytes(good)
+    served.subscriptions._flush_logged()
+    assert statuses(settings)["ada.runner@example.org"] == "unsubscribed"
+
+
+def test_a_send_applies_opt_outs_still_queued(project: Path, served: Served) -> None:
+    settings = served.settings
+    token = make_token(served.secret, "ada.runner@example.org")
+    requests.post(f"{served.url}/unsubscribe?token={token}", data=ONE_CLICK, timeout=5)
+    # No applier ran: the opt-out is only in the ledger's queue when the send starts.
+    assert statuses(settings)["ada.runner@example.org"] == "subscribed"
+    provider = create_provider(settings, {})
+    report = send_issue(project / SAMPLE_ISSUE, settings, provider, environ={}, sleep=lambda s: 0)
+    assert report is not None
+    sent = {p.name for p in (project / "outbox" / "2025-07-21-hip-rotation").glob("*.eml")}
+    assert "ada.runner@example.org.eml" not in sent and "ben.lifter@example.org.eml" in sent
+    assert statuses(settings)["ada.runner@example.org"] == "unsubscribed"
+
+
+# Joining: double opt-in -------------------------------------------------------------------
+
+
+def leave_url(served: Served, address: str) -> str:
+    return f"{served.url}/unsubscribe?token={make_token(served.secret, address)}"
+
+
+def signup(served: Served, email: str, **extra: str | list[str]) -> requests.Response:
+    data: dict[str, str | list[str]] = {"email": email, "first_name": "Pat", **extra}
+    return requests.post(f"{served.url}/subscribe", data=data, timeout=10)
+
+
+def test_signup_confirm_and_welcome_once(project: Path, served: Served) -> None:
+    settings = served.settings
+    (project / "newsletters" / "welcome.md").write_text(
+        "---\nsubject: Welcome, {{ subscriber.first_name }}\n---\n\nGlad you are here.\n",
+        encoding="utf-8",
+    )
+    page = requests.get(f"{served.url}/subscribe", timeout=5)
+    assert page.status_code == 200 and 'name="email"' in page.text and "Runners" in page.text
+
+    answer = signup(served, "Pat.New@Example.org", tags=["runners", "not-offered"])
+    assert answer.status_code == 200 and "Check your inbox" in answer.text
+    served.settle()
+    assert rows_for(settings, "pat.new@example.org") == []  # nothing until confirmed
+    (mail,) = outbox_mail(settings, "confirmation")
+    assert mail["To"] == "Pat <Pat.New@example.org>"
+    assert "List-Unsubscribe" not in mail  # not on any list yet
+    link = confirm_link(mail, settings, served.url)
+
+    shown = requests.get(link, timeout=5)  # what a link scanner does
+    assert shown.status_code == 200 and ">Confirm</button>" in shown.text
+    served.settle()
+    assert rows_for(settings, "pat.new@example.org") == []  # GET changed nothing
+
+    token = link.split("token=")[1]
+    done = requests.post(f"{served.url}/confirm", data={"token": token}, timeout=5)
+    assert done.status_code == 200 and "You are subscribed" in done.text
+    again = requests.post(f"{served.url}/confirm", data={"token": token}, timeout=5)
+    assert again.status_code == 200  # a double click
+    served.settle()
+    (row,) = rows_for(settings, "pat.new@example.org")
+    assert row["status"] == "subscribed" and row["first_name"] == "Pat"
+    assert row["tags"] == "runners" and row["subscribed_at"].startswith("20")
+    assert len(outbox_mail(settings, "welcome")) == 1
+    assert history(settings, "pat.new@example.org") == [
+        "signup_requested/form",
+        "confirmed/form",
+    ]
+    assert check_list(settings.subscribers).invalid == []
+
+
+def test_same_address_again_no_second_row_and_no_second_email(served: Served) -> None:
+    settings = served.settings
+    signup(served, "twice@example.org")
+    served.settle()
+    signup(served, "TWICE@example.org")  # within the hour: no second confirmation
+    served.settle()
+    assert len(outbox_mail(settings, "confirmation")) == 1
+    (mail,) = outbox_mail(settings, "confirmation")
+    token = confirm_link(mail, settings, served.url).split("token=")[1]
+    requests.post(f"{served.url}/confirm", data={"token": token}, timeout=5)
+    served.settle()
+    before = list(served.log)
+    signup(served, "twice@example.org")  # already subscribed: none
+    served.settle()
+    assert len(rows_for(settings, "twice@example.org")) == 1
+    assert any("already subscribed, no confirmation" in line for line in served.log[len(before) :])
+
+
+def test_an_already_subscribed_address_gets_the_same_answer_and_no_mail(served: Served) -> None:
+    on_list = signup(served, "ada.runner@example.org")
+    stranger = signup(served, "nobody.yet@example.org")
+    assert on_list.status_code == stranger.status_code == 200
+    assert on_list.text == stranger.text
+    served.settle()
+    names = {m["To"] for m in outbox_mail(served.settings, "confirmation")}
+    assert names == {"Pat <nobody.yet@example.org>"}
+
+
+def test_coming_back_after_unsubscribing_needs_a_new_confirmation(served: Served) -> None:
+    settings = served.settings
+    signup(served, "eve.gone@example.org")  # unsubscribed on the list: she may come back
+    served.settle()
+    (mail,) = outbox_mail(settings, "confirmation")
+    old_token = confirm_link(mail, settings, served.url).split("token=")[1]
+    ok = requests.post(f"{served.url}/confirm", data={"token": old_token}, timeout=5)
+    assert ok.status_code == 200
+    served.settle()
+    assert [r["status"] for r in rows_for(settings, "eve.gone@example.org")] == ["subscribed"]
+    unsubscribe = make_token(served.secret, "eve.gone@example.org")
+    requests.post(f"{served.url}/unsubscribe?token={unsubscribe}", data=ONE_CLICK, timeout=5)
+    served.settle()
+    stale = requests.post(f"{served.url}/confirm", data={"token": old_token}, timeout=5)
+    assert stale.status_code == 400 and "out of date" in stale.text
+    served.settle()
+    assert [r["status"] for r in rows_for(settings, "eve.gone@example.org")] == ["unsubscribed"]
+    assert history(settings, "eve.gone@example.org") == [
+        "signup_requested/form",
+        "resubscribed/form",
+        "unsubscribed/one-click",
+    ]
+
+
+def test_forged_expired_and_altered_confirmations_change_nothing(served: Served) -> None:
+    settings = served.settings
+    before = settings.subscribers.read_bytes()
+    request = SignupRequest("mallory@example.org", "M", (), "2026-01-01T00:00:00.000+00:00")
+    forged = Signer(b"another key", timedelta(days=7)).confirmation_token(request)
+    real = Signer(served.secret, timedelta(days=7)).confirmation_token(request)
+    payload, _, signature = real.rpartition(".")
+    altered = payload.replace(payload[3], "A" if payload[3] != "A" else "B", 1) + "." + signature
+    # Expired: signed 8 days ago (itsdangerous reads the time from the token itself).
+    eight_days_ago = int((datetime.now(UTC) - timedelta(days=8)).timestamp())
+
+    class Past(TimestampSigner):
+        def get_timestamp(self) -> int:
+            return eight_days_ago
+
+    expired_signer = Signer(served.secret, timedelta(days=7))
+    expired_signer.confirm = URLSafeTimedSerializer(served.secret, CONFIRM_SALT, signer=Past)
+    expired = expired_signer.confirmation_token(request)
+    for token, words in (
+        (forged, "not valid"),
+        (altered, "not valid"),
+        (real[:20], "not valid"),
+        ("", "not valid"),
+        (expired, "expired"),
+    ):
+        shown = requests.get(f"{served.url}/confirm", params={"token": token}, timeout=5)
+        pressed = requests.post(f"{served.url}/confirm", data={"token": token}, timeout=5)
+        assert shown.status_code == pressed.status_code == 400, token
+        assert words in shown.text and words in pressed.text
+    served.settle()
+    assert settings.subscribers.read_bytes() == before
+    assert history(settings, "mallory@example.org") == []
+
+
+def test_bots_are_silently_ignored(project: Path) -> None:
+    settings = with_signup(project, "\n[signup]\nmin_fill_seconds = 30\n")
+    with serve(settings) as served:
+        page = requests.get(f"{served.url}/subscribe", timeout=5).text
+        stamp = re.search(r'name="stamp" value="([^"]+)"', page)
+        assert stamp
+        honeypot = signup(served, "bot1@example.org", website="http://spam.example")
+        too_fast = signup(served, "bot2@example.org", stamp=stamp.group(1))
+        forged_stamp = signup(served, "bot3@example.org", stamp="123.abc")
+        script_fast = signup(served, "bot4@example.org", elapsed="0.4")
+        for answer in (honeypot, too_fast, forged_stamp, script_fast):
+            assert answer.status_code == 200 and "Check your inbox" in answer.text
+        human = signup(served, "human@example.org", elapsed="41.5")  # the snippet's script
+        assert human.status_code == 200
+        served.settle()
+        names = [m["To"] for m in outbox_mail(settings, "confirmation")]
+        assert names == ["Pat <human@example.org>"]
+        for n in range(1, 5):
+            assert history(settings, f"bot{n}@example.org") == []
+
+
+def test_bad_addresses_are_shown_back_and_header_injection_goes_nowhere(served: Served) -> None:
+    for bad in ("not-an-address", "a@b", "jürgen@example.org", "x@example.org\r\nBcc: v@e.org"):
+        answer = signup(served, bad)
+        assert answer.status_code == 400 and "does not look right" in answer.text
+    evil = "Eve\r\nBcc: victim@example.net\x00" + "x" * 5000
+    assert signup(served, "header.test@example.org", first_name=evil).status_code == 200
+    served.settle()
+    (mail,) = outbox_mail(served.settings, "confirmation")
+    assert mail["Bcc"] is None and "victim" not in str(mail["To"]).split("<")[1]
+    assert len(mail["To"]) < 200
+
+
+def test_rate_limits_answer_429_with_retry_after(project: Path) -> None:
+    settings = with_signup(
+        project, "\n[signup]\nmin_fill_seconds = 0\nper_ip_per_hour = 4\nper_address_per_hour = 2\n"
+    )
+    with serve(settings) as served:
+        assert [signup(served, "same@example.org").status_code for _ in range(3)] == [
+            200,
+            200,
+            429,
+        ]
+        codes = [signup(served, f"other{n}@example.org") for n in range(3)]
+        assert [c.status_code for c in codes] == [200, 429, 429]  # 4 posts from this IP
+        assert int(codes[-1].headers["Retry-After"]) > 0
+        served.settle()
+        assert len(outbox_mail(settings, "confirmation")) == 2  # same@ once, other0@
+
+
+def test_limits_on_the_request_itself(served: Served) -> None:
+    big = requests.post(f"{served.url}/subscribe", data={"email": "x" * 100_000}, timeout=5)
+    assert big.status_code == 413
+    for length in (b"-1", b"abc"):
+        with socket.create_connection(("127.0.0.1", int(served.url.rsplit(":", 1)[1]))) as s:
+            s.settimeout(10)
+            s.sendall(b"POST /subscribe HTTP/1.1\r\nHost: x\r\nContent-Length: " + length)
+            s.sendall(b"\r\n\r\nemail=a%40example.org")
+            assert s.recv(100).startswith(b"HTTP/1.1 400")
+    health = requests.get(f"{served.url}/healthz", timeout=5)
+    assert health.status_code == 200 and health.json() == {"status": "ok", "queued": 0}
+
+
+def test_the_background_applier_writes_the_list(project: Path) -> None:
+    settings = with_signup(project)
+    with serve(settings, background=True) as served:
+        token = make_token(served.secret, "ada.runner@example.org")
+        requests.post(f"{served.url}/unsubscribe?token={token}", data=ONE_CLICK, timeout=5)
+        for _ in range(200):  # bounded wait for the thread, not a timing assertion
+            if statuses(settings)["ada.runner@example.org"] == "unsubscribed":
+                break
+            threading.Event().wait(0.05)
+        assert statuses(settings)["ada.runner@example.org"] == "unsubscribed"
+    assert any("list updated: 1 queued change applied" in line for line in served.log)
+
+
+# Together, under load ---------------------------------------------------------------------
+
+
+def test_fifty_signups_and_opt_outs_at_once_all_land(project: Path) -> None:
+    settings = with_signup(project, SIGNUP_CONFIG + "per_ip_per_hour = 1000\n")
+    leaving = [r["email"] for r in rows(settings) if r["status"] in ("", "subscribed")]
+    with serve(settings, background=True) as served:
+        joining = [f"new{n}@example.org" for n in range(25)]
+
+        def join(address: str) -> int:
+            return signup(served, address).status_code
+
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            codes = list(pool.map(join, joining))
+        served.subscriptions.drain()
+        links = [
+            confirm_link(m, settings, served.url) for m in outbox_mail(settings, "confirmation")
+        ]
+        assert len(links) == 25 and set(codes) == {200}
+
+        def confirm(link: str) -> int:
+            token = link.split("token=")[1]
+            return requests.post(f"{served.url}/confirm", data={"token": token}).status_code
+
+        def leave(address: str) -> int:
+            token = make_token(served.secret, address)
+            url = f"{served.url}/unsubscribe?token={token}"
+            return requests.post(url, data=ONE_CLICK, timeout=10).status_code
+
+        with ThreadPoolExecutor(max_workers=25) as pool:
+            futures = [pool.submit(confirm, link) for link in links]
+            futures += [pool.submit(leave, address) for address in leaving]
+            assert {f.result() for f in futures} == {200}
+        served.settle()
+    report = check_list(settings.subscribers)
+    assert report.invalid == [] and report.duplicates == []
+    final = statuses(settings)
+    assert all(final[a] == "unsubscribed" for a in leaving)
+    assert all(final[a] == "subscribed" for a in joining)
+
+
+def test_a_send_while_people_join_and_leave_is_unaffected(project: Path) -> None:
+    settings = with_signup(project, SIGNUP_CONFIG + "per_ip_per_hour = 1000\n")
+    many = "".join(f"reader{n}@example.org,Reader,{n},subscribed,,\n" for n in range(400))
+    with settings.subscribers.open("a", encoding="utf-8") as f:
+        f.write(many)
+    with serve(settings, background=True) as served:
+        stop = threading.Event()
+        broken: list[str] = []
+
+        def watch() -> None:
+            while not stop.is_set():
+                try:
+                    report = check_list(settings.subscribers)
+                except Exception as exc:  # the file must never be caught half-written
+                    broken.append(str(exc))
+                    return
+                if report.invalid:
+                    broken.append(str(report.invalid[0]))
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        sender = ThreadPoolExecutor(max_workers=1)
+        provider = create_provider(settings, {})
+        sending = sender.submit(
+            send_issue, project / SAMPLE_ISSUE, settings, provider, environ={}, sleep=lambda s: 0
+        )
+        with ThreadPoolExecutor(max_workers=10) as pool:
+            leaves = [
+                pool.submit(
+                    requests.post, leave_url(served, f"reader{n}@example.org"), data=ONE_CLICK
+                )
+                for n in range(0, 400, 20)
+            ]
+            joins = [pool.submit(signup, served, f"joiner{n}@example.org") for n in range(10)]
+            assert {f.result().status_code for f in leaves + joins} == {200}
+        report = sending.result(timeout=120)
+        stop.set()
+        watcher.join()
+        served.settle()
+    assert broken == []
+    assert report is not None and report.counts.pending == 0 and report.counts.failed == 0
+    final = statuses(settings)
+    assert all(final[f"reader{n}@example.org"] == "unsubscribed" for n in range(0, 400, 20))
+    assert check_list(settings.subscribers).invalid == []
+
+
+# The command ------------------------------------------------------------------------------
+
+
+def test_serve_snippet_prints_a_form_for_any_page(project: Path) -> None:
+    with_signup(project)
+    result = CliRunner().invoke(
+        cli, ["--config", str(project / "newsletter.toml"), "serve", "--snippet"]
+    )
+    assert result.exit_code == 0, result.output
+    assert 'action="https://movementsolutions.example/subscribe"' in result.output
+    assert 'name="website"' in result.output and 'value="seniors"' in result.output
+    assert result.output.strip().endswith("</script>")
+
+
+def test_an_opt_out_the_ledger_cannot_record_is_a_503_and_says_so(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full_disk(write: object, timeout: float = 30) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(served.subscriptions.writer, "commit", full_disk)
+    answer = requests.post(leave_url(served, "ada.runner@example.org"), data=ONE_CLICK)
+    assert answer.status_code == 503 and "Nothing was changed" in answer.text
+    assert any("a***@example.org: opt-out NOT recorded" in line for line in served.log)
+
+
+def test_half_open_connections_do_not_hold_the_workers(project: Path) -> None:
+    """Issue 10: 300 half-open connections held 301 threads of the old server."""
+    settings = with_signup(project)
+    with serve(settings, threads=2) as served:
+        port = int(served.url.rsplit(":", 1)[1])
+        stalled = []
+        for _ in range(50):
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(b"POST /unsubscribe HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nab")
+            stalled.append(sock)
+        try:
+            answer = requests.get(f"{served.url}/healthz", timeout=10)
+            assert answer.status_code == 200
+        finally:
+            for sock in stalled:
+                sock.close()
+
+
+def test_the_factory_for_other_wsgi_servers(project: Path) -> None:
+    settings = with_signup(project)
+    app = from_config(str(project / "newsletter.toml"), proxies=1)
+    try:
+        client = app.test_client()
+        answer = client.get("/healthz")
+        assert answer.status_code == 200 and answer.json == {"status": "ok", "queued": 0}
+        token = make_token(subscriptions_of(app).mailer.secret, "ada.runner@example.org")
+        client.post(
+            f"/unsubscribe?token={token}",
+            data=ONE_CLICK,
+            headers={"X-Forwarded-For": "203.0.113.9"},
+        )
+    finally:
+        subscriptions_of(app).close()  # applies the queue, as at exit
+    assert statuses(settings)["ada.runner@example.org"] == "unsubscribed"
+    ledger = open_ledger(settings)
+    (event,) = consent_history(ledger.db, "ada.runner@example.org")
+    ledger.close()
+    assert event.ip == "203.0.113.9"  # from the one trusted proxy's header
+
+
+@pytest.mark.parametrize("command", ["serve", "unsubscribe-server"])
+def test_the_command_serves_and_stops_cleanly_on_sigterm(project: Path, command: str) -> None:
+    settings = with_signup(project)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", command, "--port", "0"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert server.stdout is not None
+        first = server.stdout.readline()
+        found = re.search(r"at (http://127\.0\.0\.1:\d+)/subscribe", first)
+        assert found, first
+        url = found.group(1)
+        assert requests.get(f"{url}/subscribe", timeout=10).status_code == 200
+        secret = load_secret(settings.state_dir, {})
+        token = make_token(secret, "ada.runner@example.org")
+        answer = requests.post(f"{url}/unsubscribe?token={token}", data=ONE_CLICK, timeout=10)
+        assert answer.status_code == 200
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output, _ = server.communicate(timeout=60)
+    assert server.returncode == 0, output
+    assert "stopped" in output and "Traceback" not in output
+    assert statuses(settings)["ada.runner@example.org"] == "unsubscribed"
