@@ -194,6 +194,16 @@ def _print_report(report: SendReport, settings: Settings, *, quiet: bool = False
         f"unknown {run.unknown}"
         + (f"; {report.reconciled} found already delivered" if report.reconciled else "")
     )
+    asked = report.asked
+    if asked is not None and (asked.found or asked.resent or asked.waiting or asked.problem):
+        name = settings.provider.name
+        click.echo(
+            f"  asked {name} about unknown recipients: {asked.found} it had accepted (now"
+            f" sent), {asked.resent} it never had (sent by this run), {asked.waiting} not"
+            " found yet (asked again by the next run)"
+        )
+        if asked.problem:
+            click.echo(f"    could not ask: {asked.problem}")
     if report.skipped:
         reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(report.skipped.items()))
         click.echo(f"  skipped {sum(report.skipped.values())} rows: {reasons}")
@@ -212,7 +222,12 @@ def _print_report(report: SendReport, settings: Settings, *, quiet: bool = False
                 f"    {replayable} in batches this provider was sent: the next run replays them "
                 "under the same idempotency key, which it delivers once"
             )
-        if len(report.unknown) > replayable:
+        if asked is not None:
+            click.echo(
+                f"    the next run asks {settings.provider.name} about them again"
+                " before sending anything"
+            )
+        elif len(report.unknown) > replayable:
             click.echo(
                 f"    {len(report.unknown) - replayable}: re-send them with --resend-unknown "
                 "once you have checked"

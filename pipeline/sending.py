@@ -26,8 +26,16 @@ from pipeline.audience.subscribers import (
 from pipeline.config import Settings
 from pipeline.content.issue import Issue, load_issue
 from pipeline.delivery.loop import DeliveryLoop, DeliveryPolicy, LoopResult
-from pipeline.delivery.provider import Options, Outcome, Provider, RecipientResult, Reconciling
+from pipeline.delivery.provider import (
+    Options,
+    Outcome,
+    Provider,
+    RecipientResult,
+    Reconciling,
+    Searching,
+)
 from pipeline.delivery.providers import REGISTRY, create_provider
+from pipeline.delivery.settle import Asked, ask_provider
 from pipeline.errors import InputError, InputErrors, NewsletterError
 from pipeline.events.sync import SyncReport
 from pipeline.ledger.events import delivery_counts
@@ -102,6 +110,7 @@ class SendReport:
     recovered_unknown: int = 0
     withdrawn: int = 0
     reconciled: int = 0
+    asked: Asked | None = None  # unknown rows settled by asking the provider
     unknown_replayable: int = 0  # unknown rows the (idempotent) provider will replay by key
 
     @property
@@ -231,16 +240,20 @@ def _send_locked(
         for _ in audience.subscribers(settings.subscribers, issue.tags):
             pass
         withdrawn = ledger.withdraw(slug, audience.opted_out)
-    if resend_unknown:
-        # Batches an idempotent provider sent are replayed by the loop under their key.
-        ledger.requeue_unknown(slug, provider.name if provider.idempotent else None)
-
     factory = MessageFactory(
         compiled,
         settings,
         load_secret(settings.state_dir, environ),
         managed_unsubscribe=provider.managed_unsubscribe,
     )
+    # Before anything is re-sent, a provider that can search says what it accepted.
+    asked = (
+        ask_provider(ledger, slug, provider, factory) if isinstance(provider, Searching) else None
+    )
+    if resend_unknown:
+        # Batches an idempotent provider sent are replayed by the loop under their key.
+        ledger.requeue_unknown(slug, provider.name if provider.idempotent else None)
+
     reconciled = _reconcile_unknown(ledger, slug, provider, factory)
     ledger.set_status(slug, IssueStatus.SENDING)
     loop = DeliveryLoop(
@@ -276,6 +289,7 @@ def _send_locked(
         recovered_unknown=recovered,
         withdrawn=withdrawn,
         reconciled=reconciled,
+        asked=asked,
         unknown_replayable=(
             ledger.unknown_replayable(slug, provider.name) if provider.idempotent else 0
         ),

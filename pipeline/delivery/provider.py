@@ -94,6 +94,21 @@ class Reconciling(Protocol):
     def reconcile(self, messages: Sequence[Message]) -> list[RecipientResult]: ...
 
 
+@runtime_checkable
+class Searching(Protocol):
+    """A provider whose API can say, by searching what it accepted, whether a message whose
+    answer was lost went out (Postmark's outbound message search, Mailgun's events).
+
+    ``find_accepted`` returns, for the messages it finds, key -> the provider's message id;
+    raises ``SearchFailed`` when it cannot ask.  A search may lag behind what was accepted:
+    ``search_grace`` seconds after a batch was handed over, a message still not found is
+    taken as never accepted, and sent."""
+
+    search_grace: float
+
+    def find_accepted(self, messages: Sequence[Message]) -> dict[str, str]: ...
+
+
 @dataclass(frozen=True)
 class ProviderInfo:
     """How ``newsletter providers`` and config validation describe one provider."""
