@@ -525,3 +525,50 @@ def test_the_app_of_newsletter_serve_takes_webhooks_beyond_its_form_limit(
     forged = app.test_client().post("/webhooks/sendgrid", data=body + b" ", headers=headers)
     assert forged.status_code == 401
     assert any("wrong SendGrid signature" in line for line in lines)
+
+
+def test_a_status_already_on_the_list_is_recorded_once_in_the_history(
+    client: FlaskClient, events_settings: Settings, all_senders: dict[str, Sender]
+) -> None:
+    from pipeline.audience.list_writer import ListChange, apply_changes
+
+    sender = all_senders["postmark"]
+    record_sends(events_settings, "postmark")
+    # As if a run rewrote the list and died before recording it: the list says bounced,
+    # the history nothing yet.
+    apply_changes(events_settings.subscribers, [ListChange(ADA, status="bounced")])
+    assert post(client, sender, event(sender, "hard", n=1))[0] == 200
+    assert history(events_settings, ADA) == [("bounced", "bounce")]
+    # Another bounce (another event) for the same reader adds nothing to the history.
+    assert post(client, sender, event(sender, "hard", issue=ISSUES[0], n=2))[0] == 200
+    assert stored_events(events_settings) == 2
+    assert history(events_settings, ADA) == [("bounced", "bounce")]
+    # A complaint is recorded over the bounce: it is the stronger signal.
+    assert post(client, sender, event(sender, "complaint", n=3))[0] == 200
+    assert list_status(events_settings, ADA) == "complained"
+    assert history(events_settings, ADA) == [("bounced", "bounce"), ("complained", "complaint")]
+    # An unsubscribe after that changes nothing on the list.
+    assert post(client, sender, event(sender, "unsubscribe", n=4))[0] == 200
+    assert list_status(events_settings, ADA) == "complained"
+
+
+def test_events_we_have_no_use_for_are_acknowledged_and_not_stored(
+    client: FlaskClient, events_settings: Settings, all_senders: dict[str, Sender]
+) -> None:
+    sender = all_senders["postmark"]
+    for payload in (
+        {"RecordType": "Bounce", "ID": 7, "Type": "AutoResponder", "Email": ADA},
+        {
+            "RecordType": "SubscriptionChange",
+            "Recipient": ADA,
+            "SuppressSending": False,
+            "SuppressionReason": None,
+            "ChangedAt": "2025-11-25T10:00:00Z",
+        },
+    ):
+        status, text = post(client, sender, payload)
+        assert status == 200 and "0 events received" in text
+    # A reactivation at Postmark never resubscribes anyone: consent needs the reader.
+    assert stored_events(events_settings) == 0
+    status, text = post(client, sender, {"no": "record type"})
+    assert status == 400
