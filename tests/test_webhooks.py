@@ -29,10 +29,10 @@ from pipeline.cli import cli
 from pipeline.config import Settings, load_settings
 from pipeline.delivery.providers.resend_events import svix_key, svix_signature
 from pipeline.events.apply import apply_pending
-from pipeline.events.base import Nonce
+from pipeline.events.base import Nonce, WebhookRequest
 from pipeline.events.receive import WebhookReceiver
 from pipeline.ledger.consent import consent_history
-from pipeline.ledger.events import claim_nonce
+from pipeline.ledger.events import claim_nonce, store
 from pipeline.ledger.store import RecipientStatus, Settlement
 from pipeline.sending import open_ledger
 from pipeline.web.webhooks import webhooks_blueprint
@@ -521,7 +521,7 @@ def test_the_app_of_newsletter_serve_takes_webhooks_beyond_its_form_limit(
     answer = app.test_client().post("/webhooks/sendgrid", data=body, headers=headers)
     assert answer.status_code == 200, answer.get_data(as_text=True)
     assert list_status(events_settings, ADA) == "complained"
-    assert f"sendgrid webhook: {ADA} is now complained" in lines
+    assert f"sendgrid event: {ADA} is now complained" in lines
     forged = app.test_client().post("/webhooks/sendgrid", data=body + b" ", headers=headers)
     assert forged.status_code == 401
     assert any("wrong SendGrid signature" in line for line in lines)
@@ -572,3 +572,37 @@ def test_events_we_have_no_use_for_are_acknowledged_and_not_stored(
     assert stored_events(events_settings) == 0
     status, text = post(client, sender, {"no": "record type"})
     assert status == 400
+
+
+def test_in_the_background_the_answer_comes_first_and_the_list_follows(
+    events_settings: Settings, all_senders: dict[str, Sender], sns: SnsCertServer
+) -> None:
+    sender = all_senders["resend"]
+    record_sends(events_settings, "resend")
+    # Stored by a process that stopped before applying it: the next one applies it.
+    ledger = open_ledger(events_settings)
+    try:
+        headers, body = sender.signed(event(sender, "complaint", email=BEN), NOW)
+        left = all_senders["resend"]
+        parsed = WebhookReceiver(events_settings, merged_env(all_senders), clock=lambda: NOW)
+        store(ledger, parsed.sources["resend"].parse(WebhookRequest.of(headers.items(), body)))  # type: ignore[union-attr]
+    finally:
+        ledger.close()
+    assert list_status(events_settings, BEN) == "subscribed" and left
+    receiver = WebhookReceiver(
+        events_settings,
+        merged_env(all_senders),
+        sns_fetch=sns.fetch,
+        clock=lambda: NOW,
+        background=True,
+    )
+    app = Flask(__name__)
+    app.register_blueprint(webhooks_blueprint(events_settings, receiver=receiver))
+    assert receiver.wait_applied()
+    assert list_status(events_settings, BEN) == "complained"
+    headers, body = sender.signed(event(sender, "hard"), NOW)
+    answer = app.test_client().post("/webhooks/resend", data=body, headers=headers)
+    assert answer.status_code == 200 and "1 new" in answer.get_data(as_text=True)
+    assert receiver.wait_applied()
+    assert list_status(events_settings, ADA) == "bounced"
+    assert history(events_settings, ADA) == [("bounced", "bounce")]

@@ -11,6 +11,7 @@ the provider does not retry what we have.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -57,7 +58,12 @@ class Answer:
 
 class WebhookReceiver:
     """Built once per app from the settings and the environment: each provider whose
-    secret is set takes events; the others refuse every request (and say why in the log)."""
+    secret is set takes events; the others refuse every request (and say why in the log).
+
+    With ``background``, a verified request is answered as soon as its events are stored
+    (a few milliseconds), and a thread applies them: rewriting a 100,000-row list takes
+    a second or so, longer than a provider should wait.  Without it (tests, scripts), they
+    are applied before the answer."""
 
     def __init__(
         self,
@@ -68,6 +74,7 @@ class WebhookReceiver:
         clock: Callable[[], float] = time.time,
         open_ledger: Callable[[Settings], Ledger] | None = None,
         log: Callable[[str], None] | None = None,
+        background: bool = False,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -79,6 +86,16 @@ class WebhookReceiver:
             except NotConfigured as exc:
                 self.sources[name] = exc
         self.open_ledger = open_ledger or default_open_ledger
+        self.wake = threading.Event()
+        self.idle = threading.Event()
+        self.signal = threading.Lock()  # wake and idle change together
+        self.idle.set()
+        self.worker: threading.Thread | None = None
+        if background:
+            self.worker = threading.Thread(target=self._apply_forever, daemon=True)
+            self.wake.set()  # events a previous process stored but never applied
+            self.idle.clear()
+            self.worker.start()
 
     def configured(self) -> list[str]:
         return sorted(n for n, s in self.sources.items() if not isinstance(s, NotConfigured))
@@ -97,20 +114,48 @@ class WebhookReceiver:
             self.log(f"refused a {provider} webhook: {refused.reason}")
             return Answer(refused.status, refused.reason)
         ledger = self.open_ledger(self.settings)
+        applied = None
         try:
             if nonce is not None and not claim_nonce(ledger, provider, nonce):
                 self.log(f"refused a {provider} webhook: a token already used with another body")
                 return Answer(401, "this signature was already used")
             new = store(ledger, events)
-            try:
-                applied = apply_pending(self.settings, ledger)
-            except NewsletterError as exc:
-                self.log(f"stored {provider} events but could not apply them yet: {exc}")
-                applied = None
+            if self.worker is None:
+                applied = self._apply(ledger)
         finally:
             ledger.close()
+        if self.worker is not None and new:
+            with self.signal:
+                self.idle.clear()
+                self.wake.set()
         count = len(events)
-        if applied is not None and applied.changed:
-            for effect in applied.changed:
-                self.log(f"{provider} webhook: {effect.email} is now {effect.status}")
         return Answer(200, f"{count} event{'s' if count != 1 else ''} received, {new} new", applied)
+
+    def wait_applied(self, timeout: float = 30) -> bool:
+        """Until the background thread has applied everything stored (tests, shutdown)."""
+        return self.idle.wait(timeout)
+
+    def _apply(self, ledger: Ledger) -> Applied | None:
+        try:
+            applied = apply_pending(self.settings, ledger)
+        except NewsletterError as exc:
+            self.log(f"provider events stored, but not applied yet: {exc}")
+            return None
+        for effect in applied.changed:
+            self.log(f"{effect.why.split(' ', 1)[0]} event: {effect.email} is now {effect.status}")
+        return applied
+
+    def _apply_forever(self) -> None:
+        while True:
+            self.wake.wait()
+            self.wake.clear()
+            ledger = self.open_ledger(self.settings)
+            try:
+                self._apply(ledger)
+            except Exception as exc:  # the thread must outlive one bad moment
+                self.log(f"applying provider events failed: {type(exc).__name__}: {exc}")
+            finally:
+                ledger.close()
+            with self.signal:
+                if not self.wake.is_set():
+                    self.idle.set()

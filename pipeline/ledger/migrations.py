@@ -156,12 +156,17 @@ def migrate(db: sqlite3.Connection) -> int:
             f"the ledger has schema version {version}, newer than this program "
             f"({len(MIGRATIONS)}): upgrade newsletter-pipeline"
         )
-    for number, statements in enumerate(MIGRATIONS[version:], start=version + 1):
+    while version < len(MIGRATIONS):
         db.execute("BEGIN IMMEDIATE")
         try:
-            for statement in statements:
-                db.execute(statement)
-            db.execute(f"PRAGMA user_version = {number}")
+            # Read again under the write lock: another process (the web app and a send
+            # opening a new ledger together) may have applied it meanwhile.
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+            if version < len(MIGRATIONS):
+                for statement in MIGRATIONS[version]:
+                    db.execute(statement)
+                version += 1
+                db.execute(f"PRAGMA user_version = {version}")
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")

@@ -64,7 +64,7 @@ def create_app(
     from pipeline.web.webhooks import webhooks_blueprint
 
     app.register_blueprint(public)
-    app.register_blueprint(webhooks_blueprint(settings, environ, log=log))
+    app.register_blueprint(webhooks_blueprint(settings, environ, log=log, background=background))
     if trusted_proxies:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=trusted_proxies, x_proto=trusted_proxies, x_host=trusted_proxies

@@ -28,10 +28,12 @@ def webhooks_blueprint(
     *,
     receiver: WebhookReceiver | None = None,
     log: Callable[[str], None] | None = None,
+    background: bool = True,
 ) -> Blueprint:
-    """The webhook routes, for ``create_app`` to register."""
+    """The webhook routes, for ``create_app`` to register.  ``background``: answer once the
+    events are stored and apply them in a thread (off: apply before answering)."""
     found = receiver or WebhookReceiver(
-        settings, os.environ if environ is None else environ, log=log
+        settings, os.environ if environ is None else environ, log=log, background=background
     )
     blueprint = Blueprint("webhooks", __name__)
 
