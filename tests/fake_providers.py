@@ -540,9 +540,46 @@ class FakeBrevo(FakeApi):
                     return 400, {}, {"code": "invalid_parameter", "message": name}
         ids = []
         for number, version in enumerate(versions):
-            self.delivered[version["to"][0]["email"].lower()] += 1
+            address = version["to"][0]["email"].lower()
+            self.delivered[address] += 1
             ids.append(f"<br-{len(self.requests)}-{number}@smtp-relay.mailin.fr>")
+            self.accepted.append(
+                {
+                    "email": address,
+                    "subject": version.get("subject", body.get("subject")),
+                    "messageId": ids[-1],
+                    "uuid": str(uuid.uuid4()),
+                    "date": "2025-07-21T07:00:00.000+02:00",
+                    "from": body["sender"]["email"],
+                    "tags": body.get("tags", []),
+                }
+            )
         return 201, {}, {"messageIds": ids}
+
+    def search(
+        self, path: str, query: dict[str, str], headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], Any]:
+        """``GET /v3/smtp/emails``, the list of transactional emails:
+        https://developers.brevo.com/reference/get-transac-emails-list"""
+        if path != "/v3/smtp/emails":
+            return 404, {}, {"code": "not_found", "message": path}
+        if headers.get("api-key") != BREVO_KEY:
+            return 401, {}, {"code": "unauthorized", "message": "Key not found"}
+        if not (query.get("email") or query.get("messageId") or query.get("templateId")):
+            return (
+                400,
+                {},
+                {"code": "invalid_parameter", "message": "email, messageId or templateId"},
+            )
+        self.searches += 1
+        found = [
+            e
+            for e in reversed(self.accepted)
+            if (not query.get("email") or e["email"] == query["email"].lower())
+            and (not query.get("messageId") or e["messageId"] == query["messageId"])
+        ]
+        offset, limit = int(query.get("offset", "0")), int(query.get("limit", "500"))
+        return 200, {}, {"count": len(found), "transactionalEmails": found[offset : offset + limit]}
 
 
 SES_KEY_ID = "AKIDTEST"

@@ -11,6 +11,7 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pipeline.config import load_settings
 from pipeline.sending import open_ledger
@@ -95,3 +96,49 @@ def test_mailgun_kills_end_with_nobody_unknown_and_nobody_twice(
         f'domain = "{FakeMailgun.domain}"',
     )
     assert searches > 0, "no kill landed while a batch was in flight: nothing was asked"
+
+
+def test_brevo_after_its_key_expired_is_asked_not_replayed(
+    make_project: Callable[..., Path],
+) -> None:
+    from pipeline.delivery.providers import create_provider
+    from pipeline.sending import send_issue
+
+    from .conftest import SAMPLE_ISSUE
+    from .fake_providers import BREVO_KEY, CallFault, FakeBrevo
+
+    server = FakeBrevo()
+    env = {"BREVO_API_KEY": BREVO_KEY}
+    try:
+        root = make_project(
+            provider=f'name = "brevo"\nbase_url = "{server.url}"\ntimeout = 1\nbatch_size = 5'
+            "\nconcurrency = 1",
+            csv=list_of(10),
+        )
+        settings = load_settings(root / "newsletter.toml")
+
+        def send(key_expired: bool) -> Any:
+            provider = create_provider(settings, env)
+            if key_expired:  # as if the batch were older than Brevo's 30 minutes
+                provider.search_after = 0  # type: ignore[attr-defined]
+            try:
+                return send_issue(
+                    root / SAMPLE_ISSUE, settings, provider, environ=env, sleep=lambda s: None
+                )
+            finally:
+                provider.close()
+
+        # The first batch is accepted, but its answer is lost.
+        server.faults = [CallFault(delay=2.0, accept=True)]
+        first = send(key_expired=False)
+        assert first.counts.unknown == 5
+        deadline = time.monotonic() + 10
+        while sum(server.delivered.values()) < 10 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # The key has expired: replaying it would send again.  Brevo's list is asked.
+        second = send(key_expired=True)
+        assert second.asked is not None and second.asked.found == 5
+        assert second.counts.sent == 10 and second.counts.unknown == 0
+        assert server.replayed == 0 and max(server.delivered.values()) == 1
+    finally:
+        server.close()

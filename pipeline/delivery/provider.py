@@ -105,6 +105,9 @@ class Searching(Protocol):
     taken as never accepted, and sent."""
 
     search_grace: float
+    # Batches younger than this are not asked about: an idempotent provider replays them
+    # under their key, which only works while the batch is whole (0 for the others).
+    search_after: float
 
     def find_accepted(self, messages: Sequence[Message]) -> dict[str, str]: ...
 

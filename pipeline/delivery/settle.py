@@ -2,7 +2,8 @@
 
 A batch in flight at a kill, or one whose answer was lost, leaves its recipients ``unknown``:
 the provider may or may not have accepted them.  A provider that can search what it accepted
-(``Searching``: Postmark, Mailgun) is asked, recipient by recipient:
+(``Searching``: Postmark, Mailgun, and Brevo once its idempotency key has expired) is
+asked, recipient by recipient:
 
 - found -> ``sent``, with the provider's message id: never sent twice;
 - not found, and the batch was handed over more than ``search_grace`` seconds ago (searches
@@ -40,13 +41,18 @@ def ask_provider(ledger: Ledger, slug: str, provider: Provider, factory: Message
     asked = Asked()
     if not isinstance(provider, Searching):
         return asked
-    deadline = ledger.clock().astimezone(UTC) - timedelta(seconds=provider.search_grace)
+    now = ledger.clock().astimezone(UTC)
+    deadline = now - timedelta(seconds=provider.search_grace)
+    too_young = now - timedelta(seconds=provider.search_after)
     after = 0
     while True:
         rows = unknown_rows(ledger, slug, provider.name, after, PAGE)
         if not rows:
             return asked
         after = rows[-1].rowid
+        rows = [r for r in rows if r.handed_over <= too_young]  # the rest: replayed by key
+        if not rows:
+            continue
         messages = [factory.build(r.key, r.email, r.fields) for r in rows]
         try:
             found = provider.find_accepted(messages)

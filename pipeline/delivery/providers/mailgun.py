@@ -55,6 +55,7 @@ class MailgunProvider:
     managed_unsubscribe: str | None = None
     idempotent = False  # Mailgun has no idempotency key, but its events settle unknowns
     search_grace = SEARCH_GRACE
+    search_after = 0.0
 
     def __init__(self, api: HttpApi, domain: str) -> None:
         self.api = api

@@ -59,6 +59,7 @@ class PostmarkProvider:
     max_concurrency = 16
     idempotent = False  # Postmark has no idempotency key, but its search settles unknowns
     search_grace = SEARCH_GRACE
+    search_after = 0.0
 
     def __init__(self, api: HttpApi, stream: str, managed_unsubscribe: bool) -> None:
         self.api = api
