@@ -100,9 +100,11 @@ def main() -> None:
         )
         try:
             assert server.stdout is not None
-            first = server.stdout.readline()
-            if "serving" not in first:
-                raise SystemExit(f"the server did not start: {first}")
+            for line in server.stdout:  # lines before "serving": what the start applied
+                if "serving" in line:
+                    break
+            else:
+                raise SystemExit("the server did not start")
             start = threading.Barrier(len(tokens))
             results: list[tuple[int, float]] = []
             lock = threading.Lock()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import sys
 import webbrowser
 from collections.abc import Callable
@@ -425,29 +426,95 @@ def status(ctx: click.Context, issue: Path | None, as_json: bool) -> None:
             click.echo("  provider says: " + ", ".join(f"{k} {n}" for k, n in says.items()))
 
 
-@cli.group()
+def _plural(count: int, word: str, plural: str | None = None) -> str:
+    return f"{count:,} {word if count == 1 else plural or word + 's'}"
+
+
+@cli.group(short_help="Check, list, add, remove and export the list.")
 def subscribers() -> None:
-    """Look after the list (subscribers.csv)."""
+    """Look after the list (subscribers.csv): check it, list, add, remove, export.
+
+    Every change goes through one writer: under a lock, by temp file and rename, rows it does
+    not change copied back exactly.
+
+    \b
+    newsletter subscribers check
+    newsletter subscribers list --tag runners
+    newsletter subscribers add sam@example.org --first-name Sam --tag runners
+    newsletter subscribers resubscribe alan@example.org
+    newsletter subscribers remove grace@example.org
+    newsletter subscribers export --out subscribers-export.csv
+    """
 
 
-@subscribers.command(name="check")
+def _list_path(ctx: click.Context) -> Path:
+    return _settings(ctx.find_root()).subscribers
+
+
+def _list_to_change(ctx: click.Context) -> Path:
+    """The list, with what the web app has queued applied first: a change by hand then lands
+    after an opt-out or a confirmation answered before it, never under it."""
+    from pipeline.audience.change_queue import apply_queued
+    from pipeline.sending import LEDGER_NAME, open_ledger
+
+    settings = _settings(ctx.find_root())
+    if (settings.state_dir / LEDGER_NAME).exists():
+        ledger = open_ledger(settings)
+        try:
+            apply_queued(ledger.db, settings.subscribers, settings.state_dir)
+        finally:
+            ledger.close()
+    return settings.subscribers
+
+
+def _record_by_hand(ctx: click.Context, email: str, action: str, detail: str) -> None:
+    """The consent history's line for a change made with a command."""
+    from pipeline.ledger.consent import record_consent
+    from pipeline.sending import open_ledger
+
+    try:
+        ledger = open_ledger(_settings(ctx.find_root()))
+        try:
+            record_consent(ledger.db, email, action, "by-hand", detail=detail)
+        finally:
+            ledger.close()
+    except sqlite3.Error as exc:
+        click.echo(f"warning: not written to the consent history: {exc}", err=True)
+
+
+@subscribers.command(name="check", short_help="Counts, invalid rows, duplicates, columns read.")
 @click.pass_context
 def subscribers_check(ctx: click.Context) -> None:
     """Counts by status and tag, invalid rows and duplicates; exit 1 if a row is invalid.
 
+    Also says how it read the header: which columns it took for email, first_name,
+    last_name and tags (e.g. "First Name"), and a separator other than commas.
+
     \b
     newsletter subscribers check
     """
+    from pipeline.audience.csv_source import read_header
+    from pipeline.audience.list_writer import remove_leftovers
     from pipeline.audience.subscribers import check_list
 
-    settings = _settings(ctx.find_root())
-    path = settings.subscribers
+    path = _list_path(ctx)
     report = check_list(path)
-    click.echo(f"{path}: {report.rows} rows, {report.audience} would get an issue")
+    header = read_header(path)
+    if removed := remove_leftovers(path):
+        click.echo(
+            f"  removed {_plural(removed, 'copy', 'copies')} of the list left by an "
+            "interrupted change"
+        )
+    click.echo(f"{path}: {_plural(report.rows, 'row')}, {report.audience:,} would get an issue")
+    if header.mapped:
+        mapped = ", ".join(f"'{cell}' as {name}" for cell, name in header.mapped)
+        click.echo(f"  columns read: {mapped}")
+    if header.delimiter != ",":
+        click.echo(f"  separated by {DELIMITER_NAMES[header.delimiter]}, not commas")
     for name, count in sorted(report.by_status.items()):
-        click.echo(f"  {name}: {count}")
+        click.echo(f"  {name}: {count:,}")
     if report.by_tag:
-        tags = ", ".join(f"{tag} {n}" for tag, n in sorted(report.by_tag.items()))
+        tags = ", ".join(f"{tag} {n:,}" for tag, n in sorted(report.by_tag.items()))
         click.echo(f"  tags (subscribed): {tags}")
     for item in report.invalid:
         click.echo(f"{path}:{item.line}: invalid: {item.detail}")
@@ -457,6 +524,174 @@ def subscribers_check(ctx: click.Context) -> None:
         click.echo(f"{path}:{item.line}: not sent: {item.detail}: {item.email}")
     if report.invalid:
         ctx.exit(EXIT_PROBLEMS)
+
+
+DELIMITER_NAMES = {";": "semicolons", "\t": "tabs", ",": "commas"}
+STATUS_CHOICE = click.Choice(["subscribed", "unsubscribed", "bounced", "complained"])
+
+
+@subscribers.command(name="list", short_help="Print the list (--status, --tag).")
+@click.option("--status", type=STATUS_CHOICE, help="Only rows with this status.")
+@click.option("--tag", help="Only rows with this tag.")
+@click.pass_context
+def subscribers_list(ctx: click.Context, status: str | None, tag: str | None) -> None:
+    """Print the list: address, status, name and tags, one row a line.
+
+    \b
+    newsletter subscribers list
+    newsletter subscribers list --status unsubscribed
+    newsletter subscribers list --tag runners
+    """
+    from pipeline.audience.listing import entries
+
+    count = 0
+    for entry in entries(_list_path(ctx), status=status, tag=tag):
+        tags = ", ".join(sorted(entry.tags))
+        click.echo(f"{entry.email:<34} {entry.status:<12} {entry.name:<24} {tags}".rstrip())
+        count += 1
+    which = " ".join(w for w in (status, f"tagged {tag}" if tag else None) if w)
+    click.echo(f"{_plural(count, 'row')}{f' ({which})' if which else ''}")
+
+
+@subscribers.command(name="add", short_help="Add someone, subscribed.")
+@click.argument("email")
+@click.option("--first-name", default="", help="First name (for {{ subscriber.first_name }}).")
+@click.option("--last-name", default="", help="Last name.")
+@click.option("--tag", "tags", multiple=True, help="A tag; repeat for several.")
+@click.pass_context
+def subscribers_add(
+    ctx: click.Context, email: str, first_name: str, last_name: str, tags: tuple[str, ...]
+) -> None:
+    """Add someone to the list, subscribed.
+
+    Someone already on the list is left as they are (use `resubscribe` for someone who
+    asked to be back).
+
+    \b
+    newsletter subscribers add sam@example.org --first-name Sam --last-name Ortiz
+    newsletter subscribers add kim@example.org --tag runners --tag seniors
+    """
+    from pipeline.audience.list_writer import ListChange, apply_changes
+    from pipeline.audience.listing import find
+    from pipeline.audience.subscribers import parse_tags
+
+    path = _list_to_change(ctx)
+    existing = find(path, email)
+    if existing:
+        first = existing[0]
+        raise InputError(
+            f"{email} is already on the list ({first.status}): nothing changed"
+            + (
+                "; `newsletter subscribers resubscribe` if they asked to be back"
+                if first.status != "subscribed"
+                else ""
+            ),
+            path=path,
+            line=first.line,
+        )
+    tag_list = sorted(parse_tags(";".join(tags)))
+    fields = {"first_name": first_name, "last_name": last_name}
+    if tag_list:
+        fields["tags"] = ";".join(tag_list)
+    change = ListChange(email, fields={k: v for k, v in fields.items() if v}, create=True)
+    result = apply_changes(path, [change])
+    if result.added:
+        _record_by_hand(ctx, email, "added", "newsletter subscribers add")
+    what = f" (tags: {', '.join(tag_list)})" if tag_list else ""
+    if result.added:
+        click.echo(f"added {email}: subscribed{what}")
+    else:  # added by someone else (the sign-up form) a moment ago
+        click.echo(f"{email} was already on the list: nothing added")
+
+
+@subscribers.command(name="remove", short_help="Delete an address (an erasure request).")
+@click.argument("email")
+@click.pass_context
+def subscribers_remove(ctx: click.Context, email: str) -> None:
+    """Delete every row of an address from the list (an erasure request).
+
+    To stop sending but keep the row, use `newsletter unsubscribe ADDRESS` instead: an
+    unsubscribed row also stops a later import from adding them back.  The ledger
+    (.newsletter/) still records the issues already sent to the address.
+
+    \b
+    newsletter subscribers remove grace@example.org
+    """
+    from pipeline.audience.list_writer import ListChange, apply_changes
+
+    path = _list_to_change(ctx)
+    result = apply_changes(path, [ListChange(email, delete=True)])
+    if result.removed:
+        _record_by_hand(ctx, email, "removed", "newsletter subscribers remove")
+    if not result.removed:
+        raise InputError(f"{email} is not on the list: nothing removed", path=path)
+    click.echo(f"removed {email} from {path} ({_plural(result.removed, 'row')} deleted)")
+
+
+@subscribers.command(name="resubscribe", short_help="Subscribe again someone who asked.")
+@click.argument("email")
+@click.pass_context
+def subscribers_resubscribe(ctx: click.Context, email: str) -> None:
+    """Subscribe again someone who unsubscribed (only when they asked to be back).
+
+    \b
+    newsletter subscribers resubscribe alan@example.org
+    """
+    from pipeline.audience.list_writer import ListChange, apply_changes
+    from pipeline.audience.listing import find
+
+    path = _list_to_change(ctx)
+    before = find(path, email)
+    if not before:
+        raise InputError(
+            f"{email} is not on the list: `newsletter subscribers add {email}` adds them",
+            path=path,
+        )
+    result = apply_changes(path, [ListChange(email, status="subscribed")])
+    if result.changed:
+        _record_by_hand(ctx, email, "resubscribed", "newsletter subscribers resubscribe")
+    was = ", ".join(sorted({entry.status for entry in before}))
+    if result.changed:
+        click.echo(f"{email}: subscribed again (was {was})")
+    else:
+        click.echo(f"{email}: already subscribed; nothing changed")
+
+
+@subscribers.command(name="export", short_help="A clean UTF-8 copy of the list.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File to write (default: print to the screen).",
+)
+@click.pass_context
+def subscribers_export(ctx: click.Context, out: Path | None) -> None:
+    """A clean copy of the list: UTF-8, commas, standard column names first.
+
+    A file gets a UTF-8 byte-order mark, so Excel shows accents (José) right when it opens
+    it.
+
+    \b
+    newsletter subscribers export --out subscribers-export.csv
+    newsletter subscribers export > copy.csv
+    """
+    from pipeline.audience.listing import export
+
+    path = _list_path(ctx)
+    if out is None:
+        export(path, sys.stdout)
+        return
+    if out.resolve() == path.resolve():
+        raise InputError("--out is the list itself: choose another file", field="--out")
+    temp = out.with_name(f".{out.name}.tmp")
+    try:
+        with temp.open("w", encoding="utf-8-sig", newline="") as target:
+            count = export(path, target)
+        temp.replace(out)
+    except OSError as exc:
+        raise InputError(f"cannot write {out}: {exc.strerror or exc}", field="--out") from None
+    finally:
+        temp.unlink(missing_ok=True)
+    click.echo(f"exported {_plural(count, 'row')} to {out}")
 
 
 @subscribers.command(name="history")
@@ -490,41 +725,58 @@ def subscribers_history(ctx: click.Context, address: str) -> None:
         click.echo(f"  {event.describe()}")
 
 
-@cli.command()
-@click.argument("token")
+@cli.command(short_help="Unsubscribe an address, or apply a link.")
+@click.argument("target", metavar="ADDRESS_OR_LINK")
 @click.pass_context
-def unsubscribe(ctx: click.Context, token: str) -> None:
-    """Apply an unsubscribe link's token (or the whole URL) to subscribers.csv.
+def unsubscribe(ctx: click.Context, target: str) -> None:
+    """Unsubscribe a reader, by address (a request by phone or mail) or by their link.
 
-    The token is checked against its signature, so a forged one changes nothing.
+    A link (or its token) is checked against its signature, so a forged one changes
+    nothing.  The row stays, marked unsubscribed, so a later import cannot add them back;
+    `newsletter subscribers remove` deletes it instead.
 
     \b
+    newsletter unsubscribe ada@example.org
     newsletter unsubscribe 'https://movementsolutions.example/unsubscribe?token=...'
     """
     from urllib.parse import parse_qs, urlsplit
 
-    from pipeline.audience.unsubscribe import set_status
+    from pipeline.audience.list_writer import ListChange, apply_changes
     from pipeline.messages.secret import load_secret
     from pipeline.messages.unsubscribe import read_token
 
     settings = _settings(ctx)
-    if "token=" in token:
-        token = parse_qs(urlsplit(token).query).get("token", [""])[0]
-    key = read_token(
-        load_secret(settings.state_dir, os.environ), token.removeprefix("unsubscribe ")
-    )
-    if key is None:
-        raise InputError("not a valid unsubscribe token (wrong signature or malformed)")
-    changed = set_status(settings.subscribers, key, "unsubscribed")
-    from pipeline.ledger.consent import record_consent
-    from pipeline.sending import open_ledger
-
-    ledger = open_ledger(settings)
-    try:
-        record_consent(ledger.db, key, "unsubscribed", "by-hand", detail="newsletter unsubscribe")
-    finally:
-        ledger.close()
-    click.echo(f"{key}: unsubscribed ({changed} row{'s' if changed != 1 else ''} changed)")
+    path = settings.subscribers
+    by_address = "@" in target and "token=" not in target
+    if by_address:
+        address = target.strip()
+    else:
+        token = target
+        if "token=" in token:
+            token = parse_qs(urlsplit(token).query).get("token", [""])[0]
+        key = read_token(
+            load_secret(settings.state_dir, os.environ), token.removeprefix("unsubscribe ")
+        )
+        if key is None:
+            raise InputError(
+                "not a valid unsubscribe token or link (wrong signature, or cut short), "
+                "nor an address"
+            )
+        address = key
+    _list_to_change(ctx)
+    result = apply_changes(path, [ListChange(address, status="unsubscribed")])
+    if result.changed or result.unchanged:
+        _record_by_hand(ctx, address, "unsubscribed", "newsletter unsubscribe")
+    if result.changed:
+        click.echo(f"{address}: unsubscribed ({_plural(result.changed, 'row')} changed)")
+    elif result.unchanged:
+        click.echo(f"{address}: already unsubscribed; nothing changed")
+    elif by_address:
+        raise InputError(
+            f"{address} is not on the list: nothing changed (check the spelling)", path=path
+        )
+    else:
+        click.echo(f"{address}: not on the list (any more); nothing to change")
 
 
 @cli.group()
@@ -606,6 +858,7 @@ def serve(
 
     from pipeline.web import create_app
     from pipeline.web.app import subscriptions_of
+    from pipeline.web.mail import transactional_provider
     from pipeline.web.server import make_server, stop_server
     from pipeline.web.server import snippet as signup_snippet
 
@@ -613,6 +866,8 @@ def serve(
     if snippet:
         click.echo(signup_snippet(create_app(settings, background=False), settings))
         return
+    # The provider's settings and secrets are checked now, not at the first signup.
+    transactional_provider(settings, os.environ).close()
     app = create_app(settings, trusted_proxies=proxies, log=_log_line)
     try:
         server = make_server(app, host, port, threads=threads)

@@ -302,7 +302,9 @@ def parse_settings(data: Mapping[str, Any], *, root: Path, config_path: Path | N
 
 
 def _signup_settings(reader: _Reader) -> SignupSettings:
-    reader.reject_unknown(set(SignupSettings.__dataclass_fields__))
+    # ``url`` (a signup page elsewhere, for the web edition's "Sign up" link) is read with
+    # the [archive] settings; every other key is the form's.
+    reader.reject_unknown({*SignupSettings.__dataclass_fields__, "url"})
     tags = reader.data.get("tags", [])
     if not isinstance(tags, list) or not all(isinstance(t, str) and t.strip() for t in tags):
         raise reader.error("tags", 'must be a list of words, such as ["runners", "seniors"]')

@@ -6,8 +6,10 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
+from pipeline.audience.csv_source import column_name
 from pipeline.audience.subscribers import Skipped, SkipReason, Subscriber, check_list, scan
 from pipeline.audience.unsubscribe import set_status
 from pipeline.cli import cli
@@ -117,3 +119,25 @@ def test_set_status_rewrites_atomically_and_keeps_format(make_project: Callable[
     emails = [i.email for i in scan(path) if isinstance(i, Subscriber)]
     assert emails == MESSY_AUDIENCE[1:]
     assert not list(root.glob(".subscribers.csv.*.tmp"))  # no temp file left behind
+
+
+@pytest.mark.parametrize(
+    ("header", "name"),
+    [
+        ("email", "email"),
+        ("Email", "email"),
+        ("E-mail", "email"),
+        ("Email Address", "email"),
+        (" EMAIL_ADDRESS ", "email"),
+        ("First Name", "first_name"),
+        ("FNAME", "first_name"),
+        ("Last Name", "last_name"),
+        ("LNAME", "last_name"),
+        ("Tags", "tags"),
+        ("TAGS", "tags"),
+        ("Zip / Postal Code", "zip_postal_code"),
+        ("\ufeffcity", "city"),
+    ],
+)
+def test_header_names_as_spreadsheets_write_them(header: str, name: str) -> None:
+    assert column_name(header) == name

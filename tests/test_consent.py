@@ -83,3 +83,26 @@ def test_the_cli_prints_the_history(project: Path, settings: Settings) -> None:
         "signup_requested (form) from 198.51.100.2 on https://movementsolutions.example/join"
         in result.output
     )
+
+
+def test_changes_by_hand_are_in_the_history(project: Path, settings: Settings) -> None:
+    runner = CliRunner()
+    config = ["--config", str(project / "newsletter.toml")]
+    for args in (
+        ["subscribers", "add", "hand@example.org", "--first-name", "Hana"],
+        ["unsubscribe", "hand@example.org"],
+        ["subscribers", "resubscribe", "hand@example.org"],
+        ["subscribers", "remove", "hand@example.org"],
+    ):
+        result = runner.invoke(cli, [*config, *args])
+        assert result.exit_code == 0, result.output
+    ledger = open_ledger(settings)
+    events = consent_history(ledger.db, "HAND@example.org")
+    ledger.close()
+    assert [(e.action.value, e.cause.value) for e in events] == [
+        ("added", "by-hand"),
+        ("unsubscribed", "by-hand"),
+        ("resubscribed", "by-hand"),
+        ("removed", "by-hand"),
+    ]
+    assert events[0].detail == "newsletter subscribers add"

@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import os
+import random
+import resource
 import signal
 import subprocess
 import sys
 import textwrap
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 import pipeline.audience.subscribers as subscribers_module
-from pipeline.audience.list_writer import ApplyResult, ListChange, apply_changes, stale_temp_files
+from pipeline.audience.list_writer import (
+    ApplyResult,
+    ListChange,
+    apply_changes,
+    locked,
+    remove_leftovers,
+    stale_temp_files,
+)
 from pipeline.audience.subscribers import Subscriber, scan
 from pipeline.errors import InputError
 
@@ -246,3 +257,150 @@ def test_two_writers_at_once_lose_nothing(tmp_path: Path) -> None:
     assert added <= audience
     assert len(audience) == 2_000 - 80 + 80
     assert not stale_temp_files(path)
+
+
+def test_a_formula_never_reaches_the_list(tmp_path: Path) -> None:
+    path = write(tmp_path, b"email,first_name\n")
+    apply_changes(
+        path,
+        [
+            ListChange(
+                "x@example.org", fields={"first_name": '=HYPERLINK("http://evil")'}, create=True
+            )
+        ],
+    )
+    assert (
+        path.read_bytes()
+        == b'email,first_name,status\nx@example.org,"HYPERLINK(""http://evil"")",subscribed\n'
+    )
+
+
+def test_a_symlinked_list_stays_a_symlink(tmp_path: Path) -> None:
+    real = write(tmp_path, ODD)
+    link = tmp_path / "elsewhere" / "subscribers.csv"
+    link.parent.mkdir()
+    link.symlink_to(real)
+    apply_changes(link, [ListChange("ada@example.org", status="unsubscribed")])
+    assert link.is_symlink() and b"ada@example.org,Ada,Runner,unsubscribed" in real.read_bytes()
+
+
+def test_a_write_that_fails_changes_nothing_and_says_so(make_project: Callable[..., Path]) -> None:
+    """A real write failure: the rewrite runs with a file-size limit below the list's size
+    (what a full disk does to it, without filling a disk)."""
+    rows = "".join(f"reader{i}@example.org,R{i}\n" for i in range(5_000))
+    root = make_project(csv=f"email,first_name\n{rows}")
+    path = root / "subscribers.csv"
+    before = path.read_bytes()
+
+    def small_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, 50_000))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", "unsubscribe", "reader7@example.org"],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        preexec_fn=small_files,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"error: {path}: could not rewrite the list (File too large); nothing was changed\n"
+    )
+    assert path.read_bytes() == before and not stale_temp_files(path)
+
+
+def test_a_list_in_a_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="subscriber list not found"):
+        apply_changes(tmp_path / "nowhere" / "subscribers.csv", [ListChange("a@example.org")])
+
+
+KILLED_LOOP = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from pipeline.audience.list_writer import ListChange, apply_changes
+
+    path = Path(sys.argv[1])
+    print("ready", flush=True)
+    for i in range(int(sys.argv[2]), 10**9):
+        apply_changes(path, [
+            ListChange(f"reader{i % 30000}@example.org", status="unsubscribed"),
+            ListChange(f"joined{i}@example.org", create=True),
+        ])
+    """
+)
+
+
+def test_sigkill_at_random_moments_never_breaks_the_list(tmp_path: Path) -> None:
+    """The writer is killed at random while it loops over rewrites; after every kill the
+    list reads whole (every original row there, each change all or nothing) and the next
+    rewrite leaves no temp file."""
+    seed = int(os.environ.get("KILL_SEED", time.time()))
+    chance = random.Random(seed)
+    rows = "".join(f"reader{i}@example.org,R{i},subscribed\n" for i in range(30_000))
+    path = write(tmp_path, f"email,first_name,status\n{rows}".encode(), 0o640)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    start, left_behind = 0, 0
+    for _ in range(8):
+        process = subprocess.Popen(
+            [sys.executable, "-c", KILLED_LOOP, str(path), str(start)],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert process.stdout is not None and process.stdout.readline() == "ready\n"
+        time.sleep(chance.uniform(0.05, 0.6))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        left_behind += len(stale_temp_files(path))
+        cells = [line.split(",") for line in path.read_text("utf-8").splitlines()[1:]]
+        emails = [row[0] for row in cells]
+        joined = {e for e in emails if e.startswith("joined")}
+        gone = {row[0] for row in cells if row[-1] == "unsubscribed"}
+        # Both changes of a batch landed, or neither.
+        assert gone == {f"reader{int(e[6:].split('@')[0])}@example.org" for e in joined}, seed
+        assert emails[:30_000] == [f"reader{i}@example.org" for i in range(30_000)], seed
+        assert len(emails) == 30_000 + len(joined), seed  # no row doubled, none half-written
+        start = 1 + max((int(e[6:].split("@")[0]) for e in joined), default=-1)
+        assert path.stat().st_mode & 0o777 == 0o640
+        apply_changes(path, [])
+        assert not stale_temp_files(path), seed
+    # The test means something only if some kill landed mid-rewrite.
+    assert left_behind > 0, f"no kill landed mid-rewrite (KILL_SEED={seed})"
+
+
+def test_an_opt_out_finds_the_row_the_send_would_mail(tmp_path: Path) -> None:
+    # The send folds a full-width letter in the domain (IDNA), so this row is mailed as
+    # ada@example.org: an opt-out for that address must find it.
+    path = write(tmp_path, "email\nADA@ＥXAMPLE.org\nben@xn--bcher-kva.de\n".encode())
+    apply_changes(path, [ListChange("ada@example.org", status="unsubscribed")])
+    apply_changes(path, [ListChange("ben@bücher.de", status="unsubscribed")])
+    assert [s for s in scan(path) if isinstance(s, Subscriber)] == []
+
+
+def test_readers_remove_leftovers_but_never_a_rewrite_in_progress(tmp_path: Path) -> None:
+    path = write(tmp_path, ODD)
+    stale = tmp_path / ".subscribers.csv.abc123.tmp"
+    stale.write_bytes(ODD)
+    with locked(path):  # a writer at work: its temp file is not a leftover
+        assert remove_leftovers(path) == 0 and stale.exists()
+    assert remove_leftovers(path) == 1 and not stale.exists()
+    assert path.read_bytes() == ODD
+
+
+def test_subscribers_check_removes_leftovers(make_project: Callable[..., Path]) -> None:
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    root = make_project()
+    (root / ".subscribers.csv.x1.tmp").write_text("a copy")
+    (root / ".subscribers.csv.x2.tmp").write_text("a copy")
+    result = CliRunner().invoke(
+        cli, ["--config", str(root / "newsletter.toml"), "subscribers", "check"]
+    )
+    assert "  removed 2 copies of the list left by an interrupted change" in result.stdout
+    assert not list(root.glob(".subscribers.csv.*.tmp"))

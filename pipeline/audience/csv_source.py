@@ -14,17 +14,19 @@ quote, an absurdly long value) is one ``InputError`` naming the line.
 from __future__ import annotations
 
 import csv
+import io
+import itertools
 import re
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 from pipeline.errors import InputError
 
 UTF8_BOM = b"\xef\xbb\xbf"
-SAVE_AS_UTF8 = "in Excel: File > Save As > 'CSV UTF-8 (Comma delimited)'"
+SAVE_AS_UTF8 = 'in Excel, use File > Save As > "CSV UTF-8 (Comma delimited)"'
 
 # Header names as spreadsheets and mailing services export them, compared with case, spaces,
 # hyphens and underscores removed.  Mailchimp exports "Email Address", "First Name", "Last
@@ -48,7 +50,7 @@ DELIMITERS = (",", ";", "\t")
 # C0 and C1 control characters other than tab, CR and LF (which a quoted value may hold):
 # a NUL or an escape in a name comes from a broken export, never from a person.
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-_SEPARATORS = re.compile(r"[\s\-_]+")
+_SEPARATORS = re.compile(r"[\W_]+")  # spaces, hyphens, slashes, dots... and underscores
 _BARE_CR = re.compile(rb"(?<=\r)(?!\n)")
 
 
@@ -59,7 +61,8 @@ def clean(value: str) -> str:
 
 def column_name(text: str) -> str:
     """The name a header cell is known by: an alias's standard name, or the text in lower
-    case with spaces and hyphens as underscores ("Zip Code" -> zip_code)."""
+    case with every run of spaces and punctuation as one underscore ("Zip / Postal Code" ->
+    zip_postal_code), so that every column can be written as a merge field."""
     plain = clean(text.replace("\ufeff", "")).lower()
     alias = ALIASES.get(_SEPARATORS.sub("", plain))
     return alias if alias is not None else _SEPARATORS.sub("_", plain).strip("_")
@@ -104,14 +107,17 @@ class SourceRow:
 
 
 def _not_utf8(path: Path, line: int, raw: bytes, exc: UnicodeDecodeError) -> InputError:
-    # Show the bytes around the bad one the way Excel meant them (Windows-1252), so she can
-    # find the row: 'Jos\xe9' reads as "José".
-    start = max(0, raw.rfind(b",", 0, exc.start) + 1, raw.rfind(b";", 0, exc.start) + 1)
-    word = raw[start : exc.start + 12].split(b",")[0].split(b";")[0]
-    shown = clean(word.decode("cp1252", errors="replace"))
+    # Show the value holding the bad byte the way Excel meant it (Windows-1252), so she can
+    # find the row: b"Jos\xe9" reads as "José".
+    before = raw[: exc.start]
+    start = max(before.rfind(b","), before.rfind(b";"), before.rfind(b"\t")) + 1
+    value = re.split(rb"[,;\t\r\n]", raw[start:], maxsplit=1)[0]
+    shown = clean(value.decode("cp1252", errors="replace")).strip('"')
+    if len(shown) > 40:
+        shown = shown[:40] + "..."
     return InputError(
-        f"the list is not saved as UTF-8 (byte 0x{raw[exc.start]:02X} in {shown!r}, "
-        f"probably Windows-1252); {SAVE_AS_UTF8}, and nothing is sent until then",
+        f'the list is not saved as UTF-8 ("{shown}" is in another encoding, as Excel\'s plain '
+        f'"CSV" saves it); {SAVE_AS_UTF8}; nothing is sent until then',
         path=path,
         line=line,
     )
@@ -175,7 +181,7 @@ def _detect_delimiter(line: str) -> str:
     return best if counts[best] > counts[","] else ","
 
 
-def _csv_problem(exc: csv.Error, start: int, reached: int) -> str:
+def _csv_problem(exc: csv.Error, reached: int) -> str:
     text = str(exc)
     if "field larger than field limit" in text:
         limit = csv.field_size_limit()
@@ -191,53 +197,96 @@ def _csv_problem(exc: csv.Error, start: int, reached: int) -> str:
 
 
 class ListFile:
-    """An open subscribers.csv: the header, then its records one at a time."""
+    """An open subscribers.csv: the header, then its records one at a time.
 
-    def __init__(self, path: Path) -> None:
+    ``exact=True`` (the writer) keeps each record's bytes; otherwise the file is read through
+    Python's text layer, twice as fast, and only a file that turns out not to be UTF-8 is read
+    again byte by byte to find the line of the bad byte."""
+
+    def __init__(self, path: Path, *, exact: bool = False) -> None:
         self.path = path
+        self.exact = exact
+        self.header_raw = b""
         try:
             self._handle: BinaryIO = path.open("rb")
         except FileNotFoundError:
             raise InputError("subscriber list not found", path=path) from None
         except IsADirectoryError:
             raise InputError("the subscriber list is a folder, not a file", path=path) from None
+        except PermissionError:
+            raise InputError(
+                "the subscriber list cannot be read (permission denied)", path=path
+            ) from None
+        self._lines = _Lines(self._handle, path)
+        self._text: TextIO | None = None
+        self._offset = 0  # lines before the header the csv reader does not see (sep=;)
         try:
             self.header = self._read_header()
+        except UnicodeDecodeError:
+            self.close()
+            raise _locate_bad_byte(path) from None
         except BaseException:
-            self._handle.close()
+            self.close()
             raise
 
     def __enter__(self) -> ListFile:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._text is not None:
+            self._text.close()
         self._handle.close()
 
     def _read_header(self) -> Header:
-        self._lines = _Lines(self._handle, self.path)
+        if self._handle.read(2) in (b"\xff\xfe", b"\xfe\xff"):
+            raise InputError(
+                'the list is saved as UTF-16 (Excel\'s "Unicode Text"); '
+                f"{SAVE_AS_UTF8}; nothing is sent until then",
+                path=self.path,
+                line=1,
+            )
+        self._handle.seek(0)
+        lines: Iterator[str]
+        if self.exact:
+            lines = self._lines
+        else:
+            self._text = io.TextIOWrapper(self._handle, encoding="utf-8-sig", newline="")
+            lines = self._text
         try:
-            first = next(self._lines)
+            first = next(lines)
         except StopIteration:
             raise InputError(
                 "the file is empty: it needs a header row with 'email'", path=self.path, line=1
             ) from None
         delimiter = _detect_delimiter(first)
-        # The header has been read already: hand it to the reader first, then the rest.
-        self._first = first
-        self._reader = csv.reader(self._chain(), delimiter=delimiter, strict=True)
+        declared = first.strip()
+        if declared.lower().startswith("sep=") and len(declared) == 5:
+            # Excel's "sep=;" line names the separator; the header is on the next line.  The
+            # writer keeps the line: it is part of the header record's bytes.
+            delimiter, self._offset = declared[4], 1
+            try:
+                first = next(lines)
+            except StopIteration:
+                raise InputError(
+                    "the file has only a 'sep=' line: it needs a header row with 'email'",
+                    path=self.path,
+                    line=2,
+                ) from None
+        # The header line has been read already: hand it to the reader first, then the rest.
+        self._reader = csv.reader(itertools.chain([first], lines), delimiter=delimiter, strict=True)
         record = self._next_record()
         assert record is not None
         names = [column_name(cell) for cell in record.cells]
-        raw = record.raw
+        raw = record.raw if self.exact else first.encode("utf-8")
         newline = raw[len(raw.rstrip(b"\r\n")) :]
-        header = Header(record.cells, names, delimiter, newline, self._lines.bom)
+        bom = self._lines.bom if self.exact else False
+        header = Header(record.cells, names, delimiter, newline, bom)
         self._check_header(header)
         self.header_raw = record.raw
         return header
-
-    def _chain(self) -> Iterator[str]:
-        yield self._first
-        yield from self._lines
 
     def _check_header(self, header: Header) -> None:
         names = header.names
@@ -255,7 +304,7 @@ class ListFile:
         seen: dict[str, str] = {}
         for cell, name in zip(header.cells, names, strict=True):
             if not name:
-                raise InputError("the header row has an empty column name", path=self.path, line=1)
+                continue  # an unnamed column (Excel's trailing commas): its values are ignored
             if name in seen:
                 both = f"'{seen[name]}' and '{cell.strip()}'"
                 what = f"column '{name}' appears twice in the header"
@@ -265,15 +314,17 @@ class ListFile:
             seen[name] = cell.strip()
 
     def _next_record(self) -> Record | None:
-        start = self._lines.line + 1
+        start = self._reader.line_num + 1 + self._offset
         try:
             cells = next(self._reader)
         except StopIteration:
             return None
         except csv.Error as exc:
-            problem = _csv_problem(exc, start, self._lines.line)
+            problem = _csv_problem(exc, self._reader.line_num + self._offset)
             raise InputError(problem, path=self.path, line=start) from None
-        return Record(start, cells, self._lines.take())
+        except UnicodeDecodeError:
+            raise _locate_bad_byte(self.path) from None
+        return Record(start, cells, self._lines.take() if self.exact else b"")
 
     def records(self) -> Iterator[Record]:
         """Every record after the header, blank lines included (as empty cells)."""
@@ -282,15 +333,25 @@ class ListFile:
 
     def rows(self) -> Iterator[SourceRow]:
         """Every data row, blank lines skipped, values cleaned and keyed by column name."""
-        names = self.header.names
+        named = [(i, name) for i, name in enumerate(self.header.names) if name]
         for record in self.records():
             cells = record.cells
             if not any(cell.strip() for cell in cells):
                 continue
-            values = {
-                name: (clean(cells[i]) if i < len(cells) else "") for i, name in enumerate(names)
-            }
+            width = len(cells)
+            values = {name: (clean(cells[i]) if i < width else "") for i, name in named}
             yield SourceRow(record.line, values)
+
+
+def _locate_bad_byte(path: Path) -> InputError:
+    """The error naming the line of the first byte that is not UTF-8 (read byte by byte)."""
+    with path.open("rb") as handle:
+        try:
+            for _ in _Lines(handle, path):
+                pass
+        except InputError as exc:
+            return exc
+    return InputError(f"the list is not saved as UTF-8; {SAVE_AS_UTF8}", path=path)
 
 
 def check_file(path: Path) -> Header:
@@ -309,7 +370,7 @@ def read_header(path: Path) -> Header:
 
 def read_columns(path: Path) -> list[str]:
     """The column names merge fields use; checks the whole file on the way."""
-    return check_file(path).names
+    return [name for name in check_file(path).names if name]
 
 
 def read_rows(path: Path) -> Iterator[SourceRow]:
@@ -322,6 +383,8 @@ def address_key_fast(text: str) -> str:
     """The case-insensitive identity of an address as written in a cell, without validating
     it: what ``address_key(normalise_address(text))`` gives for every valid address (the
     validator keeps the local part, lower-cases and IDNA-decodes the domain, and NFC-folds)."""
+    if text.isascii() and text.isprintable() and "xn--" not in text:
+        return text.strip().lower()  # the common case, in a fraction of the time
     text = unicodedata.normalize("NFC", clean(text)).lower()
     if "xn--" in text:
         local, _, domain = text.rpartition("@")

@@ -9,8 +9,9 @@ app, ``newsletter subscribers add/remove/resubscribe``) goes through ``apply_cha
   flushed to disk, then renamed over it: the list is never half-written, whatever happens;
 - a row the changes do not touch is copied back byte for byte (quotes, spacing, blank lines,
   line endings); only changed rows are re-written, in the file's own separator;
-- rows are matched by address without validating them (``address_key_fast``): rewriting a
-  100,000-row list costs one read and one write, not 100,000 validations;
+- rows are matched by address without validating them (``row_key``: an ASCII address is only
+  lower-cased): rewriting a 100,000-row list costs one read and one write, not 100,000
+  validations;
 - temp files a killed rewrite left behind are removed by the next one.
 """
 
@@ -35,10 +36,14 @@ from pipeline.audience.csv_source import (
     clean,
     column_name,
 )
-from pipeline.audience.subscribers import Status, normalise_address
-from pipeline.errors import InputError
+from pipeline.audience.subscribers import Status, address_key, normalise_address
+from pipeline.errors import InputError, NewsletterError
 
 TEMP_SUFFIX = ".tmp"
+
+
+class ListWriteError(NewsletterError):
+    """The list could not be rewritten (permissions, a full disk); it is left as it was."""
 
 
 @dataclass(frozen=True)
@@ -96,11 +101,55 @@ def stale_temp_files(path: Path) -> list[Path]:
     return sorted(path.parent.glob(f".{path.name}.*{TEMP_SUFFIX}"))
 
 
-def _remove_stale(path: Path) -> None:
+def _remove_stale(path: Path) -> int:
     # Only called under the lock: no writer is mid-rewrite, so every temp file is a leftover
     # of one that was killed (and may hold a full copy of the list: remove it).
-    for temp in stale_temp_files(path):
+    stale = stale_temp_files(path)
+    for temp in stale:
         temp.unlink(missing_ok=True)
+    return len(stale)
+
+
+def remove_leftovers(path: Path) -> int:
+    """Remove the temp files a killed rewrite left beside the list, unless a writer is at
+    work right now (never waits for one); returns how many.  Readers call it, so a copy of
+    the list does not linger until the next change."""
+    path = path.resolve()
+    if not stale_temp_files(path):
+        return 0
+    try:
+        with lock_path(path).open("a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return 0  # a rewrite is in progress: its temp file is not a leftover
+            try:
+                return _remove_stale(path)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+    except OSError:
+        return 0  # a read-only folder: nothing to do about it here
+
+
+def defuse(value: str) -> str:
+    """A value with no leading ``=``, ``+``, ``-`` or ``@``: the list is opened in Excel, and
+    a sign-up form's "first name" of ``=HYPERLINK(...)`` would be a live formula there (OWASP,
+    "CSV Injection").  No name or tag needs those characters first."""
+    return value.lstrip("=+-@ \t")
+
+
+def row_key(text: str) -> str:
+    """The identity of the address in a cell, as the send computes it.  An ASCII address needs
+    only lower-casing (``address_key_fast``), so the rows of a 100,000-row list are matched
+    without validating them; a rare non-ASCII one goes through the validator, whose Unicode
+    folding (a full-width letter in the domain) a shortcut could miss, and a missed match
+    would be an opt-out not honoured."""
+    if text.isascii():
+        return address_key_fast(text)
+    try:
+        return address_key(normalise_address(clean(text)))
+    except ValueError:
+        return address_key_fast(text)
 
 
 def _check_status(status: str | None) -> str | None:
@@ -122,7 +171,7 @@ def _plans(changes: Sequence[ListChange]) -> dict[str, _Plan]:
                 email = normalise_address(email)
             except ValueError as exc:
                 raise InputError(f"{change.email!r} is not a valid address: {exc}") from None
-        key = address_key_fast(email)
+        key = row_key(email)
         if not key:
             raise InputError("an address is needed")
         plan = plans.setdefault(key, _Plan(email))
@@ -134,9 +183,11 @@ def _plans(changes: Sequence[ListChange]) -> dict[str, _Plan]:
         if (status := _check_status(change.status)) is not None:
             plan.status = status
         for name, value in change.fields.items():
+            if not column_name(name):
+                raise InputError(f"{name!r} is not a column name")
             if column_name(name) == "email":
                 raise InputError("an address cannot be changed: remove it and add the new one")
-            plan.fields[column_name(name)] = clean(value)
+            plan.fields[column_name(name)] = defuse(clean(value))
         plan.create = plan.create or change.create
     return plans
 
@@ -175,7 +226,7 @@ def _line_ending(raw: bytes) -> bytes:
 
 def _rewrite(path: Path, plans: dict[str, _Plan]) -> ApplyResult:
     changed = added = unchanged = removed = 0
-    with ListFile(path) as source:
+    with ListFile(path, exact=True) as source:
         header = source.header
         cells, names = _header_with(header, plans)
         newline = header.newline or b"\n"
@@ -205,7 +256,7 @@ def _rewrite(path: Path, plans: dict[str, _Plan]) -> ApplyResult:
                 for record in source.records():
                     plan = None
                     if len(record.cells) > email_at:
-                        plan = plans.get(address_key_fast(record.cells[email_at]))
+                        plan = plans.get(row_key(record.cells[email_at]))
                     if plan is None:
                         written = record.raw
                     else:
@@ -287,8 +338,19 @@ def apply_changes(path: Path, changes: Sequence[ListChange]) -> ApplyResult:
     not rewritten at all.  Raises InputError for a list that cannot be read, an invalid new
     address or status; the list is then untouched."""
     plans = _plans(changes)
-    with locked(path):
-        _remove_stale(path)
-        if not plans:
-            return ApplyResult(0, 0, 0)
-        return _rewrite(path, plans)
+    # A list kept elsewhere through a symlink is replaced where it lives, and every writer
+    # locks the same file however it was named.
+    path = path.resolve()
+    if not path.is_file():
+        raise InputError("subscriber list not found", path=path)
+    try:
+        with locked(path):
+            _remove_stale(path)
+            if not plans:
+                return ApplyResult(0, 0, 0)
+            return _rewrite(path, plans)
+    except OSError as exc:
+        # A read-only folder, a full disk: the temp file is gone and the list as it was.
+        raise ListWriteError(
+            f"{path}: could not rewrite the list ({exc.strerror or exc}); nothing was changed"
+        ) from None

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import sqlite3
-import threading
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -78,7 +77,6 @@ class Mailer:
         self.domain = settings.sender_address.rpartition("@")[2]
         self._provider: Provider | None = None
         self._compiled: dict[str, tuple[float, CompiledEmail]] = {}
-        self._lock = threading.Lock()
 
     @property
     def provider(self) -> Provider:
@@ -110,7 +108,10 @@ class Mailer:
         self._compiled[str(path)] = (mtime, compiled)
         return compiled
 
-    def _deliver(self, db: sqlite3.Connection, kind: str, message: Message, row: int) -> str:
+    def _deliver(self, db: sqlite3.Connection, message: Message, row: int) -> str:
+        """Send one message and record how it went; a refusal or a network fault is
+        'failed' with its reason (it does not count against the hourly limit: the person
+        can simply try again)."""
         answer = self.provider.send([message])
         result = answer.results[0]
         outcome = "sent" if result.outcome is Outcome.SENT else "failed"
@@ -161,7 +162,7 @@ class Mailer:
             (key, CONFIRMATION, timestamp()),
         ).lastrowid
         assert row is not None
-        return self._deliver(db, CONFIRMATION, message, row)
+        return self._deliver(db, message, row)
 
     def send_welcome(
         self, db: sqlite3.Connection, key: str, email: str, fields: Mapping[str, str]
@@ -193,4 +194,4 @@ class Mailer:
                 (str(exc), row),
             )
             return f"failed: {exc}"
-        return self._deliver(db, WELCOME, message, row)
+        return self._deliver(db, message, row)

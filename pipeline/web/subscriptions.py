@@ -17,22 +17,21 @@ Double opt-in, the way inbox providers and privacy law expect:
 
 from __future__ import annotations
 
-import csv
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from pathlib import Path
 
 from email_validator import EmailNotValidError, validate_email
 
 from pipeline.audience.change_queue import Flushed, apply_queued, queue_change
 from pipeline.audience.list_writer import ListChange
+from pipeline.audience.listing import status_of
 from pipeline.config import Settings
 from pipeline.errors import InputError, NewsletterError
 from pipeline.ledger.consent import (
@@ -114,30 +113,6 @@ def mask(address: str) -> str:
     return f"{local[:1]}***@{domain}"
 
 
-def list_status(path: Path, key: str) -> str | None:
-    """This address's status in subscribers.csv: None if it has no row; an opt-out on any
-    of its rows wins, as it does for a send (``audience.subscribers.scan``)."""
-    found: str | None = None
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
-        names = [name.strip().lower() for name in next(reader, [])]
-        if "email" not in names:
-            raise InputError("the header row has no 'email' column", path=path, line=1)
-        email_at = names.index("email")
-        status_at = names.index("status") if "status" in names else None
-        for cells in reader:
-            if len(cells) <= email_at or cells[email_at].strip().lower() != key:
-                continue
-            status = ""
-            if status_at is not None and status_at < len(cells):
-                status = cells[status_at].strip().lower()
-            status = status or SUBSCRIBED
-            if status != SUBSCRIBED:
-                return status
-            found = SUBSCRIBED
-    return found
-
-
 class Subscriptions:
     """One per app: the per-thread ledger connections, the mail worker and the applier."""
 
@@ -167,7 +142,6 @@ class Subscriptions:
         self._stopping = threading.Event()
         self._applier: threading.Thread | None = None
         self.writer = GroupCommitter(settings.state_dir / LEDGER_NAME)
-        self._first_change: float | None = None
         self._last_problem = ""
 
     # Plumbing ---------------------------------------------------------------------------
@@ -240,6 +214,11 @@ class Subscriptions:
                 f"{r.added} added, {r.unchanged} unchanged)"
             )
 
+    @property
+    def list_problem(self) -> str:
+        """Why the queue could not be applied last time ("" when it could)."""
+        return self._last_problem
+
     def _changed(self) -> None:
         self._wake.set()
 
@@ -291,7 +270,7 @@ class Subscriptions:
         )
         if row is not None:
             return str(row[0])
-        return list_status(self.settings.subscribers, key)
+        return status_of(self.settings.subscribers, key)
 
     # Joining ----------------------------------------------------------------------------
 
@@ -434,10 +413,3 @@ class Subscriptions:
 
         self.writer.commit(write)
         self._changed()
-
-
-@dataclass
-class Health:
-    ok: bool
-    queued: int = 0
-    problems: list[str] = field(default_factory=list)

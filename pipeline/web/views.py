@@ -17,6 +17,7 @@ import sqlite3
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
+from pipeline.errors import InputError, NewsletterError
 from pipeline.messages.unsubscribe import read_token
 from pipeline.web.app import subscriptions_of
 from pipeline.web.subscriptions import (
@@ -77,6 +78,18 @@ def _http_error(error: HTTPException) -> tuple[str, int] | HTTPException:
     return _message(title, text, code)
 
 
+@public.app_errorhandler(Exception)
+def _unexpected(error: Exception) -> tuple[str, int] | HTTPException:
+    """A bug or a fault nobody foresaw: one line in the log, a plain page for the visitor
+    (never a traceback, never an internal detail)."""
+    if isinstance(error, HTTPException):
+        return _http_error(error)
+    subscriptions_of(current_app).log(
+        f"error answering {request.method} {request.path}: {type(error).__name__}: {error}"
+    )
+    return _message("Something went wrong", "Please try again in a little while.", 500)
+
+
 @public.get("/healthz")
 def healthz() -> tuple[Response, int]:
     subscriptions = subscriptions_of(current_app)
@@ -91,6 +104,9 @@ def healthz() -> tuple[Response, int]:
         return jsonify(status="error", problem=str(exc)), 503
     if not readable:
         return jsonify(status="error", problem="subscriber list not found"), 503
+    if subscriptions.list_problem:
+        # Opt-outs are safe in the queue, but the list is not taking them: someone must look.
+        return jsonify(status="error", problem=subscriptions.list_problem, queued=queued), 503
     return jsonify(status="ok", queued=int(queued)), 200
 
 
@@ -158,7 +174,17 @@ def confirm_page() -> tuple[str, int]:
 @public.post("/confirm")
 def confirm() -> tuple[str, int]:
     token = request.form.get("token") or request.args.get("token", "")
-    outcome, who = subscriptions_of(current_app).confirm(token, _visitor(request.base_url))
+    subscriptions = subscriptions_of(current_app)
+    try:
+        outcome, who = subscriptions.confirm(token, _visitor(request.base_url))
+    except (NewsletterError, OSError, sqlite3.Error) as exc:
+        message = exc.location_message() if isinstance(exc, InputError) else str(exc)
+        subscriptions.log(f"confirmation NOT recorded: {message}")
+        return _message(
+            "We could not record that just now",
+            "Nothing was changed. Please press the button in the email again in a little while.",
+            503,
+        )
     if outcome in (Confirmation.CONFIRMED, Confirmation.ALREADY):
         return _page("confirmed.html", who=who)
     return _invalid_confirmation(outcome)
