@@ -606,3 +606,17 @@ def test_in_the_background_the_answer_comes_first_and_the_list_follows(
     assert receiver.wait_applied()
     assert list_status(events_settings, ADA) == "bounced"
     assert history(events_settings, ADA) == [("bounced", "bounce")]
+
+
+def test_a_legacy_form_encoded_mailgun_webhook_is_refused(
+    client: FlaskClient, events_settings: Settings
+) -> None:
+    body = b"event=bounced&recipient=ada.runner%40example.org&timestamp=1&token=t&signature=s"
+    answer = client.post(
+        "/webhooks/mailgun",
+        data=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert answer.status_code == 400
+    assert stored_events(events_settings) == 0
+    assert list_status(events_settings, ADA) == "subscribed"
