@@ -24,10 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import PYTHON, REPO, SAMPLE_ISSUE, machine, write_list  # noqa: E402
-from pipeline.config import load_settings  # noqa: E402
-from pipeline.sending import open_ledger  # noqa: E402
-from tests.fake_providers import POSTMARK_TOKEN, FakePostmark  # noqa: E402
+from bench._common import PYTHON, REPO, SAMPLE_ISSUE, machine, write_list
+from pipeline.config import load_settings
+from pipeline.sending import open_ledger
+from tests.fake_providers import POSTMARK_TOKEN, FakePostmark
 
 ISSUE = "2025-07-21-hip-rotation"
 
