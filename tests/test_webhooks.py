@@ -620,3 +620,15 @@ def test_a_legacy_form_encoded_mailgun_webhook_is_refused(
     assert answer.status_code == 400
     assert stored_events(events_settings) == 0
     assert list_status(events_settings, ADA) == "subscribed"
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_hostile_bodies_are_refused_cleanly(
+    provider: str, client: FlaskClient, events_settings: Settings
+) -> None:
+    """Unsigned garbage must be a 4xx, never a server error: some checks parse the body
+    before they can verify it (Mailgun's signature block, SNS's fields)."""
+    for body in (b"[" * 100_000, b"\xff\xfe not utf-8", b"", b"null", b'{"a": 1}', b"[]"):
+        answer = client.post(f"/webhooks/{provider}", data=body)
+        assert 400 <= answer.status_code < 500, (provider, body[:10], answer.status_code)
+    assert stored_events(events_settings) == 0

@@ -88,6 +88,8 @@ class WebhookRequest:
             return json.loads(self.body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
             raise Refused("the body is not JSON", 400) from None
+        except RecursionError:  # "[[[[..." deep enough to exhaust the parser's stack
+            raise Refused("the body nests too deeply", 400) from None
 
 
 @dataclass(frozen=True)
