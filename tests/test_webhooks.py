@@ -510,6 +510,11 @@ def test_the_app_of_newsletter_serve_takes_webhooks_beyond_its_form_limit(
     app = create_app(
         events_settings, environ=merged_env(all_senders), background=False, log=lines.append
     )
+    taken = [line for line in lines if line.startswith("webhooks: ")]
+    assert taken == [
+        "webhooks: taking /webhooks/{brevo,mailgun,postmark,resend,sendgrid,ses}"
+        " (see README: Bounces, complaints and provider events)"
+    ]
     # SendGrid posts events in batches: this one is far over the app's 16 KB form limit.
     batch = [
         item

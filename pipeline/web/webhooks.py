@@ -35,6 +35,13 @@ def webhooks_blueprint(
     found = receiver or WebhookReceiver(
         settings, os.environ if environ is None else environ, log=log, background=background
     )
+    if log is not None and receiver is None:
+        taken = found.configured()
+        log(
+            "webhooks: "
+            + (f"taking /webhooks/{{{','.join(taken)}}}" if taken else "none configured")
+            + " (see README: Bounces, complaints and provider events)"
+        )
     blueprint = Blueprint("webhooks", __name__)
 
     @blueprint.post("/webhooks/<provider>")
