@@ -127,6 +127,18 @@ def test_postmark_stream_suppressions(project: Path, httpserver: HTTPServer) -> 
     expect_statuses(settings)
 
 
+def test_postmark_429_waits_as_retry_after_says(project: Path, httpserver: HTTPServer) -> None:
+    settings = configure(project, "postmark", httpserver.url_for("").rstrip("/"))
+    path = "/message-streams/broadcast/suppressions/dump"
+    httpserver.expect_oneshot_request(path).respond_with_data(
+        '{"ErrorCode": 429, "Message": "Rate limit exceeded"}', 429, {"Retry-After": "7"}
+    )
+    postmark_dump(httpserver)
+    sleeps: list[float] = []
+    report = run_sync(settings, ENV, sleep=sleeps.append)
+    assert sleeps == [7.0] and report.read == 4
+
+
 def test_postmark_refused_token_is_one_clear_error(project: Path, httpserver: HTTPServer) -> None:
     settings = configure(project, "postmark", httpserver.url_for("").rstrip("/"))
     postmark_dump(httpserver)

@@ -23,7 +23,12 @@ from urllib.parse import urlsplit
 import requests
 
 from pipeline.config import Settings
-from pipeline.delivery.providers.http import USER_AGENT, error_text, reset_seconds
+from pipeline.delivery.providers.http import (
+    USER_AGENT,
+    error_text,
+    reset_seconds,
+    retry_after_seconds,
+)
 from pipeline.errors import NewsletterError
 from pipeline.events.apply import Applied, apply_pending
 from pipeline.events.base import ProviderEvent
@@ -102,6 +107,8 @@ class ListClient:
                 wait = None
                 if status == 429 and self.reset_header:
                     wait = reset_seconds(answer, self.reset_header, epoch=self.reset_epoch)
+                elif status == 429:
+                    wait = retry_after_seconds(answer.headers.get("Retry-After"))
                 wait = min(2**attempt, 30) if wait is None else wait
                 if wait > MAX_WAIT:
                     raise SyncError(
