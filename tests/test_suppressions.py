@@ -402,7 +402,9 @@ def test_suppressions_sync_command(project: Path, httpserver: HTTPServer) -> Non
         " (2 bounced, 1 complained, 1 unsubscribed), 4 new"
     )
     assert lines[1] == "  subscribers.csv: 3 addresses changed"
-    assert any(line.startswith(f"    {ADA}: bounced - postmark hard bounce") for line in lines)
+    assert f"    {ADA}: bounced - postmark: hard bounce: on Postmark's suppression list:" in (
+        result.output
+    )
     assert lines[-1] == "  1 address not on the list (unchanged)"
     again = runner.invoke(cli, args, env=ENV)
     assert "0 new" in again.output and "0 addresses changed" in again.output

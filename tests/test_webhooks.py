@@ -452,6 +452,15 @@ def test_webhooks_over_waitress_with_basic_auth_in_the_url(
         answer = requests.post(url, data=body, timeout=10)
         assert answer.status_code == 200, answer.text
         assert list_status(events_settings, ADA) == "unsubscribed"
+        ledger = open_ledger(events_settings)
+        try:
+            (fact,) = consent_history(ledger.db, ADA)
+        finally:
+            ledger.close()
+        assert fact.detail is not None and fact.detail.startswith(
+            f"postmark: unsubscribed at the provider (issue {ISSUES[-1]}): ManualSuppression"
+            " (Recipient) [event sha256:"
+        )
         wrong = f"http://hooks:nope@127.0.0.1:{port}/webhooks/postmark"
         assert requests.post(wrong, data=body, timeout=10).status_code == 401
         sendgrid = all_senders["sendgrid"]

@@ -64,6 +64,7 @@ class ListEffect:
     email: str
     status: Status
     why: str  # in words, with the provider and its event id
+    provider: str
 
 
 @dataclass
@@ -98,13 +99,22 @@ def wanted_status(event: ProviderEvent, soft_streak: bool) -> Status | None:
     return None
 
 
+WHAT = {
+    EventType.COMPLAINED: "marked as spam",
+    EventType.UNSUBSCRIBED: "unsubscribed at the provider",
+}
+
+
 def describe(event: ProviderEvent, soft_streak: bool = False) -> str:
-    what = f"{event.bounce} bounce" if event.type is EventType.BOUNCED else event.type.value
-    if soft_streak and event.bounce is Bounce.SOFT:
-        what = f"soft bounces on {SOFT_BOUNCE_STREAK} issues in a row"
-    issue = f" of {event.issue}" if event.issue else ""
+    """For the consent history: who said what, about which issue, and which event."""
+    what = WHAT.get(event.type, event.type.value)
+    if event.type is EventType.BOUNCED:
+        what = f"{event.bounce} bounce"
+        if soft_streak and event.bounce is Bounce.SOFT:
+            what = f"soft bounces on {SOFT_BOUNCE_STREAK} issues in a row"
+    issue = f" (issue {event.issue})" if event.issue else ""
     reason = f": {event.reason}" if event.reason else ""
-    return f"{event.provider} {what}{issue}{reason} (event {event.event_id})"
+    return f"{event.provider}: {what}{issue}{reason} [event {event.event_id}]"
 
 
 def list_statuses(path: Path, keys: set[str]) -> dict[str, Status]:
@@ -159,7 +169,9 @@ def _apply(
                 key = address_key_fast(event.email)
                 before = wanted.get(key)
                 if before is None or OPT_OUT_RANK[status] > OPT_OUT_RANK[before.status]:
-                    wanted[key] = ListEffect(event.email, status, describe(event, streak))
+                    wanted[key] = ListEffect(
+                        event.email, status, describe(event, streak), event.provider
+                    )
                 notes.append(f"list: {status}")
             effects[stored.row] = "; ".join(notes)
     current = list_statuses(settings.subscribers, set(wanted))

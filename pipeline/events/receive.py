@@ -142,7 +142,7 @@ class WebhookReceiver:
             self.log(f"provider events stored, but not applied yet: {exc}")
             return None
         for effect in applied.changed:
-            self.log(f"{effect.why.split(' ', 1)[0]} event: {effect.email} is now {effect.status}")
+            self.log(f"{effect.provider} event: {effect.email} is now {effect.status}")
         return applied
 
     def _apply_forever(self) -> None:
