@@ -22,7 +22,7 @@ import trustme
 from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
-from waitress.server import create_server
+from waitress.wasyncore import close_all
 
 from pipeline.audience.subscribers import Subscriber, scan
 from pipeline.cli import cli
@@ -35,6 +35,7 @@ from pipeline.ledger.consent import consent_history
 from pipeline.ledger.events import claim_nonce, store
 from pipeline.ledger.store import RecipientStatus, Settlement
 from pipeline.sending import open_ledger
+from pipeline.web.server import make_server
 from pipeline.web.webhooks import webhooks_blueprint
 
 from .webhook_senders import (
@@ -439,7 +440,7 @@ def test_webhooks_over_waitress_with_basic_auth_in_the_url(
 ) -> None:
     app = Flask(__name__)
     app.register_blueprint(webhooks_blueprint(events_settings, receiver=receiver))
-    server = create_server(app, host="127.0.0.1", port=0, threads=4)
+    server = make_server(app, "127.0.0.1", 0, threads=4)  # as `newsletter serve` does
     port = server.effective_port  # type: ignore[union-attr]
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -471,7 +472,11 @@ def test_webhooks_over_waitress_with_basic_auth_in_the_url(
         assert answer.status_code == 200, answer.text
         assert list_status(events_settings, BEN) == "complained"
     finally:
+        server.task_dispatcher.shutdown(timeout=1)  # type: ignore[union-attr]
         server.close()  # type: ignore[union-attr]
+        close_all(server._map)  # type: ignore[union-attr]  # the loop ends with its map
+        thread.join(timeout=10)
+        assert not thread.is_alive()
 
 
 def test_mailgun_tokens_are_forgotten_once_no_signature_could_reuse_them(
@@ -646,3 +651,53 @@ def test_hostile_bodies_are_refused_cleanly(
         answer = client.post(f"/webhooks/{provider}", data=body)
         assert 400 <= answer.status_code < 500, (provider, body[:10], answer.status_code)
     assert stored_events(events_settings) == 0
+
+
+def test_a_bounce_older_than_the_readers_last_confirmation_leaves_them_subscribed(
+    client: FlaskClient, events_settings: Settings, all_senders: dict[str, Sender]
+) -> None:
+    from pipeline.ledger.consent import record_consent
+
+    sender = all_senders["postmark"]
+    record_sends(events_settings, "postmark")
+    ledger = open_ledger(events_settings)
+    try:
+        # She bounced long ago, then signed up again and confirmed on 25 November, 10:30.
+        record_consent(
+            ledger.db, ADA, "resubscribed", "form", at=datetime(2026, 11, 25, 10, 30, tzinfo=UTC)
+        )
+    finally:
+        ledger.close()
+    late = event(sender, "hard", n=1)
+    late["BouncedAt"] = "2026-11-25T10:29:59Z"  # an old issue's bounce, reported late
+    assert post(client, sender, late)[0] == 200
+    assert list_status(events_settings, ADA) == "subscribed"
+    assert delivery(events_settings, ISSUES[-1], ADA) == "bounced"  # the ledger still says it
+    fresh = event(sender, "hard", n=2)
+    fresh["BouncedAt"] = "2026-11-25T10:31:00Z"
+    assert post(client, sender, fresh)[0] == 200
+    assert list_status(events_settings, ADA) == "bounced"
+
+
+def test_changes_the_web_app_queued_earlier_land_first(
+    client: FlaskClient, events_settings: Settings, all_senders: dict[str, Sender]
+) -> None:
+    from pipeline.audience.change_queue import queue_change, queued_count
+    from pipeline.audience.list_writer import ListChange
+
+    sender = all_senders["sendgrid"]
+    record_sends(events_settings, "sendgrid")
+    ledger = open_ledger(events_settings)
+    try:
+        queue_change(ledger.db, ListChange(BEN, status="unsubscribed"))  # answered, not written
+    finally:
+        ledger.close()
+    assert post(client, sender, event(sender, "hard", email=BEN))[0] == 200
+    # The opt-out came first: it is what the list says; the bounce changes an opted-out
+    # reader no further.
+    assert list_status(events_settings, BEN) == "unsubscribed"
+    ledger = open_ledger(events_settings)
+    try:
+        assert queued_count(ledger.db) == 0
+    finally:
+        ledger.close()

@@ -17,12 +17,14 @@ applied, without doubling anything, by the next call.
 from __future__ import annotations
 
 import fcntl
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 
+from pipeline.audience.change_queue import apply_queued
 from pipeline.audience.csv_source import address_key_fast, read_rows
 from pipeline.audience.list_writer import ListChange, apply_changes
 from pipeline.audience.subscribers import Status
@@ -117,6 +119,17 @@ def describe(event: ProviderEvent, soft_streak: bool = False) -> str:
     return f"{event.provider}: {what}{issue}{reason} [event {event.event_id}]"
 
 
+def _before_consent(db: sqlite3.Connection, event: ProviderEvent) -> bool:
+    """Is this event older than the reader's last confirmation?  A bounce of an issue sent
+    before they signed up again says nothing about the address they just confirmed."""
+    if event.occurred_at is None:
+        return False
+    confirmed = last_event(db, event.email, (ConsentAction.CONFIRMED, ConsentAction.RESUBSCRIBED))
+    if confirmed is None:
+        return False
+    return event.occurred_at < datetime.fromisoformat(confirmed.at)
+
+
 def list_statuses(path: Path, keys: set[str]) -> dict[str, Status]:
     """The status of each of these addresses on the list (the strongest of its rows)."""
     found: dict[str, Status] = {}
@@ -165,6 +178,9 @@ def _apply(
                 and soft_bounce_streak(db, event.key, SOFT_BOUNCE_STREAK)
             )
             status = wanted_status(event, streak)
+            if status is not None and _before_consent(db, event):
+                notes.append("list: unchanged, older than the reader's last confirmation")
+                status = None
             if status is not None:
                 key = address_key_fast(event.email)
                 before = wanted.get(key)
@@ -174,6 +190,9 @@ def _apply(
                     )
                 notes.append(f"list: {status}")
             effects[stored.row] = "; ".join(notes)
+    if wanted:
+        # Changes the web app queued before these events land first, in their order.
+        apply_queued(ledger.db, settings.subscribers, settings.state_dir)
     current = list_statuses(settings.subscribers, set(wanted))
     changes: list[ListChange] = []
     history: list[tuple[ListEffect, bool]] = []  # (effect, the list changed now)

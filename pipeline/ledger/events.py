@@ -115,8 +115,8 @@ def store(ledger: Ledger, events: Sequence[ProviderEvent]) -> int:
 
 def unapplied(ledger: Ledger, limit: int = 5000) -> list[StoredEvent]:
     rows = ledger.db.execute(
-        "SELECT id, provider, event_id, type, bounce, email, issue, message_id, reason, raw"
-        " FROM events WHERE applied_at IS NULL ORDER BY id LIMIT ?",
+        "SELECT id, provider, event_id, type, bounce, email, issue, message_id, reason, raw,"
+        " occurred_at FROM events WHERE applied_at IS NULL ORDER BY id LIMIT ?",
         (limit,),
     ).fetchall()
     return [
@@ -132,6 +132,7 @@ def unapplied(ledger: Ledger, limit: int = 5000) -> list[StoredEvent]:
                 message_id=row[7],
                 reason=row[8] or "",
                 raw=row[9],
+                occurred_at=datetime.fromisoformat(row[10]) if row[10] else None,
             ),
         )
         for row in rows
