@@ -29,6 +29,7 @@ from pipeline.wording import count as counted
 from pipeline.wording import local_time, shown
 
 if TYPE_CHECKING:
+    from pipeline.events.sync import SyncReport
     from pipeline.sending import SendPlan, SendReport
 
 EXIT_PROBLEMS = 1
@@ -272,6 +273,16 @@ def _print_report(report: SendReport, settings: Settings, *, quiet: bool = False
         f"unknown {run.unknown}"
         + (f"; {report.reconciled} found already delivered" if report.reconciled else "")
     )
+    asked = report.asked
+    if asked is not None and (asked.found or asked.resent or asked.waiting or asked.problem):
+        name = settings.provider.name
+        click.echo(
+            f"  asked {name} about unknown recipients: {asked.found} it had accepted (now"
+            f" sent), {asked.resent} it never had (sent by this run), {asked.waiting} not"
+            " found yet (asked again by the next run)"
+        )
+        if asked.problem:
+            click.echo(f"    could not ask: {asked.problem}")
     if report.skipped:
         reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(report.skipped.items()))
         click.echo(f"  skipped {counted(sum(report.skipped.values()), 'row')}: {reasons}")
@@ -307,7 +318,12 @@ def _print_report(report: SendReport, settings: Settings, *, quiet: bool = False
                 f"    {replayable} in batches this provider was sent: the next run replays them "
                 "under the same idempotency key, which it delivers once"
             )
-        if unknown > replayable:
+        if asked is not None:
+            click.echo(
+                f"    the next run asks {settings.provider.name} about them again"
+                " before sending anything"
+            )
+        elif unknown > replayable:
             # Never plain advice to re-send: some of these were most likely delivered.
             click.echo(
                 f"    {unknown - replayable}: look each one up in {settings.provider.name}'s "
@@ -422,6 +438,14 @@ def send(
         for plan in due_run.plans:
             if plan.decision is Decision.TOO_LATE:
                 click.echo(f"{plan.draft.slug}: not sent: {plan.detail}")
+        if due_run.suppressions is not None:
+            _print_sync(due_run.suppressions)
+        if due_run.suppressions_problem:
+            click.echo(
+                f"warning: suppression lists not read ({due_run.suppressions_problem});"
+                " sending with the list as it is",
+                err=True,
+            )
         for problem in due_run.problems:
             click.echo(f"error: {problem.location_message()}", err=True)
         for due_report in due_run.reports:
@@ -610,6 +634,10 @@ def status(ctx: click.Context, issue: Path | None, as_json: bool, who: str | Non
                     f"  audience {c.audience}: sent {c.sent}, failed {c.failed}, "
                     f"unknown {c.unknown}, pending {c.pending}"
                 )
+            if row.provider_says:
+                # What the provider's events said since: delivered, bounced, complained...
+                says = ", ".join(f"{kind} {n}" for kind, n in row.provider_says.items())
+                click.echo(f"  provider says: {says}")
         if len(report.rows) > 1:
             states = Counter(row.state.value for row in report.rows)
             summary = ", ".join(f"{state} {n}" for state, n in states.items())
@@ -1043,6 +1071,49 @@ def unsubscribe(ctx: click.Context, target: str) -> None:
         )
     else:
         click.echo(f"{address}: not on the list (any more); nothing to change")
+
+
+@cli.group()
+def suppressions() -> None:
+    """The provider's own lists of bounced, complained and unsubscribed addresses."""
+
+
+def _count(count: int, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"
+
+
+def _print_sync(report: SyncReport) -> None:
+    kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(report.by_type.items()))
+    read = _count(report.read, "entry", "entries")
+    click.echo(
+        f"{report.provider}: {read} read from {', '.join(report.lists)}"
+        + (f" ({kinds})" if kinds else "")
+        + f", {report.new} new"
+    )
+    changed = report.applied.changed
+    click.echo(f"  subscribers.csv: {_count(len(changed), 'address', 'addresses')} changed")
+    for effect in changed:
+        click.echo(f"    {effect.email}: {effect.status} - {effect.why}")
+    missing = len(report.applied.not_on_list)
+    if missing:
+        click.echo(f"  {_count(missing, 'address', 'addresses')} not on the list (unchanged)")
+
+
+@suppressions.command(name="sync")
+@click.pass_context
+def suppressions_sync(ctx: click.Context) -> None:
+    """Read the provider's suppression lists into subscribers.csv.
+
+    Bounced, complained and unsubscribed addresses at Postmark (the stream's suppressions),
+    SendGrid, Mailgun, Amazon SES or Brevo become that status in the list, each recorded in
+    the consent history. Safe to run again: entries already read change nothing.
+
+    \b
+    newsletter suppressions sync
+    """
+    from pipeline.events.suppressions import run_sync
+
+    _print_sync(run_sync(_settings(ctx), dict(os.environ)))
 
 
 def _log_line(line: str) -> None:

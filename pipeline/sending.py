@@ -35,11 +35,21 @@ from pipeline.delivery.loop import (
     LoopResult,
     build_each,
 )
-from pipeline.delivery.provider import Options, Outcome, Provider, RecipientResult, Reconciling
+from pipeline.delivery.provider import (
+    Options,
+    Outcome,
+    Provider,
+    RecipientResult,
+    Reconciling,
+    Searching,
+)
 from pipeline.delivery.providers import REGISTRY, create_provider
+from pipeline.delivery.settle import Asked, ask_provider
 from pipeline.delivery.stopping import StopOnSignals, StopRequest
 from pipeline.errors import InputError, InputErrors, NewsletterError
+from pipeline.events.sync import SyncReport
 from pipeline.ledger import start_record
+from pipeline.ledger.events import delivery_counts
 from pipeline.ledger.lock import SendLock
 from pipeline.ledger.store import (
     AudienceChange,
@@ -130,6 +140,7 @@ class SendReport:
     joined: int = 0  # joined the list since the send began; not sent (see --include-new)
     added: int = 0  # joined since and included (--include-new)
     reconciled: int = 0
+    asked: Asked | None = None  # unknown rows settled by asking the provider
     unknown_replayable: int = 0  # unknown rows the (idempotent) provider will replay by key
 
     @property
@@ -367,9 +378,6 @@ def _send_locked(
     _write_start_record(ledger, slug, sent_record)
     audience = _AudienceScan()
     change = AudienceChange(0, 0, 0, 0)
-    if resend_unknown:
-        # Batches an idempotent provider sent are replayed by the loop under their key.
-        ledger.requeue_unknown(slug, provider.name if provider.idempotent else None)
     if not record.audience_loaded:
         ledger.add_recipients(slug, audience.subscribers(settings.subscribers, issue.tags))
         if ledger.counts(slug).audience == 0:  # the list changed since the look above
@@ -387,6 +395,14 @@ def _send_locked(
     factory = MessageFactory(
         compiled, settings, secret, managed_unsubscribe=provider.managed_unsubscribe
     )
+    # Before anything is re-sent, a provider that can search says what it accepted.
+    asked = (
+        ask_provider(ledger, slug, provider, factory) if isinstance(provider, Searching) else None
+    )
+    if resend_unknown:
+        # Batches an idempotent provider sent are replayed by the loop under their key.
+        ledger.requeue_unknown(slug, provider.name if provider.idempotent else None)
+
     reconciled = _reconcile_unknown(ledger, slug, provider, factory)
     ledger.set_status(slug, IssueStatus.SENDING)
     loop = DeliveryLoop(
@@ -429,6 +445,7 @@ def _send_locked(
         joined=change.joined,
         added=change.added,
         reconciled=reconciled,
+        asked=asked,
         unknown_replayable=(
             ledger.unknown_replayable(slug, provider.name) if provider.idempotent else 0
         ),
@@ -487,6 +504,8 @@ class DueRun:
     plans: list[Plan]
     reports: list[SendReport]
     problems: list[InputError]
+    suppressions: SyncReport | None = None  # the provider's lists, read before sending
+    suppressions_problem: str | None = None  # why they could not be read (the send went on)
 
     @property
     def exit_code(self) -> int:
@@ -536,7 +555,10 @@ def send_due(
     drafts, problems = find_drafts(settings)
     records = started_issues(settings)
     plans = plan_due(drafts, records, now, settings.max_lateness, settings.timezone)
-    reports = []
+    run = DueRun(plans, [], problems)
+    if any(plan.acts for plan in plans):
+        _sync_suppressions(settings, environ, run, sleep)
+    reports = run.reports
     stop = StopRequest()
     for plan in plans:
         if not plan.acts:
@@ -562,7 +584,25 @@ def send_due(
             provider.close()
         assert report is not None
         reports.append(report)
-    return DueRun(plans, reports, problems)
+    return run
+
+
+def _sync_suppressions(
+    settings: Settings, environ: Mapping[str, str], run: DueRun, sleep: Callable[[float], None]
+) -> None:
+    """Before cron sends, the provider's own suppression lists go into the list (where it
+    has them and ``[provider] suppressions_sync`` is not false).  A provider that cannot be
+    asked right now does not hold the send back: the list is as current as the last sync."""
+    from pipeline.events.suppressions import run_sync, sync_before_send
+
+    if not sync_before_send(settings):
+        return
+    try:
+        run.suppressions = run_sync(settings, environ, sleep=sleep)
+    except InputError as exc:
+        run.problems.append(exc)
+    except NewsletterError as exc:
+        run.suppressions_problem = str(exc)
 
 
 # Test copies and dry runs -----------------------------------------------------------------
@@ -710,6 +750,8 @@ class StatusRow:
     when: str | None  # from the ledger: finished, else started (UTC, ISO 8601)
     note: str | None  # why it paused or stopped
     detail: str  # the state in words: when it goes, why it will not
+    # What the provider's events said since (delivered, bounced, complained...), if any.
+    provider_says: dict[str, int] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, object]:
         """The keys ``status --json`` always had, then ``state`` and ``send_at``."""
@@ -724,6 +766,7 @@ class StatusRow:
             "when": self.when,
             "state": self.state.value,
             "send_at": self.send_at.isoformat() if self.send_at else None,
+            "provider_says": self.provider_says,
         }
 
 
@@ -758,11 +801,13 @@ def status_rows(
                 path=issue,
             )
     counts: dict[str, Counts] = {}
+    says: dict[str, dict[str, int]] = {}
     if started:
         with ledger_errors(settings.state_dir / LEDGER_NAME):
             ledger = open_ledger(settings)
             try:
                 counts = {slug: ledger.counts(slug) for slug in started}
+                says = {slug: delivery_counts(ledger, slug) for slug in started}
             finally:
                 ledger.close()
     by_slug: dict[str, Draft | None] = {d.slug: d for d in drafts}
@@ -782,6 +827,7 @@ def status_rows(
                 when=(record.finished_at or record.started_at) if record else None,
                 note=record.note if record else None,
                 detail=_state_detail(state, draft, record, now, settings),
+                provider_says=says.get(slug, {}),
             )
         )
     return StatusReport(rows, problems)

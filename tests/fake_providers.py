@@ -61,6 +61,8 @@ class FakeApi:
         self.replayed = 0  # requests answered from an idempotency key, not sent again
         self.at_once = self.most_at_once = 0  # calls being answered at the same time
         self.lock = threading.Lock()
+        self.accepted: list[dict[str, Any]] = []  # what the provider's search can find
+        self.searches = 0
         api = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -82,6 +84,21 @@ class FakeApi:
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up waiting (a timeout fault)
+
+            def do_GET(self) -> None:
+                path, _, query = self.path.partition("?")
+                with api.lock:
+                    status, headers, body = api.search(
+                        path, dict(parse_qsl(query, keep_blank_values=True)), dict(self.headers)
+                    )
+                data = json.dumps(body).encode("utf-8")
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
             def log_message(self, format: str, *args: object) -> None:
                 pass
@@ -138,6 +155,12 @@ class FakeApi:
 
     def idempotency_key(self, headers: dict[str, str], raw: bytes) -> str | None:
         return None
+
+    def search(
+        self, path: str, query: dict[str, str], headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], Any]:
+        """A GET: the provider's search of what it accepted (where it has one)."""
+        return 404, {}, {"message": f"no such endpoint {path}"}
 
     def concurrent_reply(self) -> tuple[int, dict[str, str], Any]:
         return 409, {}, {"message": "a request with this key is in progress"}
@@ -222,6 +245,19 @@ class FakePostmark(FakeApi):
                 results.append({"ErrorCode": code, "Message": f"error {code}", "To": to})
             else:
                 self.delivered[address] += 1
+                self.accepted.append(
+                    {
+                        "MessageID": f"pm-{len(self.requests)}-{number}",
+                        "Recipients": [address],
+                        "To": [{"Email": address, "Name": None}],
+                        "Tag": message.get("Tag", ""),
+                        "Subject": message["Subject"],
+                        "MessageStream": message["MessageStream"],
+                        "Metadata": message.get("Metadata", {}),
+                        "Status": "Sent",
+                        "ReceivedAt": "2025-07-21T07:00:00-04:00",
+                    }
+                )
                 results.append(
                     {
                         "ErrorCode": 0,
@@ -232,6 +268,28 @@ class FakePostmark(FakeApi):
                     }
                 )
         return 200, {}, results
+
+    def search(
+        self, path: str, query: dict[str, str], headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], Any]:
+        """``GET /messages/outbound``, the outbound message search:
+        https://postmarkapp.com/developer/api/messages-api#outbound-message-search"""
+        if path != "/messages/outbound":
+            return 404, {}, {"ErrorCode": 404, "Message": f"no such endpoint {path}"}
+        if headers.get("X-Postmark-Server-Token") != POSTMARK_TOKEN:
+            return 401, {}, {"ErrorCode": 10, "Message": "Bad or missing Server API token."}
+        if "count" not in query or "offset" not in query or int(query["count"]) > 500:
+            return 422, {}, {"ErrorCode": 600, "Message": "count (at most 500) and offset"}
+        self.searches += 1
+        found = [
+            m
+            for m in self.accepted
+            if (not query.get("recipient") or query["recipient"].lower() in m["Recipients"])
+            and (not query.get("tag") or m["Tag"] == query["tag"])
+            and (not query.get("messagestream") or m["MessageStream"] == query["messagestream"])
+        ]
+        offset, count = int(query["offset"]), int(query["count"])
+        return 200, {}, {"TotalCount": len(found), "Messages": found[offset : offset + count]}
 
 
 def _address_of(mailbox: str) -> str:
@@ -325,13 +383,53 @@ class FakeMailgun(FakeApi):
         variables = json.loads(fields["recipient-variables"][0])
         if {_address_of(t) for t in to} != {a.lower() for a in variables}:
             return 400, {}, {"message": "recipient-variables do not match the recipients"}
+        queued = f"mg-{len(self.requests)}@{self.domain}"
+        request = Received("", headers, body)
         for address in to:
             self.delivered[_address_of(address)] += 1
-        return (
-            200,
-            {},
-            {"id": f"<mg-{len(self.requests)}@{self.domain}>", "message": "Queued. Thank you."},
-        )
+            filled = self.expand(
+                request, next(a for a in variables if a.lower() == _address_of(address))
+            )
+            self.accepted.append(
+                {
+                    "event": "accepted",
+                    "recipient": _address_of(address),
+                    "tags": fields.get("o:tag", []),
+                    "user-variables": {
+                        name[2:]: value for name, value in filled.items() if name.startswith("v:")
+                    },
+                    "message": {
+                        "headers": {
+                            "message-id": queued,
+                            "to": address,
+                            "subject": filled["subject"],
+                        }
+                    },
+                }
+            )
+        return 200, {}, {"id": f"<{queued}>", "message": "Queued. Thank you."}
+
+    def search(
+        self, path: str, query: dict[str, str], headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], Any]:
+        """``GET /v3/<domain>/events``, the Events API:
+        https://documentation.mailgun.com/docs/mailgun/api-reference/openapi-final/tag/Events/"""
+        if path != f"/v3/{self.domain}/events":
+            return 404, {}, {"message": f"not found: {path}"}
+        expected = "Basic " + base64.b64encode(f"api:{MAILGUN_KEY}".encode()).decode()
+        if headers.get("Authorization") != expected:
+            return 401, {}, None
+        if int(query.get("limit", "100")) > 300:
+            return 400, {}, {"message": "limit: at most 300"}
+        self.searches += 1
+        items = [
+            e
+            for e in self.accepted
+            if (not query.get("event") or e["event"] == query["event"])
+            and (not query.get("recipient") or e["recipient"] == query["recipient"].lower())
+            and (not query.get("tags") or query["tags"] in e["tags"])
+        ]
+        return 200, {}, {"items": items[: int(query.get("limit", "100"))], "paging": {}}
 
     def expand(self, request: Received, address: str) -> dict[str, str]:
         """What Mailgun would send ``address``: every %recipient.KEY% filled."""
@@ -442,9 +540,46 @@ class FakeBrevo(FakeApi):
                     return 400, {}, {"code": "invalid_parameter", "message": name}
         ids = []
         for number, version in enumerate(versions):
-            self.delivered[version["to"][0]["email"].lower()] += 1
+            address = version["to"][0]["email"].lower()
+            self.delivered[address] += 1
             ids.append(f"<br-{len(self.requests)}-{number}@smtp-relay.mailin.fr>")
+            self.accepted.append(
+                {
+                    "email": address,
+                    "subject": version.get("subject", body.get("subject")),
+                    "messageId": ids[-1],
+                    "uuid": str(uuid.uuid4()),
+                    "date": "2025-07-21T07:00:00.000+02:00",
+                    "from": body["sender"]["email"],
+                    "tags": body.get("tags", []),
+                }
+            )
         return 201, {}, {"messageIds": ids}
+
+    def search(
+        self, path: str, query: dict[str, str], headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], Any]:
+        """``GET /v3/smtp/emails``, the list of transactional emails:
+        https://developers.brevo.com/reference/get-transac-emails-list"""
+        if path != "/v3/smtp/emails":
+            return 404, {}, {"code": "not_found", "message": path}
+        if headers.get("api-key") != BREVO_KEY:
+            return 401, {}, {"code": "unauthorized", "message": "Key not found"}
+        if not (query.get("email") or query.get("messageId") or query.get("templateId")):
+            return (
+                400,
+                {},
+                {"code": "invalid_parameter", "message": "email, messageId or templateId"},
+            )
+        self.searches += 1
+        found = [
+            e
+            for e in reversed(self.accepted)
+            if (not query.get("email") or e["email"] == query["email"].lower())
+            and (not query.get("messageId") or e["messageId"] == query["messageId"])
+        ]
+        offset, limit = int(query.get("offset", "0")), int(query.get("limit", "500"))
+        return 200, {}, {"count": len(found), "transactionalEmails": found[offset : offset + limit]}
 
 
 SES_KEY_ID = "AKIDTEST"

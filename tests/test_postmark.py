@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.config import load_settings
 from pipeline.delivery.providers import create_provider
-from pipeline.sending import SendReport, send_issue
+from pipeline.sending import SendReport, open_ledger, send_issue
 
 from .conftest import SAMPLE_ISSUE
 from .fake_providers import POSTMARK_TOKEN, CallFault, FakePostmark
@@ -166,11 +166,61 @@ def test_a_timeout_is_unknown_never_blindly_resent(
         time.sleep(0.05)
     assert sum(postmark.delivered.values()) == 10
 
+    # The next run asks Postmark's search before sending anything: all five were accepted.
     again = send(root)
-    assert again.this_run.sent == 0 and sum(postmark.delivered.values()) == 10
-    resent = send(root, resend_unknown=True)
-    assert resent.counts.unknown == 0 and resent.counts.sent == 10
-    assert sum(postmark.delivered.values()) == 15  # the operator chose to re-send
+    assert again.asked is not None and (again.asked.found, again.asked.resent) == (5, 0)
+    assert again.this_run.sent == 0 and again.counts.unknown == 0 and again.counts.sent == 10
+    assert sum(postmark.delivered.values()) == 10 and again.exit_code == 0
+    ids = {row["provider_id"] for row in ledger_rows(root)}
+    assert len(ids) == 10 and all(i.startswith("pm-") for i in ids)
+
+
+def test_unknown_never_accepted_is_sent_once_the_search_grace_has_passed(
+    make_project: Callable[..., Path], postmark: FakePostmark
+) -> None:
+    root = project(make_project, postmark, 10, "batch_size = 5\nconcurrency = 1")
+    # The first call reaches Postmark but is never processed, and gets no answer in time.
+    postmark.faults = [CallFault(delay=3.0, accept=False)]
+    assert send(root).counts.unknown == 5
+    # Too soon to tell (Postmark's search may lag): they wait, nothing is sent.
+    waiting = send(root)
+    assert waiting.asked is not None and waiting.asked.waiting == 5
+    assert waiting.counts.unknown == 5 and sum(postmark.delivered.values()) == 5
+    # Past the grace period, not found means never accepted: sent now, once.
+    config = root / "newsletter.toml"
+    config.write_text(config.read_text(encoding="utf-8") + "search_grace = 0\n", encoding="utf-8")
+    settled = send(root)
+    assert settled.asked is not None and settled.asked.resent == 5
+    assert settled.counts.sent == 10 and settled.counts.unknown == 0
+    assert max(postmark.delivered.values()) == 1 and sum(postmark.delivered.values()) == 10
+
+
+def test_a_search_that_fails_leaves_unknown_for_later(
+    make_project: Callable[..., Path], postmark: FakePostmark
+) -> None:
+    root = project(make_project, postmark, 10, "batch_size = 5\nconcurrency = 1\nsearch_grace = 0")
+    postmark.faults = [CallFault(delay=3.0, accept=False)]
+    assert send(root).counts.unknown == 5
+    settings = load_settings(root / "newsletter.toml")
+    provider = create_provider(settings, ENV)
+    provider.api.session.headers["X-Postmark-Server-Token"] = "revoked"  # type: ignore[attr-defined]
+    try:
+        report = send_issue(
+            root / SAMPLE_ISSUE, settings, provider, environ=ENV, sleep=lambda s: None
+        )
+    finally:
+        provider.close()
+    assert report is not None and report.asked is not None
+    assert report.asked.problem and "HTTP 401" in report.asked.problem
+    assert report.counts.unknown == 5 and sum(postmark.delivered.values()) == 5
+
+
+def ledger_rows(root: Path) -> list[dict[str, Any]]:
+    ledger = open_ledger(load_settings(root / "newsletter.toml"))
+    try:
+        return ledger.history("2025-07-21-hip-rotation")
+    finally:
+        ledger.close()
 
 
 def test_a_bad_token_stops_the_send(

@@ -204,12 +204,17 @@ def test_a_refused_key_stops_the_send_and_a_fixed_one_finishes_it(
     assert server.delivered == Counter({a: 1 for a in AUDIENCE})
 
 
+# Providers whose API can say what they accepted (pipeline.delivery.provider.Searching).
+SEARCHING = {"postmark", "mailgun"}
+
+
 def test_an_answer_lost_after_the_provider_accepted(
     make_project: Callable[..., Path], spec: Spec, server: FakeApi
 ) -> None:
     """The provider processed a batch but the answer never came back.  Idempotent providers
-    (Resend, Brevo) re-send the batch with the same key and settle it exactly once; the
-    others leave it ``unknown`` for the operator, never re-sent behind their back."""
+    (Resend, Brevo) re-send the batch with the same key and settle it exactly once; those
+    that can search what they accepted (Postmark, Mailgun) are asked, and settle it exactly
+    once; the others leave it ``unknown`` for the operator, never re-sent behind their back."""
     root = project(make_project, spec, server, timeout=1)
     server.faults = [CallFault(delay=2.0, accept=True)]
     first = send(root, spec.env)
@@ -225,6 +230,10 @@ def test_an_answer_lost_after_the_provider_accepted(
         assert second.counts.sent == len(AUDIENCE) and second.counts.unknown == 0
         assert server.delivered == Counter({a: 1 for a in AUDIENCE})
         assert server.replayed >= 1  # settled from the key, not sent again
+    elif spec.name in SEARCHING:
+        assert second.asked is not None and second.asked.found == first.counts.unknown
+        assert second.counts.sent == len(AUDIENCE) and second.counts.unknown == 0
+        assert server.delivered == Counter({a: 1 for a in AUDIENCE})
     else:
         assert second.counts.unknown == first.counts.unknown
         assert second.counts.sent == len(AUDIENCE) - first.counts.unknown

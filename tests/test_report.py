@@ -172,7 +172,7 @@ def test_issue_numbers_equal_the_ledger_without_events(project: tuple[Path, Sett
             counts.unknown,
             counts.pending,
         )
-        assert issue.events is None  # no events table: not known, not zero
+        assert issue.events is None  # no event recorded: not known, not zero
     ledger.close()
     first, second = made.issues
     assert (first.audience, first.sent, first.failed, first.unknown) == (24, 20, 3, 1)

@@ -77,8 +77,9 @@ def test_status_json_has_exactly_the_keys(make_project: Callable[..., Path]) -> 
     (row,) = json.loads(out)
     assert set(row) == {
         *("issue", "audience", "sent", "failed", "unknown", "pending", "when"),
-        *("state", "send_at"),
+        *("state", "send_at", "provider_says"),
     }
+    assert row["provider_says"] == {}  # no provider events for the outbox
     assert (row["issue"], row["audience"], row["sent"], row["pending"]) == (
         "2025-07-21-hip-rotation",
         9,

@@ -94,6 +94,24 @@ class Reconciling(Protocol):
     def reconcile(self, messages: Sequence[Message]) -> list[RecipientResult]: ...
 
 
+@runtime_checkable
+class Searching(Protocol):
+    """A provider whose API can say, by searching what it accepted, whether a message whose
+    answer was lost went out (Postmark's outbound message search, Mailgun's events).
+
+    ``find_accepted`` returns, for the messages it finds, key -> the provider's message id;
+    raises ``SearchFailed`` when it cannot ask.  A search may lag behind what was accepted:
+    ``search_grace`` seconds after a batch was handed over, a message still not found is
+    taken as never accepted, and sent."""
+
+    search_grace: float
+    # Batches younger than this are not asked about: an idempotent provider replays them
+    # under their key, which only works while the batch is whole (0 for the others).
+    search_after: float
+
+    def find_accepted(self, messages: Sequence[Message]) -> dict[str, str]: ...
+
+
 @dataclass(frozen=True)
 class ProviderInfo:
     """How ``newsletter providers`` and config validation describe one provider."""
@@ -156,6 +174,8 @@ COMMON_OPTIONS = {
     "max_consecutive_failures": "pause the send after this many failed recipients in a row"
     " (default 50)",
     "concurrency": "batches in flight at once (default 4, or the provider's maximum if lower)",
+    "suppressions_sync": "send --due first reads the provider's suppression lists into the"
+    " list, where it has them (default true)",
 }
 
 

@@ -105,6 +105,46 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE INDEX mail_once_by_key ON mail_once (key, kind, at)",
         "CREATE UNIQUE INDEX mail_once_welcome ON mail_once (key) WHERE kind = 'welcome'",
     ),
+    # 6: provider events (webhooks, suppression lists), each stored once by its provider's
+    # id (providers retry, so the same event arrives twice), then applied once; the
+    # one-time tokens a signature covers (Mailgun's), so a captured one cannot be reused;
+    # and what the provider last said about each recipient's message.
+    (
+        """
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            provider TEXT NOT NULL,
+            event_id TEXT NOT NULL,          -- the provider's, or a hash of the raw event
+            type TEXT NOT NULL,              -- EventType
+            bounce TEXT,                     -- hard | soft, for bounces
+            email TEXT NOT NULL,
+            key TEXT NOT NULL,               -- lower-cased address, as recipients.key
+            issue TEXT,                      -- our slug, when the event carries it
+            message_id TEXT,                 -- the provider's message id
+            reason TEXT,
+            occurred_at TEXT,
+            received_at TEXT NOT NULL,
+            applied_at TEXT,                 -- NULL until its effects are made
+            effect TEXT,                     -- what it changed, in words
+            raw TEXT NOT NULL,
+            UNIQUE (provider, event_id)
+        )
+        """,
+        "CREATE INDEX events_unapplied ON events (applied_at) WHERE applied_at IS NULL",
+        "CREATE INDEX events_by_key ON events (key)",
+        """
+        CREATE TABLE webhook_nonces (
+            provider TEXT NOT NULL,
+            nonce TEXT NOT NULL,
+            body_hash TEXT NOT NULL,
+            seen_at TEXT NOT NULL,
+            PRIMARY KEY (provider, nonce)
+        )
+        """,
+        "ALTER TABLE recipients ADD COLUMN delivery TEXT",  # Delivery, from provider events
+        "ALTER TABLE recipients ADD COLUMN delivery_at TEXT",
+        "CREATE INDEX recipients_by_provider_id ON recipients (provider_id)",
+    ),
 ]
 
 
@@ -116,12 +156,17 @@ def migrate(db: sqlite3.Connection) -> int:
             f"the ledger has schema version {version}, newer than this program "
             f"({len(MIGRATIONS)}): upgrade newsletter-pipeline"
         )
-    for number, statements in enumerate(MIGRATIONS[version:], start=version + 1):
+    while version < len(MIGRATIONS):
         db.execute("BEGIN IMMEDIATE")
         try:
-            for statement in statements:
-                db.execute(statement)
-            db.execute(f"PRAGMA user_version = {number}")
+            # Read again under the write lock: another process (the web app and a send
+            # opening a new ledger together) may have applied it meanwhile.
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+            if version < len(MIGRATIONS):
+                for statement in MIGRATIONS[version]:
+                    db.execute(statement)
+                version += 1
+                db.execute(f"PRAGMA user_version = {version}")
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")

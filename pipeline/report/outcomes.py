@@ -87,7 +87,9 @@ def provider_event_counts(db: sqlite3.Connection) -> dict[str, dict[str, int]] |
     that does not name its issue is matched to it by the provider's message id.  Soft
     bounces are left out: the provider retries, and most arrive.
     """
-    if not has_table(db, "events"):
+    if not has_table(db, "events") or db.execute("SELECT 1 FROM events LIMIT 1").fetchone() is None:
+        # No event ever recorded: the provider reports none here (the outbox, SMTP, no
+        # webhook set up), so opens and bounces are not known, rather than zero.
         return None
     rows = db.execute(
         "SELECT coalesce(e.issue, r.issue) AS slug, e.type, count(DISTINCT e.key)"

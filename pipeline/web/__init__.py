@@ -1,4 +1,5 @@
-"""The web app of ``newsletter serve``: signup, confirm, unsubscribe, health.
+"""The web app of ``newsletter serve``: signup, confirm, unsubscribe, health, and
+provider webhooks (webhooks.py).
 
 ``create_app(settings)`` builds it (Flask's application factory), so tests build one per case
 and any WSGI server can import the same thing: ``pipeline.web:create_app``.

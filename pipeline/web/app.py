@@ -61,8 +61,10 @@ def create_app(
         return {"settings": settings, "theme": settings.theme}
 
     from pipeline.web.views import public
+    from pipeline.web.webhooks import webhooks_blueprint
 
     app.register_blueprint(public)
+    app.register_blueprint(webhooks_blueprint(settings, environ, log=log, background=background))
     if trusted_proxies:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=trusted_proxies, x_proto=trusted_proxies, x_host=trusted_proxies

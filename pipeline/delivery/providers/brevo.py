@@ -30,6 +30,7 @@ from pipeline.delivery.provider import (
 from pipeline.delivery.providers.http import (
     HttpApi,
     NoAnswer,
+    SearchFailed,
     api_from,
     email_object,
     error_text,
@@ -41,6 +42,10 @@ from pipeline.delivery.providers.http import (
 from pipeline.messages.compose import Message
 
 API_URL = "https://api.brevo.com"
+# Brevo keeps an idempotency key 30 minutes: a batch younger than that is replayed under its
+# key; an older one is looked up in Brevo's list of transactional emails instead.
+KEY_LIFETIME = 1800.0
+SEARCH_GRACE = 900.0
 # Brevo wants a UUID: ours is derived from the batch (uuid5), so a retry carries the same one.
 KEY_NAMESPACE = uuid.UUID("6f1d7c52-3b0e-4f7a-9a55-2f4f0b1c9e11")
 # Brevo requires a top-level htmlContent, the default a version without its own would get.
@@ -54,7 +59,9 @@ class BrevoProvider:
     max_batch = 1000  # message versions per request
     max_concurrency = 8
     managed_unsubscribe: str | None = None
-    idempotent = True  # within Brevo's 30-minute window
+    idempotent = True  # within Brevo's 30-minute window; after it, its email list is asked
+    search_grace = SEARCH_GRACE
+    search_after = KEY_LIFETIME
 
     def __init__(self, api: HttpApi) -> None:
         self.api = api
@@ -121,6 +128,32 @@ class BrevoProvider:
             )
         reason = f"Brevo refused the request (HTTP {status} {detail})"
         return BatchResult.refused(messages, reason)
+
+    def find_accepted(self, messages: Sequence[Message]) -> dict[str, str]:
+        """Brevo's list of transactional emails, per recipient
+        (https://developers.brevo.com/reference/get-transac-emails-list: ``GET
+        /v3/smtp/emails?email=&sort=desc&limit=&offset=``, answering ``transactionalEmails``
+        with ``messageId``, ``subject`` and ``tags``).  Ours are tagged with the issue; a
+        test copy's subject starts ``[Test]``."""
+        found: dict[str, str] = {}
+        for message in messages:
+            answer = self.api.get(
+                "/v3/smtp/emails",
+                {"email": message.to_email, "sort": "desc", "limit": 50, "offset": 0},
+            )
+            items = answer.get("transactionalEmails") if isinstance(answer, dict) else None
+            if not isinstance(items, list):
+                raise SearchFailed("Brevo's email list answer has no transactionalEmails")
+            for item in items:
+                if (
+                    isinstance(item, dict)
+                    and item.get("subject") == message.subject
+                    and message.issue in (item.get("tags") or [])
+                    and item.get("messageId")
+                ):
+                    found[message.key] = str(item["messageId"])
+                    break
+        return found
 
     def close(self) -> None:
         self.api.close()

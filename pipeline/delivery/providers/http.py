@@ -86,8 +86,28 @@ class HttpApi:
             what = "could not reach" if never_sent else "got no answer from"
             return NoAnswer(never_sent, f"{what} {self.provider} ({type(error).__name__})")
 
+    def get(self, path: str, params: dict[str, Any]) -> Any:
+        """A read (a search): the JSON answer, or SearchFailed naming what went wrong."""
+        try:
+            answer = self.session.get(self.base_url + path, params=params, timeout=self.timeout)
+        except requests.RequestException as error:
+            raise SearchFailed(f"could not ask {self.provider} ({type(error).__name__})") from None
+        if answer.status_code != 200:
+            raise SearchFailed(
+                f"{self.provider} refused the search (HTTP {answer.status_code}:"
+                f" {error_text(answer)})"
+            )
+        found = json_body(answer)
+        if found is None:
+            raise SearchFailed(f"{self.provider} answered the search without JSON")
+        return found
+
     def close(self) -> None:
         self.session.close()
+
+
+class SearchFailed(Exception):
+    """A provider's search could not be asked: what it would have settled stays unknown."""
 
 
 def error_text(response: requests.Response, limit: int = 300) -> str:

@@ -27,6 +27,7 @@ from pipeline.delivery.provider import (
 from pipeline.delivery.providers.http import (
     HttpApi,
     NoAnswer,
+    SearchFailed,
     api_from,
     error_text,
     http_options,
@@ -38,6 +39,9 @@ from pipeline.delivery.providers.substitution import SharedBodies, split_headers
 from pipeline.messages.compose import Message
 
 API_URL = "https://api.mailgun.net"
+# Mailgun's events can take a few minutes to appear; past a quarter of an hour, a message
+# with no ``accepted`` event was not accepted.
+SEARCH_GRACE = 900.0
 
 
 def _var(name: str) -> str:
@@ -49,11 +53,14 @@ class MailgunProvider:
     max_batch = 1000  # recipients per request
     max_concurrency = 16
     managed_unsubscribe: str | None = None
-    idempotent = False  # Mailgun has no idempotency key
+    idempotent = False  # Mailgun has no idempotency key, but its events settle unknowns
+    search_grace = SEARCH_GRACE
+    search_after = 0.0
 
     def __init__(self, api: HttpApi, domain: str) -> None:
         self.api = api
         self.path = f"/v3/{quote(domain, safe='')}/messages"
+        self.events_path = f"/v3/{quote(domain, safe='')}/events"
         self.bodies = SharedBodies(_var, value_key=lambda name: name)
 
     def form(self, messages: Sequence[Message]) -> list[tuple[str, str]]:
@@ -108,6 +115,40 @@ class MailgunProvider:
         reason = f"Mailgun refused the request (HTTP {status}: {detail})"
         return BatchResult.refused(messages, reason)
 
+    def find_accepted(self, messages: Sequence[Message]) -> dict[str, str]:
+        """Mailgun's Events API, per recipient: ``accepted`` events for our tag
+        (https://documentation.mailgun.com/docs/mailgun/api-reference/openapi-final/tag/Events/:
+        ``GET /v3/<domain>/events?event=accepted&recipient=&tags=&limit=``, answering
+        ``items`` with ``user-variables`` and ``message.headers``).  Ours carry
+        ``v:issue`` and ``v:newsletter_key``; a test copy's subject starts ``[Test]``."""
+        found: dict[str, str] = {}
+        for message in messages:
+            answer = self.api.get(
+                self.events_path,
+                {
+                    "event": "accepted",
+                    "recipient": message.to_email,
+                    "tags": message.issue[:128],
+                    "limit": 50,
+                },
+            )
+            items = answer.get("items") if isinstance(answer, dict) else None
+            if not isinstance(items, list):
+                raise SearchFailed("Mailgun's events answer has no items list")
+            for item in items:
+                variables = item.get("user-variables") if isinstance(item, dict) else None
+                headers = (item.get("message") or {}).get("headers") or {}
+                if (
+                    isinstance(variables, dict)
+                    and variables.get("issue") == message.issue
+                    and variables.get("newsletter_key") == message.key
+                    and headers.get("subject") == message.subject
+                    and headers.get("message-id")
+                ):
+                    found[message.key] = f"<{str(headers['message-id']).strip('<>')}>"
+                    break
+        return found
+
     def close(self) -> None:
         self.api.close()
 
@@ -118,12 +159,16 @@ def create(settings: Settings, environ: Mapping[str, str]) -> MailgunProvider:
     domain = options.string("domain", settings.sender_address.rpartition("@")[2])
     api = api_from(options, "Mailgun", API_URL, {})
     api.session.auth = ("api", key)
-    return MailgunProvider(api, domain)
+    provider = MailgunProvider(api, domain)
+    provider.search_grace = options.number("search_grace", SEARCH_GRACE)
+    return provider
 
 
 OPTIONS = {
     **http_options(API_URL, "; https://api.eu.mailgun.net for the EU region"),
     "domain": "the sending domain (default: the domain of [newsletter] from)",
+    "search_grace": "seconds after a batch before a message with no accepted event is taken"
+    " as never sent, when settling unknown recipients (default 900)",
 }
 INFO = ProviderInfo(
     name="mailgun",

@@ -27,6 +27,7 @@ from pipeline.delivery.provider import (
 from pipeline.delivery.providers.http import (
     HttpApi,
     NoAnswer,
+    SearchFailed,
     api_from,
     error_text,
     http_options,
@@ -46,6 +47,8 @@ ACCOUNT_CODES = {
     412: "account is pending",
     413: "account may not send",
 }
+# Postmark's search shows a message moments after it accepted it; ten minutes is ample.
+SEARCH_GRACE = 600.0
 # Postmark manages these on broadcast streams and refuses them from us.
 MANAGED_HEADERS = {"List-Unsubscribe", "List-Unsubscribe-Post"}
 
@@ -54,7 +57,9 @@ class PostmarkProvider:
     name = "postmark"
     max_batch = 500
     max_concurrency = 16
-    idempotent = False  # Postmark has no idempotency key
+    idempotent = False  # Postmark has no idempotency key, but its search settles unknowns
+    search_grace = SEARCH_GRACE
+    search_after = 0.0
 
     def __init__(self, api: HttpApi, stream: str, managed_unsubscribe: bool) -> None:
         self.api = api
@@ -154,6 +159,36 @@ class PostmarkProvider:
                 results.append(RecipientResult(message.key, Outcome.FAILED, reason=reason))
         return BatchResult(results, stop)
 
+    def find_accepted(self, messages: Sequence[Message]) -> dict[str, str]:
+        """Postmark's outbound message search, per recipient, by our tag and stream
+        (https://postmarkapp.com/developer/api/messages-api#outbound-message-search:
+        ``GET /messages/outbound?recipient=&tag=&messagestream=&count=&offset=``, answering
+        ``Messages`` with ``MessageID``, ``Recipients``, ``Subject``, ``Metadata``).  A test
+        copy has the same tag but a ``[Test]`` subject, so the subject must match too."""
+        found: dict[str, str] = {}
+        for message in messages:
+            answer = self.api.get(
+                "/messages/outbound",
+                {
+                    "recipient": message.to_email,
+                    "tag": message.issue,
+                    "messagestream": self.stream,
+                    "count": 50,
+                    "offset": 0,
+                },
+            )
+            items = answer.get("Messages") if isinstance(answer, dict) else None
+            if not isinstance(items, list):
+                raise SearchFailed("Postmark's search answer has no Messages list")
+            for item in items:
+                if not isinstance(item, dict) or item.get("Subject") != message.subject:
+                    continue
+                recipients = [str(r).lower() for r in item.get("Recipients") or []]
+                if message.to_email.lower() in recipients and item.get("MessageID"):
+                    found[message.key] = str(item["MessageID"])
+                    break
+        return found
+
     def close(self) -> None:
         self.api.close()
 
@@ -173,7 +208,9 @@ def create(settings: Settings, environ: Mapping[str, str]) -> PostmarkProvider:
         },
     )
     managed = options.boolean("managed_unsubscribe", stream == "broadcast")
-    return PostmarkProvider(api, stream, managed)
+    provider = PostmarkProvider(api, stream, managed)
+    provider.search_grace = options.number("search_grace", SEARCH_GRACE)
+    return provider
 
 
 def create_transactional(settings: Settings, environ: Mapping[str, str]) -> PostmarkProvider:
@@ -188,6 +225,8 @@ def create_transactional(settings: Settings, environ: Mapping[str, str]) -> Post
 
 OPTIONS = {
     **http_options(API_URL),
+    "search_grace": "seconds after a batch before a message Postmark's search does not find is"
+    " taken as never sent, when settling unknown recipients (default 600)",
     "message_stream": "the stream (default broadcast)",
     "confirm_stream": "the transactional stream for signup confirmations and the welcome"
     " (default outbound)",

@@ -169,6 +169,7 @@ def create(settings: Settings, environ: Mapping[str, str]) -> SesProvider:
 OPTIONS = {
     "region": "the AWS region, e.g. us-east-1 (or AWS_REGION from the environment)",
     "configuration_set": "an SES configuration set for the messages (default: none)",
+    "sns_topic_arn": "the SNS topic (or a list of them) whose notifications /webhooks/ses accepts",
     **http_options("https://email.<region>.amazonaws.com", timeout=30),
 }
 INFO = ProviderInfo(

@@ -1,0 +1,166 @@
+"""``newsletter suppressions sync``: the provider's own suppression lists -> events -> the list.
+
+For a practice with no public server (no webhooks), the provider still knows who bounced,
+complained or unsubscribed.  Each provider's module reads its lists (``suppressions`` in
+``<name>_events.py``), page by page, and yields them as ``ProviderEvent``s whose ids are
+derived from the entry (list, address, time): stored once like webhook events, so a second
+sync adds nothing, and applied the same way (the list writer, the consent history).
+
+``ListClient`` is what the readers share: one ``requests`` session, GETs that wait out a
+429 (``Retry-After`` or the provider's reset header) and retry a 5xx a few times, and an error
+naming the provider and the status for anything else.  It only follows paging links on the
+API's own host: the key never goes anywhere else.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import requests
+
+from pipeline.config import Settings
+from pipeline.delivery.providers.http import (
+    USER_AGENT,
+    error_text,
+    reset_seconds,
+    retry_after_seconds,
+)
+from pipeline.errors import NewsletterError
+from pipeline.events.apply import Applied, apply_pending
+from pipeline.events.base import ProviderEvent
+from pipeline.ledger.events import store
+from pipeline.ledger.store import Ledger
+
+MAX_ATTEMPTS = 6
+MAX_WAIT = 120.0  # seconds: a reset further away than this is reported, not slept through
+
+
+class SyncError(NewsletterError):
+    """The provider's suppression API refused or failed; nothing was changed by this page."""
+
+
+Sign = Callable[[str, str], dict[str, str]]  # (method, url) -> extra headers (SigV4)
+
+
+class ListClient:
+    def __init__(
+        self,
+        provider: str,
+        base_url: str,
+        headers: Mapping[str, str] | None = None,
+        *,
+        auth: tuple[str, str] | None = None,
+        sign: Sign | None = None,
+        reset_header: str = "",
+        reset_epoch: bool = False,
+        sleep: Callable[[float], None] = time.sleep,
+        timeout: float = 30,
+    ) -> None:
+        self.provider = provider
+        self.base_url = base_url.rstrip("/")
+        self.host = urlsplit(self.base_url).netloc
+        self.session = requests.Session()
+        self.session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
+        self.session.headers.update(dict(headers or {}))
+        self.session.auth = auth
+        self.sign = sign
+        self.reset_header, self.reset_epoch = reset_header, reset_epoch
+        self.sleep = sleep
+        self.timeout = timeout
+
+    def url(self, path_or_url: str) -> str:
+        if path_or_url.startswith(("http://", "https://")):
+            if urlsplit(path_or_url).netloc != self.host:
+                raise SyncError(
+                    f"{self.provider} pointed its next page at another host"
+                    f" ({urlsplit(path_or_url).netloc}); stopped there"
+                )
+            return path_or_url
+        return self.base_url + path_or_url
+
+    def get(self, path_or_url: str, params: Mapping[str, Any] | None = None) -> Any:
+        url = self.url(path_or_url)
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            prepared = requests.Request("GET", url, params=params).prepare()
+            assert prepared.url is not None
+            headers = self.sign("GET", prepared.url) if self.sign else {}
+            try:
+                answer = self.session.get(url, params=params, headers=headers, timeout=self.timeout)
+            except requests.RequestException as exc:
+                if attempt == MAX_ATTEMPTS:
+                    raise SyncError(
+                        f"could not reach {self.provider} ({type(exc).__name__})"
+                    ) from None
+                self.sleep(min(2**attempt, 30))
+                continue
+            status = answer.status_code
+            if status == 200:
+                try:
+                    return answer.json()
+                except ValueError:
+                    raise SyncError(f"{self.provider} answered 200 without JSON") from None
+            if (status == 429 or status >= 500) and attempt < MAX_ATTEMPTS:
+                wait = None
+                if status == 429 and self.reset_header:
+                    wait = reset_seconds(answer, self.reset_header, epoch=self.reset_epoch)
+                elif status == 429:
+                    wait = retry_after_seconds(answer.headers.get("Retry-After"))
+                wait = min(2**attempt, 30) if wait is None else wait
+                if wait > MAX_WAIT:
+                    raise SyncError(
+                        f"{self.provider} asks to wait {wait:.0f} seconds (rate limit): try later"
+                    )
+                self.sleep(wait)
+                continue
+            raise SyncError(
+                f"{self.provider} refused the suppression list request"
+                f" (HTTP {status}: {error_text(answer)})"
+            )
+        raise SyncError(f"{self.provider} kept failing; try later")  # pragma: no cover
+
+    def close(self) -> None:
+        self.session.close()
+
+
+class SuppressionReader(Protocol):
+    """One provider's suppression lists."""
+
+    @property
+    def lists(self) -> tuple[str, ...]:  # what it reads, for the report
+        ...
+
+    def read(self) -> Iterator[ProviderEvent]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class SyncReport:
+    provider: str
+    lists: tuple[str, ...]
+    read: int = 0
+    new: int = 0
+    by_type: dict[str, int] = field(default_factory=dict)
+    applied: Applied = field(default_factory=Applied)
+
+
+def sync_suppressions(settings: Settings, ledger: Ledger, reader: SuppressionReader) -> SyncReport:
+    """Read every entry, store the new ones, apply them; idempotent."""
+    provider = settings.provider.name
+    report = SyncReport(provider, reader.lists)
+    batch: list[ProviderEvent] = []
+    for event in reader.read():
+        report.read += 1
+        report.by_type[event.type.value] = report.by_type.get(event.type.value, 0) + 1
+        batch.append(event)
+        if len(batch) >= 1000:
+            report.new += store(ledger, batch)
+            batch = []
+    if batch:
+        report.new += store(ledger, batch)
+    report.applied = apply_pending(settings, ledger)
+    return report
