@@ -340,7 +340,7 @@ def test_status_lists_every_issue_with_its_state(make_project: Callable[..., Pat
     code, out, _ = newsletter(root, "status", "--json")
     rows = {row["issue"]: row for row in json.loads(out)}
     keys = {"issue", "audience", "sent", "failed", "unknown", "pending", "when"}
-    assert all(set(row) == keys | {"state", "send_at"} for row in rows.values())
+    assert all(set(row) == keys | {"state", "send_at", "provider_says"} for row in rows.values())
     assert rows[SLUG]["state"] == "complete" and rows[SLUG]["sent"] == 9
     assert rows["2099-01-05-future"]["send_at"] == "2099-01-05T07:00:00-08:00"
     assert rows["2025-07-20-by-hand"] == {
