@@ -353,6 +353,7 @@ def test_status_lists_every_issue_with_its_state(make_project: Callable[..., Pat
         "when": None,
         "state": "draft",
         "send_at": None,
+        "provider_says": {},
     }
     code, out, _ = newsletter(root, "status", "newsletters/2099-01-05-future.md", "--json")
     assert [row["issue"] for row in json.loads(out)] == ["2099-01-05-future"]
