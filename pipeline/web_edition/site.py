@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -157,6 +156,7 @@ def build_site(
     settings: Settings, out: Path, *, now: datetime, drafts: bool = False
 ) -> ArchiveResult:
     """Write the site for the issues public at ``now`` (and, with ``drafts``, the rest)."""
+    check_out_folder(settings, out)
     entries, skipped = collect(settings, now)
     shown = [e for e in entries if e.public or drafts]
     result = ArchiveResult(out=out, skipped=skipped)
@@ -325,12 +325,48 @@ def _sitemap(settings: Settings, public: Iterable[Entry]) -> bytes:
 
 
 def _prune(out: Path, keep: set[str]) -> list[Path]:
-    """Remove issue folders this build did not write: they are no longer to be seen."""
+    """Remove the pages of issues this build did not write: they are no longer to be seen.
+
+    Only what the archive itself writes goes: a folder's ``index.html`` (and a killed build's
+    temp files), then the folder if that left it empty.  Anything else in it is hers and
+    stays, and a symlink is never followed, so a folder that was never the archive's (an
+    ``issues/`` of her own under ``--out``, a link to elsewhere) loses nothing.
+    """
     issues = out / "issues"
-    removed = []
-    if issues.is_dir():
-        for folder in sorted(issues.iterdir()):
-            if folder.is_dir() and folder.name not in keep:
-                shutil.rmtree(folder)
-                removed.append(folder)
+    removed: list[Path] = []
+    if not issues.is_dir() or issues.is_symlink():
+        return removed
+    for folder in sorted(issues.iterdir()):
+        if folder.name in keep or folder.is_symlink() or not folder.is_dir():
+            continue
+        page = folder / "index.html"
+        if page.is_symlink() or not page.is_file():
+            continue
+        page.unlink()
+        for temp in folder.glob(".index.html.*.tmp"):
+            temp.unlink(missing_ok=True)
+        if not any(folder.iterdir()):
+            folder.rmdir()
+        removed.append(folder)
     return removed
+
+
+def check_out_folder(settings: Settings, out: Path) -> None:
+    """Refuse a folder where the site would mix with the project's own files: the project
+    itself (or a folder holding it), or her drafts, templates or the ledger's folder."""
+    where = out.resolve()
+    if settings.root.is_relative_to(where):
+        raise InputError(
+            "is the project's own folder (or holds it): the site would mix with your drafts"
+            " and settings; choose a folder of its own, such as site/",
+            path=out,
+            field="--out",
+        )
+    for own in (settings.newsletters_dir, settings.templates_dir, settings.state_dir):
+        if where.is_relative_to(own.resolve()):
+            raise InputError(
+                f"is inside {own.name}/, which holds your own files; choose a folder of its"
+                " own, such as site/",
+                path=out,
+                field="--out",
+            )

@@ -1,0 +1,90 @@
+"""Attacks on the web edition that once broke it: what it must never delete, never crash on,
+never publish."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import load_settings
+from pipeline.web_edition.site import build_site
+
+from .web_edition_fixtures import DRAFT, archive_project, newsletter
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def sent_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return archive_project(tmp_path_factory.mktemp("attack") / "project")
+
+
+@pytest.fixture
+def project(sent_project: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "project"
+    shutil.copytree(sent_project, root)
+    return root
+
+
+def test_an_issues_folder_of_her_own_under_out_loses_nothing(project: Path) -> None:
+    """Pruning once deleted every folder under <out>/issues/ that was not an issue."""
+    mine = project / "docs" / "issues" / "tax-2024"
+    mine.mkdir(parents=True)
+    (mine / "return.pdf").write_text("important", encoding="utf-8")
+    code, out, err = newsletter(project, "archive", "--out", "docs")
+    assert code == 0, out + err
+    assert (mine / "return.pdf").read_text(encoding="utf-8") == "important"
+
+
+def test_a_stale_page_goes_but_her_files_beside_it_stay(project: Path) -> None:
+    settings = load_settings(project / "newsletter.toml")
+    site = project / "site"
+    build_site(settings, site, now=NOW, drafts=True)
+    photo = site / "issues" / DRAFT / "photo.jpg"
+    photo.write_bytes(b"jpeg")
+    result = build_site(settings, site, now=NOW)
+    assert not (site / "issues" / DRAFT / "index.html").exists()  # the draft's page is gone
+    assert photo.read_bytes() == b"jpeg"
+    assert site / "issues" / DRAFT in result.removed
+
+
+def test_symlinks_in_the_site_are_never_followed_to_delete(project: Path) -> None:
+    """A symlinked issues/ folder once had the folders it pointed at deleted (her images in
+    newsletters/), and a symlinked issue folder crashed the build with a traceback."""
+    images = project / "newsletters" / "images"
+    images.mkdir()
+    (images / "a.jpg").write_bytes(b"jpeg")
+    elsewhere = project / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "index.html").write_text("hers", encoding="utf-8")
+    site = project / "site"
+    site.mkdir()
+    (site / "issues").symlink_to(project / "newsletters")
+    code, out, err = newsletter(project, "archive")
+    assert code == 0, out + err
+    assert (images / "a.jpg").read_bytes() == b"jpeg"
+
+    shutil.rmtree(project / "newsletters" / "2025-07-21-hip-rotation")
+    shutil.rmtree(project / "newsletters" / "2025-08-04-desk-posture")
+    (site / "issues").unlink()
+    (site / "issues").mkdir()
+    (site / "issues" / "old-link").symlink_to(elsewhere)
+    code, out, err = newsletter(project, "archive")
+    assert code == 0, out + err
+    assert "Traceback" not in err
+    assert (elsewhere / "index.html").read_text(encoding="utf-8") == "hers"
+
+
+@pytest.mark.parametrize("out", [".", "newsletters", "templates/web", ".newsletter", ".."])
+def test_out_must_not_be_the_project_or_her_folders(project: Path, out: str) -> None:
+    before = sorted(p.name for p in (project / "newsletters").iterdir())
+    code, _, err = newsletter(project, "archive", "--out", out)
+    assert code == 2
+    assert "--out" in err and "choose a folder of its own" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert sorted(p.name for p in (project / "newsletters").iterdir()) == before
+    assert not (project / "index.html").exists()
+    assert not (project / "newsletters" / "index.html").exists()
