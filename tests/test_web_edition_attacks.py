@@ -7,6 +7,7 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
+import feedparser
 import pytest
 
 from pipeline.config import load_settings
@@ -88,3 +89,23 @@ def test_out_must_not_be_the_project_or_her_folders(project: Path, out: str) -> 
     assert sorted(p.name for p in (project / "newsletters").iterdir()) == before
     assert not (project / "index.html").exists()
     assert not (project / "newsletters" / "index.html").exists()
+
+
+def test_control_characters_pasted_into_a_draft_do_not_stop_the_feed(project: Path) -> None:
+    """A form feed or vertical tab (pasted from a word processor) in the body or the title
+    once crashed the archive with lxml's ValueError at the feed."""
+    (project / "newsletters" / "2025-10-06-pasted.md").write_text(
+        "---\n"
+        'subject: "Pasted \\x01 from Word"\n'
+        "send_at: 2025-10-06 07:00\n"
+        "---\n\n"
+        "Hi there,\x0c pasted text\x0b here.\n",
+        encoding="utf-8",
+    )
+    code, out, err = newsletter(project, "archive")
+    assert code == 0, out + err
+    feed = feedparser.parse((project / "site" / "feed.xml").read_bytes())
+    assert not feed.bozo
+    entry = next(e for e in feed.entries if "pasted" in e.link)
+    assert entry.title == "Pasted   from Word"
+    assert "pasted text  here." in entry.content[0].value
