@@ -4,6 +4,7 @@ never publish."""
 from __future__ import annotations
 
 import shutil
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -109,3 +110,51 @@ def test_control_characters_pasted_into_a_draft_do_not_stop_the_feed(project: Pa
     entry = next(e for e in feed.entries if "pasted" in e.link)
     assert entry.title == "Pasted   from Word"
     assert "pasted text  here." in entry.content[0].value
+
+
+def _damage(root: Path, sql: str) -> None:
+    db = sqlite3.connect(root / ".newsletter" / "ledger.sqlite3")
+    with db:
+        db.execute(sql)
+    db.close()
+
+
+@pytest.mark.parametrize(
+    ("command", "damage"),
+    [
+        ("archive", "folder"),
+        ("report", "folder"),
+        ("report", "UPDATE issues SET started_at = 'yesterday'"),
+        ("archive", "UPDATE recipients SET updated_at = 'soon'"),
+        ("archive", "DROP TABLE recipients"),
+        ("report", "DROP TABLE recipients"),
+    ],
+)
+def test_a_damaged_ledger_is_one_line_whatever_the_damage(
+    project: Path, command: str, damage: str
+) -> None:
+    """A folder in the ledger's place, or a time that is not a time, once gave a traceback."""
+    ledger = project / ".newsletter" / "ledger.sqlite3"
+    if damage == "folder":
+        ledger.unlink()
+        ledger.mkdir()
+    else:
+        _damage(project, damage)
+    code, _, err = newsletter(project, command)
+    assert code == 2, err
+    assert "ledger.sqlite3: the ledger cannot be read" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_ledger_time_without_an_offset_is_utc(project: Path) -> None:
+    """A time written without its offset once crashed the archive (naive vs aware)."""
+    _damage(project, "UPDATE recipients SET updated_at = '2025-08-04T15:00:00'")
+    _damage(project, "UPDATE issues SET started_at = '2025-08-04T15:00:00'")
+    code, out, err = newsletter(project, "archive")
+    assert code == 0, out + err
+    feed = feedparser.parse((project / "site" / "feed.xml").read_bytes())
+    entry = next(e for e in feed.entries if "desk-posture" in e.link)
+    assert entry.published_parsed[:5] == (2025, 8, 4, 15, 0)
+    code, out, err = newsletter(project, "report")
+    assert code == 0, out + err
+    assert "sent August 4, 2025" in out

@@ -21,7 +21,7 @@ from pipeline.audience.address_set import AddressSet
 from pipeline.audience.csv_source import read_rows
 from pipeline.audience.subscribers import Status, address_key, normalise_address
 from pipeline.config import Settings
-from pipeline.report.outcomes import has_table, read_ledger
+from pipeline.ledger.readonly import has_table, read_ledger
 
 STATUSES = tuple(Status)
 # Consent actions (the web app's ledger table) -> the status they leave an address in;

@@ -9,19 +9,16 @@ practice without the web app) those columns are "not known", never zero.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 
 from pipeline.config import Settings
 from pipeline.content.issue import load_issue
 from pipeline.errors import InputError
+from pipeline.ledger.readonly import has_table, ledger_time, read_ledger
 from pipeline.ledger.store import RecipientStatus
 from pipeline.web_edition.page import public_title
 
-LEDGER_NAME = "ledger.sqlite3"
 # What the provider said, in the order a person reads it.
 EVENT_KINDS = ("delivered", "bounced", "complained", "unsubscribed", "opened", "clicked")
 
@@ -53,29 +50,6 @@ class IssueOutcome:
         count = self.events.get(kind, 0)
         base = self.sent if kind in ("delivered", "bounced") else self.base
         return count / base if base else None
-
-
-@contextmanager
-def read_ledger(state_dir: Path) -> Iterator[sqlite3.Connection | None]:
-    """The ledger opened read-only, or None if nothing was ever sent."""
-    path = state_dir / LEDGER_NAME
-    if not path.exists():
-        yield None
-        return
-    db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
-    try:
-        yield db
-    except sqlite3.DatabaseError as exc:
-        raise InputError(
-            f"the ledger cannot be read ({exc}); restore it from a backup", path=path
-        ) from None
-    finally:
-        db.close()
-
-
-def has_table(db: sqlite3.Connection, name: str) -> bool:
-    row = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
-    return row.fetchone() is not None
 
 
 def provider_event_counts(db: sqlite3.Connection) -> dict[str, dict[str, int]] | None:
@@ -141,7 +115,7 @@ def issue_outcomes(settings: Settings, slug: str | None = None) -> list[IssueOut
                 IssueOutcome(
                     slug=name,
                     title=_title(settings, name),
-                    started_at=datetime.fromisoformat(started),
+                    started_at=ledger_time(started, f"started_at of {name}"),
                     audience=sent + failed + unknown + pending,
                     sent=sent,
                     failed=failed,

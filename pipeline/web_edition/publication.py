@@ -7,7 +7,6 @@ are never published: only a ``--drafts`` preview shows them, marked as such.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -16,9 +15,8 @@ from pathlib import Path
 from pipeline.config import Settings
 from pipeline.content.issue import Issue, load_issue
 from pipeline.errors import InputError
+from pipeline.ledger.readonly import ledger_time, read_ledger
 from pipeline.ledger.store import RecipientStatus
-
-LEDGER_NAME = "ledger.sqlite3"
 
 
 class Visibility(StrEnum):
@@ -49,24 +47,15 @@ def first_sends(state_dir: Path) -> dict[str, datetime]:
 
     Opened read-only: building the archive never creates or migrates a ledger.
     """
-    path = state_dir / LEDGER_NAME
-    if not path.exists():
-        return {}
-    db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
-    try:
+    with read_ledger(state_dir) as db:
+        if db is None:
+            return {}
         rows = db.execute(
             "SELECT r.issue, min(coalesce(r.updated_at, i.started_at)) FROM recipients r"
             " JOIN issues i ON i.slug = r.issue WHERE r.status = ? GROUP BY r.issue",
             (RecipientStatus.SENT,),
         ).fetchall()
-    except sqlite3.DatabaseError as exc:
-        # Which issues went out is the ledger's to say: without it, publish nothing by guess.
-        raise InputError(
-            f"the ledger cannot be read ({exc}); restore it from a backup", path=path
-        ) from None
-    finally:
-        db.close()
-    return {str(slug): datetime.fromisoformat(str(when)) for slug, when in rows}
+        return {str(slug): ledger_time(when, "the time it was sent") for slug, when in rows}
 
 
 def classify(issue: Issue, sent_at: datetime | None, now: datetime) -> Entry:
