@@ -38,10 +38,16 @@ class IssueOutcome:
 
     @property
     def base(self) -> int:
-        """What rates are out of: the delivered when known, else the sent."""
-        if self.events and self.events.get("delivered"):
-            return self.events["delivered"]
-        return self.sent
+        """What rates are out of: the delivered when known, else the sent.
+
+        More readers opening (or clicking...) than were reported delivered means the
+        delivery reports are incomplete (webhooks set up after the send began, a provider
+        that does not report deliveries): then out of the sent, never "opened by 500%".
+        """
+        events = self.events or {}
+        delivered = events.get("delivered", 0)
+        engaged = max(events.get(kind, 0) for kind in EVENT_KINDS[2:])
+        return delivered if delivered and delivered >= engaged else self.sent
 
     def rate(self, kind: str) -> float | None:
         """``kind`` as a share: delivered and bounced of the sent, the rest of the delivered."""
