@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from pathlib import Path
 
 import pytest
 
+from pipeline.audience.subscribers import Status
+from pipeline.config import load_settings
+from pipeline.report.list_history import list_history
 from pipeline.report.outcomes import IssueOutcome
 from pipeline.report.words import percent
+
+from .conftest import write_project
 
 
 @pytest.mark.parametrize(
@@ -53,3 +59,25 @@ def test_rates_are_out_of_the_sent_when_delivery_reports_are_incomplete() -> Non
     assert percent(partial.rate("clicked")) == "15%"
     complete = outcome({"delivered": 18, "opened": 10})
     assert complete.rate("opened") == 10 / 18
+
+
+def test_a_typod_or_future_date_neither_spans_centuries_nor_loses_a_reader(
+    tmp_path: Path,
+) -> None:
+    """A joining date typed "0202-01-05" once made a report of 95,219 weeks (a 24 MB page);
+    one ahead of today was never added up, so that reader was missing from "now"."""
+    root = write_project(tmp_path / "project")
+    (root / "subscribers.csv").write_text(
+        "email,first_name,status,subscribed_at\n"
+        "ada@example.org,Ada,subscribed,2025-07-01\n"
+        "typo@example.org,Ty,subscribed,0202-01-05\n"
+        "future@example.org,Fu,subscribed,2099-03-01\n",
+        encoding="utf-8",
+    )
+    settings = load_settings(root / "newsletter.toml")
+    history = list_history(settings, date(2025, 9, 3))
+    assert history.weeks[0].start == date(2025, 6, 30)
+    assert len(history.weeks) == 10
+    assert history.now[Status.SUBSCRIBED] == 3
+    assert history.undated == 1  # the typo: counted, from the first week
+    assert history.weeks[-1].joined == 1  # the future date: this week
