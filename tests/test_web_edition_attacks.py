@@ -158,3 +158,18 @@ def test_a_ledger_time_without_an_offset_is_utc(project: Path) -> None:
     code, out, err = newsletter(project, "report")
     assert code == 0, out + err
     assert "sent August 4, 2025" in out
+
+
+def test_hidden_files_in_newsletters_are_not_issues(project: Path) -> None:
+    """A Mac's "._name.md" (binary) once warned on every build; a draft named "...md" (slug
+    "..") was written to issues/../index.html, the index itself, and listed with no page."""
+    folder = project / "newsletters"
+    (folder / "._2025-07-21-hip-rotation.md").write_bytes(b"\x00\x05\x16\x07Mac OS X  \x00\x02")
+    (folder / "...md").write_text(
+        "---\nsubject: Dots\nsend_at: 2025-10-06 07:00\n---\n\nHi\n", encoding="utf-8"
+    )
+    code, out, err = newsletter(project, "archive")
+    assert code == 0, out + err
+    assert err == ""
+    assert "2 published issues" in out
+    assert "Dots" not in (project / "site" / "index.html").read_text(encoding="utf-8")

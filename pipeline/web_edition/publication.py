@@ -80,6 +80,10 @@ def collect(settings: Settings, now: datetime) -> tuple[list[Entry], list[Skippe
     entries: list[Entry] = []
     skipped: list[Skipped] = []
     for path in sorted(settings.newsletters_dir.glob("*.md")):
+        if path.name.startswith("."):
+            # Not hers: a Mac's "._name.md" beside each file on a shared drive, an editor's
+            # lock; and a name of dots would make the page "issues/../index.html", the index.
+            continue
         try:
             issue = load_issue(path, settings.timezone)
         except InputError as exc:
