@@ -173,3 +173,23 @@ def test_hidden_files_in_newsletters_are_not_issues(project: Path) -> None:
     assert err == ""
     assert "2 published issues" in out
     assert "Dots" not in (project / "site" / "index.html").read_text(encoding="utf-8")
+
+
+def test_a_killed_builds_temp_files_are_not_left_to_upload(project: Path) -> None:
+    """Pages are written by temp file and rename; a build killed between the two left its
+    temp file (a half-written page) in site/, for rsync to upload."""
+    code, out, err = newsletter(project, "archive")
+    assert code == 0, out + err
+    site = project / "site"
+    page = next((site / "issues").iterdir())
+    left = [
+        site / ".feed.xml.k1ll3d.tmp",
+        site / "assets" / ".style.css.k1ll3d.tmp",
+        page / ".index.html.k1ll3d.tmp",
+    ]
+    for temp in left:
+        temp.write_text("<!doctype html><html><body><p>half a pa", encoding="utf-8")
+    code, out, err = newsletter(project, "archive")
+    assert code == 0, out + err
+    assert not [temp for temp in left if temp.exists()]
+    assert not list(site.rglob("*.tmp"))

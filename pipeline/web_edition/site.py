@@ -293,6 +293,7 @@ def build_site(
     _write(out / "sitemap.xml", _sitemap(settings, public), result)
 
     result.removed = _prune(out, {e.issue.slug for e in shown})
+    _sweep_temp_files(out)
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     cache_file.write_text(json.dumps({"code": fingerprint, "pages": new_pages}), encoding="utf-8")
     return result
@@ -349,6 +350,20 @@ def _prune(out: Path, keep: set[str]) -> list[Path]:
             folder.rmdir()
         removed.append(folder)
     return removed
+
+
+def _sweep_temp_files(out: Path) -> None:
+    """Remove the temp files a killed build left where ``_write`` makes them (``.name.*.tmp``),
+    so an upload of the folder never carries a half-written page."""
+    folders = [out, out / "assets"]
+    issues = out / "issues"
+    if issues.is_dir() and not issues.is_symlink():
+        folders += [f for f in issues.iterdir() if f.is_dir() and not f.is_symlink()]
+    for folder in folders:
+        if folder.is_dir():
+            for temp in folder.glob(".*.tmp"):
+                if temp.is_file() and not temp.is_symlink():
+                    temp.unlink(missing_ok=True)
 
 
 def check_out_folder(settings: Settings, out: Path) -> None:
