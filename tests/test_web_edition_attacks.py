@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -193,3 +195,30 @@ def test_a_killed_builds_temp_files_are_not_left_to_upload(project: Path) -> Non
     assert code == 0, out + err
     assert not [temp for temp in left if temp.exists()]
     assert not list(site.rglob("*.tmp"))
+
+
+def test_the_cache_knows_all_the_code_a_page_comes_from() -> None:
+    """The cache of rendered pages once ignored a change to how a draft loads or how merge
+    fields fill (pipeline/content, render/fill.py): after an upgrade, pages made by the old
+    code stayed until each draft was edited.  Every module the archive loads that shapes a
+    page must be in its fingerprint."""
+    from pipeline.web_edition import site
+
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, pipeline.web_edition.site;"
+            "print('\\n'.join(m.__file__ for n, m in sys.modules.items()"
+            " if n.startswith('pipeline.') and getattr(m, '__file__', None)))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    # Settings reach the fingerprint as values; the list and the ledger decide what is
+    # published (read on every build), not what a page says.
+    not_words = ("config.py", "errors.py", "__init__.py", "/audience/", "/ledger/")
+    shaping = {Path(f).resolve() for f in loaded if not any(part in f for part in not_words)}
+    assert shaping  # the subprocess saw the package
+    assert shaping <= {path.resolve() for path in site._CODE}

@@ -36,9 +36,15 @@ from pipeline.web_edition.urls import issue_path, issue_url, signup_url, site_ur
 BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
 WEB_TEMPLATES = "web"  # the project's templates/web/ overrides these, file by file
 FEED_ENTRIES = 50
-_CODE = (
-    *sorted(Path(__file__).parent.glob("*.py")),
-    Path(__file__).parent.parent / "render" / "markdown.py",
+# The code a page's words come from: an upgrade that changes any of it (how a draft loads,
+# how merge fields take their defaults, how Markdown renders) renders every page again,
+# rather than keeping pages made by the old code until each draft is next edited.
+_CODE = tuple(
+    sorted(
+        path
+        for package in ("web_edition", "content", "render")
+        for path in (Path(__file__).parent.parent / package).glob("*.py")
+    )
 )
 
 
