@@ -580,6 +580,9 @@ def archive(ctx: click.Context, out: Path | None, drafts: bool) -> None:
         out = settings.build_dir / "archive-preview" if drafts else settings.root / "site"
     result = build_site(settings, out, now=datetime.now(UTC), drafts=drafts)
     for skip in result.skipped:
+        if skip.gone:
+            click.echo(f"not on the site: {skip.reason}", err=True)
+            continue
         click.echo(f"not published, it does not load: {skip.reason}", err=True)
     shown = counted(len(result.published), "published issue")
     if drafts:

@@ -222,3 +222,18 @@ def test_the_cache_knows_all_the_code_a_page_comes_from() -> None:
     shaping = {Path(f).resolve() for f in loaded if not any(part in f for part in not_words)}
     assert shaping  # the subprocess saw the package
     assert shaping <= {path.resolve() for path in site._CODE}
+
+
+def test_a_sent_issue_whose_draft_is_gone_is_named(project: Path) -> None:
+    """Moving a sent draft out of newsletters/ once removed its page from the site silently."""
+    code, _, _ = newsletter(project, "archive")
+    assert code == 0
+    page = project / "site" / "issues" / "2025-08-04-desk-posture" / "index.html"
+    assert page.is_file()
+    (project / "newsletters" / "2025-08-04-desk-posture.md").rename(project / "moved.md")
+    code, out, err = newsletter(project, "archive")
+    assert code == 0, out + err
+    assert err.startswith("not on the site: ")
+    assert "2025-08-04-desk-posture.md: was sent, but the file is gone" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not page.exists()

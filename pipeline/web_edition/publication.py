@@ -40,6 +40,7 @@ class Entry:
 class Skipped:
     path: Path
     reason: str
+    gone: bool = False  # sent, but its draft is no longer in newsletters/
 
 
 def first_sends(state_dir: Path) -> dict[str, datetime]:
@@ -92,6 +93,17 @@ def collect(settings: Settings, now: datetime) -> tuple[list[Entry], list[Skippe
             skipped.append(Skipped(path, _first_problem(exc)))
             continue
         entries.append(classify(issue, sent.get(issue.slug), now))
+    loaded = {entry.issue.slug for entry in entries}
+    for slug in sorted(set(sent) - loaded):
+        # Sent, then its draft moved or deleted: its page goes, and she should know why.
+        gone = settings.newsletters_dir / f"{slug}.md"
+        skipped.append(
+            Skipped(
+                gone,
+                f"{gone}: was sent, but the file is gone, so its page is not on the site",
+                gone=True,
+            )
+        )
 
     def order(entry: Entry) -> tuple[int, float, str]:
         rank = 0 if entry.public else 1
