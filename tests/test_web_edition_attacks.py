@@ -237,3 +237,18 @@ def test_a_sent_issue_whose_draft_is_gone_is_named(project: Path) -> None:
     assert "2025-08-04-desk-posture.md: was sent, but the file is gone" in err
     assert len(err.strip().splitlines()) == 1
     assert not page.exists()
+
+
+def test_the_whole_subscriber_as_a_field_is_nothing_on_the_web(project: Path) -> None:
+    """{{ subscriber }} alone once put "<pipeline.web_edition.page._Nobody object at 0x...>"
+    on the public page (a new address, so new bytes, on every build)."""
+    (project / "newsletters" / "2025-10-06-whole.md").write_text(
+        "---\nsubject: Whole\nsend_at: 2025-10-06 07:00\n---\n\nHi [{{ subscriber }}] end\n",
+        encoding="utf-8",
+    )
+    code, out, err = newsletter(project, "archive")
+    assert code == 0, out + err
+    everything = "\n".join(
+        p.read_text(encoding="utf-8") for p in (project / "site").rglob("*") if p.is_file()
+    )
+    assert "object at 0x" not in everything and "_Nobody" not in everything
