@@ -45,7 +45,7 @@ def test_an_issues_folder_of_her_own_under_out_loses_nothing(project: Path) -> N
 
 def test_a_stale_page_goes_but_her_files_beside_it_stay(project: Path) -> None:
     settings = load_settings(project / "newsletter.toml")
-    site = project / "site"
+    site = project / "public"
     build_site(settings, site, now=NOW, drafts=True)
     photo = site / "issues" / DRAFT / "photo.jpg"
     photo.write_bytes(b"jpeg")
@@ -252,3 +252,13 @@ def test_the_whole_subscriber_as_a_field_is_nothing_on_the_web(project: Path) ->
         p.read_text(encoding="utf-8") for p in (project / "site").rglob("*") if p.is_file()
     )
     assert "object at 0x" not in everything and "_Nobody" not in everything
+
+
+def test_a_preview_with_drafts_is_never_written_into_site(project: Path) -> None:
+    """archive --drafts --out site once put drafts into the folder cron uploads."""
+    code, _, err = newsletter(project, "archive", "--drafts", "--out", "site")
+    assert code == 2
+    assert "--out: is the folder you upload" in err and "Traceback" not in err
+    assert not (project / "site").exists()
+    code, out, err = newsletter(project, "archive", "--drafts", "--out", "elsewhere")
+    assert code == 0, out + err

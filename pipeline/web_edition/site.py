@@ -6,7 +6,7 @@ draft, its neighbours, the templates, the settings or this code); its words are 
 small cache in ``.newsletter/`` so the index and the feed never re-render unchanged issues.
 Files are replaced atomically and only when their bytes change, so an upload (rsync) sends
 only what changed.  A page for an issue that is no longer public (a preview built into the
-same folder, an issue whose date was moved back) is removed.
+same folder, never site/, an issue whose date was moved back) is removed.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from pipeline.web_edition.urls import issue_path, issue_url, signup_url, site_ur
 BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
 WEB_TEMPLATES = "web"  # the project's templates/web/ overrides these, file by file
 FEED_ENTRIES = 50
+PUBLIC_FOLDER = "site"  # `newsletter archive` writes here by default: the folder she uploads
 # The code a page's words come from: an upgrade that changes any of it (how a draft loads,
 # how merge fields take their defaults, how Markdown renders) renders every page again,
 # rather than keeping pages made by the old code until each draft is next edited.
@@ -162,7 +163,7 @@ def build_site(
     settings: Settings, out: Path, *, now: datetime, drafts: bool = False
 ) -> ArchiveResult:
     """Write the site for the issues public at ``now`` (and, with ``drafts``, the rest)."""
-    check_out_folder(settings, out)
+    check_out_folder(settings, out, drafts=drafts)
     entries, skipped = collect(settings, now)
     shown = [e for e in entries if e.public or drafts]
     result = ArchiveResult(out=out, skipped=skipped)
@@ -372,10 +373,18 @@ def _sweep_temp_files(out: Path) -> None:
                     temp.unlink(missing_ok=True)
 
 
-def check_out_folder(settings: Settings, out: Path) -> None:
+def check_out_folder(settings: Settings, out: Path, *, drafts: bool = False) -> None:
     """Refuse a folder where the site would mix with the project's own files: the project
-    itself (or a folder holding it), or her drafts, templates or the ledger's folder."""
+    itself (or a folder holding it), or her drafts, templates or the ledger's folder; and a
+    private preview in ``site/``, the folder she uploads."""
     where = out.resolve()
+    if drafts and where == (settings.root / PUBLIC_FOLDER).resolve():
+        raise InputError(
+            f"is the folder you upload, and a preview with drafts must never be uploaded;"
+            f" leave out --out (the preview goes to {settings.build_dir.name}/archive-preview/)",
+            path=out,
+            field="--out",
+        )
     if settings.root.is_relative_to(where):
         raise InputError(
             "is the project's own folder (or holds it): the site would mix with your drafts"
