@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
 
 from pipeline.audience.subscribers import Status
-from pipeline.config import load_settings
+from pipeline.config import Settings, load_settings
 from pipeline.report.list_history import list_history
 from pipeline.report.outcomes import IssueOutcome
+from pipeline.report.report import make_report
 from pipeline.report.words import percent
 
 from .conftest import write_project
+from .test_report import FIRST, NOW, add_events, project
+
+__all__ = ["project"]  # the fixture: a ledger with two sends, failures and unknowns
 
 
 @pytest.mark.parametrize(
@@ -81,3 +86,39 @@ def test_a_typod_or_future_date_neither_spans_centuries_nor_loses_a_reader(
     assert history.now[Status.SUBSCRIBED] == 3
     assert history.undated == 1  # the typo: counted, from the first week
     assert history.weeks[-1].joined == 1  # the future date: this week
+
+
+def test_events_of_her_test_copies_are_not_readers_events(
+    project: tuple[Path, Settings],
+) -> None:
+    """A [Test] copy carries the issue's name, so the provider's events about it (her own
+    opens and clicks, its delivery) once counted as readers': delivered could exceed sent."""
+    _, settings = project
+    db_path = settings.state_dir / "ledger.sqlite3"
+    add_events(db_path)
+    db = sqlite3.connect(db_path)
+    with db:
+        db.executemany(
+            "INSERT INTO events (provider, event_id, type, email, key, issue, received_at, raw)"
+            " VALUES ('postmark', ?, ?, ?, ?, ?, '2025-07-21T15:00:00+00:00', '{}')",
+            [
+                (
+                    f"t{n}",
+                    kind,
+                    "connie@movementsolutions.example",
+                    "connie@movementsolutions.example",
+                    FIRST,
+                )
+                for n, kind in enumerate(("delivered", "opened", "clicked", "complained"))
+            ],
+        )
+    db.close()
+    first = make_report(settings, NOW).issues[0]
+    assert first.events == {
+        "delivered": 18,
+        "bounced": 2,
+        "opened": 10,
+        "clicked": 3,
+        "complained": 1,
+        "unsubscribed": 1,
+    }

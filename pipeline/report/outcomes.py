@@ -65,16 +65,23 @@ def provider_event_counts(db: sqlite3.Connection) -> dict[str, dict[str, int]] |
     The one place the report reads the ``events`` table (schema: the webhooks' migration:
     type, bounce, key, issue, message_id).  None if the table does not exist.  An event
     that does not name its issue is matched to it by the provider's message id.  Soft
-    bounces are left out: the provider retries, and most arrive.
+    bounces are left out: the provider retries, and most arrive.  An event about an address
+    the issue was not sent to (a test copy) is left out.
     """
     if not has_table(db, "events"):
         return None
+    # Only the issue's own recipients count: a [Test] copy carries the issue's name too, so
+    # her own opens of the test copies would otherwise be readers' opens (and deliveries
+    # could outnumber the sent).
     rows = db.execute(
-        "SELECT coalesce(e.issue, r.issue) AS slug, e.type, count(DISTINCT e.key)"
-        " FROM events e LEFT JOIN recipients r"
-        " ON e.issue IS NULL AND e.message_id IS NOT NULL AND r.provider_id = e.message_id"
-        " WHERE NOT (e.type = 'bounced' AND coalesce(e.bounce, '') = 'soft')"
-        " GROUP BY slug, e.type"
+        "SELECT ev.slug, ev.type, count(DISTINCT ev.key) FROM ("
+        "  SELECT coalesce(e.issue, r.issue) AS slug, e.type AS type, e.key AS key,"
+        "   e.bounce AS bounce FROM events e LEFT JOIN recipients r"
+        "   ON e.issue IS NULL AND e.message_id IS NOT NULL AND r.provider_id = e.message_id"
+        " ) AS ev"
+        " WHERE NOT (ev.type = 'bounced' AND coalesce(ev.bounce, '') = 'soft')"
+        " AND EXISTS (SELECT 1 FROM recipients x WHERE x.issue = ev.slug AND x.key = ev.key)"
+        " GROUP BY ev.slug, ev.type"
     ).fetchall()
     counts: dict[str, dict[str, int]] = {}
     for slug, kind, count in rows:
