@@ -3,6 +3,7 @@ never publish."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -184,17 +185,26 @@ def test_a_killed_builds_temp_files_are_not_left_to_upload(project: Path) -> Non
     assert code == 0, out + err
     site = project / "site"
     page = next((site / "issues").iterdir())
+    killed = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead = int(killed.stdout)  # a build that is no longer running
     left = [
-        site / ".feed.xml.k1ll3d.tmp",
-        site / "assets" / ".style.css.k1ll3d.tmp",
-        page / ".index.html.k1ll3d.tmp",
+        site / f".feed.xml.{dead}.k1ll3d_0.tmp",
+        site / "assets" / f".style.css.{dead}.k1ll3d_0.tmp",
+        page / f".index.html.{dead}.k1ll3d_0.tmp",
+        page / ".index.html.k1ll3d_0.tmp",  # an older build's name, without its pid
     ]
-    for temp in left:
+    running = site / f".sitemap.xml.{os.getpid()}.wr1t1ng.tmp"  # a build at work right now
+    for temp in [*left, running]:
         temp.write_text("<!doctype html><html><body><p>half a pa", encoding="utf-8")
     code, out, err = newsletter(project, "archive")
     assert code == 0, out + err
     assert not [temp for temp in left if temp.exists()]
-    assert not list(site.rglob("*.tmp"))
+    assert running.exists()  # not taken from under a second build running at the same time
 
 
 def test_the_cache_knows_all_the_code_a_page_comes_from() -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -118,7 +119,10 @@ def _write(path: Path, data: bytes, result: ArchiveResult) -> None:
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # The writer's pid in the name: the next build removes only a dead build's temp files.
+    fd, temp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp"
+    )
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -369,8 +373,26 @@ def _sweep_temp_files(out: Path) -> None:
     for folder in folders:
         if folder.is_dir():
             for temp in folder.glob(".*.tmp"):
-                if temp.is_file() and not temp.is_symlink():
+                if temp.is_file() and not temp.is_symlink() and not _writer_alive(temp):
                     temp.unlink(missing_ok=True)
+
+
+_TEMP_PID = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")
+
+
+def _writer_alive(temp: Path) -> bool:
+    """Whether the build that made ``temp`` still runs (a second ``archive`` at the same
+    time, from cron): its temp file is about to become a page, not a leftover."""
+    match = _TEMP_PID.match(temp.name)
+    if match is None:
+        return False
+    try:
+        os.kill(int(match[1]), 0)
+    except (ProcessLookupError, OverflowError):  # gone; or no pid at all
+        return False
+    except PermissionError:  # another user's process, alive
+        return True
+    return True
 
 
 def check_out_folder(settings: Settings, out: Path, *, drafts: bool = False) -> None:
