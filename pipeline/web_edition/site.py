@@ -356,7 +356,8 @@ def _prune(out: Path, keep: set[str]) -> list[Path]:
             continue
         page.unlink()
         for temp in folder.glob(".index.html.*.tmp"):
-            temp.unlink(missing_ok=True)
+            if not _writer_alive(temp):
+                temp.unlink(missing_ok=True)
         if not any(folder.iterdir()):
             folder.rmdir()
         removed.append(folder)
