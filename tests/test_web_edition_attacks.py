@@ -272,3 +272,28 @@ def test_a_preview_with_drafts_is_never_written_into_site(project: Path) -> None
     assert not (project / "site").exists()
     code, out, err = newsletter(project, "archive", "--drafts", "--out", "elsewhere")
     assert code == 0, out + err
+
+
+@pytest.mark.parametrize(
+    ("expression", "why"),
+    [
+        ("{{ page.title + 1 }}", 'can only concatenate str (not "int") to str'),
+        ("{{ 1 // 0 }}", "integer division or modulo by zero"),
+        ("{{ page.nothing.deeper }}", "'dict object' has no attribute 'nothing'"),
+    ],
+)
+def test_a_mistake_in_her_web_template_is_its_file_and_line(
+    project: Path, expression: str, why: str
+) -> None:
+    """A runtime mistake in templates/web/ once gave a traceback (TypeError, ...)."""
+    web = project / "templates" / "web"
+    web.mkdir(parents=True)
+    (web / "issue.html.j2").write_text(
+        '{% extends "base.html.j2" %}\n{% block content %}\n<h1>{{ page.title }}</h1>\n'
+        f"<p>{expression}</p>\n{{% endblock %}}\n",
+        encoding="utf-8",
+    )
+    code, _, err = newsletter(project, "archive")
+    assert code == 2
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert f"templates/web/issue.html.j2:4: template error: {why}" in err

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import tempfile
+import traceback
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -94,10 +95,23 @@ def _render(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:
         raise InputError(
             f"template error: {exc.message}", path=exc.filename, line=exc.lineno
         ) from None
-    except jinja2.UndefinedError as exc:
-        raise InputError(f"template {name}: {exc.message}") from None
     except jinja2.TemplateNotFound as exc:
         raise InputError(f"template not found: {exc.name}") from None
+    except (jinja2.UndefinedError, ArithmeticError, LookupError, TypeError, ValueError) as exc:
+        # A mistake in a template of hers ({{ page.title + 1 }}): its file and line, as Jinja
+        # put them in the traceback, never the traceback itself.
+        path, line = _template_place(exc, name)
+        why = exc.message if isinstance(exc, jinja2.UndefinedError) else str(exc)
+        raise InputError(f"template error: {why}", path=path, line=line) from None
+
+
+def _template_place(exc: BaseException, name: str) -> tuple[str, int | None]:
+    """The template file and line where ``exc`` happened (Jinja rewrites its frames)."""
+    place: tuple[str, int | None] = (name, None)
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename.endswith(".j2"):
+            place = (frame.filename, frame.lineno)
+    return place
 
 
 def _fingerprint(settings: Settings) -> str:
