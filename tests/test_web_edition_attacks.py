@@ -83,7 +83,10 @@ def test_symlinks_in_the_site_are_never_followed_to_delete(project: Path) -> Non
     assert (elsewhere / "index.html").read_text(encoding="utf-8") == "hers"
 
 
-@pytest.mark.parametrize("out", [".", "newsletters", "templates/web", ".newsletter", ".."])
+@pytest.mark.parametrize(
+    "out",
+    [".", "newsletters", "templates/web", ".newsletter", "..", "outbox", "outbox/web", "build"],
+)
 def test_out_must_not_be_the_project_or_her_folders(project: Path, out: str) -> None:
     before = sorted(p.name for p in (project / "newsletters").iterdir())
     code, _, err = newsletter(project, "archive", "--out", out)
@@ -297,3 +300,9 @@ def test_a_mistake_in_her_web_template_is_its_file_and_line(
     assert code == 2
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert f"templates/web/issue.html.j2:4: template error: {why}" in err
+
+
+def test_the_preview_may_go_inside_build(project: Path) -> None:
+    code, out, err = newsletter(project, "archive", "--drafts")
+    assert code == 0, out + err
+    assert (project / "build" / "archive-preview" / "index.html").is_file()

@@ -429,11 +429,28 @@ def check_out_folder(settings: Settings, out: Path, *, drafts: bool = False) -> 
             path=out,
             field="--out",
         )
-    for own in (settings.newsletters_dir, settings.templates_dir, settings.state_dir):
+    # Folders of hers, and of personal data (the outbox's emails, the ledger, build/'s emails
+    # made for the first reader on the list): the site is uploaded, so it never is one, never
+    # holds one, and is never inside one but build/ (the preview's build/archive-preview/).
+    outboxes = {settings.root / "outbox"}
+    if settings.provider.name == "outbox":
+        outboxes.add(settings.root / str(settings.provider.options.get("folder", "outbox")))
+    private = [settings.newsletters_dir, settings.templates_dir, settings.state_dir, *outboxes]
+    for own in sorted({*private, settings.build_dir, settings.subscribers}):
+        mine = own.resolve()
+        label = own.name if own == settings.subscribers else f"{own.name}/"
+        if where == mine or mine.is_relative_to(where):
+            how = "is" if where == mine else "holds"
+            raise _private_out(out, f"{how} {label}")
+    for own in sorted(private):
         if where.is_relative_to(own.resolve()):
-            raise InputError(
-                f"is inside {own.name}/, which holds your own files; choose a folder of its"
-                " own, such as site/",
-                path=out,
-                field="--out",
-            )
+            raise _private_out(out, f"is inside {own.name}/")
+
+
+def _private_out(out: Path, what: str) -> InputError:
+    return InputError(
+        f"{what}, which holds your own files or readers' data, and the site is uploaded;"
+        " choose a folder of its own, such as site/",
+        path=out,
+        field="--out",
+    )
