@@ -166,11 +166,12 @@ def test_a_ledger_time_without_an_offset_is_utc(project: Path) -> None:
     assert "sent August 4, 2025" in out
 
 
-def test_hidden_files_in_newsletters_are_not_issues(project: Path) -> None:
+def test_hidden_files_and_folders_in_newsletters_are_not_issues(project: Path) -> None:
     """A Mac's "._name.md" (binary) once warned on every build; a draft named "...md" (slug
     "..") was written to issues/../index.html, the index itself, and listed with no page."""
     folder = project / "newsletters"
     (folder / "._2025-07-21-hip-rotation.md").write_bytes(b"\x00\x05\x16\x07Mac OS X  \x00\x02")
+    (folder / "old.md").mkdir()  # once a traceback (IsADirectoryError)
     (folder / "...md").write_text(
         "---\nsubject: Dots\nsend_at: 2025-10-06 07:00\n---\n\nHi\n", encoding="utf-8"
     )

@@ -81,6 +81,8 @@ def collect(settings: Settings, now: datetime) -> tuple[list[Entry], list[Skippe
     entries: list[Entry] = []
     skipped: list[Skipped] = []
     for path in sorted(settings.newsletters_dir.glob("*.md")):
+        if path.is_dir():
+            continue  # a folder named like a draft ("old.md/") holds no issue
         if path.name.startswith("."):
             # Not hers: a Mac's "._name.md" beside each file on a shared drive, an editor's
             # lock; and a name of dots would make the page "issues/../index.html", the index.
