@@ -617,11 +617,13 @@ def report(ctx: click.Context, issue: Path | None, html_path: Path | None) -> No
     newsletter report newsletters/*-welcome-to-our-newsletter.md
     newsletter report --html report.html
     """
-    from pipeline.report.html_report import render_html
+    from pipeline.report.html_report import check_report_path, render_html
     from pipeline.report.report import make_report
     from pipeline.report.terminal import format_report
 
     settings = _settings(ctx)
+    if html_path is not None:
+        check_report_path(settings, html_path)  # before anything: never over her files
     slug = issue.stem if issue else None
     made = make_report(settings, datetime.now(UTC), slug)
     if slug is not None and not made.issues:

@@ -17,6 +17,7 @@ from pipeline.report.words import percent
 
 from .conftest import write_project
 from .test_report import FIRST, NOW, add_events, project
+from .web_edition_fixtures import newsletter
 
 __all__ = ["project"]  # the fixture: a ledger with two sends, failures and unknowns
 
@@ -122,3 +123,26 @@ def test_events_of_her_test_copies_are_not_readers_events(
         "complained": 1,
         "unsubscribed": 1,
     }
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("newsletters/2025-07-21-hip-rotation.md", "name it with .html at the end"),
+        ("subscribers.csv", "this file exists and is not one: it is left as it is"),
+        ("newsletter.toml", "name it with .html at the end"),
+        ("newsletters/report.html", "is inside newsletters/"),
+        ("templates/report.html", "is inside templates/"),
+    ],
+)
+def test_report_html_never_overwrites_her_files(tmp_path: Path, target: str, message: str) -> None:
+    """`report --html newsletters/x.md` (meant: `report newsletters/x.md`) once replaced her
+    draft with the report; `--html subscribers.csv` her whole list."""
+    root = write_project(tmp_path / "project")
+    (root / "templates").mkdir(exist_ok=True)
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    code, _, err = newsletter(root, "report", "--html", target)
+    assert code == 2
+    assert f"{target}: --html: " in err and message in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
