@@ -675,6 +675,9 @@ def archive(ctx: click.Context, out: Path | None, drafts: bool) -> None:
         out = settings.build_dir / "archive-preview" if drafts else settings.root / "site"
     result = build_site(settings, out, now=datetime.now(UTC), drafts=drafts)
     for skip in result.skipped:
+        if skip.gone:
+            click.echo(f"not on the site: {skip.reason}", err=True)
+            continue
         click.echo(f"not published, it does not load: {skip.reason}", err=True)
     shown = counted(len(result.published), "published issue")
     if drafts:
@@ -709,11 +712,13 @@ def report(ctx: click.Context, issue: Path | None, html_path: Path | None) -> No
     newsletter report newsletters/*-welcome-to-our-newsletter.md
     newsletter report --html report.html
     """
-    from pipeline.report.html_report import render_html
+    from pipeline.report.html_report import check_report_path, render_html
     from pipeline.report.report import make_report
     from pipeline.report.terminal import format_report
 
     settings = _settings(ctx)
+    if html_path is not None:
+        check_report_path(settings, html_path)  # before anything: never over her files
     slug = issue.stem if issue else None
     made = make_report(settings, datetime.now(UTC), slug)
     if slug is not None and not made.issues:

@@ -160,7 +160,7 @@ def test_feed_parses_with_the_right_entries_and_dates(project: Path) -> None:
 
 def test_drafts_preview_is_marked_and_never_leaks_into_the_public_build(project: Path) -> None:
     settings = load_settings(project / "newsletter.toml")
-    site = project / "site"
+    site = project / "public"  # not site/: a preview is refused there (the folder uploaded)
     preview = build_site(settings, site, now=NOW, drafts=True)
     assert sorted(preview.private) == sorted([FUTURE, DRAFT])
     draft_page = (site / "issues" / DRAFT / "index.html").read_text(encoding="utf-8")

@@ -9,6 +9,7 @@ import jinja2
 
 from pipeline.audience.subscribers import Status
 from pipeline.config import Settings
+from pipeline.errors import InputError
 from pipeline.report.charts import (
     engagement_bars,
     issue_segments,
@@ -30,6 +31,31 @@ TABLE_KINDS = (
     ("unsubscribed", "Unsubscribed"),
     ("complained", "Marked as spam"),
 )
+
+
+def check_report_path(settings: Settings, path: Path) -> None:
+    """Refuse to write the report over anything of hers.
+
+    ``report --html newsletters/x.md`` (meaning ``report newsletters/x.md``) once replaced her
+    draft with the report, and ``--html subscribers.csv`` her whole list.  The report is a
+    page: its name ends in .html, and it is never written among her drafts, templates or
+    the ledger."""
+    if path.suffix.lower() not in (".html", ".htm"):
+        raise InputError(
+            "the report is a web page: name it with .html at the end, such as report.html"
+            + (" (this file exists and is not one: it is left as it is)" if path.exists() else ""),
+            path=path,
+            field="--html",
+        )
+    where = path.resolve()
+    for own in (settings.newsletters_dir, settings.templates_dir, settings.state_dir):
+        if where.is_relative_to(own.resolve()):
+            raise InputError(
+                f"is inside {own.name}/, which holds your own files; write the report"
+                " elsewhere, such as report.html",
+                path=path,
+                field="--html",
+            )
 
 
 def render_html(report: Report, settings: Settings) -> str:

@@ -21,9 +21,11 @@ from pipeline.audience.address_set import AddressSet
 from pipeline.audience.csv_source import read_rows
 from pipeline.audience.subscribers import Status, address_key, normalise_address
 from pipeline.config import Settings
-from pipeline.report.outcomes import has_table, read_ledger
+from pipeline.ledger.readonly import has_table, read_ledger
 
 STATUSES = tuple(Status)
+# No list this report reads began before email newsletters did: an older date is a typo.
+EARLIEST = date(1990, 1, 1)
 # Consent actions (the web app's ledger table) -> the status they leave an address in;
 # None: off the list.
 _CONSENT_STATUS: dict[str, Status | None] = {
@@ -72,6 +74,8 @@ def _parse_day(text: str, zone: tzinfo) -> date | None:
         return None
     if moment.tzinfo is not None:
         moment = moment.astimezone(zone)
+    if moment.date() < EARLIEST:
+        return None  # a typo ("0202-01-05"): as no date, not a chart of 95,000 weeks
     return moment.date()
 
 
@@ -128,7 +132,9 @@ class _Tally:
         """One address: its dated changes in order, then its status on the list now."""
         state: Status | None = None
         for day, status in sorted(changes, key=lambda change: change[0]):
-            state = self._move(week_of(day), state, status)
+            # A date ahead of today (a typo, a wrong clock) is this week: a later week is
+            # never added up, so the address would be missing from every count.
+            state = self._move(week_of(min(day, today)), state, status)
         if final != state:
             # A change of unknown date: in this week's totals, but not counted as a join or
             # a leave of this week, which it may not be.

@@ -9,19 +9,16 @@ practice without the web app) those columns are "not known", never zero.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 
 from pipeline.config import Settings
 from pipeline.content.issue import load_issue
 from pipeline.errors import InputError
+from pipeline.ledger.readonly import has_table, ledger_time, read_ledger
 from pipeline.ledger.store import RecipientStatus
 from pipeline.web_edition.page import public_title
 
-LEDGER_NAME = "ledger.sqlite3"
 # What the provider said, in the order a person reads it.
 EVENT_KINDS = ("delivered", "bounced", "complained", "unsubscribed", "opened", "clicked")
 
@@ -41,10 +38,16 @@ class IssueOutcome:
 
     @property
     def base(self) -> int:
-        """What rates are out of: the delivered when known, else the sent."""
-        if self.events and self.events.get("delivered"):
-            return self.events["delivered"]
-        return self.sent
+        """What rates are out of: the delivered when known, else the sent.
+
+        More readers opening (or clicking...) than were reported delivered means the
+        delivery reports are incomplete (webhooks set up after the send began, a provider
+        that does not report deliveries): then out of the sent, never "opened by 500%".
+        """
+        events = self.events or {}
+        delivered = events.get("delivered", 0)
+        engaged = max(events.get(kind, 0) for kind in EVENT_KINDS[2:])
+        return delivered if delivered and delivered >= engaged else self.sent
 
     def rate(self, kind: str) -> float | None:
         """``kind`` as a share: delivered and bounced of the sent, the rest of the delivered."""
@@ -55,29 +58,6 @@ class IssueOutcome:
         return count / base if base else None
 
 
-@contextmanager
-def read_ledger(state_dir: Path) -> Iterator[sqlite3.Connection | None]:
-    """The ledger opened read-only, or None if nothing was ever sent."""
-    path = state_dir / LEDGER_NAME
-    if not path.exists():
-        yield None
-        return
-    db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
-    try:
-        yield db
-    except sqlite3.DatabaseError as exc:
-        raise InputError(
-            f"the ledger cannot be read ({exc}); restore it from a backup", path=path
-        ) from None
-    finally:
-        db.close()
-
-
-def has_table(db: sqlite3.Connection, name: str) -> bool:
-    row = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
-    return row.fetchone() is not None
-
-
 def provider_event_counts(db: sqlite3.Connection) -> dict[str, dict[str, int]] | None:
     """Per issue, how many recipients each kind of provider event concerned (each reader
     counted once per kind: two opens by one reader are one "opened").
@@ -85,18 +65,25 @@ def provider_event_counts(db: sqlite3.Connection) -> dict[str, dict[str, int]] |
     The one place the report reads the ``events`` table (schema: the webhooks' migration:
     type, bounce, key, issue, message_id).  None if the table does not exist.  An event
     that does not name its issue is matched to it by the provider's message id.  Soft
-    bounces are left out: the provider retries, and most arrive.
+    bounces are left out: the provider retries, and most arrive.  An event about an address
+    the issue was not sent to (a test copy) is left out.
     """
     if not has_table(db, "events") or db.execute("SELECT 1 FROM events LIMIT 1").fetchone() is None:
         # No event ever recorded: the provider reports none here (the outbox, SMTP, no
         # webhook set up), so opens and bounces are not known, rather than zero.
         return None
+    # Only the issue's own recipients count: a [Test] copy carries the issue's name too, so
+    # her own opens of the test copies would otherwise be readers' opens (and deliveries
+    # could outnumber the sent).
     rows = db.execute(
-        "SELECT coalesce(e.issue, r.issue) AS slug, e.type, count(DISTINCT e.key)"
-        " FROM events e LEFT JOIN recipients r"
-        " ON e.issue IS NULL AND e.message_id IS NOT NULL AND r.provider_id = e.message_id"
-        " WHERE NOT (e.type = 'bounced' AND coalesce(e.bounce, '') = 'soft')"
-        " GROUP BY slug, e.type"
+        "SELECT ev.slug, ev.type, count(DISTINCT ev.key) FROM ("
+        "  SELECT coalesce(e.issue, r.issue) AS slug, e.type AS type, e.key AS key,"
+        "   e.bounce AS bounce FROM events e LEFT JOIN recipients r"
+        "   ON e.issue IS NULL AND e.message_id IS NOT NULL AND r.provider_id = e.message_id"
+        " ) AS ev"
+        " WHERE NOT (ev.type = 'bounced' AND coalesce(ev.bounce, '') = 'soft')"
+        " AND EXISTS (SELECT 1 FROM recipients x WHERE x.issue = ev.slug AND x.key = ev.key)"
+        " GROUP BY ev.slug, ev.type"
     ).fetchall()
     counts: dict[str, dict[str, int]] = {}
     for slug, kind, count in rows:
@@ -143,7 +130,7 @@ def issue_outcomes(settings: Settings, slug: str | None = None) -> list[IssueOut
                 IssueOutcome(
                     slug=name,
                     title=_title(settings, name),
-                    started_at=datetime.fromisoformat(started),
+                    started_at=ledger_time(started, f"started_at of {name}"),
                     audience=sent + failed + unknown + pending,
                     sent=sent,
                     failed=failed,

@@ -39,6 +39,11 @@ class _Nobody:
     def __getitem__(self, name: str) -> jinja2.Undefined:
         return jinja2.Undefined(name=name)
 
+    def __str__(self) -> str:
+        # ``{{ subscriber }}`` alone: an empty row reads as nothing, never as this object's
+        # name and memory address (an internal token, and new bytes on every build).
+        return ""
+
 
 @dataclass(frozen=True)
 class WebContent:

@@ -7,7 +7,6 @@ are never published: only a ``--drafts`` preview shows them, marked as such.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -16,9 +15,8 @@ from pathlib import Path
 from pipeline.config import Settings
 from pipeline.content.issue import Issue, load_issue
 from pipeline.errors import InputError
+from pipeline.ledger.readonly import ledger_time, read_ledger
 from pipeline.ledger.store import RecipientStatus
-
-LEDGER_NAME = "ledger.sqlite3"
 
 
 class Visibility(StrEnum):
@@ -42,6 +40,7 @@ class Entry:
 class Skipped:
     path: Path
     reason: str
+    gone: bool = False  # sent, but its draft is no longer in newsletters/
 
 
 def first_sends(state_dir: Path) -> dict[str, datetime]:
@@ -49,24 +48,15 @@ def first_sends(state_dir: Path) -> dict[str, datetime]:
 
     Opened read-only: building the archive never creates or migrates a ledger.
     """
-    path = state_dir / LEDGER_NAME
-    if not path.exists():
-        return {}
-    db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
-    try:
+    with read_ledger(state_dir) as db:
+        if db is None:
+            return {}
         rows = db.execute(
             "SELECT r.issue, min(coalesce(r.updated_at, i.started_at)) FROM recipients r"
             " JOIN issues i ON i.slug = r.issue WHERE r.status = ? GROUP BY r.issue",
             (RecipientStatus.SENT,),
         ).fetchall()
-    except sqlite3.DatabaseError as exc:
-        # Which issues went out is the ledger's to say: without it, publish nothing by guess.
-        raise InputError(
-            f"the ledger cannot be read ({exc}); restore it from a backup", path=path
-        ) from None
-    finally:
-        db.close()
-    return {str(slug): datetime.fromisoformat(str(when)) for slug, when in rows}
+        return {str(slug): ledger_time(when, "the time it was sent") for slug, when in rows}
 
 
 def classify(issue: Issue, sent_at: datetime | None, now: datetime) -> Entry:
@@ -91,6 +81,12 @@ def collect(settings: Settings, now: datetime) -> tuple[list[Entry], list[Skippe
     entries: list[Entry] = []
     skipped: list[Skipped] = []
     for path in sorted(settings.newsletters_dir.glob("*.md")):
+        if path.is_dir():
+            continue  # a folder named like a draft ("old.md/") holds no issue
+        if path.name.startswith("."):
+            # Not hers: a Mac's "._name.md" beside each file on a shared drive, an editor's
+            # lock; and a name of dots would make the page "issues/../index.html", the index.
+            continue
         try:
             issue = load_issue(path, settings.timezone)
         except InputError as exc:
@@ -99,6 +95,17 @@ def collect(settings: Settings, now: datetime) -> tuple[list[Entry], list[Skippe
             skipped.append(Skipped(path, _first_problem(exc)))
             continue
         entries.append(classify(issue, sent.get(issue.slug), now))
+    loaded = {entry.issue.slug for entry in entries}
+    for slug in sorted(set(sent) - loaded):
+        # Sent, then its draft moved or deleted: its page goes, and she should know why.
+        gone = settings.newsletters_dir / f"{slug}.md"
+        skipped.append(
+            Skipped(
+                gone,
+                f"{gone}: was sent, but the file is gone, so its page is not on the site",
+                gone=True,
+            )
+        )
 
     def order(entry: Entry) -> tuple[int, float, str]:
         rank = 0 if entry.public else 1

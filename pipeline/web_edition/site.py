@@ -6,7 +6,7 @@ draft, its neighbours, the templates, the settings or this code); its words are 
 small cache in ``.newsletter/`` so the index and the feed never re-render unchanged issues.
 Files are replaced atomically and only when their bytes change, so an upload (rsync) sends
 only what changed.  A page for an issue that is no longer public (a preview built into the
-same folder, an issue whose date was moved back) is removed.
+same folder, never site/, an issue whose date was moved back) is removed.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
+import re
 import tempfile
+import traceback
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -37,9 +38,16 @@ from pipeline.web_edition.urls import issue_path, issue_url, signup_url, site_ur
 BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
 WEB_TEMPLATES = "web"  # the project's templates/web/ overrides these, file by file
 FEED_ENTRIES = 50
-_CODE = (
-    *sorted(Path(__file__).parent.glob("*.py")),
-    Path(__file__).parent.parent / "render" / "markdown.py",
+PUBLIC_FOLDER = "site"  # `newsletter archive` writes here by default: the folder she uploads
+# The code a page's words come from: an upgrade that changes any of it (how a draft loads,
+# how merge fields take their defaults, how Markdown renders) renders every page again,
+# rather than keeping pages made by the old code until each draft is next edited.
+_CODE = tuple(
+    sorted(
+        path
+        for package in ("web_edition", "content", "render")
+        for path in (Path(__file__).parent.parent / package).glob("*.py")
+    )
 )
 
 
@@ -87,10 +95,23 @@ def _render(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:
         raise InputError(
             f"template error: {exc.message}", path=exc.filename, line=exc.lineno
         ) from None
-    except jinja2.UndefinedError as exc:
-        raise InputError(f"template {name}: {exc.message}") from None
     except jinja2.TemplateNotFound as exc:
         raise InputError(f"template not found: {exc.name}") from None
+    except (jinja2.UndefinedError, ArithmeticError, LookupError, TypeError, ValueError) as exc:
+        # A mistake in a template of hers ({{ page.title + 1 }}): its file and line, as Jinja
+        # put them in the traceback, never the traceback itself.
+        path, line = _template_place(exc, name)
+        why = exc.message if isinstance(exc, jinja2.UndefinedError) else str(exc)
+        raise InputError(f"template error: {why}", path=path, line=line) from None
+
+
+def _template_place(exc: BaseException, name: str) -> tuple[str, int | None]:
+    """The template file and line where ``exc`` happened (Jinja rewrites its frames)."""
+    place: tuple[str, int | None] = (name, None)
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename.endswith(".j2"):
+            place = (frame.filename, frame.lineno)
+    return place
 
 
 def _fingerprint(settings: Settings) -> str:
@@ -112,7 +133,10 @@ def _write(path: Path, data: bytes, result: ArchiveResult) -> None:
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # The writer's pid in the name: the next build removes only a dead build's temp files.
+    fd, temp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp"
+    )
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -157,6 +181,7 @@ def build_site(
     settings: Settings, out: Path, *, now: datetime, drafts: bool = False
 ) -> ArchiveResult:
     """Write the site for the issues public at ``now`` (and, with ``drafts``, the rest)."""
+    check_out_folder(settings, out, drafts=drafts)
     entries, skipped = collect(settings, now)
     shown = [e for e in entries if e.public or drafts]
     result = ArchiveResult(out=out, skipped=skipped)
@@ -293,6 +318,7 @@ def build_site(
     _write(out / "sitemap.xml", _sitemap(settings, public), result)
 
     result.removed = _prune(out, {e.issue.slug for e in shown})
+    _sweep_temp_files(out)
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     cache_file.write_text(json.dumps({"code": fingerprint, "pages": new_pages}), encoding="utf-8")
     return result
@@ -325,12 +351,106 @@ def _sitemap(settings: Settings, public: Iterable[Entry]) -> bytes:
 
 
 def _prune(out: Path, keep: set[str]) -> list[Path]:
-    """Remove issue folders this build did not write: they are no longer to be seen."""
+    """Remove the pages of issues this build did not write: they are no longer to be seen.
+
+    Only what the archive itself writes goes: a folder's ``index.html`` (and a killed build's
+    temp files), then the folder if that left it empty.  Anything else in it is hers and
+    stays, and a symlink is never followed, so a folder that was never the archive's (an
+    ``issues/`` of her own under ``--out``, a link to elsewhere) loses nothing.
+    """
     issues = out / "issues"
-    removed = []
-    if issues.is_dir():
-        for folder in sorted(issues.iterdir()):
-            if folder.is_dir() and folder.name not in keep:
-                shutil.rmtree(folder)
-                removed.append(folder)
+    removed: list[Path] = []
+    if not issues.is_dir() or issues.is_symlink():
+        return removed
+    for folder in sorted(issues.iterdir()):
+        if folder.name in keep or folder.is_symlink() or not folder.is_dir():
+            continue
+        page = folder / "index.html"
+        if page.is_symlink() or not page.is_file():
+            continue
+        page.unlink()
+        for temp in folder.glob(".index.html.*.tmp"):
+            if not _writer_alive(temp):
+                temp.unlink(missing_ok=True)
+        if not any(folder.iterdir()):
+            folder.rmdir()
+        removed.append(folder)
     return removed
+
+
+def _sweep_temp_files(out: Path) -> None:
+    """Remove the temp files a killed build left where ``_write`` makes them (``.name.*.tmp``),
+    so an upload of the folder never carries a half-written page."""
+    folders = [out, out / "assets"]
+    issues = out / "issues"
+    if issues.is_dir() and not issues.is_symlink():
+        folders += [f for f in issues.iterdir() if f.is_dir() and not f.is_symlink()]
+    for folder in folders:
+        if folder.is_dir():
+            for temp in folder.glob(".*.tmp"):
+                if temp.is_file() and not temp.is_symlink() and not _writer_alive(temp):
+                    temp.unlink(missing_ok=True)
+
+
+_TEMP_PID = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")
+
+
+def _writer_alive(temp: Path) -> bool:
+    """Whether the build that made ``temp`` still runs (a second ``archive`` at the same
+    time, from cron): its temp file is about to become a page, not a leftover."""
+    match = _TEMP_PID.match(temp.name)
+    if match is None:
+        return False
+    try:
+        os.kill(int(match[1]), 0)
+    except (ProcessLookupError, OverflowError):  # gone; or no pid at all
+        return False
+    except PermissionError:  # another user's process, alive
+        return True
+    return True
+
+
+def check_out_folder(settings: Settings, out: Path, *, drafts: bool = False) -> None:
+    """Refuse a folder where the site would mix with the project's own files: the project
+    itself (or a folder holding it), or her drafts, templates or the ledger's folder; and a
+    private preview in ``site/``, the folder she uploads."""
+    where = out.resolve()
+    if drafts and where == (settings.root / PUBLIC_FOLDER).resolve():
+        raise InputError(
+            f"is the folder you upload, and a preview with drafts must never be uploaded;"
+            f" leave out --out (the preview goes to {settings.build_dir.name}/archive-preview/)",
+            path=out,
+            field="--out",
+        )
+    if settings.root.is_relative_to(where):
+        raise InputError(
+            "is the project's own folder (or holds it): the site would mix with your drafts"
+            " and settings; choose a folder of its own, such as site/",
+            path=out,
+            field="--out",
+        )
+    # Folders of hers, and of personal data (the outbox's emails, the ledger, build/'s emails
+    # made for the first reader on the list): the site is uploaded, so it never is one, never
+    # holds one, and is never inside one but build/ (the preview's build/archive-preview/).
+    outboxes = {settings.root / "outbox"}
+    if settings.provider.name == "outbox":
+        outboxes.add(settings.root / str(settings.provider.options.get("folder", "outbox")))
+    private = [settings.newsletters_dir, settings.templates_dir, settings.state_dir, *outboxes]
+    for own in sorted({*private, settings.build_dir, settings.subscribers}):
+        mine = own.resolve()
+        label = own.name if own == settings.subscribers else f"{own.name}/"
+        if where == mine or mine.is_relative_to(where):
+            how = "is" if where == mine else "holds"
+            raise _private_out(out, f"{how} {label}")
+    for own in sorted(private):
+        if where.is_relative_to(own.resolve()):
+            raise _private_out(out, f"is inside {own.name}/")
+
+
+def _private_out(out: Path, what: str) -> InputError:
+    return InputError(
+        f"{what}, which holds your own files or readers' data, and the site is uploaded;"
+        " choose a folder of its own, such as site/",
+        path=out,
+        field="--out",
+    )
