@@ -621,12 +621,30 @@ def report(ctx: click.Context, issue: Path | None, html_path: Path | None) -> No
     settings = _settings(ctx)
     slug = issue.stem if issue else None
     made = make_report(settings, datetime.now(UTC), slug)
-    if slug is not None and not made.issues:
+    if issue is not None and not made.issues:
+        if not issue.is_file():
+            _existing_issue(settings, issue)  # a typo: "no such file", with a guess
         raise InputError("this issue has not been sent: nothing to report yet", path=issue)
     click.echo(format_report(made), nl=False)
     if html_path is not None:
-        html_path.write_text(render_html(made, settings), encoding="utf-8")
+        page = render_html(made, settings)
+        try:
+            # Like saving a file: a folder she names in the path is made for her.
+            html_path.parent.mkdir(parents=True, exist_ok=True)
+            html_path.write_text(page, encoding="utf-8")
+        except OSError as exc:
+            why = _why_unwritable(html_path, exc)
+            raise InputError(f"cannot write the report: {why}", path=html_path) from None
         click.echo(f"wrote {html_path}")
+
+
+def _why_unwritable(path: Path, exc: OSError) -> str:
+    """The system's reason in her words: "File exists" from making a folder means a file is
+    in the way, so name that file."""
+    blocker = next((parent for parent in path.parents if parent.is_file()), None)
+    if blocker is not None:
+        return f"{shown(blocker)} is a file, not a folder"
+    return (exc.strerror or str(exc)).lower()
 
 
 @cli.group()

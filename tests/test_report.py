@@ -374,3 +374,31 @@ def test_a_damaged_ledger_is_one_line(tmp_path: Path, command: list[str]) -> Non
     assert code == 2
     assert "ledger.sqlite3: the ledger cannot be read" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_report_of_a_misspelled_file_says_no_such_file(project: tuple[Path, Settings]) -> None:
+    """A typo in the file name is not "not sent yet": she would look for a send that never
+    was. It is the same "no such file" line, with a guess, as every other command's."""
+    root, _ = project
+    code, _, err = newsletter(root, "report", "newsletters/2025-08-18-knee.md")
+    assert code == 2
+    assert "newsletters/2025-08-18-knee.md: no such file" in err
+    assert "did you mean newsletters/2025-08-18-knees.md?" in err
+    assert "not been sent" not in err and "Traceback" not in err
+
+
+def test_report_html_into_a_new_folder(project: tuple[Path, Settings]) -> None:
+    """`--html reports/july.html` makes the folder, as saving a file would; a place it cannot
+    write is one line naming it, never a traceback."""
+    root, _ = project
+    code, out, err = newsletter(root, "report", "--html", "reports/july.html")
+    assert code == 0, err
+    assert (root / "reports" / "july.html").read_text(encoding="utf-8").startswith("<!doctype")
+    assert "wrote reports/july.html" in out
+    (root / "taken").write_text("a file, not a folder", encoding="utf-8")
+    code, out, err = newsletter(root, "report", "--html", "taken/report.html")
+    assert code == 2
+    assert err.strip() == (
+        "error: taken/report.html: cannot write the report: taken is a file, not a folder"
+    )
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
