@@ -573,6 +573,7 @@ def archive(ctx: click.Context, out: Path | None, drafts: bool) -> None:
     newsletter archive
     newsletter archive --drafts
     """
+    from pipeline.web_edition.publication import Visibility
     from pipeline.web_edition.site import build_site
 
     settings = _settings(ctx)
@@ -593,6 +594,18 @@ def archive(ctx: click.Context, out: Path | None, drafts: bool) -> None:
         f"{where}/: {shown}; {counted(len(result.written), 'file')} changed"
         + (f", {counted(len(result.removed), 'page')} removed" if result.removed else "")
     )
+    kept = [
+        f"{counted(count, noun)} ({why})"
+        for visibility, noun, why in (
+            (Visibility.DRAFT, "draft", "no send_at, never sent"),
+            (Visibility.SCHEDULED, "scheduled issue", "its send_at is still to come"),
+        )
+        if (count := result.kept_back[visibility])
+    ]
+    if kept:
+        click.echo(
+            f"kept off the site: {', '.join(kept)}; newsletter archive --drafts previews them"
+        )
     if drafts:
         click.echo("this preview includes unpublished issues: do not upload it")
 

@@ -226,6 +226,21 @@ def test_cli_drafts_go_to_a_preview_folder_by_default(project: Path) -> None:
     assert not (project / "site").exists()
 
 
+def test_cli_says_which_issues_it_kept_off_the_site_and_why(project: Path) -> None:
+    """Her first `archive`, before anything is sent, must not leave her wondering where her
+    drafts went: the summary counts what it kept back, and says how to see it."""
+    code, out, _ = newsletter(project, "archive")
+    assert code == 0
+    assert out.splitlines()[1] == (
+        "kept off the site: 1 draft (no send_at, never sent), 1 scheduled issue (its send_at"
+        " is still to come); newsletter archive --drafts previews them"
+    )
+    (project / "newsletters" / f"{FUTURE}.md").unlink()
+    code, out, _ = newsletter(project, "archive")
+    assert "kept off the site: 1 draft (no send_at, never sent);" in out
+    assert "scheduled" not in out
+
+
 def _view_in_browser(eml: Path) -> tuple[str, str]:
     message = email.message_from_bytes(eml.read_bytes(), policy=policy.default)
     html_part = message.get_body(("html",))

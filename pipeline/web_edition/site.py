@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -53,6 +54,8 @@ class ArchiveResult:
     written: list[Path] = field(default_factory=list)  # files whose bytes changed
     removed: list[Path] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    # Drafts and scheduled issues a public build left out, so she is told where they went.
+    kept_back: Counter[Visibility] = field(default_factory=Counter)
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,7 @@ def build_site(
     result = ArchiveResult(out=out, skipped=skipped)
     result.published = [e.issue.slug for e in entries if e.public]
     result.private = [e.issue.slug for e in shown if not e.public]
+    result.kept_back = Counter(e.visibility for e in entries if not e.public and not drafts)
 
     env = _environment(settings)
     fingerprint = _fingerprint(settings)
