@@ -357,11 +357,24 @@ def _parse_archive(
         )
     nav: list[NavLink] = []
     for number, item in enumerate(raw_nav, start=1):
-        if not isinstance(item, dict) or set(item) != {"label", "url"}:
+        if not isinstance(item, dict):
             raise reader.error(
                 "nav",
                 f'link {number} must be {{ label = "...", url = "https://..." }}, not {item!r}',
             )
+        if set(item) != {"label", "url"}:
+            # Named in TOML's words: a Python dict ({'label': ...}) is not what she wrote.
+            label = item.get("label")
+            example = (
+                f'{{ label = "{label if isinstance(label, str) else "..."}", url = "https://..." }}'
+            )
+            unknown = sorted(set(item) - {"label", "url"})
+            problem = (
+                f"unknown key {unknown[0]!r}"
+                if unknown
+                else f"{'url' if 'label' in item else 'label'} is missing"
+            )
+            raise reader.error("nav", f"link {number}: {problem}; write {example}")
         link = _Reader(config_path, "archive", item)
         target = link.string("url")
         if not re.match(r"^(https?://|mailto:|/)", target):

@@ -303,6 +303,16 @@ def test_view_in_browser_top_or_off(where: str, tmp_path: Path) -> None:
             "[archive] url: must end in /issues/",
         ),
         ('nav = ["Our Services"]', "[archive] nav: link 1 must be"),
+        # Keys as she might guess them: named, in TOML's words, never as a Python dict.
+        (
+            'nav = [{ label = "Our Services", link = "https://movementsolutions.example/s" }]',
+            "[archive] nav: link 1: unknown key 'link'; write"
+            ' { label = "Our Services", url = "https://..." }',
+        ),
+        (
+            'nav = [{ label = "Book" }, { name = "Home", url = "/" }]',
+            '[archive] nav: link 1: url is missing; write { label = "Book", url = "https://..." }',
+        ),
         (
             'nav = [{ label = "X", url = "javascript:alert(1)" }]',
             "is not an http(s), mailto or /path",
@@ -320,6 +330,7 @@ def test_bad_archive_settings_are_one_line(tmp_path: Path, setting: str, message
     with pytest.raises(ConfigError) as caught:
         load_settings(path)
     assert message in caught.value.location_message()
+    assert "{'" not in caught.value.location_message()  # no Python dict in her words
 
 
 def test_default_archive_url_is_under_base_url(tmp_path: Path) -> None:
