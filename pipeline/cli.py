@@ -579,19 +579,23 @@ def archive(ctx: click.Context, out: Path | None, drafts: bool) -> None:
     settings = _settings(ctx)
     if out is None:
         out = settings.build_dir / "archive-preview" if drafts else settings.root / "site"
-    result = build_site(settings, out, now=datetime.now(UTC), drafts=drafts)
+    try:
+        result = build_site(settings, out, now=datetime.now(UTC), drafts=drafts)
+    except OSError as exc:
+        why = _why_unwritable(out, exc)
+        raise InputError(f"cannot write the site: {why}", path=shown(out)) from None
     for skip in result.skipped:
         click.echo(f"not published, it does not load: {skip.reason}", err=True)
-    shown = counted(len(result.published), "published issue")
+    issues = counted(len(result.published), "published issue")
     if drafts:
-        shown += (
+        issues += (
             f" and {counted(len(result.private), 'draft or scheduled issue')} (private preview)"
         )
     where = out.resolve()
     if where.is_relative_to(Path.cwd()):
         where = where.relative_to(Path.cwd())
     click.echo(
-        f"{where}/: {shown}; {counted(len(result.written), 'file')} changed"
+        f"{where}/: {issues}; {counted(len(result.written), 'file')} changed"
         + (f", {counted(len(result.removed), 'page')} removed" if result.removed else "")
     )
     kept = [
@@ -654,7 +658,9 @@ def report(ctx: click.Context, issue: Path | None, html_path: Path | None) -> No
 def _why_unwritable(path: Path, exc: OSError) -> str:
     """The system's reason in her words: "File exists" from making a folder means a file is
     in the way, so name that file."""
-    blocker = next((parent for parent in path.parents if parent.is_file()), None)
+    target = Path(exc.filename) if isinstance(exc.filename, str) else path
+    candidates = [target, *target.parents] if isinstance(exc, FileExistsError) else target.parents
+    blocker = next((parent for parent in candidates if parent.is_file()), None)
     if blocker is not None:
         return f"{shown(blocker)} is a file, not a folder"
     return (exc.strerror or str(exc)).lower()

@@ -241,6 +241,22 @@ def test_cli_says_which_issues_it_kept_off_the_site_and_why(project: Path) -> No
     assert "scheduled" not in out
 
 
+def test_cli_a_folder_it_cannot_write_is_one_line(project: Path) -> None:
+    (project / "taken").write_text("a file, not a folder", encoding="utf-8")
+    code, _, err = newsletter(project, "archive", "--out", "taken/site")
+    assert code == 2
+    assert err.strip() == (
+        "error: taken/site: cannot write the site: taken is a file, not a folder"
+    )
+    (project / "site" / "issues").mkdir(parents=True)
+    (project / "site" / "issues" / SENT_BY_HAND).write_text("in the way", encoding="utf-8")
+    code, _, err = newsletter(project, "archive")
+    assert code == 2
+    assert err.strip() == (
+        f"error: site: cannot write the site: site/issues/{SENT_BY_HAND} is a file, not a folder"
+    )
+
+
 def _view_in_browser(eml: Path) -> tuple[str, str]:
     message = email.message_from_bytes(eml.read_bytes(), policy=policy.default)
     html_part = message.get_body(("html",))
