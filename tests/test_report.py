@@ -402,3 +402,27 @@ def test_report_html_into_a_new_folder(project: tuple[Path, Settings]) -> None:
         "error: taken/report.html: cannot write the report: taken is a file, not a folder"
     )
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_with_the_outbox_nothing_comes_back_and_the_report_says_so(tmp_path: Path) -> None:
+    """README's first command sends through the outbox, which emails nobody: the report must
+    not send her looking for delivery reports that can never come."""
+    root = write_project(tmp_path / "outbox")
+    code, _, err = newsletter(root, "send", "newsletters/2025-07-21-hip-rotation.md", "--yes")
+    assert code == 0, err
+    code, out, _ = newsletter(root, "report", "--html", "report.html")
+    assert code == 0
+    assert "The outbox provider writes\neach message to a file in outbox/ and emails nobody" in out
+    assert "`" not in out  # Markdown's backticks are not words she reads on a terminal
+    page = (root / "report.html").read_text(encoding="utf-8")
+    assert "The outbox provider writes each message to a file in outbox/" in page
+
+
+def test_without_events_a_real_providers_report_is_not_known(
+    project: tuple[Path, Settings],
+) -> None:
+    root, _ = project  # sent through postmark, no events table
+    code, out, _ = newsletter(root, "report")
+    assert code == 0
+    assert "Your provider reports them to" in out and "outbox" not in out
+    assert "`" not in out

@@ -55,10 +55,17 @@ def format_report(report: Report) -> str:
         out += ["Nothing has been sent yet.", ""]
     for issue in reversed(report.issues):  # newest first
         out += [*_issue_lines(issue, report.made_at.tzinfo), ""]
-    if report.issues and not report.events_recorded:
+    if report.issues and not report.events_recorded and report.nothing_comes_back:
+        out += [
+            "Delivered, opened, clicked and bounced: none to know. The outbox provider writes",
+            "each message to a file in outbox/ and emails nobody. With a real provider",
+            "([provider] in newsletter.toml), they come back to the web app (newsletter serve).",
+            "",
+        ]
+    elif report.issues and not report.events_recorded:
         out += [
             "Delivered, opened, clicked and bounced: not known. Your provider reports them to",
-            "the web app's webhooks (`newsletter serve`), and none are recorded in this ledger.",
+            "the web app's webhooks (newsletter serve), and none are recorded in this ledger.",
             "",
         ]
     elif report.issues:
