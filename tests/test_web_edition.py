@@ -67,6 +67,26 @@ def test_the_future_issue_appears_once_its_time_has_passed(project: Path) -> Non
     assert DRAFT not in result.published
 
 
+def test_an_issue_sent_early_keeps_the_date_it_went_out(project: Path) -> None:
+    """Sent by hand (`--now`) before its send_at, an issue is dated the day it went out, and
+    stays so once its send_at passes: its page, the index and the feed do not change date
+    (a feed reader would show it again as new)."""
+    code, out, err = newsletter(project, "send", f"newsletters/{FUTURE}.md", "--yes", "--now")
+    assert code == 0, out + err
+    settings = load_settings(project / "newsletter.toml")
+    site = project / "site"
+    today = datetime.now(UTC)
+    build_site(settings, site, now=today)
+    page = site / "issues" / FUTURE / "index.html"
+    went_out = today.astimezone(settings.timezone)
+    assert f"{went_out:%B} {went_out.day}, {went_out.year}" in page.read_text(encoding="utf-8")
+    before = {p: p.read_bytes() for p in (page, site / "index.html", site / "sitemap.xml")}
+    build_site(settings, site, now=datetime(2099, 2, 1, tzinfo=UTC))
+    after = {p: p.read_bytes() for p in (page, site / "index.html", site / "sitemap.xml")}
+    assert after == before
+    assert "January 5, 2099" not in page.read_text(encoding="utf-8")
+
+
 def test_no_subscriber_data_or_token_anywhere(project: Path) -> None:
     settings = load_settings(project / "newsletter.toml")
     build_site(settings, project / "site", now=NOW)
