@@ -585,7 +585,13 @@ def archive(ctx: click.Context, out: Path | None, drafts: bool) -> None:
         why = _why_unwritable(out, exc)
         raise InputError(f"cannot write the site: {why}", path=shown(out)) from None
     for skip in result.skipped:
-        click.echo(f"not published, it does not load: {skip.reason}", err=True)
+        where = shown(skip.path)
+        reason = skip.reason.replace(str(skip.path), where, 1)
+        click.echo(
+            f"not published, it does not load: {reason}; newsletter check {where} lists every"
+            " problem",
+            err=True,
+        )
     issues = counted(len(result.published), "published issue")
     if drafts:
         issues += (

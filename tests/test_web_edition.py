@@ -235,6 +235,13 @@ def test_a_broken_draft_is_skipped_with_its_reason(project: Path) -> None:
     assert code == 0, err
     assert "not published, it does not load: " in err and "2025-10-01-broken.md:2: subjet" in err
     assert "2 published issues; 6 files changed" in out
+    # Named as she would type it, with the command that lists every problem in it.
+    assert err.strip() == (
+        "not published, it does not load: newsletters/2025-10-01-broken.md:2: subjet: unknown"
+        " key (did you mean 'subject'?) (and 1 more); newsletter check"
+        " newsletters/2025-10-01-broken.md"
+        " lists every problem"
+    )
 
 
 def test_cli_drafts_go_to_a_preview_folder_by_default(project: Path) -> None:
