@@ -426,3 +426,23 @@ def test_without_events_a_real_providers_report_is_not_known(
     assert code == 0
     assert "Your provider reports them to" in out and "outbox" not in out
     assert "`" not in out
+
+
+@pytest.mark.parametrize(
+    ("undated", "words"),
+    [
+        (1, "1 address with no date of joining counts"),
+        (2, "2 addresses with no date of joining count"),
+    ],
+)
+def test_html_report_agrees_with_its_number(
+    project: tuple[Path, Settings], undated: int, words: str
+) -> None:
+    root, settings = project
+    csv_path = root / "subscribers.csv"
+    rows = csv_path.read_text(encoding="utf-8").splitlines()
+    if undated == 1:
+        rows = [row for row in rows if not row.startswith("old2@")]
+    csv_path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    page = render_html(make_report(settings, NOW), settings)
+    assert f"{words} from the first week." in page
