@@ -585,10 +585,10 @@ def archive(ctx: click.Context, out: Path | None, drafts: bool) -> None:
         why = _why_unwritable(out, exc)
         raise InputError(f"cannot write the site: {why}", path=shown(out)) from None
     for skip in result.skipped:
-        where = shown(skip.path)
-        reason = skip.reason.replace(str(skip.path), where, 1)
+        draft = shown(skip.path)
+        reason = skip.reason.replace(str(skip.path), draft, 1)
         click.echo(
-            f"not published, it does not load: {reason}; newsletter check {where} lists every"
+            f"not published, it does not load: {reason}; newsletter check {draft} lists every"
             " problem",
             err=True,
         )

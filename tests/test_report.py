@@ -446,3 +446,16 @@ def test_html_report_agrees_with_its_number(
     csv_path.write_text("\n".join(rows) + "\n", encoding="utf-8")
     page = render_html(make_report(settings, NOW), settings)
     assert f"{words} from the first week." in page
+
+
+def test_a_bar_for_one_reader_says_one_reader() -> None:
+    from pipeline.config import Theme
+    from pipeline.report.charts import outcome_bars
+    from pipeline.report.outcomes import IssueOutcome
+
+    def issue(audience: int) -> IssueOutcome:
+        return IssueOutcome(f"i{audience}", "Test", NOW, audience, audience, 0, 0, 0)
+
+    chart = str(outcome_bars([issue(1), issue(1200)], Theme()))
+    assert ">1 reader<" in chart
+    assert ">1,200 readers<" in chart

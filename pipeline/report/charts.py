@@ -16,7 +16,7 @@ from pipeline.audience.subscribers import Status
 from pipeline.config import Theme
 from pipeline.report.list_history import Week
 from pipeline.report.outcomes import IssueOutcome
-from pipeline.report.words import percent, short_date
+from pipeline.report.words import percent, plural, short_date
 
 WIDTH = 720
 
@@ -182,7 +182,7 @@ def outcome_bars(issues: Sequence[IssueOutcome], theme: Theme) -> Markup:
                     )
                 )
             offset += width
-        parts.append(_text(bar_w + 10, top + label_h + 18, f"{issue.audience:,} readers"))
+        parts.append(_text(bar_w + 10, top + label_h + 18, plural(issue.audience, "reader")))
     parts.append("</svg>")
     return Markup("".join(parts))
 
