@@ -584,6 +584,13 @@ def archive(ctx: click.Context, out: Path | None, drafts: bool) -> None:
     except OSError as exc:
         why = _why_unwritable(out, exc)
         raise InputError(f"cannot write the site: {why}", path=shown(out)) from None
+    for path, blank in result.blank_fields:
+        draft = shown(path) if blank.line is None else f"{shown(path)}:{blank.line}"
+        click.echo(
+            f"{draft}: {{{{ {blank.source} }}}} is blank on the web page (it has no default);"
+            f' write {{{{ {blank.source} | default("there") }}}}',
+            err=True,
+        )
     for skip in result.skipped:
         draft = shown(skip.path)
         reason = skip.reason.replace(str(skip.path), draft, 1)

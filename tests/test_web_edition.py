@@ -284,6 +284,27 @@ def test_cli_a_folder_it_cannot_write_is_one_line(project: Path) -> None:
     )
 
 
+def test_cli_warns_of_a_merge_field_the_web_page_leaves_blank(project: Path) -> None:
+    """`Hi {{ subscriber.first_name }},` with no default reads "Hi ," on the public page (it
+    is nobody's): the build says where, and how to write it."""
+    (project / "newsletters" / "2025-10-06-knees.md").write_text(
+        "---\nsubject: Knees on stairs\nsend_at: 2025-10-06 07:00\n---\n\n"
+        "Hi {{ subscriber.first_name }},\n\nKnees.\n",
+        encoding="utf-8",
+    )
+    code, _, err = newsletter(project, "archive")
+    assert code == 0, err
+    assert err.strip() == (
+        "newsletters/2025-10-06-knees.md:6: {{ subscriber.first_name }} is blank on the web"
+        ' page (it has no default); write {{ subscriber.first_name | default("there") }}'
+    )
+    page = project / "site" / "issues" / "2025-10-06-knees" / "index.html"
+    assert "<p>Hi ,</p>" in page.read_text(encoding="utf-8")  # built all the same
+    code, _, err = newsletter(project, "archive")  # unchanged: still said
+    assert code == 0
+    assert "is blank on the web page" in err
+
+
 def _view_in_browser(eml: Path) -> tuple[str, str]:
     message = email.message_from_bytes(eml.read_bytes(), policy=policy.default)
     html_part = message.get_body(("html",))

@@ -21,7 +21,7 @@ from markdown_it.token import Token
 from markupsafe import Markup, escape
 
 from pipeline.content.issue import Issue
-from pipeline.content.merge_fields import TOKEN_PATTERN
+from pipeline.content.merge_fields import TOKEN_PATTERN, MergeField
 from pipeline.render.fill import FieldEvaluator
 from pipeline.render.markdown import parse, parser
 
@@ -89,6 +89,17 @@ def _dress(tokens: list[Token]) -> str:
                 child.attrSet("loading", "lazy")
                 first_image = first_image or str(child.attrs.get("src", ""))
     return first_image
+
+
+def blank_fields(issue: Issue) -> list[MergeField]:
+    """The subscriber fields with no default: nobody's value, so the page shows nothing
+    there ("Hi ,").  The unsubscribe link is blank on purpose and is not one of them."""
+    values = _public_values(issue)
+    return [
+        field
+        for field, value in zip(issue.merge_fields.fields, values, strict=True)
+        if not value.strip() and field.subscriber_columns()
+    ]
 
 
 def public_title(issue: Issue) -> str:

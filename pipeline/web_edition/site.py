@@ -29,9 +29,10 @@ import jinja2
 from markupsafe import Markup
 
 from pipeline.config import Settings
+from pipeline.content.merge_fields import MergeField
 from pipeline.errors import InputError
 from pipeline.web_edition.feed import FeedItem, atom_feed
-from pipeline.web_edition.page import render_issue, summary
+from pipeline.web_edition.page import blank_fields, render_issue, summary
 from pipeline.web_edition.publication import Entry, Skipped, Visibility, collect
 from pipeline.web_edition.urls import issue_path, issue_url, signup_url, site_url
 
@@ -54,6 +55,8 @@ class ArchiveResult:
     written: list[Path] = field(default_factory=list)  # files whose bytes changed
     removed: list[Path] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    # Merge fields with no default, blank on a shown page ("Hi ,"): said on every build.
+    blank_fields: list[tuple[Path, MergeField]] = field(default_factory=list)
     # Drafts and scheduled issues a public build left out, so she is told where they went.
     kept_back: Counter[Visibility] = field(default_factory=Counter)
 
@@ -190,6 +193,7 @@ def build_site(
     words: dict[str, _Words] = {}
     for entry in shown:
         slug = entry.issue.slug
+        result.blank_fields += [(entry.issue.path, f) for f in blank_fields(entry.issue)]
         cached = old_pages.get(slug)
         if cached and cached.get("draft") == entry.issue.content_hash:
             words[slug] = _Words(**cached["words"])
