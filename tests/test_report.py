@@ -3,6 +3,7 @@ unknowns and provider events; the list week by week; the HTML opened in Chromium
 
 from __future__ import annotations
 
+import html
 import re
 import sqlite3
 from datetime import UTC, date, datetime
@@ -459,3 +460,30 @@ def test_a_bar_for_one_reader_says_one_reader() -> None:
     chart = str(outcome_bars([issue(1), issue(1200)], Theme()))
     assert ">1 reader<" in chart
     assert ">1,200 readers<" in chart
+
+
+def test_dates_it_cannot_read_are_said_not_dropped(project: tuple[Path, Settings]) -> None:
+    """A date typed as a person would ('last tuesday', '13/07/2025') is not silently a row
+    with no date: the report says how many it could not read, and the first one's line."""
+    root, settings = project
+    csv_path = root / "subscribers.csv"
+    rows = csv_path.read_text(encoding="utf-8").splitlines()
+    rows[1] = rows[1].replace("2025-07-01", "last tuesday")  # line 2
+    rows[2] = rows[2].replace("2025-07-02", "13/07/2025")
+    csv_path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    made = make_report(settings, NOW)
+    problem = (
+        "2 dates not read, the first on line 2: subscribed_at 'last tuesday'"
+        " (write dates as 2025-07-21); those rows count as having no date"
+    )
+    assert f"  ! {problem}" in format_report(made)
+    assert problem in html.unescape(render_html(made, settings))
+    assert made.history.undated == 4  # the 2 with no date, and these 2
+
+
+def test_a_missing_list_is_said_not_counted_as_empty(project: tuple[Path, Settings]) -> None:
+    root, settings = project
+    (root / "subscribers.csv").unlink()
+    made = make_report(settings, NOW)
+    assert "  ! subscribers.csv is not there: the list is not counted" in format_report(made)
+    assert "subscribers.csv is not there: the list is not counted" in render_html(made, settings)

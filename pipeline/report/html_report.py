@@ -17,7 +17,7 @@ from pipeline.report.charts import (
     outcome_segments,
 )
 from pipeline.report.report import Report
-from pipeline.report.terminal import SPAM_LIMIT
+from pipeline.report.terminal import SPAM_LIMIT, list_problems
 from pipeline.report.words import long_date, percent, plural, short_date
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -89,4 +89,5 @@ def render_html(report: Report, settings: Settings) -> str:
         segments=[segments[name] for name in segments if name in used],
         rows=rows,
         kinds=TABLE_KINDS,
+        list_problems=list_problems(history),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import tzinfo
 
 from pipeline.audience.subscribers import Status
+from pipeline.report.list_history import ListHistory
 from pipeline.report.outcomes import IssueOutcome
 from pipeline.report.report import Report
 from pipeline.report.words import long_date, percent, plural, short_date
@@ -47,6 +48,21 @@ def _issue_lines(issue: IssueOutcome, zone: tzinfo | None) -> list[str]:
             " senders above that; the complainers are off the list now"
         )
     return lines
+
+
+def list_problems(history: ListHistory) -> list[str]:
+    """What the report could not read of the list, in her words (terminal and HTML alike)."""
+    problems = []
+    if history.missing:
+        problems.append(f"{history.missing} is not there: the list is not counted")
+    if history.first_bad_date is not None:
+        line, column, text = history.first_bad_date
+        problems.append(
+            f"{plural(history.bad_dates, 'date')} not read, the first on line {line}:"
+            f" {column} {text!r} (write dates as 2025-07-21); those rows count as having no"
+            " date"
+        )
+    return problems
 
 
 def format_report(report: Report) -> str:
@@ -103,4 +119,5 @@ def format_report(report: Report) -> str:
         )
     if history.sources:
         out.append(f"  from {' and '.join(history.sources)}")
+    out += [f"  ! {problem}" for problem in list_problems(history)]
     return "\n".join(out) + "\n"
