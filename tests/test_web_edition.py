@@ -12,6 +12,7 @@ from pathlib import Path
 
 import feedparser
 import pytest
+from markupsafe import Markup
 
 from pipeline.config import load_settings
 from pipeline.errors import ConfigError
@@ -85,6 +86,26 @@ def test_an_issue_sent_early_keeps_the_date_it_went_out(project: Path) -> None:
     after = {p: p.read_bytes() for p in (page, site / "index.html", site / "sitemap.xml")}
     assert after == before
     assert "January 5, 2099" not in page.read_text(encoding="utf-8")
+
+
+def test_without_a_preheader_the_summary_is_her_first_words_not_the_greeting() -> None:
+    """The index, the feed and link previews show what the issue says: its opening
+    paragraphs, without "Hi there," and without headings, buttons or list items run
+    together ("A drill First step. Watch Demo Video")."""
+    from pipeline.web_edition.page import WebContent, summary
+
+    body = (
+        "<p>Hi there,</p>\n<p>Winter is hard on knees.</p>\n<h2>A drill</h2>\n"
+        "<ol>\n<li>First step.</li>\n</ol>\n"
+        '<p><a href="https://x.example/v" class="button">Watch Demo Video</a></p>\n'
+        '<div class="callout">\n<p><strong>Bottom line:</strong> keep moving.</p>\n</div>\n'
+    )
+    content = WebContent("T", "T", "", Markup(body), "")
+    assert summary(content) == "Winter is hard on knees. Bottom line: keep moving."
+    long = WebContent("T", "T", "", Markup("<p>Hi Ada,</p><p>" + "word " * 80 + "</p>"), "")
+    assert summary(long).endswith("word…") and len(summary(long)) <= 200
+    only_list = WebContent("T", "T", "", Markup("<ul><li>One</li><li>Two</li></ul>"), "")
+    assert summary(only_list) == "One Two"  # no paragraph at all: the words as they come
 
 
 def test_no_subscriber_data_or_token_anywhere(project: Path) -> None:

@@ -123,9 +123,23 @@ def render_issue(issue: Issue) -> WebContent:
     )
 
 
+_PARAGRAPH = re.compile(r"<p>(.*?)</p>", re.DOTALL)
+_GREETING = re.compile(r"^(hi|hello|hey|dear|good (morning|afternoon|evening))\b.{0,40},$", re.I)
+
+
+def _words(markup: str) -> str:
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", markup)).split())
+
+
 def summary(content: WebContent, limit: int = 200) -> str:
-    """The preheader, or the first words of the body: what the index and previews show."""
+    """The preheader, or the words of the body's paragraphs: what the index and previews
+    show.  Her opening words, not "Hi there," (the same on every issue), nor headings,
+    list items and buttons, which run together without their layout."""
     if content.preheader:
         return content.preheader
-    text = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", str(content.body))).split())
+    body = str(content.body)
+    paragraphs = [_words(p) for p in _PARAGRAPH.findall(body) if 'class="button"' not in p]
+    if paragraphs and _GREETING.match(paragraphs[0]):
+        paragraphs = paragraphs[1:]
+    text = " ".join(p for p in paragraphs if p) or _words(body)
     return text if len(text) <= limit else text[: limit - 1].rsplit(" ", 1)[0] + "…"
