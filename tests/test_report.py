@@ -415,8 +415,13 @@ def test_with_the_outbox_nothing_comes_back_and_the_report_says_so(tmp_path: Pat
     assert code == 0
     assert "The outbox provider writes\neach message to a file in outbox/ and emails nobody" in out
     assert "`" not in out  # Markdown's backticks are not words she reads on a terminal
+    # As `send` says it: the outbox writes files, it does not send.
+    assert "  written to outbox/ on " in out and "for 9 readers: 9 written (emailed nobody)" in out
     page = (root / "report.html").read_text(encoding="utf-8")
     assert "The outbox provider writes each message to a file in outbox/" in page
+    # The bar's legend and tooltip say what happened: files, not mail on its way.
+    assert "written to outbox/ (emailed nobody)" in page
+    assert "not yet confirmed delivered" not in page
 
 
 def test_without_events_a_real_providers_report_is_not_known(

@@ -42,7 +42,7 @@ def render_html(report: Report, settings: Settings) -> str:
     history = report.history
     now = history.now
     issues = report.issues
-    segments = outcome_segments(theme)
+    segments = outcome_segments(theme, report.nothing_comes_back)
     used = {name for issue in issues for name, count in issue_segments(issue) if count}
     rows = [
         {
@@ -84,7 +84,7 @@ def render_html(report: Report, settings: Settings) -> str:
             for w in reversed(history.weeks)
         ],
         list_chart=list_chart(history.weeks, theme),
-        outcome_chart=outcome_bars(issues, theme) if issues else "",
+        outcome_chart=outcome_bars(issues, theme, report.nothing_comes_back) if issues else "",
         engagement_chart=engagement_bars(issues, theme) if report.events_recorded else "",
         segments=[segments[name] for name in segments if name in used],
         rows=rows,

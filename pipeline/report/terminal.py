@@ -18,6 +18,9 @@ def _issue_lines(issue: IssueOutcome, zone: tzinfo | None) -> list[str]:
     when = long_date(issue.started_at.astimezone(zone))
     lines = [issue.title, f"  sent {when} to {plural(issue.audience, 'reader')}:"]
     parts = [f"{issue.sent:,} sent"]
+    if issue.provider == "outbox":  # as `send` says it: files, no email
+        lines[-1] = f"  written to outbox/ on {when} for {plural(issue.audience, 'reader')}:"
+        parts = [f"{issue.sent:,} written (emailed nobody)"]
     if issue.failed:
         parts.append(f"{issue.failed:,} refused by the provider")
     if issue.unknown:
