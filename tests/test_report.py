@@ -484,6 +484,12 @@ def test_dates_it_cannot_read_are_said_not_dropped(project: tuple[Path, Settings
     assert f"  ! {problem}" in format_report(made)
     assert problem in html.unescape(render_html(made, settings))
     assert made.history.undated == 4  # the 2 with no date, and these 2
+    rows[2] = rows[2].replace("13/07/2025", "2025-07-02")
+    csv_path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    assert (
+        "  ! 1 date not read, on line 2: subscribed_at 'last tuesday' (write dates as"
+        " 2025-07-21); that row counts as having no date"
+    ) in format_report(make_report(settings, NOW))
 
 
 def test_a_missing_list_is_said_not_counted_as_empty(project: tuple[Path, Settings]) -> None:

@@ -60,10 +60,11 @@ def list_problems(history: ListHistory) -> list[str]:
         problems.append(f"{history.missing} is not there: the list is not counted")
     if history.first_bad_date is not None:
         line, column, text = history.first_bad_date
+        one = history.bad_dates == 1
         problems.append(
-            f"{plural(history.bad_dates, 'date')} not read, the first on line {line}:"
-            f" {column} {text!r} (write dates as 2025-07-21); those rows count as having no"
-            " date"
+            f"{plural(history.bad_dates, 'date')} not read, {'on' if one else 'the first on'}"
+            f" line {line}: {column} {text!r} (write dates as 2025-07-21);"
+            f" {'that row counts' if one else 'those rows count'} as having no date"
         )
     return problems
 
