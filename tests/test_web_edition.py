@@ -324,6 +324,16 @@ def test_cli_warns_of_a_merge_field_the_web_page_leaves_blank(project: Path) -> 
     code, _, err = newsletter(project, "archive")  # unchanged: still said
     assert code == 0
     assert "is blank on the web page" in err
+    # A default she chose to be empty is hers: nothing to say.
+    knees = project / "newsletters" / "2025-10-06-knees.md"
+    knees.write_text(
+        knees.read_text(encoding="utf-8").replace(
+            "{{ subscriber.first_name }}", "{{ subscriber.first_name | default('') }}"
+        ),
+        encoding="utf-8",
+    )
+    code, _, err = newsletter(project, "archive")
+    assert code == 0 and err == ""
 
 
 def _view_in_browser(eml: Path) -> tuple[str, str]:

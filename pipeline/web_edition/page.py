@@ -17,11 +17,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import jinja2
+from jinja2 import nodes
 from markdown_it.token import Token
 from markupsafe import Markup, escape
 
 from pipeline.content.issue import Issue
-from pipeline.content.merge_fields import TOKEN_PATTERN, MergeField
+from pipeline.content.merge_fields import ENVIRONMENT, TOKEN_PATTERN, MergeField
 from pipeline.render.fill import FieldEvaluator
 from pipeline.render.markdown import parse, parser
 
@@ -98,8 +99,14 @@ def blank_fields(issue: Issue) -> list[MergeField]:
     return [
         field
         for field, value in zip(issue.merge_fields.fields, values, strict=True)
-        if not value.strip() and field.subscriber_columns()
+        if not value.strip() and field.subscriber_columns() and not _has_default(field)
     ]
+
+
+def _has_default(field: MergeField) -> bool:
+    """Whether the expression gives a default of its own (even an empty one: her choice)."""
+    tree = ENVIRONMENT.parse("{{ " + field.source + " }}")
+    return any(f.name in ("default", "d") for f in tree.find_all(nodes.Filter))
 
 
 def public_title(issue: Issue) -> str:
