@@ -378,8 +378,11 @@ def _parse_archive(
         link = _Reader(config_path, "archive", item)
         target = link.string("url")
         if not re.match(r"^(https?://|mailto:|/)", target):
+            # "www.example.com/services", as an address bar shows it: say the full link.
+            looks_like_site = re.match(r"^[\w-]+(\.[\w-]+)+(/|$)", target)
+            hint = f" (did you mean 'https://{target}'?)" if looks_like_site else ""
             raise reader.error(
-                "nav", f"link {number}: {target!r} is not an http(s), mailto or /path link"
+                "nav", f"link {number}: {target!r} is not an http(s), mailto or /path link{hint}"
             )
         nav.append(NavLink(label=link.string("label"), url=target))
     signup = _Reader(config_path, "signup", data.get("signup", {}))

@@ -413,6 +413,12 @@ def test_view_in_browser_top_or_off(where: str, tmp_path: Path) -> None:
             "is not an http(s), mailto or /path",
         ),
         ("navv = []", "[archive] navv: unknown setting (did you mean 'nav'?)"),
+        # A link as she copies it from her browser's address bar, without https://
+        (
+            'nav = [{ label = "Our Services", url = "www.movementsolutions.example/services" }]',
+            "[archive] nav: link 1: 'www.movementsolutions.example/services' is not an http(s),"
+            " mailto or /path link (did you mean 'https://www.movementsolutions.example/services'?)",
+        ),
     ],
 )
 def test_bad_archive_settings_are_one_line(tmp_path: Path, setting: str, message: str) -> None:
