@@ -668,29 +668,59 @@ def archive(ctx: click.Context, out: Path | None, drafts: bool) -> None:
     newsletter archive
     newsletter archive --drafts
     """
+    from pipeline.web_edition.publication import Visibility
     from pipeline.web_edition.site import build_site
 
     settings = _settings(ctx)
     if out is None:
         out = settings.build_dir / "archive-preview" if drafts else settings.root / "site"
-    result = build_site(settings, out, now=datetime.now(UTC), drafts=drafts)
+    try:
+        result = build_site(settings, out, now=datetime.now(UTC), drafts=drafts)
+    except OSError as exc:
+        why = _why_unwritable(out, exc)
+        raise InputError(f"cannot write the site: {why}", path=shown(out)) from None
+    for path, blank in result.blank_fields:
+        draft = shown(path) if blank.line is None else f"{shown(path)}:{blank.line}"
+        click.echo(
+            f"{draft}: {{{{ {blank.source} }}}} is blank on the web page (it has no default);"
+            f' write {{{{ {blank.source} | default("there") }}}}',
+            err=True,
+        )
     for skip in result.skipped:
         if skip.gone:
             click.echo(f"not on the site: {skip.reason}", err=True)
             continue
-        click.echo(f"not published, it does not load: {skip.reason}", err=True)
-    shown = counted(len(result.published), "published issue")
+        draft = shown(skip.path)
+        reason = skip.reason.replace(str(skip.path), draft, 1)
+        click.echo(
+            f"not published, it does not load: {reason}; newsletter check {draft} lists every"
+            " problem",
+            err=True,
+        )
+    issues = counted(len(result.published), "published issue")
     if drafts:
-        shown += (
+        issues += (
             f" and {counted(len(result.private), 'draft or scheduled issue')} (private preview)"
         )
     where = out.resolve()
     if where.is_relative_to(Path.cwd()):
         where = where.relative_to(Path.cwd())
     click.echo(
-        f"{where}/: {shown}; {counted(len(result.written), 'file')} changed"
+        f"{where}/: {issues}; {counted(len(result.written), 'file')} changed"
         + (f", {counted(len(result.removed), 'page')} removed" if result.removed else "")
     )
+    kept = [
+        f"{counted(count, noun)} ({why})"
+        for visibility, noun, why in (
+            (Visibility.DRAFT, "draft", "no send_at, never sent"),
+            (Visibility.SCHEDULED, "scheduled issue", "its send_at is still to come"),
+        )
+        if (count := result.kept_back[visibility])
+    ]
+    if kept:
+        click.echo(
+            f"kept off the site: {', '.join(kept)}; newsletter archive --drafts previews them"
+        )
     if drafts:
         click.echo("this preview includes unpublished issues: do not upload it")
 
@@ -721,12 +751,32 @@ def report(ctx: click.Context, issue: Path | None, html_path: Path | None) -> No
         check_report_path(settings, html_path)  # before anything: never over her files
     slug = issue.stem if issue else None
     made = make_report(settings, datetime.now(UTC), slug)
-    if slug is not None and not made.issues:
+    if issue is not None and not made.issues:
+        if not issue.is_file():
+            _existing_issue(settings, issue)  # a typo: "no such file", with a guess
         raise InputError("this issue has not been sent: nothing to report yet", path=issue)
     click.echo(format_report(made), nl=False)
     if html_path is not None:
-        html_path.write_text(render_html(made, settings), encoding="utf-8")
+        page = render_html(made, settings)
+        try:
+            # Like saving a file: a folder she names in the path is made for her.
+            html_path.parent.mkdir(parents=True, exist_ok=True)
+            html_path.write_text(page, encoding="utf-8")
+        except OSError as exc:
+            why = _why_unwritable(html_path, exc)
+            raise InputError(f"cannot write the report: {why}", path=html_path) from None
         click.echo(f"wrote {html_path}")
+
+
+def _why_unwritable(path: Path, exc: OSError) -> str:
+    """The system's reason in her words: "File exists" from making a folder means a file is
+    in the way, so name that file."""
+    target = Path(exc.filename) if isinstance(exc.filename, str) else path
+    candidates = [target, *target.parents] if isinstance(exc, FileExistsError) else target.parents
+    blocker = next((parent for parent in candidates if parent.is_file()), None)
+    if blocker is not None:
+        return f"{shown(blocker)} is a file, not a folder"
+    return (exc.strerror or str(exc)).lower()
 
 
 @cli.group()

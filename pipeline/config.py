@@ -521,16 +521,32 @@ def _parse_archive(
         )
     nav: list[NavLink] = []
     for number, item in enumerate(raw_nav, start=1):
-        if not isinstance(item, dict) or set(item) != {"label", "url"}:
+        if not isinstance(item, dict):
             raise reader.error(
                 "nav",
                 f'link {number} must be {{ label = "...", url = "https://..." }}, not {item!r}',
             )
+        if set(item) != {"label", "url"}:
+            # Named in TOML's words: a Python dict ({'label': ...}) is not what she wrote.
+            label = item.get("label")
+            example = (
+                f'{{ label = "{label if isinstance(label, str) else "..."}", url = "https://..." }}'
+            )
+            unknown = sorted(set(item) - {"label", "url"})
+            problem = (
+                f"unknown key {unknown[0]!r}"
+                if unknown
+                else f"{'url' if 'label' in item else 'label'} is missing"
+            )
+            raise reader.error("nav", f"link {number}: {problem}; write {example}")
         link = _Reader(config_path, "archive", item)
         target = link.string("url")
         if not re.match(r"^(https?://|mailto:|/)", target):
+            # "www.example.com/services", as an address bar shows it: say the full link.
+            looks_like_site = re.match(r"^[\w-]+(\.[\w-]+)+(/|$)", target)
+            hint = f" (did you mean 'https://{target}'?)" if looks_like_site else ""
             raise reader.error(
-                "nav", f"link {number}: {target!r} is not an http(s), mailto or /path link"
+                "nav", f"link {number}: {target!r} is not an http(s), mailto or /path link{hint}"
             )
         nav.append(NavLink(label=link.string("label"), url=target))
     signup = _Reader(config_path, "signup", data.get("signup", {}))

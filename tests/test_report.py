@@ -3,6 +3,7 @@ unknowns and provider events; the list week by week; the HTML opened in Chromium
 
 from __future__ import annotations
 
+import html
 import re
 import sqlite3
 from datetime import UTC, date, datetime
@@ -374,3 +375,126 @@ def test_a_damaged_ledger_is_one_line(tmp_path: Path, command: list[str]) -> Non
     assert code == 2
     assert "ledger.sqlite3: the ledger cannot be read" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_report_of_a_misspelled_file_says_no_such_file(project: tuple[Path, Settings]) -> None:
+    """A typo in the file name is not "not sent yet": she would look for a send that never
+    was. It is the same "no such file" line, with a guess, as every other command's."""
+    root, _ = project
+    code, _, err = newsletter(root, "report", "newsletters/2025-08-18-knee.md")
+    assert code == 2
+    assert "newsletters/2025-08-18-knee.md: no such file" in err
+    assert "did you mean newsletters/2025-08-18-knees.md?" in err
+    assert "not been sent" not in err and "Traceback" not in err
+
+
+def test_report_html_into_a_new_folder(project: tuple[Path, Settings]) -> None:
+    """`--html reports/july.html` makes the folder, as saving a file would; a place it cannot
+    write is one line naming it, never a traceback."""
+    root, _ = project
+    code, out, err = newsletter(root, "report", "--html", "reports/july.html")
+    assert code == 0, err
+    assert (root / "reports" / "july.html").read_text(encoding="utf-8").startswith("<!doctype")
+    assert "wrote reports/july.html" in out
+    (root / "taken").write_text("a file, not a folder", encoding="utf-8")
+    code, out, err = newsletter(root, "report", "--html", "taken/report.html")
+    assert code == 2
+    assert err.strip() == (
+        "error: taken/report.html: cannot write the report: taken is a file, not a folder"
+    )
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_with_the_outbox_nothing_comes_back_and_the_report_says_so(tmp_path: Path) -> None:
+    """README's first command sends through the outbox, which emails nobody: the report must
+    not send her looking for delivery reports that can never come."""
+    root = write_project(tmp_path / "outbox")
+    code, _, err = newsletter(root, "send", "newsletters/2025-07-21-hip-rotation.md", "--yes")
+    assert code == 0, err
+    code, out, _ = newsletter(root, "report", "--html", "report.html")
+    assert code == 0
+    assert "The outbox provider writes\neach message to a file in outbox/ and emails nobody" in out
+    assert "`" not in out  # Markdown's backticks are not words she reads on a terminal
+    # As `send` says it: the outbox writes files, it does not send.
+    assert "  written to outbox/ on " in out and "for 9 readers: 9 written (emailed nobody)" in out
+    page = (root / "report.html").read_text(encoding="utf-8")
+    assert "The outbox provider writes each message to a file in outbox/" in page
+    # The bar's legend and tooltip say what happened: files, not mail on its way.
+    assert "written to outbox/ (emailed nobody)" in page
+    assert "not yet confirmed delivered" not in page
+
+
+def test_without_events_a_real_providers_report_is_not_known(
+    project: tuple[Path, Settings],
+) -> None:
+    root, _ = project  # sent through postmark, no events table
+    code, out, _ = newsletter(root, "report")
+    assert code == 0
+    assert "Your provider reports them to" in out and "outbox" not in out
+    assert "`" not in out
+
+
+@pytest.mark.parametrize(
+    ("undated", "words"),
+    [
+        (1, "1 address with no date of joining counts"),
+        (2, "2 addresses with no date of joining count"),
+    ],
+)
+def test_html_report_agrees_with_its_number(
+    project: tuple[Path, Settings], undated: int, words: str
+) -> None:
+    root, settings = project
+    csv_path = root / "subscribers.csv"
+    rows = csv_path.read_text(encoding="utf-8").splitlines()
+    if undated == 1:
+        rows = [row for row in rows if not row.startswith("old2@")]
+    csv_path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    page = render_html(make_report(settings, NOW), settings)
+    assert f"{words} from the first week." in page
+
+
+def test_a_bar_for_one_reader_says_one_reader() -> None:
+    from pipeline.config import Theme
+    from pipeline.report.charts import outcome_bars
+    from pipeline.report.outcomes import IssueOutcome
+
+    def issue(audience: int) -> IssueOutcome:
+        return IssueOutcome(f"i{audience}", "Test", NOW, audience, audience, 0, 0, 0)
+
+    chart = str(outcome_bars([issue(1), issue(1200)], Theme()))
+    assert ">1 reader<" in chart
+    assert ">1,200 readers<" in chart
+
+
+def test_dates_it_cannot_read_are_said_not_dropped(project: tuple[Path, Settings]) -> None:
+    """A date typed as a person would ('last tuesday', '13/07/2025') is not silently a row
+    with no date: the report says how many it could not read, and the first one's line."""
+    root, settings = project
+    csv_path = root / "subscribers.csv"
+    rows = csv_path.read_text(encoding="utf-8").splitlines()
+    rows[1] = rows[1].replace("2025-07-01", "last tuesday")  # line 2
+    rows[2] = rows[2].replace("2025-07-02", "13/07/2025")
+    csv_path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    made = make_report(settings, NOW)
+    problem = (
+        "2 dates not read, the first on line 2: subscribed_at 'last tuesday'"
+        " (write dates as 2025-07-21); those rows count as having no date"
+    )
+    assert f"  ! {problem}" in format_report(made)
+    assert problem in html.unescape(render_html(made, settings))
+    assert made.history.undated == 4  # the 2 with no date, and these 2
+    rows[2] = rows[2].replace("13/07/2025", "2025-07-02")
+    csv_path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    assert (
+        "  ! 1 date not read, on line 2: subscribed_at 'last tuesday' (write dates as"
+        " 2025-07-21); that row counts as having no date"
+    ) in format_report(make_report(settings, NOW))
+
+
+def test_a_missing_list_is_said_not_counted_as_empty(project: tuple[Path, Settings]) -> None:
+    root, settings = project
+    (root / "subscribers.csv").unlink()
+    made = make_report(settings, NOW)
+    assert "  ! subscribers.csv is not there: the list is not counted" in format_report(made)
+    assert "subscribers.csv is not there: the list is not counted" in render_html(made, settings)

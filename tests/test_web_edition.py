@@ -12,6 +12,7 @@ from pathlib import Path
 
 import feedparser
 import pytest
+from markupsafe import Markup
 
 from pipeline.config import load_settings
 from pipeline.errors import ConfigError
@@ -65,6 +66,46 @@ def test_the_future_issue_appears_once_its_time_has_passed(project: Path) -> Non
     result = build_site(settings, project / "site", now=later)
     assert result.published[0] == FUTURE
     assert DRAFT not in result.published
+
+
+def test_an_issue_sent_early_keeps_the_date_it_went_out(project: Path) -> None:
+    """Sent by hand (`--now`) before its send_at, an issue is dated the day it went out, and
+    stays so once its send_at passes: its page, the index and the feed do not change date
+    (a feed reader would show it again as new)."""
+    code, out, err = newsletter(project, "send", f"newsletters/{FUTURE}.md", "--yes", "--now")
+    assert code == 0, out + err
+    settings = load_settings(project / "newsletter.toml")
+    site = project / "site"
+    today = datetime.now(UTC)
+    build_site(settings, site, now=today)
+    page = site / "issues" / FUTURE / "index.html"
+    went_out = today.astimezone(settings.timezone)
+    assert f"{went_out:%B} {went_out.day}, {went_out.year}" in page.read_text(encoding="utf-8")
+    before = {p: p.read_bytes() for p in (page, site / "index.html", site / "sitemap.xml")}
+    build_site(settings, site, now=datetime(2099, 2, 1, tzinfo=UTC))
+    after = {p: p.read_bytes() for p in (page, site / "index.html", site / "sitemap.xml")}
+    assert after == before
+    assert "January 5, 2099" not in page.read_text(encoding="utf-8")
+
+
+def test_without_a_preheader_the_summary_is_her_first_words_not_the_greeting() -> None:
+    """The index, the feed and link previews show what the issue says: its opening
+    paragraphs, without "Hi there," and without headings, buttons or list items run
+    together ("A drill First step. Watch Demo Video")."""
+    from pipeline.web_edition.page import WebContent, summary
+
+    body = (
+        "<p>Hi there,</p>\n<p>Winter is hard on knees.</p>\n<h2>A drill</h2>\n"
+        "<ol>\n<li>First step.</li>\n</ol>\n"
+        '<p><a href="https://x.example/v" class="button">Watch Demo Video</a></p>\n'
+        '<div class="callout">\n<p><strong>Bottom line:</strong> keep moving.</p>\n</div>\n'
+    )
+    content = WebContent("T", "T", "", Markup(body), "")
+    assert summary(content) == "Winter is hard on knees. Bottom line: keep moving."
+    long = WebContent("T", "T", "", Markup("<p>Hi Ada,</p><p>" + "word " * 80 + "</p>"), "")
+    assert summary(long).endswith("word…") and len(summary(long)) <= 200
+    only_list = WebContent("T", "T", "", Markup("<ul><li>One</li><li>Two</li></ul>"), "")
+    assert summary(only_list) == "One Two"  # no paragraph at all: the words as they come
 
 
 def test_no_subscriber_data_or_token_anywhere(project: Path) -> None:
@@ -215,6 +256,13 @@ def test_a_broken_draft_is_skipped_with_its_reason(project: Path) -> None:
     assert code == 0, err
     assert "not published, it does not load: " in err and "2025-10-01-broken.md:2: subjet" in err
     assert "2 published issues; 6 files changed" in out
+    # Named as she would type it, with the command that lists every problem in it.
+    assert err.strip() == (
+        "not published, it does not load: newsletters/2025-10-01-broken.md:2: subjet: unknown"
+        " key (did you mean 'subject'?) (and 1 more); newsletter check"
+        " newsletters/2025-10-01-broken.md"
+        " lists every problem"
+    )
 
 
 def test_cli_drafts_go_to_a_preview_folder_by_default(project: Path) -> None:
@@ -224,6 +272,68 @@ def test_cli_drafts_go_to_a_preview_folder_by_default(project: Path) -> None:
     assert "do not upload it" in out
     assert (project / "build" / "archive-preview" / "issues" / DRAFT / "index.html").is_file()
     assert not (project / "site").exists()
+
+
+def test_cli_says_which_issues_it_kept_off_the_site_and_why(project: Path) -> None:
+    """Her first `archive`, before anything is sent, must not leave her wondering where her
+    drafts went: the summary counts what it kept back, and says how to see it."""
+    code, out, _ = newsletter(project, "archive")
+    assert code == 0
+    assert out.splitlines()[1] == (
+        "kept off the site: 1 draft (no send_at, never sent), 1 scheduled issue (its send_at"
+        " is still to come); newsletter archive --drafts previews them"
+    )
+    (project / "newsletters" / f"{FUTURE}.md").unlink()
+    code, out, _ = newsletter(project, "archive")
+    assert "kept off the site: 1 draft (no send_at, never sent);" in out
+    assert "scheduled" not in out
+
+
+def test_cli_a_folder_it_cannot_write_is_one_line(project: Path) -> None:
+    (project / "taken").write_text("a file, not a folder", encoding="utf-8")
+    code, _, err = newsletter(project, "archive", "--out", "taken/site")
+    assert code == 2
+    assert err.strip() == (
+        "error: taken/site: cannot write the site: taken is a file, not a folder"
+    )
+    (project / "site" / "issues").mkdir(parents=True)
+    (project / "site" / "issues" / SENT_BY_HAND).write_text("in the way", encoding="utf-8")
+    code, _, err = newsletter(project, "archive")
+    assert code == 2
+    assert err.strip() == (
+        f"error: site: cannot write the site: site/issues/{SENT_BY_HAND} is a file, not a folder"
+    )
+
+
+def test_cli_warns_of_a_merge_field_the_web_page_leaves_blank(project: Path) -> None:
+    """`Hi {{ subscriber.first_name }},` with no default reads "Hi ," on the public page (it
+    is nobody's): the build says where, and how to write it."""
+    (project / "newsletters" / "2025-10-06-knees.md").write_text(
+        "---\nsubject: Knees on stairs\nsend_at: 2025-10-06 07:00\n---\n\n"
+        "Hi {{ subscriber.first_name }},\n\nKnees.\n",
+        encoding="utf-8",
+    )
+    code, _, err = newsletter(project, "archive")
+    assert code == 0, err
+    assert err.strip() == (
+        "newsletters/2025-10-06-knees.md:6: {{ subscriber.first_name }} is blank on the web"
+        ' page (it has no default); write {{ subscriber.first_name | default("there") }}'
+    )
+    page = project / "site" / "issues" / "2025-10-06-knees" / "index.html"
+    assert "<p>Hi ,</p>" in page.read_text(encoding="utf-8")  # built all the same
+    code, _, err = newsletter(project, "archive")  # unchanged: still said
+    assert code == 0
+    assert "is blank on the web page" in err
+    # A default she chose to be empty is hers: nothing to say.
+    knees = project / "newsletters" / "2025-10-06-knees.md"
+    knees.write_text(
+        knees.read_text(encoding="utf-8").replace(
+            "{{ subscriber.first_name }}", "{{ subscriber.first_name | default('') }}"
+        ),
+        encoding="utf-8",
+    )
+    code, _, err = newsletter(project, "archive")
+    assert code == 0 and err == ""
 
 
 def _view_in_browser(eml: Path) -> tuple[str, str]:
@@ -288,11 +398,27 @@ def test_view_in_browser_top_or_off(where: str, tmp_path: Path) -> None:
             "[archive] url: must end in /issues/",
         ),
         ('nav = ["Our Services"]', "[archive] nav: link 1 must be"),
+        # Keys as she might guess them: named, in TOML's words, never as a Python dict.
+        (
+            'nav = [{ label = "Our Services", link = "https://movementsolutions.example/s" }]',
+            "[archive] nav: link 1: unknown key 'link'; write"
+            ' { label = "Our Services", url = "https://..." }',
+        ),
+        (
+            'nav = [{ label = "Book" }, { name = "Home", url = "/" }]',
+            '[archive] nav: link 1: url is missing; write { label = "Book", url = "https://..." }',
+        ),
         (
             'nav = [{ label = "X", url = "javascript:alert(1)" }]',
             "is not an http(s), mailto or /path",
         ),
         ("navv = []", "[archive] navv: unknown setting (did you mean 'nav'?)"),
+        # A link as she copies it from her browser's address bar, without https://
+        (
+            'nav = [{ label = "Our Services", url = "www.movementsolutions.example/services" }]',
+            "[archive] nav: link 1: 'www.movementsolutions.example/services' is not an http(s),"
+            " mailto or /path link (did you mean 'https://www.movementsolutions.example/services'?)",
+        ),
     ],
 )
 def test_bad_archive_settings_are_one_line(tmp_path: Path, setting: str, message: str) -> None:
@@ -305,6 +431,7 @@ def test_bad_archive_settings_are_one_line(tmp_path: Path, setting: str, message
     with pytest.raises(ConfigError) as caught:
         load_settings(path)
     assert message in caught.value.location_message()
+    assert "{'" not in caught.value.location_message()  # no Python dict in her words
 
 
 def test_default_archive_url_is_under_base_url(tmp_path: Path) -> None:

@@ -163,7 +163,7 @@ def test_a_ledger_time_without_an_offset_is_utc(project: Path) -> None:
     assert entry.published_parsed[:5] == (2025, 8, 4, 15, 0)
     code, out, err = newsletter(project, "report")
     assert code == 0, out + err
-    assert "sent August 4, 2025" in out
+    assert "on August 4, 2025" in out  # "written to outbox/ on ...": the outbox mails nobody
 
 
 def test_hidden_files_and_folders_in_newsletters_are_not_issues(project: Path) -> None:

@@ -16,7 +16,7 @@ from pipeline.audience.subscribers import Status
 from pipeline.config import Theme
 from pipeline.report.list_history import Week
 from pipeline.report.outcomes import IssueOutcome
-from pipeline.report.words import percent, short_date
+from pipeline.report.words import percent, plural, short_date
 
 WIDTH = 720
 
@@ -118,10 +118,12 @@ def list_chart(weeks: Sequence[Week], theme: Theme) -> Markup:
     return Markup("".join(parts))
 
 
-def outcome_segments(theme: Theme) -> dict[str, Segment]:
+def outcome_segments(theme: Theme, outbox: bool = False) -> dict[str, Segment]:
+    """``outbox``: every issue went to the outbox, so "sent" is files that emailed nobody."""
+    sent = "written to outbox/ (emailed nobody)" if outbox else "sent (not yet confirmed delivered)"
     return {
         "delivered": Segment("delivered", theme.accent),
-        "sent": Segment("sent (not yet confirmed delivered)", "#8cc5bc"),
+        "sent": Segment(sent, "#8cc5bc"),
         "bounced": Segment("bounced", "#d08a2e"),
         "failed": Segment("refused by the provider", "#b5533c"),
         "unknown": Segment("not known", "#8a8f8e"),
@@ -144,9 +146,9 @@ def issue_segments(issue: IssueOutcome) -> list[tuple[str, int]]:
     ]
 
 
-def outcome_bars(issues: Sequence[IssueOutcome], theme: Theme) -> Markup:
+def outcome_bars(issues: Sequence[IssueOutcome], theme: Theme, outbox: bool = False) -> Markup:
     """One bar per issue, newest first: its whole audience, cut by what happened."""
-    segments = outcome_segments(theme)
+    segments = outcome_segments(theme, outbox)
     row_h, label_h, bar_h = 64, 22, 26
     height = 16 + row_h * len(issues)
     bar_w = WIDTH - 140
@@ -182,7 +184,7 @@ def outcome_bars(issues: Sequence[IssueOutcome], theme: Theme) -> Markup:
                     )
                 )
             offset += width
-        parts.append(_text(bar_w + 10, top + label_h + 18, f"{issue.audience:,} readers"))
+        parts.append(_text(bar_w + 10, top + label_h + 18, plural(issue.audience, "reader")))
     parts.append("</svg>")
     return Markup("".join(parts))
 

@@ -18,7 +18,7 @@ from pipeline.report.charts import (
     outcome_segments,
 )
 from pipeline.report.report import Report
-from pipeline.report.terminal import SPAM_LIMIT
+from pipeline.report.terminal import SPAM_LIMIT, list_problems
 from pipeline.report.words import long_date, percent, plural, short_date
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -68,7 +68,7 @@ def render_html(report: Report, settings: Settings) -> str:
     history = report.history
     now = history.now
     issues = report.issues
-    segments = outcome_segments(theme)
+    segments = outcome_segments(theme, report.nothing_comes_back)
     used = {name for issue in issues for name, count in issue_segments(issue) if count}
     rows = [
         {
@@ -110,9 +110,10 @@ def render_html(report: Report, settings: Settings) -> str:
             for w in reversed(history.weeks)
         ],
         list_chart=list_chart(history.weeks, theme),
-        outcome_chart=outcome_bars(issues, theme) if issues else "",
+        outcome_chart=outcome_bars(issues, theme, report.nothing_comes_back) if issues else "",
         engagement_chart=engagement_bars(issues, theme) if report.events_recorded else "",
         segments=[segments[name] for name in segments if name in used],
         rows=rows,
         kinds=TABLE_KINDS,
+        list_problems=list_problems(history),
     )

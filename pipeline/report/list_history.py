@@ -54,6 +54,11 @@ class ListHistory:
     weeks: list[Week] = field(default_factory=list)
     undated: int = 0  # addresses with no date anywhere: counted from the first week
     sources: list[str] = field(default_factory=list)  # what it was made from, in words
+    missing: str = ""  # the list's file name, when it is not there (not an empty list)
+    # Dates in the list that are not dates ("last tuesday"): how many, and the first's
+    # line, column and text; those rows count as having no date, and she is told.
+    bad_dates: int = 0
+    first_bad_date: tuple[int, str, str] | None = None
 
     @property
     def now(self) -> dict[Status, int]:
@@ -77,6 +82,16 @@ def _parse_day(text: str, zone: tzinfo) -> date | None:
     if moment.date() < EARLIEST:
         return None  # a typo ("0202-01-05"): as no date, not a chart of 95,000 weeks
     return moment.date()
+
+
+def _read_day(history: ListHistory, line: int, column: str, text: str, zone: tzinfo) -> date | None:
+    """``_parse_day``, keeping count of the cells that hold something other than a date."""
+    day = _parse_day(text, zone)
+    if day is None and text.strip():
+        history.bad_dates += 1
+        if history.first_bad_date is None:
+            history.first_bad_date = (line, column, text.strip())
+    return day
 
 
 def _status(text: str) -> Status | None:
@@ -195,7 +210,10 @@ def list_history(settings: Settings, today: date) -> ListHistory:
         history.sources.append(f"the consent history ({len(consent)} addresses)")
     dated_columns: set[str] = set()
     seen = AddressSet()  # on disk: memory stays flat on a large list
-    if settings.subscribers.exists():
+    zone = settings.timezone
+    if not settings.subscribers.exists():
+        history.missing = settings.subscribers.name
+    else:
         for row in read_rows(settings.subscribers):
             values = row.values
             if not values.get("email", "").strip():
@@ -206,13 +224,15 @@ def list_history(settings: Settings, today: date) -> ListHistory:
             final = _status(values.get("status", ""))
             changes = list(consent.pop(key, []))
             if not changes:
-                joined = _parse_day(values.get("subscribed_at", ""), settings.timezone)
+                joined = _read_day(
+                    history, row.line, "subscribed_at", values.get("subscribed_at", ""), zone
+                )
                 if joined is not None:
                     dated_columns.add("subscribed_at")
                     changes.append((joined, Status.SUBSCRIBED))
                 if final is not None and final is not Status.SUBSCRIBED:
                     column = f"{final.value}_at"
-                    left = _parse_day(values.get(column, ""), settings.timezone)
+                    left = _read_day(history, row.line, column, values.get(column, ""), zone)
                     if left is not None:
                         dated_columns.add(column)
                         changes.append((left, final))

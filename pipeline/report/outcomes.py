@@ -35,6 +35,7 @@ class IssueOutcome:
     pending: int
     # Distinct recipients per provider event kind; None when no events are recorded at all.
     events: dict[str, int] | None = field(default=None)
+    provider: str = ""  # the one it was sent through ("outbox": written to files, emailed nobody)
 
     @property
     def base(self) -> int:
@@ -106,14 +107,14 @@ def issue_outcomes(settings: Settings, slug: str | None = None) -> list[IssueOut
         if db is None:
             return []
         events = provider_event_counts(db)
-        query = "SELECT slug, started_at FROM issues"
+        query = "SELECT slug, started_at, provider FROM issues"
         params: tuple[str, ...] = ()
         if slug is not None:
             query += " WHERE slug = ?"
             params = (slug,)
         issues = db.execute(query + " ORDER BY started_at, slug", params).fetchall()
         outcomes = []
-        for name, started in issues:
+        for name, started, provider in issues:
             by_status = dict(
                 db.execute(
                     "SELECT status, count(*) FROM recipients WHERE issue = ? GROUP BY status",
@@ -137,6 +138,7 @@ def issue_outcomes(settings: Settings, slug: str | None = None) -> list[IssueOut
                     unknown=unknown,
                     pending=pending,
                     events=None if events is None else events.get(name, {}),
+                    provider=str(provider),
                 )
             )
         return outcomes

@@ -22,6 +22,11 @@ class Report:
         """Whether the ledger has a provider events table at all."""
         return any(issue.events is not None for issue in self.issues)
 
+    @property
+    def nothing_comes_back(self) -> bool:
+        """Every issue went to the outbox, which emails nobody: no provider will ever report."""
+        return bool(self.issues) and all(issue.provider == "outbox" for issue in self.issues)
+
 
 def make_report(settings: Settings, now: datetime, slug: str | None = None) -> Report:
     local = now.astimezone(settings.timezone)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import tzinfo
 
 from pipeline.audience.subscribers import Status
+from pipeline.report.list_history import ListHistory
 from pipeline.report.outcomes import IssueOutcome
 from pipeline.report.report import Report
 from pipeline.report.words import long_date, percent, plural, short_date
@@ -17,6 +18,9 @@ def _issue_lines(issue: IssueOutcome, zone: tzinfo | None) -> list[str]:
     when = long_date(issue.started_at.astimezone(zone))
     lines = [issue.title, f"  sent {when} to {plural(issue.audience, 'reader')}:"]
     parts = [f"{issue.sent:,} sent"]
+    if issue.provider == "outbox":  # as `send` says it: files, no email
+        lines[-1] = f"  written to outbox/ on {when} for {plural(issue.audience, 'reader')}:"
+        parts = [f"{issue.sent:,} written (emailed nobody)"]
     if issue.failed:
         parts.append(f"{issue.failed:,} refused by the provider")
     if issue.unknown:
@@ -49,16 +53,39 @@ def _issue_lines(issue: IssueOutcome, zone: tzinfo | None) -> list[str]:
     return lines
 
 
+def list_problems(history: ListHistory) -> list[str]:
+    """What the report could not read of the list, in her words (terminal and HTML alike)."""
+    problems = []
+    if history.missing:
+        problems.append(f"{history.missing} is not there: the list is not counted")
+    if history.first_bad_date is not None:
+        line, column, text = history.first_bad_date
+        one = history.bad_dates == 1
+        problems.append(
+            f"{plural(history.bad_dates, 'date')} not read, {'on' if one else 'the first on'}"
+            f" line {line}: {column} {text!r} (write dates as 2025-07-21);"
+            f" {'that row counts' if one else 'those rows count'} as having no date"
+        )
+    return problems
+
+
 def format_report(report: Report) -> str:
     out = ["How each issue did", ""]
     if not report.issues:
         out += ["Nothing has been sent yet.", ""]
     for issue in reversed(report.issues):  # newest first
         out += [*_issue_lines(issue, report.made_at.tzinfo), ""]
-    if report.issues and not report.events_recorded:
+    if report.issues and not report.events_recorded and report.nothing_comes_back:
+        out += [
+            "Delivered, opened, clicked and bounced: none to know. The outbox provider writes",
+            "each message to a file in outbox/ and emails nobody. With a real provider",
+            "([provider] in newsletter.toml), they come back to the web app (newsletter serve).",
+            "",
+        ]
+    elif report.issues and not report.events_recorded:
         out += [
             "Delivered, opened, clicked and bounced: not known. Your provider reports them to",
-            "the web app's webhooks (`newsletter serve`), and none are recorded in this ledger.",
+            "the web app's webhooks (newsletter serve), and none are recorded in this ledger.",
             "",
         ]
     elif report.issues:
@@ -96,4 +123,5 @@ def format_report(report: Report) -> str:
         )
     if history.sources:
         out.append(f"  from {' and '.join(history.sources)}")
+    out += [f"  ! {problem}" for problem in list_problems(history)]
     return "\n".join(out) + "\n"

@@ -17,11 +17,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import jinja2
+from jinja2 import nodes
 from markdown_it.token import Token
 from markupsafe import Markup, escape
 
 from pipeline.content.issue import Issue
-from pipeline.content.merge_fields import TOKEN_PATTERN
+from pipeline.content.merge_fields import ENVIRONMENT, TOKEN_PATTERN, MergeField
 from pipeline.render.fill import FieldEvaluator
 from pipeline.render.markdown import parse, parser
 
@@ -96,6 +97,23 @@ def _dress(tokens: list[Token]) -> str:
     return first_image
 
 
+def blank_fields(issue: Issue) -> list[MergeField]:
+    """The subscriber fields with no default: nobody's value, so the page shows nothing
+    there ("Hi ,").  The unsubscribe link is blank on purpose and is not one of them."""
+    values = _public_values(issue)
+    return [
+        field
+        for field, value in zip(issue.merge_fields.fields, values, strict=True)
+        if not value.strip() and field.subscriber_columns() and not _has_default(field)
+    ]
+
+
+def _has_default(field: MergeField) -> bool:
+    """Whether the expression gives a default of its own (even an empty one: her choice)."""
+    tree = ENVIRONMENT.parse("{{ " + field.source + " }}")
+    return any(f.name in ("default", "d") for f in tree.find_all(nodes.Filter))
+
+
 def public_title(issue: Issue) -> str:
     """The issue's title as everyone reads it (merge fields at their defaults)."""
     return _fill(issue.title, _public_values(issue), html=False)
@@ -117,9 +135,23 @@ def render_issue(issue: Issue) -> WebContent:
     )
 
 
+_PARAGRAPH = re.compile(r"<p>(.*?)</p>", re.DOTALL)
+_GREETING = re.compile(r"^(hi|hello|hey|dear|good (morning|afternoon|evening))\b.{0,40},$", re.I)
+
+
+def _words(markup: str) -> str:
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", markup)).split())
+
+
 def summary(content: WebContent, limit: int = 200) -> str:
-    """The preheader, or the first words of the body: what the index and previews show."""
+    """The preheader, or the words of the body's paragraphs: what the index and previews
+    show.  Her opening words, not "Hi there," (the same on every issue), nor headings,
+    list items and buttons, which run together without their layout."""
     if content.preheader:
         return content.preheader
-    text = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", str(content.body))).split())
+    body = str(content.body)
+    paragraphs = [_words(p) for p in _PARAGRAPH.findall(body) if 'class="button"' not in p]
+    if paragraphs and _GREETING.match(paragraphs[0]):
+        paragraphs = paragraphs[1:]
+    text = " ".join(p for p in paragraphs if p) or _words(body)
     return text if len(text) <= limit else text[: limit - 1].rsplit(" ", 1)[0] + "…"

@@ -61,8 +61,9 @@ def first_sends(state_dir: Path) -> dict[str, datetime]:
 
 def classify(issue: Issue, sent_at: datetime | None, now: datetime) -> Entry:
     if sent_at is not None:
-        # The send_at is the date she chose; the ledger's time only when there is none.
-        when = issue.send_at if issue.send_at is not None and issue.send_at <= now else sent_at
+        # The send_at is the date she chose; the ledger's time when there is none, or when it
+        # went out before it (sent early by hand), so the date never moves once it is public.
+        when = issue.send_at if issue.send_at is not None and issue.send_at <= sent_at else sent_at
         return Entry(issue, Visibility.PUBLISHED, when)
     if issue.send_at is not None and issue.send_at <= now:
         return Entry(issue, Visibility.PUBLISHED, issue.send_at)

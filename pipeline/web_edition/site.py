@@ -17,6 +17,7 @@ import os
 import re
 import tempfile
 import traceback
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -29,9 +30,10 @@ import jinja2
 from markupsafe import Markup
 
 from pipeline.config import Settings
+from pipeline.content.merge_fields import MergeField
 from pipeline.errors import InputError
 from pipeline.web_edition.feed import FeedItem, atom_feed
-from pipeline.web_edition.page import render_issue, summary
+from pipeline.web_edition.page import blank_fields, render_issue, summary
 from pipeline.web_edition.publication import Entry, Skipped, Visibility, collect
 from pipeline.web_edition.urls import issue_path, issue_url, signup_url, site_url
 
@@ -61,6 +63,10 @@ class ArchiveResult:
     written: list[Path] = field(default_factory=list)  # files whose bytes changed
     removed: list[Path] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    # Merge fields with no default, blank on a shown page ("Hi ,"): said on every build.
+    blank_fields: list[tuple[Path, MergeField]] = field(default_factory=list)
+    # Drafts and scheduled issues a public build left out, so she is told where they went.
+    kept_back: Counter[Visibility] = field(default_factory=Counter)
 
 
 @dataclass(frozen=True)
@@ -187,6 +193,7 @@ def build_site(
     result = ArchiveResult(out=out, skipped=skipped)
     result.published = [e.issue.slug for e in entries if e.public]
     result.private = [e.issue.slug for e in shown if not e.public]
+    result.kept_back = Counter(e.visibility for e in entries if not e.public and not drafts)
 
     env = _environment(settings)
     fingerprint = _fingerprint(settings)
@@ -211,6 +218,7 @@ def build_site(
     words: dict[str, _Words] = {}
     for entry in shown:
         slug = entry.issue.slug
+        result.blank_fields += [(entry.issue.path, f) for f in blank_fields(entry.issue)]
         cached = old_pages.get(slug)
         if cached and cached.get("draft") == entry.issue.content_hash:
             words[slug] = _Words(**cached["words"])
