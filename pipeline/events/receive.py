@@ -2,10 +2,10 @@
 
 The web view only turns HTTP into a ``WebhookRequest`` and back; everything here is called
 directly by tests.  An unverifiable request is answered 401 (400 for one that is verified but
-unreadable) before anything is written; a verified one is stored, then applied, then answered
-200.  If applying fails (the list cannot be read), the events are already stored and the
-answer is still 200: the next request, or ``newsletter suppressions sync``, applies them, and
-the provider does not retry what we have.
+unreadable) before anything is written; a verified one is stored, then answered 200, and
+applied (by the app's thread, or before answering without one).  If applying fails (the list
+cannot be read), the events are already stored: the next request, the app's next start or
+``newsletter suppressions sync`` applies them, and the provider does not retry what we have.
 """
 
 from __future__ import annotations
