@@ -49,6 +49,17 @@ def factories(sns_fetch: ses_events.Fetch = ses_events.fetch_https) -> dict[str,
     }
 
 
+# What each provider's webhook needs, for ``newsletter providers`` (the modules check it).
+WEBHOOK_SECRETS = {
+    "postmark": "NEWSLETTER_WEBHOOK_SECRET (user:password, in the webhook URL)",
+    "sendgrid": "SENDGRID_WEBHOOK_VERIFICATION_KEY (Signed Event Webhook)",
+    "mailgun": "MAILGUN_WEBHOOK_SIGNING_KEY",
+    "ses": "[provider] sns_topic_arn (SNS over HTTPS; no secret)",
+    "resend": "RESEND_WEBHOOK_SECRET (whsec_...)",
+    "brevo": "NEWSLETTER_WEBHOOK_SECRET (user:password, in the webhook URL)",
+}
+
+
 @dataclass(frozen=True)
 class Answer:
     status: int
