@@ -1296,11 +1296,17 @@ def providers() -> None:
     """
     from pipeline.delivery.provider import COMMON_OPTIONS
     from pipeline.delivery.providers import REGISTRY
+    from pipeline.events.receive import WEBHOOK_SECRETS
+    from pipeline.events.suppressions import READERS
 
     for info in REGISTRY.values():
         click.echo(f"{info.name}: {info.summary}")
         for secret in info.secrets:
             click.echo(f"  secret (environment): {secret}")
+        if info.name in WEBHOOK_SECRETS:
+            click.echo(f"  webhooks at /webhooks/{info.name}: {WEBHOOK_SECRETS[info.name]}")
+        if info.name in READERS:
+            click.echo("  suppression lists: newsletter suppressions sync")
         for option, meaning in info.options.items():
             click.echo(f"  [provider] {option}: {meaning}")
     click.echo("every provider also takes:")

@@ -701,3 +701,17 @@ def test_changes_the_web_app_queued_earlier_land_first(
         assert queued_count(ledger.db) == 0
     finally:
         ledger.close()
+
+
+def test_newsletter_providers_says_what_each_webhook_needs() -> None:
+    from pipeline.events.receive import WEBHOOK_SECRETS, factories
+
+    assert set(WEBHOOK_SECRETS) == set(factories())
+    result = CliRunner().invoke(cli, ["providers"])
+    assert result.exit_code == 0
+    assert (
+        "  webhooks at /webhooks/mailgun: MAILGUN_WEBHOOK_SIGNING_KEY\n"
+        "  suppression lists: newsletter suppressions sync\n"
+    ) in result.output
+    assert "/webhooks/resend: RESEND_WEBHOOK_SECRET" in result.output
+    assert "webhooks at /webhooks/smtp" not in result.output

@@ -2,10 +2,10 @@
 
 The web view only turns HTTP into a ``WebhookRequest`` and back; everything here is called
 directly by tests.  An unverifiable request is answered 401 (400 for one that is verified but
-unreadable) before anything is written; a verified one is stored, then applied, then answered
-200.  If applying fails (the list cannot be read), the events are already stored and the
-answer is still 200: the next request, or ``newsletter suppressions sync``, applies them, and
-the provider does not retry what we have.
+unreadable) before anything is written; a verified one is stored, then answered 200, and
+applied (by the app's thread, or before answering without one).  If applying fails (the list
+cannot be read), the events are already stored: the next request, the app's next start or
+``newsletter suppressions sync`` applies them, and the provider does not retry what we have.
 """
 
 from __future__ import annotations
@@ -47,6 +47,17 @@ def factories(sns_fetch: ses_events.Fetch = ses_events.fetch_https) -> dict[str,
         "resend": resend_events.webhook,
         "brevo": brevo_events.webhook,
     }
+
+
+# What each provider's webhook needs, for ``newsletter providers`` (the modules check it).
+WEBHOOK_SECRETS = {
+    "postmark": "NEWSLETTER_WEBHOOK_SECRET (user:password, in the webhook URL)",
+    "sendgrid": "SENDGRID_WEBHOOK_VERIFICATION_KEY (Signed Event Webhook)",
+    "mailgun": "MAILGUN_WEBHOOK_SIGNING_KEY",
+    "ses": "[provider] sns_topic_arn (SNS over HTTPS; no secret)",
+    "resend": "RESEND_WEBHOOK_SECRET (whsec_...)",
+    "brevo": "NEWSLETTER_WEBHOOK_SECRET (user:password, in the webhook URL)",
+}
 
 
 @dataclass(frozen=True)
