@@ -269,7 +269,17 @@ def _print_report(report: SendReport, settings: Settings, *, quiet: bool = False
         reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(report.skipped.items()))
         click.echo(f"  skipped {counted(sum(report.skipped.values()), 'row')}: {reasons}")
     if report.withdrawn:
-        click.echo(f"  withdrawn: {report.withdrawn} opted out since the send began")
+        click.echo(
+            f"  withdrawn: {report.withdrawn} left the list or unsubscribed since the send began"
+        )
+    if report.added:
+        click.echo(f"  included: {report.added} who joined the list since the send began")
+    if report.joined:
+        who = "person has" if report.joined == 1 else "people have"
+        click.echo(
+            f"  {report.joined} {who} joined the list since the send began and did not get "
+            "this issue: add --include-new to send it to them"
+        )
     limit = 5 if quiet else 50
     for item in report.invalid[:limit]:
         click.echo(f"  invalid row {settings.subscribers}:{item.line}: {item.detail}")
@@ -281,27 +291,52 @@ def _print_report(report: SendReport, settings: Settings, *, quiet: bool = False
             f"  ... {counted(counts.failed, 'failed recipient')} in all: "
             f"newsletter status {issue_ref} --failed lists them"
         )
-    if counts.unknown:
+    unknown = counts.unknown  # the ledger's total; report.unknown is only an excerpt
+    if unknown:
         replayable = report.unknown_replayable
-        click.echo(f"  unknown {counts.unknown}: may or may not have been delivered")
+        click.echo(f"  unknown {unknown}: may or may not have been delivered")
         if replayable:
             click.echo(
                 f"    {replayable} in batches this provider was sent: the next run replays them "
                 "under the same idempotency key, which it delivers once"
             )
-        if counts.unknown > replayable:
+        if unknown > replayable:
+            # Never plain advice to re-send: some of these were most likely delivered.
             click.echo(
-                f"    {counts.unknown - replayable}: re-send them with --resend-unknown "
-                "once you have checked"
+                f"    {unknown - replayable}: look each one up in {settings.provider.name}'s "
+                "log (or ask the reader) before doing anything; --resend-unknown sends every "
+                "one of them again, so a reader who did get the issue gets it twice"
             )
-        for email, _ in report.unknown[:limit]:
-            click.echo(f"    {email}")
-        if counts.unknown > min(limit, len(report.unknown)):
-            click.echo(f"    ... newsletter status {issue_ref} --unknown lists them all")
+        for email, reason in report.unknown[:limit]:
+            click.echo(f"    {email}: {reason}" if reason else f"    {email}")
+        if unknown > len(report.unknown[:limit]):
+            more = unknown - len(report.unknown[:limit])
+            click.echo(f"    ... and {more} more: newsletter status {issue_ref} --unknown")
     if run.paused:
         click.echo(f"  paused: {run.paused}. Run again to resume.")
     if run.stopped:
         click.echo(f"  stopped: {run.stopped}. Fix it, then run again to resume.")
+
+
+def _print_interrupted(report: SendReport, resume: str) -> None:
+    """One line after a signal: what is left, and the command that goes on from there."""
+    if not report.interrupted:
+        return
+    pending = report.counts.pending
+    click.echo(
+        f"  stopped by {report.interrupted}: every answer received was recorded; {pending} "
+        f"reader{'s' if pending != 1 else ''} still to send. Resume with: {resume}"
+    )
+
+
+def _exit_after_abandon(ctx: click.Context, code: int, abandoned: int) -> None:
+    """After giving up on answers in flight, a worker thread may still wait for one (up to
+    the provider's timeout); the ledger has it as unknown already, so do not wait for it."""
+    if abandoned:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    ctx.exit(code)
 
 
 def _progress() -> Callable[[int, int], None] | None:
@@ -333,6 +368,11 @@ def _progress() -> Callable[[int, int], None] | None:
 @click.option("--now", is_flag=True, help="Send an issue whose send_at is still to come, now.")
 @click.option("--resend-unknown", is_flag=True, help="Re-send recipients whose fate is unknown.")
 @click.option("--force", is_flag=True, help="Send an issue edited after its sending began.")
+@click.option(
+    "--include-new",
+    is_flag=True,
+    help="Also send to people who joined the list after the issue's sending began.",
+)
 @click.pass_context
 def send(
     ctx: click.Context,
@@ -344,13 +384,15 @@ def send(
     now: bool,
     resend_unknown: bool,
     force: bool,
+    include_new: bool,
 ) -> None:
     """Send an issue to the list, exactly once per subscriber.
 
     Shows a summary and asks first (--yes does not ask).  An issue whose send_at is still
     to come is cron's to send: sending it by hand says so, and with --yes needs --now.
     Resumes where an interrupted send stopped; never re-sends a recipient recorded as sent.
-    Exit codes: 0 all done, 1 some recipients failed, unknown or pending, 2 bad input.
+    Exit codes: 0 all done, 1 some recipients failed, unknown or pending, 2 bad input,
+    75 stopped by SIGTERM or SIGINT (every answer received is recorded): run it again.
 
     \b
     newsletter send newsletters/*-welcome-to-our-newsletter.md --dry-run
@@ -364,7 +406,7 @@ def send(
 
     if due == (issue is not None):
         raise click.UsageError("give either ISSUE or --due")
-    if due and (dry_run or to_addresses or resend_unknown or force or now):
+    if due and (dry_run or to_addresses or resend_unknown or force or now or include_new):
         raise click.UsageError("--due takes no other option: cron sends as configured")
     settings = _settings(ctx)
     environ = dict(os.environ)
@@ -377,7 +419,9 @@ def send(
             click.echo(f"error: {problem.location_message()}", err=True)
         for due_report in due_run.reports:
             _print_report(due_report, settings, quiet=True)
-        ctx.exit(due_run.exit_code)
+            _print_interrupted(due_report, "newsletter send --due")
+        abandoned = sum(r.this_run.abandoned for r in due_run.reports)
+        _exit_after_abandon(ctx, due_run.exit_code, abandoned)
     assert issue is not None
     issue = _existing_issue(settings, issue)
     provider = create_provider(settings, environ)
@@ -456,6 +500,7 @@ def send(
             environ=environ,
             resend_unknown=resend_unknown,
             force=force,
+            include_new=include_new,
             confirm=None if yes else confirm,
             progress=_progress(),
             early=now,
@@ -468,7 +513,8 @@ def send(
     if sys.stderr.isatty():
         click.echo("", err=True)
     _print_report(report, settings)
-    ctx.exit(report.exit_code)
+    _print_interrupted(report, f"newsletter send {issue} --yes")
+    _exit_after_abandon(ctx, report.exit_code, report.this_run.abandoned)
 
 
 def provider_folder(settings: Settings) -> Path:
@@ -527,6 +573,20 @@ def status(ctx: click.Context, issue: Path | None, as_json: bool, who: str | Non
             click.echo(f"  {email}: {reason}" if reason else f"  {email}")
         return
     report = status_rows(settings, issue)
+    if issue is None:
+        from pipeline.ledger.start_record import unmatched
+
+        known = {row.issue for row in report.rows if row.counts is not None}
+        lost = unmatched(settings.newsletters_dir, known)
+        for path, record in lost:
+            click.echo(
+                f"error: {path}: {record.issue} began sending {record.started_at} "
+                f"({record.sent} sent by {record.updated_at}), but the ledger has no record of "
+                "it: it was lost or replaced (README: Losing the ledger)",
+                err=True,
+            )
+        if lost:
+            ctx.exit(EXIT_BAD_INPUT)
     if as_json:
         click.echo(json.dumps([row.as_json() for row in report.rows], indent=2))
     else:
@@ -936,6 +996,37 @@ def unsubscribe_server(ctx: click.Context, host: str, port: int) -> None:
         pass
     finally:
         server.server_close()
+
+
+@cli.command()
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File to write (default: .newsletter/backups/ledger-<UTC time>.sqlite3).",
+)
+@click.pass_context
+def backup(ctx: click.Context, out: Path | None) -> None:
+    """Copy the ledger safely, even while a send is running (SQLite's online backup).
+
+    Copying ledger.sqlite3 by hand is not a backup: recent sends may still be in its -wal
+    file. Keep the copy somewhere else; to restore, stop sending and put it back as
+    .newsletter/ledger.sqlite3 (removing any ledger.sqlite3-wal and -shm beside it).
+
+    \b
+    newsletter backup
+    newsletter backup --out /mnt/backups/newsletter-ledger.sqlite3
+    """
+    from pipeline.ledger.backup import backup_ledger
+    from pipeline.sending import LEDGER_NAME
+
+    settings = _settings(ctx)
+    if out is None:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        out = settings.state_dir / "backups" / f"ledger-{stamp}.sqlite3"
+    made = backup_ledger(settings.state_dir / LEDGER_NAME, out)
+    issues = f"{made.issues} issue{'s' if made.issues != 1 else ''}"
+    people = f"{made.recipients} recipient row{'s' if made.recipients != 1 else ''}"
+    click.echo(f"backed up the ledger ({issues}, {people}) to {made.path}")
 
 
 @cli.command()

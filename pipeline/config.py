@@ -210,9 +210,12 @@ class _Reader:
 def _check_address(reader: _Reader, key: str, value: str) -> str:
     address = parseaddr(value)[1]
     try:
-        validate_email(address, check_deliverability=False)
+        # Every message carries it: a non-ASCII address would fail every one of them.
+        valid = validate_email(address, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as exc:
         raise reader.error(key, f"not a valid address ({value!r}): {exc}") from None
+    if not address.isascii():
+        raise reader.error(key, f"write the domain in its ASCII form: {valid.ascii_email}")
     return value
 
 

@@ -27,18 +27,28 @@ from pipeline.audience.subscribers import (
 from pipeline.build import preview_unsubscribe_url
 from pipeline.config import Settings
 from pipeline.content.issue import Issue, load_issue
-from pipeline.delivery.loop import DeliveryLoop, DeliveryPolicy, LoopResult
+from pipeline.delivery.loop import (
+    STOP_GRACE,
+    DeliveryLoop,
+    DeliveryPolicy,
+    LoopResult,
+    build_each,
+)
 from pipeline.delivery.provider import Options, Outcome, Provider, RecipientResult, Reconciling
 from pipeline.delivery.providers import REGISTRY, create_provider
+from pipeline.delivery.stopping import StopOnSignals, StopRequest
 from pipeline.errors import InputError, InputErrors, NewsletterError
+from pipeline.ledger import start_record
 from pipeline.ledger.lock import SendLock
 from pipeline.ledger.store import (
+    AudienceChange,
     Counts,
     IssueRecord,
     IssueStatus,
     Ledger,
     RecipientStatus,
     Settlement,
+    ledger_errors,
     utc_now,
 )
 from pipeline.messages.compose import Message, MessageFactory
@@ -63,6 +73,10 @@ OPTED_OUT = {
     SkipReason.COMPLAINED,
     SkipReason.SUPPRESSED,
 }
+
+
+# sysexits.h EX_TEMPFAIL: stopped by a signal with readers still to send; run again to resume.
+EXIT_INTERRUPTED = 75
 
 
 class SendStopped(NewsletterError):
@@ -112,6 +126,8 @@ class SendReport:
     unknown: list[tuple[str, str]] = field(default_factory=list)
     recovered_unknown: int = 0
     withdrawn: int = 0
+    joined: int = 0  # joined the list since the send began; not sent (see --include-new)
+    added: int = 0  # joined since and included (--include-new)
     reconciled: int = 0
     unknown_replayable: int = 0  # unknown rows the (idempotent) provider will replay by key
 
@@ -120,9 +136,16 @@ class SendReport:
         return self.unknown_replayable > 0
 
     @property
+    def interrupted(self) -> str | None:
+        """The signal that stopped this run, if it stopped with readers still to send."""
+        return self.this_run.interrupted if self.counts.pending else None
+
+    @property
     def exit_code(self) -> int:
         if self.this_run.stopped:
             return 2
+        if self.interrupted:
+            return EXIT_INTERRUPTED
         if self.counts.failed or self.counts.unknown or self.counts.pending:
             return 1
         return 0
@@ -212,14 +235,20 @@ def send_issue(
     environ: Mapping[str, str],
     resend_unknown: bool = False,
     force: bool = False,
+    include_new: bool = False,
     confirm: Callable[[SendPlan], bool] | None = None,
     progress: Callable[[int, int], None] | None = None,
     clock: Callable[[], datetime] = utc_now,
     sleep: Callable[[float], None] = time.sleep,
     monotonic: Callable[[], float] = time.monotonic,
     early: bool = False,
+    stop: StopRequest | None = None,
+    stop_grace: float = STOP_GRACE,
 ) -> SendReport | None:
     """Send (or resume) one issue to its audience, exactly once per recipient.
+
+    SIGTERM and SIGINT (or ``stop``, from a test) end it cleanly: no more batches, up to
+    ``stop_grace`` seconds for the answers in flight, all recorded; ``interrupted`` says so.
 
     Returns None when ``confirm`` declines.  Raises LockHeld if another send is running,
     InputError for bad input, an edited issue, a bad list, an audience of nobody, or an
@@ -227,22 +256,35 @@ def send_issue(
     who is told).
     """
     compiled = prepare(path, settings)
-    with SendLock(settings.state_dir):
+    secret = load_secret(settings.state_dir, environ)  # refused before anything is recorded
+    stop = stop or StopRequest()
+    # From here a signal stops the send cleanly (the loop settles what is in flight) instead
+    # of killing it; the question at the terminal keeps its usual Ctrl-C.
+    ledger_path = settings.state_dir / LEDGER_NAME
+    with (
+        ledger_errors(ledger_path),
+        SendLock(settings.state_dir),
+        StopOnSignals(stop) as signals,
+    ):
         ledger = open_ledger(settings, clock)
         try:
             return _send_locked(
                 ledger,
                 compiled,
+                secret,
                 settings,
                 provider,
                 environ,
                 resend_unknown,
                 force,
-                confirm,
+                include_new,
+                signals.outside(confirm) if confirm is not None else None,
                 progress,
                 sleep,
                 monotonic,
                 early,
+                stop,
+                stop_grace,
             )
         finally:
             ledger.close()
@@ -251,22 +293,30 @@ def send_issue(
 def _send_locked(
     ledger: Ledger,
     compiled: CompiledEmail,
+    secret: bytes,
     settings: Settings,
     provider: Provider,
     environ: Mapping[str, str],
     resend_unknown: bool,
     force: bool,
+    include_new: bool,
     confirm: Callable[[SendPlan], bool] | None,
     progress: Callable[[int, int], None] | None,
     sleep: Callable[[float], None],
     monotonic: Callable[[], float],
     allow_early: bool,
+    stop: StopRequest,
+    stop_grace: float,
 ) -> SendReport | None:
     issue = compiled.issue
     slug = issue.slug
     # Holding the lock, no live run has rows in flight: any left are from a dead run.
+    ledger.verify()  # a damaged ledger would miscount who is still to send
     recovered = ledger.recover_inflight().get(slug, 0)
     record = ledger.issue(slug)
+    # A lost or older ledger must not look like a fresh start (it re-sent 3,000 of 3,000).
+    sent_record = start_record.record_path(issue.path, slug)
+    start_record.check(sent_record, ledger.path, record, ledger.counts(slug))
     # An issue recorded with nobody in it was sent to no one (older versions marked a send to
     # an empty list complete): it starts afresh, as if it had never started.
     fresh = record is None or ledger.counts(slug).audience == 0
@@ -311,25 +361,28 @@ def _send_locked(
         record = ledger.start_issue(slug, compiled.fingerprint, provider.name)
     elif fresh:
         record = ledger.restart_issue(slug, compiled.fingerprint, provider.name)
+    _write_start_record(ledger, slug, sent_record)
     audience = _AudienceScan()
-    withdrawn = 0
+    change = AudienceChange(0, 0, 0, 0)
+    if resend_unknown:
+        # Batches an idempotent provider sent are replayed by the loop under their key.
+        ledger.requeue_unknown(slug, provider.name if provider.idempotent else None)
     if not record.audience_loaded:
         ledger.add_recipients(slug, audience.subscribers(settings.subscribers, issue.tags))
         if ledger.counts(slug).audience == 0:  # the list changed since the look above
             raise nobody_to_send_to(settings, issue)
     else:
-        for _ in audience.subscribers(settings.subscribers, issue.tags):
-            pass
-        withdrawn = ledger.withdraw(slug, audience.opted_out)
-    if resend_unknown:
-        # Batches an idempotent provider sent are replayed by the loop under their key.
-        ledger.requeue_unknown(slug, provider.name if provider.idempotent else None)
+        # A resume: the list as it is now decides (someone deleted or unsubscribed since is
+        # not sent; a corrected name is used; who joined since is reported, or included).
+        change = ledger.refresh_audience(
+            slug,
+            audience.subscribers(settings.subscribers, issue.tags),
+            audience.opted_out,
+            include_new=include_new,
+        )
 
     factory = MessageFactory(
-        compiled,
-        settings,
-        load_secret(settings.state_dir, environ),
-        managed_unsubscribe=provider.managed_unsubscribe,
+        compiled, settings, secret, managed_unsubscribe=provider.managed_unsubscribe
     )
     reconciled = _reconcile_unknown(ledger, slug, provider, factory)
     ledger.set_status(slug, IssueStatus.SENDING)
@@ -341,6 +394,8 @@ def _send_locked(
         sleep=sleep,
         monotonic=monotonic,
         progress=progress,
+        stop=stop,
+        stop_grace=stop_grace,
     )
     result = loop.run(slug)
     counts = ledger.counts(slug)
@@ -350,9 +405,12 @@ def _send_locked(
         status, note = IssueStatus.PAUSED, result.paused
     elif counts.pending == 0 and counts.audience > 0:  # never complete with nobody in it
         status, note = IssueStatus.COMPLETE, None
+    elif result.interrupted:
+        status, note = IssueStatus.SENDING, f"stopped by {result.interrupted}; run again to resume"
     else:
         status, note = IssueStatus.SENDING, None
     ledger.set_status(slug, status, note)
+    _write_start_record(ledger, slug, sent_record)
     return SendReport(
         slug=slug,
         subject=issue.subject,
@@ -364,12 +422,27 @@ def _send_locked(
         failures=ledger.recipients(slug, RecipientStatus.FAILED),
         unknown=ledger.recipients(slug, RecipientStatus.UNKNOWN),
         recovered_unknown=recovered,
-        withdrawn=withdrawn,
+        withdrawn=change.withdrawn,
+        joined=change.joined,
+        added=change.added,
         reconciled=reconciled,
         unknown_replayable=(
             ledger.unknown_replayable(slug, provider.name) if provider.idempotent else 0
         ),
     )
+
+
+def _write_start_record(ledger: Ledger, slug: str, path: Path) -> None:
+    record = ledger.issue(slug)
+    assert record is not None
+    try:
+        start_record.write(path, record, ledger.counts(slug), ledger.now())
+    except OSError as exc:
+        raise InputError(
+            f"could not write this record of the issue's sending ({exc.strerror or exc}); it "
+            "guards against re-sending if the ledger is lost: fix the folder and run again",
+            path=path,
+        ) from None
 
 
 def _reconcile_unknown(
@@ -384,8 +457,12 @@ def _reconcile_unknown(
         batch, rows = ledger.claim(slug, 500, RecipientStatus.UNKNOWN, provider.name)
         if not rows:
             return settled
-        messages = [factory.build(r.key, r.email, r.fields) for r in rows]
+        messages, unbuildable = build_each(factory, rows)
+        # A message that cannot be built now cannot be looked for: it stays in doubt.
         settlements = [
+            Settlement(s.key, RecipientStatus.UNKNOWN, reason=s.reason) for s in unbuildable
+        ]
+        settlements += [
             Settlement(
                 r.key,
                 RecipientStatus.SENT if r.outcome is Outcome.SENT else RecipientStatus.PENDING,
@@ -394,6 +471,8 @@ def _reconcile_unknown(
             for r in provider.reconcile(messages)
         ]
         ledger.settle(slug, batch, settlements)
+        if not messages:
+            return settled
         settled += sum(1 for s in settlements if s.status is RecipientStatus.SENT)
 
 
@@ -415,13 +494,16 @@ class DueRun:
 def started_issues(settings: Settings) -> dict[str, IssueRecord]:
     """The ledger's issues that have an audience: one recorded with nobody in it (a send to
     an empty list, by an older version) was sent to no one, and counts as never started."""
-    if not (settings.state_dir / LEDGER_NAME).exists():
+    path = settings.state_dir / LEDGER_NAME
+    if not path.exists():
         return {}
-    ledger = open_ledger(settings)
-    try:
-        return {r.slug: r for r in ledger.issues() if ledger.counts(r.slug).audience > 0}
-    finally:
-        ledger.close()
+    with ledger_errors(path):
+        ledger = open_ledger(settings)
+        try:
+            ledger.verify()  # counts from a damaged ledger are wrong (921 of 3,000, once)
+            return {r.slug: r for r in ledger.issues() if ledger.counts(r.slug).audience > 0}
+        finally:
+            ledger.close()
 
 
 def find_drafts(settings: Settings) -> tuple[list[Draft], list[InputError]]:
@@ -452,14 +534,23 @@ def send_due(
     records = started_issues(settings)
     plans = plan_due(drafts, records, now, settings.max_lateness, settings.timezone)
     reports = []
+    stop = StopRequest()
     for plan in plans:
         if not plan.acts:
             continue
+        if stop.requested:
+            break  # stopped by a signal: the next run goes on from here
         provider = (provider_factory or (lambda: create_provider(settings, environ)))()
         try:
             # early=True: the plan found it due by cron's clock, which is the one that counts.
             report = send_issue(
-                plan.draft.path, settings, provider, environ=environ, sleep=sleep, early=True
+                plan.draft.path,
+                settings,
+                provider,
+                environ=environ,
+                sleep=sleep,
+                early=True,
+                stop=stop,
             )
         except InputError as exc:
             problems.extend(exc.problems if isinstance(exc, InputErrors) else [exc])
@@ -566,14 +657,28 @@ def dry_run(
         if len(messages) < samples:
             messages.append(factory.build(subscriber.key, subscriber.email, subscriber.fields))
     counts = status = None
-    record = started_issues(settings).get(issue.slug)
-    if record is not None:
-        ledger = open_ledger(settings)
-        try:
-            counts, status = ledger.counts(issue.slug), record.status
-        finally:
-            ledger.close()
-    elif audience == 0:
+    record = None
+    if (settings.state_dir / LEDGER_NAME).exists():
+        with ledger_errors(settings.state_dir / LEDGER_NAME):
+            ledger = open_ledger(settings)
+            try:
+                record = ledger.issue(issue.slug)
+                if record is not None:
+                    counts, status = ledger.counts(issue.slug), record.status
+            finally:
+                ledger.close()
+    # A lost ledger is not "would start a new send": say what the real send would say.
+    start_record.check(
+        start_record.record_path(issue.path, issue.slug),
+        settings.state_dir / LEDGER_NAME,
+        record,
+        counts or Counts(0, 0, 0, 0, 0),
+    )
+    if counts is not None and counts.audience == 0:
+        # Sent to nobody by an older version: it starts afresh, as the send would.
+        counts = status = None
+        record = None
+    if record is None and audience == 0:
         raise nobody_to_send_to(settings, issue)
     subject = messages[0].subject if messages else _audience_preview(compiled, settings)[1]
     return DryRun(
@@ -651,11 +756,12 @@ def status_rows(
             )
     counts: dict[str, Counts] = {}
     if started:
-        ledger = open_ledger(settings)
-        try:
-            counts = {slug: ledger.counts(slug) for slug in started}
-        finally:
-            ledger.close()
+        with ledger_errors(settings.state_dir / LEDGER_NAME):
+            ledger = open_ledger(settings)
+            try:
+                counts = {slug: ledger.counts(slug) for slug in started}
+            finally:
+                ledger.close()
     by_slug: dict[str, Draft | None] = {d.slug: d for d in drafts}
     by_slug.update({slug: None for slug in started if slug not in by_slug})
     rows = []
@@ -710,11 +816,12 @@ def recipients_in(
     """Everyone of an issue in ``status`` (failed, unknown), with the provider's reason."""
     if slug not in started_issues(settings):
         return 0, []
-    ledger = open_ledger(settings)
-    try:
-        return len(rows := ledger.recipients(slug, status, limit=-1)), rows
-    finally:
-        ledger.close()
+    with ledger_errors(settings.state_dir / LEDGER_NAME):
+        ledger = open_ledger(settings)
+        try:
+            return len(rows := ledger.recipients(slug, status, limit=-1)), rows
+        finally:
+            ledger.close()
 
 
 __all__ = ["Decision", "DueRun", "SendReport", "send_due", "send_issue"]

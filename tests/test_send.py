@@ -278,6 +278,9 @@ def test_outbox_reconciles_unknown_rows_without_duplicates(
     ledger.db.execute("UPDATE recipients SET status = 'unknown'")
     ledger.db.execute("UPDATE issues SET status = 'sending'")
     ledger.close()
+    # A real run that died never turns "sent" back: the record beside the drafts would
+    # (rightly) take this ledger for an older copy.
+    (root / "newsletters" / ".sent" / "2025-07-21-hip-rotation.json").unlink()
     (root / folder_name / "2025-07-21-hip-rotation" / "iris@example.org.eml").unlink()
     code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
     assert code == 0, out

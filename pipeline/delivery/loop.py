@@ -13,8 +13,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
-from pipeline.delivery.provider import Options, Outcome, Provider, RecipientResult
+from pipeline.delivery.provider import BatchResult, Options, Outcome, Provider, RecipientResult
 from pipeline.delivery.retry import RetryLater, RetryPolicy
+from pipeline.delivery.stopping import StopRequest
 from pipeline.errors import NewsletterError
 from pipeline.ledger.store import ClaimedRow, Ledger, RecipientStatus, Settlement
 from pipeline.messages.compose import Message, MessageFactory
@@ -27,10 +28,38 @@ SETTLED_AS = {
 }
 
 
+# How long a stopped send waits for the answers already on their way: the providers' read
+# timeout (60 s), so an answer that can come is recorded; under systemd's default 90 s stop
+# timeout, so the stop is clean.
+STOP_GRACE = 60.0
+
 # Messages per call unless [provider] batch_size says otherwise (up to the provider's limit).
 # Four batches of 250 in flight keep a send's memory near 100 MB; 500 would be 150 MB for
 # ~10% more throughput (bench/scale.py).
 DEFAULT_BATCH = 250
+
+
+def describe(exc: BaseException) -> str:
+    """An unexpected error in words: its kind and message, never a traceback."""
+    text = " ".join(str(exc).split())[:300]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def build_each(
+    factory: MessageFactory, rows: Sequence[ClaimedRow]
+) -> tuple[list[Message], list[Settlement]]:
+    """Each row's message; a row whose message cannot be built is ``failed`` with the reason,
+    and the others go on: one reader's data never stops a send."""
+    messages, failed = [], []
+    for row in rows:
+        try:
+            messages.append(factory.build(row.key, row.email, row.fields))
+        except NewsletterError as exc:
+            failed.append(Settlement(row.key, RecipientStatus.FAILED, reason=str(exc)))
+        except Exception as exc:  # whatever it is, it is this reader's alone
+            reason = f"this reader's message could not be built: {describe(exc)}"
+            failed.append(Settlement(row.key, RecipientStatus.FAILED, reason=reason))
+    return messages, failed
 
 
 @dataclass(frozen=True)
@@ -72,6 +101,8 @@ class LoopResult:
     unknown: int = 0
     paused: str | None = None  # retries used up, or too many failures in a row
     stopped: str | None = None  # the provider refused the account or the request
+    interrupted: str | None = None  # a signal asked the send to stop ("SIGTERM", "SIGINT")
+    abandoned: int = 0  # in flight when the wait for answers ended: recorded unknown
 
 
 class Pacer:
@@ -91,6 +122,10 @@ class Pacer:
             self.sleep(self._next - now)
             now = self._next
         self._next = now + count / self.rate
+
+
+class _RetryCancelled(Exception):
+    """A stop was requested while a batch waited to be retried."""
 
 
 @dataclass(frozen=True)
@@ -121,9 +156,14 @@ class DeliveryLoop:
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
         progress: Callable[[int, int], None] | None = None,
+        stop: StopRequest | None = None,
+        stop_grace: float = STOP_GRACE,
     ) -> None:
         self.ledger, self.provider, self.factory, self.policy = ledger, provider, factory, policy
         self.sleep = sleep
+        self.monotonic = monotonic
+        self.stop = stop or StopRequest()
+        self.stop_grace = stop_grace
         self.pacer = Pacer(policy.rate, monotonic, sleep)
         self.progress = progress or (lambda done, total: None)
         self._consecutive_failures = 0
@@ -133,13 +173,7 @@ class DeliveryLoop:
         self._unknown_done = not provider.idempotent
 
     def build(self, rows: Sequence[ClaimedRow]) -> tuple[list[Message], list[Settlement]]:
-        messages, failed = [], []
-        for row in rows:
-            try:
-                messages.append(self.factory.build(row.key, row.email, row.fields))
-            except NewsletterError as exc:
-                failed.append(Settlement(row.key, RecipientStatus.FAILED, reason=str(exc)))
-        return messages, failed
+        return build_each(self.factory, rows)
 
     def _apply(self, slug: str, batch: int, items: list[Settlement], result: LoopResult) -> None:
         """Record settlements in the ledger and in the run's counters (this thread only)."""
@@ -163,6 +197,8 @@ class DeliveryLoop:
         self.progress(done, total)
         reports: queue.Queue[tuple[int, list[Settlement]]] = queue.Queue()
         in_flight: dict[Future[BatchEnd], tuple[int, int]] = {}
+        stop = self.stop
+        give_up_at: float | None = None  # when a stop stops waiting for answers in flight
 
         def drain() -> None:
             while True:
@@ -172,14 +208,15 @@ class DeliveryLoop:
                     return
                 self._apply(slug, batch, items, result)
 
-        with ThreadPoolExecutor(max_workers=self.policy.concurrency) as pool:
+        pool = ThreadPoolExecutor(max_workers=self.policy.concurrency)
+        try:
             exhausted = False
             while True:
                 # Fill the pipe, unless the send is ending.
                 while (
                     not exhausted
                     and len(in_flight) < self.policy.concurrency
-                    and not (result.paused or result.stopped)
+                    and not (result.paused or result.stopped or stop.requested)
                 ):
                     batch, rows = self._claim(slug)
                     if not rows:
@@ -188,12 +225,25 @@ class DeliveryLoop:
                     messages, unbuildable = self.build(rows)
                     self._apply(slug, batch, unbuildable, result)
                     self.pacer.wait(len(messages))
+                    if stop.requested:
+                        # Claimed but never handed over: certainly not sent.
+                        self._release(slug, batch, rows, unbuildable)
+                        break
 
                     def report(items: list[Settlement], batch: int = batch) -> None:
                         reports.put((batch, items))
 
                     future = pool.submit(self._deliver, messages, report)
                     in_flight[future] = (batch, len(rows))
+                if stop.requested:
+                    result.interrupted = stop.reason
+                    if give_up_at is None:
+                        give_up_at = self.monotonic() + self.stop_grace
+                    if in_flight and (stop.now or self.monotonic() >= give_up_at):
+                        drain()
+                        result.abandoned = self._abandon(slug, in_flight, stop.reason)
+                        result.unknown += result.abandoned
+                        return result
                 if not in_flight:
                     return result
                 finished, _ = wait(in_flight, timeout=0.05, return_when=FIRST_COMPLETED)
@@ -212,6 +262,34 @@ class DeliveryLoop:
                         f"{self._consecutive_failures} recipients in a row failed "
                         f"(last: {self._last_failure}); paused instead of burning through the list"
                     )
+        finally:
+            # After giving up on answers, a worker may still be waiting for one: do not wait
+            # for it (its answer can no longer be recorded; its batch is already unknown).
+            pool.shutdown(wait=not result.abandoned, cancel_futures=True)
+
+    def _release(
+        self, slug: str, batch: int, rows: Sequence[ClaimedRow], unbuildable: list[Settlement]
+    ) -> None:
+        settled = {s.key for s in unbuildable}
+        self.ledger.settle(
+            slug,
+            batch,
+            [
+                Settlement(row.key, RecipientStatus.PENDING, reason="")
+                for row in rows
+                if row.key not in settled
+            ],
+        )
+
+    def _abandon(
+        self, slug: str, in_flight: dict[Future[BatchEnd], tuple[int, int]], reason: str | None
+    ) -> int:
+        """Batches whose answer did not come in time: ``unknown``, said so, now."""
+        why = (
+            f"the send was stopped ({reason}) while the provider had not answered yet: "
+            "may or may not have been delivered"
+        )
+        return sum(self.ledger.abandon_batch(slug, batch, why) for batch, _ in in_flight.values())
 
     def _claim(self, slug: str) -> tuple[int, list[ClaimedRow]]:
         """The next batch: for an idempotent provider, first each batch a dead run left
@@ -233,11 +311,19 @@ class DeliveryLoop:
         in_doubt: set[str] = set()  # keys whose last answer was unknown
         retry_unknown = self.provider.idempotent
         try:
-            for attempt in self.policy.retry.retrying(self.sleep):
+            for attempt in self.policy.retry.retrying(self._pause):
                 with attempt:
                     if not remaining:
                         break
-                    answer = self.provider.send(remaining)
+                    try:
+                        answer = self.provider.send(remaining)
+                    except Exception as exc:  # settled, never a dead thread
+                        # Providers turn every per-message problem into that message's result;
+                        # anything else is a fault in the provider itself, after which nobody
+                        # can say which of these messages went: unknown, and the send stops.
+                        reason = f"the {self.provider.name} provider failed: {describe(exc)}"
+                        answer = BatchResult.all(remaining, Outcome.UNKNOWN, reason, stop=reason)
+                        retry_unknown = False
                     by_key = {r.key: r for r in answer.results}
                     retry: list[tuple[Message, RecipientResult]] = []
                     settlements: list[Settlement] = []
@@ -274,6 +360,19 @@ class DeliveryLoop:
                     if remaining:
                         delays = [r.retry_after for _, r in retry if r.retry_after is not None]
                         raise RetryLater(max(delays) if delays else None, retry[0][1].reason)
+        except _RetryCancelled:
+            # Stopping: a batch waiting to be retried is not tried again in this run.
+            report(
+                [
+                    Settlement(
+                        m.key,
+                        self._unsettled(m.key, in_doubt),
+                        reason=f"not retried: the send was stopped ({self.stop.reason})",
+                    )
+                    for m in remaining
+                ]
+            )
+            return BatchEnd()
         except RetryLater as exc:
             report(
                 [
@@ -286,6 +385,15 @@ class DeliveryLoop:
                 f"{self.policy.retry.attempts} tries: {exc.reason}"
             )
         return BatchEnd(stopped=stopped)
+
+    def _pause(self, seconds: float) -> None:
+        """The wait before a retry; a stop cuts it short and cancels the retry."""
+        if self.sleep is time.sleep:
+            self.stop.event.wait(seconds)
+        elif not self.stop.requested:
+            self.sleep(seconds)
+        if self.stop.requested:
+            raise _RetryCancelled
 
     @staticmethod
     def _unsettled(key: str, in_doubt: set[str]) -> RecipientStatus:

@@ -12,10 +12,12 @@ is ever deleted: audience = sent + failed + unknown + pending (in-flight counts 
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.audience.subscribers import Subscriber
+from pipeline.errors import InputError
 from pipeline.ledger.migrations import migrate
 
 
@@ -68,6 +71,16 @@ class Counts:
         return self.pending == 0
 
 
+@dataclass(frozen=True)
+class AudienceChange:
+    """What the list as it is now changed in a resumed send."""
+
+    withdrawn: int  # no longer in the audience: not sent
+    refreshed: int  # still to send, with the list's current values
+    joined: int  # joined since the send began, not included (``--include-new`` includes them)
+    added: int  # joined since, included in this send
+
+
 @dataclass(frozen=True, slots=True)
 class ClaimedRow:
     key: str
@@ -87,21 +100,100 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+class LedgerError(InputError):
+    """The ledger cannot be used (damaged, read-only, disk full): one line, exit 2."""
+
+
+def _explain(exc: sqlite3.Error | OSError) -> str:
+    text = str(exc.strerror if isinstance(exc, OSError) and exc.strerror else exc)
+    low = text.lower()
+    code = exc.errno if isinstance(exc, OSError) else None
+    if "disk is full" in low or code in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return (
+            f"the disk is full ({text}); free some space, then run the same command again "
+            "(a send resumes where it stopped)"
+        )
+    if "disk i/o error" in low or code == errno.EIO:
+        return (
+            f"the ledger could not be written ({text}): is the disk full, or failing? Free "
+            "some space or check the disk, then run the same command again (a send resumes "
+            "where it stopped)"
+        )
+    if "readonly" in low or "read-only" in low or code in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return (
+            f"the ledger cannot be written ({text}); check that the file and its folder are "
+            "writable by this user, then run again"
+        )
+    if "malformed" in low or "not a database" in low or "damaged" in low:
+        return (
+            f"the ledger is damaged ({text}); put back a copy made by `newsletter backup` "
+            "(see README, Losing the ledger), then run again"
+        )
+    if "locked" in low or "busy" in low:
+        return f"the ledger is busy ({text}); another program is writing it: try again"
+    if "unable to open" in low:
+        return f"the ledger cannot be opened ({text}); check the folder exists and is writable"
+    return f"the ledger could not be used ({text})"
+
+
+_STORAGE_ERRORS = {
+    errno.ENOSPC,
+    errno.EFBIG,
+    errno.EDQUOT,
+    errno.EROFS,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EIO,
+}
+
+
+@contextmanager
+def ledger_errors(path: Path) -> Iterator[None]:
+    """SQLite's and the file system's errors about the ledger (or the state folder beside
+    it) as one line that names the file and says what to do."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise LedgerError(_explain(exc), path=path) from None
+    except OSError as exc:
+        if exc.errno not in _STORAGE_ERRORS:
+            raise
+        raise LedgerError(_explain(exc), path=exc.filename or path) from None
+
+
 class Ledger:
     def __init__(self, path: Path, clock: Callable[[], datetime] = utc_now) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.clock = clock
-        # Autocommit mode: every transaction below is explicit.
-        self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        # FULL: an "inflight" mark is on disk before the provider is called, even on power loss.
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        migrate(self.db)
+        with ledger_errors(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _private(path)
+            # Autocommit mode: every transaction below is explicit.
+            self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            # FULL: an "inflight" mark is on disk before the provider is called, even on
+            # power loss.
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            migrate(self.db)
+
+    def verify(self) -> None:
+        """Refuse a damaged ledger: a damaged one once reported 921 readers for 3,000."""
+        with ledger_errors(self.path):
+            problems = [str(row[0]) for row in self.db.execute("PRAGMA quick_check(1)")]
+        if problems != ["ok"]:
+            first = " ".join(" ".join(problems).split())[:200]  # one line, even for SQLite's
+            raise LedgerError(
+                _explain(sqlite3.DatabaseError(f"damaged: {first}")),
+                path=self.path,
+            )
 
     def close(self) -> None:
         self.db.close()
+
+    def now(self) -> str:
+        """The ledger's clock, as it writes times."""
+        return self._now()
 
     def _now(self) -> str:
         return self.clock().astimezone(UTC).isoformat(timespec="seconds")
@@ -204,6 +296,85 @@ class Ledger:
                     db.execute("UPDATE issues SET audience_loaded = 1 WHERE slug = ?", (slug,))
                     return added
 
+    def refresh_audience(
+        self,
+        slug: str,
+        subscribers: Iterable[Subscriber],
+        opted_out: Iterable[str],
+        *,
+        include_new: bool = False,
+        chunk: int = 2000,
+    ) -> AudienceChange:
+        """On a resume, the list as it is now decides who is still to be sent, and how.
+
+        Pending readers no longer in the issue's audience (deleted, which may be an erasure
+        request; unsubscribed; untagged) are withdrawn; the others get their current values
+        (a corrected name); people who joined since the send began are counted, and added
+        when ``include_new``.  Rows already sent, failed or unknown are history: untouched.
+        """
+        db = self.db
+        db.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS current_audience"
+            " (key TEXT PRIMARY KEY, email TEXT, line INTEGER, fields TEXT)"
+        )
+        db.execute("DELETE FROM temp.current_audience")
+        items = iter(subscribers)
+        # Only the temporary table is written: a deferred transaction, no lock on the ledger
+        # while the list is read.
+        db.execute("BEGIN")
+        try:
+            while block := list(islice(items, chunk)):
+                db.executemany(
+                    "INSERT OR IGNORE INTO temp.current_audience VALUES (?, ?, ?, ?)",
+                    [
+                        (s.key, s.email, s.line, json.dumps(s.fields, ensure_ascii=False))
+                        for s in block
+                    ],
+                )
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        now = self._now()
+        try:
+            with self.transaction():
+                db.execute("CREATE TEMP TABLE IF NOT EXISTS left_list (key TEXT PRIMARY KEY)")
+                db.execute("DELETE FROM temp.left_list")
+                db.executemany(
+                    "INSERT OR IGNORE INTO temp.left_list VALUES (?)", ((k,) for k in opted_out)
+                )
+                withdrawn = db.execute(
+                    "UPDATE recipients SET status = ?, updated_at = ?, reason = CASE WHEN key IN"
+                    " (SELECT key FROM temp.left_list) THEN 'opted out after the send began'"
+                    " ELSE 'no longer on the list (or not in this issue''s audience) when the"
+                    " send resumed' END"
+                    " WHERE issue = ? AND status = ?"
+                    " AND key NOT IN (SELECT key FROM temp.current_audience)",
+                    (RecipientStatus.WITHDRAWN, now, slug, RecipientStatus.PENDING),
+                ).rowcount
+                refreshed = db.execute(
+                    "UPDATE recipients SET email = c.email, line = c.line, fields = c.fields"
+                    " FROM temp.current_audience AS c WHERE recipients.issue = ?"
+                    " AND recipients.status = ? AND recipients.key = c.key"
+                    " AND (recipients.fields != c.fields OR recipients.email != c.email)",
+                    (slug, RecipientStatus.PENDING),
+                ).rowcount
+                new = (
+                    "FROM temp.current_audience c WHERE NOT EXISTS (SELECT 1 FROM recipients r"
+                    " WHERE r.issue = ? AND r.key = c.key)"
+                )
+                joined = int(db.execute(f"SELECT count(*) {new}", (slug,)).fetchone()[0])
+                added = 0
+                if include_new and joined:
+                    added = db.execute(
+                        "INSERT INTO recipients (issue, key, email, line, fields, status)"
+                        f" SELECT ?, c.key, c.email, c.line, c.fields, ? {new} ORDER BY c.line",
+                        (slug, RecipientStatus.PENDING, slug),
+                    ).rowcount
+        finally:
+            db.execute("DELETE FROM temp.current_audience")
+        return AudienceChange(withdrawn, refreshed, joined - added, added)
+
     def withdraw(self, slug: str, keys: Iterable[str]) -> int:
         """Pending recipients who opted out since the send began leave the audience."""
         total = 0
@@ -247,6 +418,23 @@ class Ledger:
                 ),
             )
         return {str(k): int(v) for k, v in found.items()}
+
+    def abandon_batch(self, slug: str, batch: int, reason: str) -> int:
+        """The rows of ``batch`` still in flight become ``unknown`` with ``reason`` (a stopped
+        send that could not wait longer for the provider's answer)."""
+        with self.transaction() as db:
+            return db.execute(
+                "UPDATE recipients SET status = ?, reason = ?, updated_at = ?"
+                " WHERE issue = ? AND batch = ? AND status = ?",
+                (
+                    RecipientStatus.UNKNOWN,
+                    reason,
+                    self._now(),
+                    slug,
+                    batch,
+                    RecipientStatus.INFLIGHT,
+                ),
+            ).rowcount
 
     def requeue_unknown(self, slug: str, keep_provider: str | None = None) -> int:
         """``unknown`` rows back to pending (``--resend-unknown``), except those in batches
@@ -386,6 +574,18 @@ class Ledger:
         )
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def _private(path: Path) -> None:
+    """The ledger holds every subscriber's fields: 0600, like the signing key.  Made before
+    SQLite opens it, since SQLite gives the -wal and -shm files the main file's mode."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        for item in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            with suppress(FileNotFoundError):
+                if item.stat().st_mode & 0o077:
+                    item.chmod(0o600)
 
 
 def _issue_record(row: Sequence[Any]) -> IssueRecord:

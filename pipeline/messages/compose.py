@@ -9,16 +9,65 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from email_validator import EmailNotValidError, validate_email
+
 from pipeline.config import Settings
+from pipeline.errors import NewsletterError
 from pipeline.messages.headers import clean_header, mailbox
 from pipeline.messages.unsubscribe import make_token, unsubscribe_url
 from pipeline.render.compile import CompiledEmail, PersonalisedEmail
 
 ISSUE_HEADER = "X-Newsletter-Issue"
+
+# Control characters other than tab and line ends: a NUL or a BEL pasted into a spreadsheet
+# cell means nothing to a reader and breaks templates and headers downstream.
+_CONTROL_IN_VALUE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# A display name longer than this is cut (RFC 5322 section 2.1.1: a header line is at most 998
+# octets; a 100 KB first name once made a 100 KB To: line).  64 characters encode, even as
+# four-byte UTF-8 in an RFC 2047 encoded-word, to well under that.
+MAX_NAME = 64
+# Subjects carry merge fields too; past this a subject is a hostile value, not an author's.
+MAX_SUBJECT = 250
+
+
+class UnsendableMessage(NewsletterError):
+    """This one reader's message cannot be built; the reader is ``failed``, the send goes on."""
+
+
+def shorten(text: str, limit: int) -> str:
+    """At most ``limit`` characters, cut at a word where one is near, marked with an ellipsis."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    if space >= limit // 2:
+        cut = cut[:space]
+    return cut.rstrip() + "\u2026"
+
+
+def sendable_address(email: str) -> str:
+    """The address as it goes on the wire: ASCII, an international domain in its IDNA form.
+    The list keeps (and keys) the validator's Unicode form; only the envelope needs this."""
+    if email.isascii():
+        return email
+    try:
+        # Only non-ASCII addresses get here (rare): the validator's own IDNA encoding.
+        valid = validate_email(email, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as exc:
+        # Validation refuses these now; a ledger loaded by an older version may hold one.
+        raise UnsendableMessage(
+            f"{email}: this address cannot be sent to ({exc}); ask the reader for another"
+        ) from None
+    return str(valid.ascii_email)
+
+
+def clean_value(value: str) -> str:
+    return _CONTROL_IN_VALUE.sub("", value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,9 +148,14 @@ class MessageFactory:
                 ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
                 *self.fixed_headers,
             )
-        email_parts = self.compiled.personalise(dict(fields), url)
-        name = f"{fields.get('first_name', '')} {fields.get('last_name', '')}"
-        subject = clean_header(email_parts.subject)
+        to_email = sendable_address(email)
+        values = {name: clean_value(value) for name, value in fields.items()}
+        email_parts = self.compiled.personalise(values, url)
+        name = shorten(
+            clean_header(f"{values.get('first_name', '')} {values.get('last_name', '')}"),
+            MAX_NAME,
+        )
+        subject = shorten(clean_header(email_parts.subject), MAX_SUBJECT)
         message_id = self.message_id(key)
         if test:
             subject = f"[Test] {subject}"
@@ -109,8 +163,8 @@ class MessageFactory:
         return Message(
             issue=self.slug,
             key=key,
-            to_email=email,
-            to=mailbox(name, email),
+            to_email=to_email,
+            to=mailbox(name, to_email),
             sender=self.sender,
             reply_to=self.reply_to,
             subject=subject,

@@ -57,12 +57,15 @@ def to_mime(message: Message, date: str | None = None) -> bytes:
         f'Content-Type: multipart/alternative; boundary="{boundary}"',
     ]
     part = "Content-Type: text/{}; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable"
-    body = message.body  # the bodies, encoded from pieces encoded once per issue
+    # The HTML (mrml writes it as a few very long lines, which quoted-printable cuts every 76
+    # characters anyway) from pieces encoded once per issue; the short text part whole, so
+    # its lines stay as written ("Hi Ada," on one line).
+    body = message.body
     return b"".join(
         (
             "\r\n".join(headers).encode("ascii"),
             f"\r\n\r\n--{boundary}\r\n{part.format('plain')}\r\n\r\n".encode("ascii"),
-            body.compiled.text.fill_qp(body.text_values),
+            quoted_printable(message.text),
             f"--{boundary}\r\n{part.format('html')}\r\n\r\n".encode("ascii"),
             body.compiled.html.fill_qp(body.html_values),
             f"--{boundary}--\r\n".encode("ascii"),

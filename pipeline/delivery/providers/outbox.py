@@ -52,8 +52,12 @@ class OutboxProvider:
         for message in messages:
             path = self.path_for(message)
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
                 data = to_mime(message)
+            except ValueError as exc:  # this message cannot be encoded: it alone fails
+                results.append(RecipientResult(message.key, Outcome.FAILED, reason=str(exc)))
+                continue
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
                 # Write then rename: a reader never sees half a message.
                 fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
                 with os.fdopen(fd, "wb") as handle:

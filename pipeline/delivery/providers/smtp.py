@@ -114,7 +114,11 @@ class SmtpProvider:
         return None
 
     def _send_one(self, message: Message) -> RecipientResult:
-        data = to_mime(message)
+        try:
+            data = to_mime(message)
+            message.to_email.encode("ascii")  # RCPT TO: no SMTPUTF8 here
+        except ValueError as exc:  # this message cannot be encoded: it alone fails
+            return RecipientResult(message.key, Outcome.FAILED, reason=f"not sendable: {exc}")
         for attempt in (1, 2):
             try:
                 conn = self._connect()

@@ -1,0 +1,63 @@
+"""``newsletter backup``: a consistent copy of the ledger, taken while it may be in use.
+
+Copying ``ledger.sqlite3`` alone is not a backup: the ledger runs in WAL mode, so the latest
+transactions live in ``ledger.sqlite3-wal`` until SQLite folds them back in, and a copy of the
+main file taken meanwhile misses them (or, copied mid-write, is torn).  SQLite's online backup
+API copies every page as one consistent snapshot, WAL included.  The copy is written to a
+temporary file, checked, made a single self-contained file (no WAL), and renamed into place,
+mode 0600 like the ledger itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import InputError
+
+
+@dataclass(frozen=True)
+class Backup:
+    path: Path
+    issues: int
+    recipients: int
+
+
+def backup_ledger(ledger_path: Path, out: Path) -> Backup:
+    if not ledger_path.is_file():
+        raise InputError(
+            "there is no ledger to back up yet (nothing has been sent)", path=ledger_path
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")  # 0600
+    os.close(fd)
+    try:
+        source = sqlite3.connect(ledger_path, timeout=30)
+        try:
+            copy = sqlite3.connect(temp, isolation_level=None)
+            try:
+                source.backup(copy)
+                copy.execute("PRAGMA journal_mode=DELETE")  # one file, nothing beside it
+                if copy.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
+                    raise InputError("the copy failed its integrity check", path=out)
+                issues = copy.execute("SELECT count(*) FROM issues").fetchone()[0]
+                recipients = copy.execute("SELECT count(*) FROM recipients").fetchone()[0]
+            finally:
+                copy.close()
+        finally:
+            source.close()
+        with open(temp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temp, out)
+    except sqlite3.DatabaseError as exc:
+        raise InputError(f"could not back up the ledger: {exc}", path=ledger_path) from None
+    except OSError as exc:
+        raise InputError(f"could not write the backup: {exc.strerror or exc}", path=out) from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+    return Backup(out, int(issues), int(recipients))

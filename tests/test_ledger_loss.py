@@ -1,0 +1,178 @@
+"""A lost, partial or older ledger never re-sends silently; ``newsletter backup`` is safe.
+
+Deleting ``.newsletter/ledger.sqlite3*`` after a partial send re-sent 3,000 of 3,000;
+deleting only the main file, with the data still in its WAL, gave 2,500 duplicates."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+from pipeline.config import load_settings
+from pipeline.delivery.providers import create_provider
+from pipeline.delivery.stopping import StopRequest
+from pipeline.ledger.store import Ledger
+from pipeline.sending import open_ledger, send_issue
+
+from .conftest import SAMPLE_ISSUE
+from .test_send import newsletter
+
+SLUG = "2025-07-21-hip-rotation"
+HEADER = "email,first_name,last_name,status,tags\n"
+READERS = 100
+
+
+def partial_send(root: Path, after: int) -> None:
+    settings = load_settings(root / "newsletter.toml")
+    stop = StopRequest()
+
+    def progress(done: int, total: int) -> None:
+        if done >= after:
+            stop.request("SIGTERM")
+
+    report = send_issue(
+        root / SAMPLE_ISSUE,
+        settings,
+        create_provider(settings, {}),
+        environ={},
+        progress=progress,
+        stop=stop,
+    )
+    assert report is not None and report.counts.sent == after
+
+
+def project(make_project: Callable[..., Path]) -> Path:
+    rows = "".join(f"reader{i:03d}@example.org,R{i},,,\n" for i in range(READERS))
+    return make_project(
+        provider='name = "outbox"\nbatch_size = 10\nconcurrency = 1', csv=HEADER + rows
+    )
+
+
+def outbox_stamps(root: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in (root / "outbox" / SLUG).glob("*.eml")}
+
+
+def test_sending_begins_with_a_record_beside_the_draft(make_project: Callable[..., Path]) -> None:
+    root = project(make_project)
+    partial_send(root, 20)
+    record = json.loads((root / "newsletters" / ".sent" / f"{SLUG}.json").read_text())
+    assert record["issue"] == SLUG and record["provider"] == "outbox"
+    assert record["sent"] == 20 and record["settled"] == 20
+
+
+def test_a_deleted_ledger_is_refused_not_a_fresh_start(make_project: Callable[..., Path]) -> None:
+    root = project(make_project)
+    partial_send(root, 20)
+    stamps = outbox_stamps(root)
+    for path in (root / ".newsletter").glob("ledger.sqlite3*"):
+        path.unlink()
+    code, out, err = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 2, out
+    assert err.count("\n") == 1 and "has no record of this issue" in err
+    assert "newsletter backup" in err and f".sent/{SLUG}.json" in err
+    assert outbox_stamps(root) == stamps  # nobody mailed again
+    code, out, err = newsletter(root, "send", SAMPLE_ISSUE, "--dry-run")
+    assert code == 2 and "would start a new send" not in out
+    assert "has no record of this issue" in err
+    code, out, err = newsletter(root, "status")
+    assert code == 2 and "nothing has been sent yet" not in out
+    assert f"{SLUG} began sending" in err and "20 sent" in err and "lost" in err
+
+
+def test_deleting_only_the_main_file_with_data_in_the_wal_is_refused(
+    make_project: Callable[..., Path],
+) -> None:
+    root = project(make_project)
+    ledger_path = root / ".newsletter" / "ledger.sqlite3"
+    open_ledger(load_settings(root / "newsletter.toml")).close()
+    # Another connection keeps the WAL from being folded back when the send closes its own.
+    holder = sqlite3.connect(ledger_path)
+    holder.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    try:
+        partial_send(root, 30)
+        assert (root / ".newsletter" / "ledger.sqlite3-wal").stat().st_size > 0
+        ledger_path.unlink()
+    finally:
+        holder.close()
+    stamps = outbox_stamps(root)
+    code, _, err = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 2 and "has no record of this issue" in err
+    assert outbox_stamps(root) == stamps
+
+
+def test_an_older_copy_of_the_ledger_is_refused(make_project: Callable[..., Path]) -> None:
+    root = project(make_project)
+    partial_send(root, 20)
+    code, out, _ = newsletter(root, "backup", "--out", "old-ledger.sqlite3")
+    assert code == 0, out
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")  # everyone else
+    assert code == 0 and f"audience {READERS}: sent {READERS}" in out
+    stamps = outbox_stamps(root)
+
+    for path in (root / ".newsletter").glob("ledger.sqlite3*"):
+        path.unlink()
+    shutil.copyfile(root / "old-ledger.sqlite3", root / ".newsletter" / "ledger.sqlite3")
+    code, _, err = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 2 and "is older than the last run of this issue" in err
+    assert "up to 80 would be mailed again" in err
+    assert outbox_stamps(root) == stamps
+
+
+def test_backup_is_a_consistent_whole_copy_even_with_the_wal_unfolded(
+    make_project: Callable[..., Path],
+) -> None:
+    root = project(make_project)
+    ledger_path = root / ".newsletter" / "ledger.sqlite3"
+    open_ledger(load_settings(root / "newsletter.toml")).close()
+    holder = sqlite3.connect(ledger_path)  # keeps recent writes in the WAL
+    holder.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    try:
+        partial_send(root, 40)
+        # What copying the main file by hand would give: the latest sends are missing.
+        shutil.copyfile(ledger_path, root / "hand-copy.sqlite3")
+        code, out, _ = newsletter(root, "backup")
+    finally:
+        holder.close()
+    assert code == 0 and "backed up the ledger (1 issue," in out
+    made = sorted((root / ".newsletter" / "backups").glob("ledger-*.sqlite3"))
+    assert len(made) == 1 and str(made[0]) in out
+    assert stat.S_IMODE(os.stat(made[0]).st_mode) == 0o600
+    assert not list(made[0].parent.glob("*-wal")) and not list(made[0].parent.glob(".*tmp"))
+    copy = Ledger(made[0])
+    try:
+        assert copy.counts(SLUG).sent == 40 and copy.counts(SLUG).audience == READERS
+    finally:
+        copy.close()
+    hand = sqlite3.connect(root / "hand-copy.sqlite3")
+    try:
+        rows = hand.execute("SELECT count(*) FROM recipients WHERE status = 'sent'").fetchone()
+    except sqlite3.DatabaseError:
+        rows = None
+    finally:
+        hand.close()
+    assert rows != (40,)  # why README says a copy of the file is not a backup
+
+
+def test_backup_without_a_ledger_is_one_line(make_project: Callable[..., Path]) -> None:
+    root = project(make_project)
+    code, _, err = newsletter(root, "backup")
+    assert code == 2 and "no ledger to back up yet" in err and err.count("\n") == 1
+
+
+def test_a_run_that_finds_the_record_missing_writes_it(make_project: Callable[..., Path]) -> None:
+    root = project(make_project)
+    partial_send(root, 20)
+    (root / "newsletters" / ".sent" / f"{SLUG}.json").unlink()
+    assert newsletter(root, "send", SAMPLE_ISSUE, "--yes")[0] == 0
+    path = root / "newsletters" / ".sent" / f"{SLUG}.json"
+    record = json.loads(path.read_text())
+    assert record["sent"] == READERS
+    # A run that changes nothing leaves the committed file as it is.
+    before = path.stat().st_mtime_ns, path.stat().st_ino
+    assert newsletter(root, "send", SAMPLE_ISSUE, "--yes")[0] == 0
+    assert (path.stat().st_mtime_ns, path.stat().st_ino) == before

@@ -1,0 +1,110 @@
+"""A resumed send reads the list as it is now.
+
+After an interruption, rows deleted from the list were still mailed (a deletion may be an
+erasure request), a corrected name was not used, and people who had joined were silently left
+out.  Now: anyone no longer in the audience is withdrawn, values are the current ones, and
+newcomers are reported, and sent with ``--include-new`` (also after the issue is complete)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from pipeline.config import load_settings
+from pipeline.delivery.providers import create_provider
+from pipeline.delivery.stopping import StopRequest
+from pipeline.sending import open_ledger, send_issue
+
+from .conftest import SAMPLE_ISSUE
+from .test_send import newsletter
+
+SLUG = "2025-07-21-hip-rotation"
+HEADER = "email,first_name,last_name,status,tags\n"
+
+
+def row(i: int, name: str | None = None, status: str = "") -> str:
+    return f"reader{i:03d}@example.org,{name or f'Reader{i}'},,{status},\n"
+
+
+def interrupted_send(root: Path, after: int) -> None:
+    """Send until ``after`` readers are done, then stop as a signal would."""
+    settings = load_settings(root / "newsletter.toml")
+    provider = create_provider(settings, {})
+    stop = StopRequest()
+
+    def progress(done: int, total: int) -> None:
+        if done >= after:
+            stop.request("SIGTERM")
+
+    report = send_issue(
+        root / SAMPLE_ISSUE, settings, provider, environ={}, progress=progress, stop=stop
+    )
+    assert report is not None and report.interrupted == "SIGTERM"
+    assert report.counts.sent == after and report.counts.pending == 100 - after
+
+
+def sent_to(root: Path) -> set[str]:
+    return {p.stem for p in (root / "outbox" / SLUG).glob("*.eml")}
+
+
+def test_a_resume_withdraws_the_deleted_uses_new_values_and_reports_newcomers(
+    make_project: Callable[..., Path],
+) -> None:
+    root = make_project(
+        provider='name = "outbox"\nbatch_size = 10\nconcurrency = 1',
+        csv=HEADER + "".join(row(i) for i in range(100)),
+    )
+    interrupted_send(root, after=20)
+    assert len(sent_to(root)) == 20
+
+    # While it was stopped: 10 rows deleted, one renamed, one unsubscribed, 5 joined.
+    rows = [row(i) for i in range(100) if not 50 <= i < 60]
+    rows = [row(70, "Corrected") if r.startswith("reader070@") else r for r in rows]
+    rows = [row(80, status="unsubscribed") if r.startswith("reader080@") else r for r in rows]
+    rows += [row(i) for i in range(100, 105)]
+    (root / "subscribers.csv").write_text(HEADER + "".join(rows), encoding="utf-8")
+
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 0, out
+    assert "audience 89: sent 89, failed 0, unknown 0, pending 0" in out
+    assert "withdrawn: 11 left the list or unsubscribed since the send began" in out
+    assert "5 people have joined the list since the send began" in out
+    assert "--include-new" in out
+    got = sent_to(root)
+    assert not {f"reader{i:03d}@example.org" for i in (*range(50, 60), 80)} & got
+    assert not {f"reader{i:03d}@example.org" for i in range(100, 105)} & got
+    renamed = (root / "outbox" / SLUG / "reader070@example.org.eml").read_bytes()
+    assert b"To: Corrected <reader070@example.org>" in renamed
+    assert b"Hi Corrected," in renamed
+
+    ledger = open_ledger(load_settings(root / "newsletter.toml"))
+    try:
+        reasons = {r["email"]: r["reason"] for r in ledger.history(SLUG)}
+    finally:
+        ledger.close()
+    assert reasons["reader080@example.org"] == "opted out after the send began"
+    assert "no longer on the list" in str(reasons["reader055@example.org"])
+
+    # --include-new sends the newcomers, and nobody else again.
+    stamps = {p: p.stat().st_mtime_ns for p in (root / "outbox" / SLUG).glob("*.eml")}
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes", "--include-new")
+    assert code == 0, out
+    assert "included: 5 who joined the list since the send began" in out
+    assert "audience 94: sent 94" in out
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert {f"reader{i:03d}@example.org" for i in range(100, 105)} <= sent_to(root)
+
+
+def test_a_complete_issue_is_served_to_later_joiners_only_when_asked(
+    make_project: Callable[..., Path],
+) -> None:
+    root = make_project(csv=HEADER + "".join(row(i) for i in range(10)))
+    assert newsletter(root, "send", SAMPLE_ISSUE, "--yes")[0] == 0
+    with (root / "subscribers.csv").open("a", encoding="utf-8") as handle:
+        handle.write(row(10))
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 0 and "1 person has joined the list since the send began" in out
+    assert "reader010@example.org" not in sent_to(root)
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes", "--include-new")
+    assert code == 0 and "audience 11: sent 11" in out and f"{SLUG}: complete" in out
+    assert len(sent_to(root)) == 11

@@ -1,0 +1,165 @@
+"""SIGTERM (``systemctl stop``) and SIGINT (Ctrl-C) stop a real send cleanly.
+
+The send is a subprocess talking to a slow local server speaking Postmark's batch API.  A
+signal lands while batches are in flight: the send stops claiming, waits for those answers,
+records every one, and exits 75 with one line saying how to resume.  Nobody the server
+answered for is left in flight or unknown, and the next run finishes with nobody twice.
+(It used to be: SIGTERM killed at once; SIGINT waited, printed "Aborted!" and recorded none of
+the answers, leaving 1,000 readers unknown.)"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import load_settings
+from pipeline.delivery.providers import create_provider
+from pipeline.delivery.stopping import StopRequest
+from pipeline.sending import EXIT_INTERRUPTED, open_ledger, send_issue
+
+from .conftest import REPO, SAMPLE_ISSUE
+from .fake_providers import POSTMARK_TOKEN, CallFault, FakePostmark
+from .test_kill import list_of
+
+SLUG = "2025-07-21-hip-rotation"
+READERS = 400
+ENV = {"POSTMARK_SERVER_TOKEN": POSTMARK_TOKEN}
+
+
+def start_send(root: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "send", SAMPLE_ISSUE, "--yes"],
+        cwd=root,
+        env={**os.environ, **ENV, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(condition: Callable[[], bool], what: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def ledger_rows(root: Path) -> list[dict[str, object]]:
+    ledger = open_ledger(load_settings(root / "newsletter.toml"))
+    try:
+        return ledger.history(SLUG)
+    finally:
+        ledger.close()
+
+
+def postmark_project(make_project: Callable[..., Path], server: FakePostmark) -> Path:
+    return make_project(
+        provider=f'name = "postmark"\nbase_url = "{server.url}"\nbatch_size = 20\nconcurrency = 2',
+        csv=list_of(READERS),
+    )
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_mid_send_records_every_answer_and_the_next_run_finishes(
+    make_project: Callable[..., Path], signal_number: signal.Signals
+) -> None:
+    server = FakePostmark()
+    server.latency = 0.4
+    try:
+        root = postmark_project(make_project, server)
+        process = start_send(root)
+        # Mid-send: some readers delivered, and a batch being answered right now.
+        wait_for(lambda: sum(server.delivered.values()) >= 40 and server.at_once > 0, "a batch")
+        process.send_signal(signal_number)
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == EXIT_INTERRUPTED, (process.returncode, out, err)
+        assert "Traceback" not in err and "Aborted" not in out + err
+        name = signal.Signals(signal_number).name
+        resume = f"stopped by {name}: every answer received was recorded"
+        assert resume in out and f"Resume with: newsletter send {SAMPLE_ISSUE} --yes" in out
+
+        rows = ledger_rows(root)
+        statuses = {str(row["status"]) for row in rows}
+        assert statuses <= {"sent", "pending"}, statuses  # nothing in flight, nothing unknown
+        for row in rows:
+            got = server.delivered[str(row["email"])]
+            assert got == (1 if row["status"] == "sent" else 0), row
+        sent_before = sum(1 for row in rows if row["status"] == "sent")
+        assert 40 <= sent_before < READERS
+
+        # The next run sends the rest, and nobody twice.
+        process = start_send(root)
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, (out, err)
+        assert f"audience {READERS}: sent {READERS}, failed 0, unknown 0, pending 0" in out
+        assert len(server.delivered) == READERS and max(server.delivered.values()) == 1
+    finally:
+        server.close()
+
+
+def test_a_second_signal_stops_waiting_and_records_the_batch_in_flight_as_unknown(
+    make_project: Callable[..., Path],
+) -> None:
+    server = FakePostmark()
+    server.latency = 0.3
+    try:
+        root = postmark_project(make_project, server)
+        process = start_send(root)
+        wait_for(lambda: sum(server.delivered.values()) >= 20, "a first batch")
+        server.latency = 5  # the next answers are slow to come
+        time.sleep(0.6)  # calls made before (0.3 s each) are answered by now
+        wait_for(lambda: server.at_once > 0, "a slow batch")
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)  # "now"
+        out, err = process.communicate(timeout=30)
+        assert process.returncode == EXIT_INTERRUPTED, (out, err)
+        rows = ledger_rows(root)
+        unknown = [row for row in rows if row["status"] == "unknown"]
+        assert unknown and "the send was stopped (SIGTERM)" in str(unknown[0]["reason"])
+        assert not [row for row in rows if row["status"] == "inflight"]
+        assert "unknown" in out and "look each one up" in out
+    finally:
+        server.close()
+
+
+def test_a_batch_waiting_to_be_retried_is_not_retried_after_a_stop(
+    make_project: Callable[..., Path],
+) -> None:
+    """The stop comes while a batch waits out a 503: it is not tried again, and its readers
+    stay pending (certainly not delivered), never unknown."""
+    server = FakePostmark()
+    server.faults = [CallFault(status=503)] * 3
+    try:
+        root = postmark_project(make_project, server)
+        settings = load_settings(root / "newsletter.toml")
+        stop = StopRequest()
+        waits: list[float] = []
+
+        def sleep(seconds: float) -> None:  # the wait before a retry: a signal arrives
+            waits.append(seconds)
+            stop.request("SIGTERM")
+
+        provider = create_provider(settings, ENV)
+        try:
+            report = send_issue(
+                root / SAMPLE_ISSUE, settings, provider, environ=ENV, sleep=sleep, stop=stop
+            )
+        finally:
+            provider.close()
+        assert report is not None and report.interrupted == "SIGTERM"
+        assert report.exit_code == EXIT_INTERRUPTED
+        assert waits  # it was waiting to retry
+        assert report.counts.unknown == 0 and report.counts.sent == sum(server.delivered.values())
+        assert report.counts.pending == READERS - report.counts.sent
+        assert len(server.requests) == report.counts.sent // 20  # no retry went out
+    finally:
+        server.close()
