@@ -136,6 +136,16 @@ def _latency(runs: list[Figures]) -> tuple[str, str, str]:
     )
 
 
+def _ledger(runs: list[Figures]) -> tuple[str, str, str]:
+    return (
+        f"claim {spread(runs, 'claim_us', '{:.1f}')} + settle {spread(runs, 'settle_us', '{:.1f}')}"
+        " us a recipient",
+        f"SQLite alone, the same writes and fsyncs: {spread(runs, 'bare_us', '{:.1f}')} us",
+        f"**{spread(runs, 'ours_us', '{:.1f}')} us** a recipient (target < 5); "
+        f"{spread(runs, 'ratio')}x SQLite alone",
+    )
+
+
 def _providers(runs: list[Figures]) -> tuple[str, str, str]:
     names = [name for name in runs[0] if name != "postmark"]
     return (
@@ -166,6 +176,13 @@ BENCHES = [
         {"full": [], "quick": [], "small": ["--small"]},
         "`subscribers check` of 1,000,000 rows (the list pass of a send)",
         _audience,
+    ),
+    Bench(
+        "ledger",
+        "ledger.py",
+        {"full": [], "quick": [], "small": ["--small"]},
+        "ledger: claim and settle, batches of 250 (50,000, median of 5)",
+        _ledger,
     ),
     Bench(
         "send",
