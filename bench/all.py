@@ -3,7 +3,7 @@ spread (min-max) over the runs, each compared with its baseline or peer measured
 same run (never with a figure from another day).
 
     .venv/bin/python bench/all.py            # full: send at 50k and 1M, lists of 1M (~1 hour)
-    .venv/bin/python bench/all.py --quick    # send at 50k, list of 1M, scale to 100k (~15 min)
+    .venv/bin/python bench/all.py --quick    # send at 50k, list of 1M, scale to 100k (~10 min)
     .venv/bin/python bench/all.py --small    # CI: one run of each, tiny sizes, so none rots
     .venv/bin/python bench/all.py --quick --runs 5 --only send,peer
 
