@@ -67,6 +67,7 @@ DOMAINS = [
     "😀.example",
     "a" * 64 + ".org",
     ".".join(["a" * 60] * 4) + ".org",  # over 253 characters
+    "x" * 5000 + ".org",  # a broken export's run-on cell: never kept in the cache
     "",
     "example.org ",
     "example.org\n",
@@ -124,8 +125,12 @@ def test_every_verdict_is_email_validators() -> None:
             assert cached_verdict(address) == expected, address
             valid += expected[0] == "ok"
     info = addresses._domain_verdict.cache_info()
-    assert info.misses <= len(DOMAINS) < info.hits  # each domain validated once
+    assert info.misses < len(DOMAINS) < info.hits  # each domain validated once, the long one never
     assert 50 < valid < len(ADDRESSES)  # the list has both kinds, plenty of each
+    before = addresses._domain_verdict.cache_info().currsize
+    for index in range(100):  # a broken export's run-on cells: refused, never cached
+        assert cached_verdict(f"r@{index}{'x' * 5000}.org") == verdict(f"r@{index}{'x' * 5000}.org")
+    assert addresses._domain_verdict.cache_info().currsize == before
 
 
 def test_a_full_cache_still_gives_the_right_verdicts(monkeypatch: pytest.MonkeyPatch) -> None:

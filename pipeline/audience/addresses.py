@@ -73,6 +73,7 @@ def normalise(address: str) -> str:
         or email_validator.STRICT  # the local part's length limit: validate_email knows it
         or DOT_ATOM_TEXT.match(local) is None
         or (domain_part.startswith("[") and domain_part.endswith("]"))  # an IP address
+        or len(domain_part) > 255  # refused at once for its length: not worth a cache entry
         or (
             not domain_part.isascii()
             and unicodedata.normalize("NFC", address[len(local) : len(local) + 32])[0] != "@"

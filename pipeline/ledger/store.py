@@ -182,6 +182,7 @@ class Ledger:
             # FULL: an "inflight" mark is on disk before the provider is called, even on
             # power loss.
             self.db.execute("PRAGMA synchronous=FULL")
+            self._synchronous = "FULL"
             self.db.execute("PRAGMA foreign_keys=ON")
             migrate(self.db)
 
@@ -207,7 +208,15 @@ class Ledger:
         return self.clock().astimezone(UTC).isoformat(timespec="seconds")
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, *, fsync: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction; committed with an fsync (synchronous=FULL) unless ``fsync``
+        is False (NORMAL: in WAL mode still safe from a killed process, and made durable by
+        the next FULL commit).  Each transaction sets the mode it needs, so a claim is FULL
+        whatever ran before it."""
+        mode = "FULL" if fsync else "NORMAL"
+        if self._synchronous != mode:
+            self.db.execute(f"PRAGMA synchronous={mode}")
+            self._synchronous = mode
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db
@@ -544,14 +553,7 @@ class Ledger:
         flight, which the next run reports as ``unknown``: never sent twice.  The claim,
         which is what stops a second send, keeps its fsync before the provider is called."""
         now = self._now()
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        try:
-            self._settle(slug, batch, settlements, now)
-        finally:
-            self.db.execute("PRAGMA synchronous=FULL")
-
-    def _settle(self, slug: str, batch: int, settlements: Sequence[Settlement], now: str) -> None:
-        with self.transaction() as db:
+        with self.transaction(fsync=False) as db:
             db.executemany(
                 "UPDATE recipients SET status = ?, provider_id = ?, reason = ?, updated_at = ?"
                 " WHERE issue = ? AND key = ? AND status = ? AND batch = ?",
