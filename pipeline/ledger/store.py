@@ -5,9 +5,12 @@
                           +-- the process died: recover_inflight --> unknown
 
 A batch is committed as ``inflight`` before the provider is called and settled after, each
-step its own transaction (WAL, synchronous=FULL), so a kill at any moment leaves every row
-either settled or visibly in doubt.  ``unknown`` rows are only re-sent when asked.  Nothing
-is ever deleted: audience = sent + failed + unknown + pending (in-flight counts as pending).
+step its own transaction (WAL; the claim with an fsync, synchronous=FULL, the settlement
+without one of its own: the next claim's makes it durable), so a kill at any moment leaves
+every row either settled or visibly in doubt, and a power cut at worst leaves a settled
+batch in doubt, never one that was sent marked pending.  ``unknown`` rows are only re-sent
+when asked.  Nothing is ever deleted: audience = sent + failed + unknown + pending (in-flight
+counts as pending).
 """
 
 from __future__ import annotations
