@@ -286,6 +286,8 @@ def main() -> None:
         f"each: median (min-max).  {machine()}; load average {load_before:.1f} at the start, "
         f"{load_after:.1f} at the end.\n"
     )
+    if mode == "small":
+        print("(--small: every size is smaller than its question says; for CI, not for README)\n")
     print("| benchmark | command | ours | compared with, same run | headline |")
     print("|---|---|---|---|---|")
     for bench in benches:
