@@ -160,24 +160,56 @@ def _smtp_sink(port: int, counter: multiprocessing.Value) -> None:  # type: igno
                 counter.value += 1
             return "250 OK"
 
-    controller = Controller(Handler(), hostname="127.0.0.1", port=port)
+    class SharedPortController(Controller):
+        """Binds with SO_REUSEPORT: the kernel hands each new connection to one of the
+        processes listening on the port."""
+
+        def _create_server(self):  # type: ignore[no-untyped-def]
+            return self.loop.create_server(
+                self._factory_invoker, host=self.hostname, port=self.port, reuse_port=True
+            )
+
+    controller = SharedPortController(Handler(), hostname="127.0.0.1", port=port)
     controller.start()
     while True:
         time.sleep(3600)
 
 
 @contextmanager
-def smtp_sink() -> Iterator[tuple[int, multiprocessing.Value]]:  # type: ignore[type-arg]
+def smtp_sink(processes: int = 2) -> Iterator[tuple[int, multiprocessing.Value]]:  # type: ignore[type-arg]
+    """aiosmtpd in ``processes`` processes sharing one port, as a relay serves connections in
+    parallel (Postfix runs an smtpd per connection): one asyncio process would make the
+    sink, not the client, what a benchmark with several connections measures."""
     port = free_port()
     counter = multiprocessing.Value("q", 0)
-    process = multiprocessing.Process(target=_smtp_sink, args=(port, counter), daemon=True)
-    process.start()
+    sinks = [
+        multiprocessing.Process(target=_smtp_sink, args=(port, counter), daemon=True)
+        for _ in range(processes)
+    ]
+    for process in sinks:
+        process.start()
     _wait_for_port(port)
     try:
         yield port, counter
     finally:
-        process.terminate()
-        process.join()
+        for process in sinks:
+            process.terminate()
+            process.join()
+
+
+# Reporting to bench/all.py -------------------------------------------------------------------
+
+
+def emit(figures: dict[str, float]) -> None:
+    """This run's figures as one line for bench/all.py, which runs each benchmark several
+    times and reports the median and the spread of each figure."""
+    print("BENCH-FIGURES " + json.dumps(figures), flush=True)
+
+
+def baseline_first() -> bool:
+    """bench/all.py numbers its rounds; odd rounds run the baseline (or peer) first, so a
+    machine that speeds up or slows down during a run does not always favour one side."""
+    return int(os.environ.get("BENCH_ROUND", "0")) % 2 == 1
 
 
 def table(rows: list[tuple[str, ...]]) -> str:

@@ -17,6 +17,7 @@ from _common import (
     REPO,
     SAMPLE_ISSUE,
     TOKEN,
+    emit,
     machine,
     make_project,
     measured,
@@ -33,6 +34,7 @@ def main() -> None:
     small = parser.parse_args().small
     count, batch = (2_000, 100) if small else (20_000, 500)
     rows = [("concurrency", "seconds", "recipients/s", "calls")]
+    figures: dict[str, float] = {}
     for concurrency in (1, 2, 4, 8):
         with tempfile.TemporaryDirectory() as temp, postmark_sink(LATENCY) as (url, received):
             project = make_project(
@@ -48,6 +50,7 @@ def main() -> None:
             )
             if received.value != count:
                 sys.exit(f"the sink received {received.value}, not {count}")
+        figures[f"rate_{concurrency}"] = count / run["seconds"]
         rows.append(
             (
                 str(concurrency),
@@ -58,6 +61,7 @@ def main() -> None:
         )
     print(f"machine: {machine()}; {count:,} subscribers, {LATENCY * 1000:.0f} ms per call")
     print(table(rows))
+    emit(figures)
 
 
 if __name__ == "__main__":

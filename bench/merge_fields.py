@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import REPO, machine, table
+from _common import REPO, emit, machine, table
 
 from pipeline.config import load_settings
 from pipeline.content.issue import load_issue
@@ -44,6 +44,7 @@ def main() -> None:
             ("fields", "check + compile (median)", "spread", "per field", "vs half as many")
         ]
         previous = None
+        per_field: dict[int, float] = {}
         for size in sizes:
             path = root / "newsletters" / f"2025-08-01-fields-{size}.md"
             path.write_text(draft(size), encoding="utf-8")
@@ -65,8 +66,20 @@ def main() -> None:
                 )
             )
             previous = median
+            per_field[size] = median / size * 1e6
     print(machine())
     print(table(rows))
+    smallest, largest = min(per_field), max(per_field)
+    emit(
+        {
+            "fields": float(largest),
+            "seconds": float(previous or 0),
+            "small_us": per_field[smallest],
+            "large_us": per_field[largest],
+            # Linear time keeps the cost per field flat: this ratio stays near 1.
+            "growth": per_field[largest] / per_field[smallest],
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import threading
 import time
 from pathlib import Path
 
-from _common import PYTHON, free_port, machine, make_project, table
+from _common import PYTHON, emit, free_port, machine, make_project, table
 
 from pipeline.messages.secret import load_secret
 from pipeline.messages.unsubscribe import make_token
@@ -154,6 +154,17 @@ def main() -> None:
     )
     updates = [line for line in output.splitlines() if "list updated" in line]
     print(f"rewrites of the list: {len(updates)}")
+    emit(
+        {
+            "count": float(len(tokens)),
+            "answered": float(ok),
+            "recorded": float(unsubscribed),
+            "p50_ms": percentile(latencies, 0.5) if latencies else 0.0,
+            "p95_ms": percentile(latencies, 0.95) if latencies else 0.0,
+            "max_ms": max(latencies) if latencies else 0.0,
+            "rewrites": float(len(updates)),
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,18 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import PYTHON, REPO, SAMPLE_ISSUE, machine, make_project, measured, smtp_sink, table
+from _common import (
+    PYTHON,
+    REPO,
+    SAMPLE_ISSUE,
+    baseline_first,
+    emit,
+    machine,
+    make_project,
+    measured,
+    smtp_sink,
+    table,
+)
 
 from pipeline.config import load_settings
 from pipeline.content.issue import load_issue
@@ -78,17 +89,30 @@ def main() -> None:
             count,
             f'name = "smtp"\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"',
         )
-        ours = measured(
-            [PYTHON, "-m", "pipeline", "send", SAMPLE_ISSUE, "--yes"],
-            cwd=project,
-            env={"PYTHONPATH": str(REPO)},
-        )
-        if received.value != count:
-            sys.exit(f"ours: the sink received {received.value}, not {count}")
-        received.value = 0
-        peer = measured(mailmerge_files(project, port), cwd=project)
-        if received.value != count:
-            sys.exit(f"mailmerge: the sink received {received.value}, not {count}")
+        command = mailmerge_files(project, port)
+
+        def run_ours() -> dict[str, float]:
+            received.value = 0
+            figures = measured(
+                [PYTHON, "-m", "pipeline", "send", SAMPLE_ISSUE, "--yes"],
+                cwd=project,
+                env={"PYTHONPATH": str(REPO)},
+            )
+            if received.value != count:
+                sys.exit(f"ours: the sink received {received.value}, not {count}")
+            return figures
+
+        def run_peer() -> dict[str, float]:
+            received.value = 0
+            figures = measured(command, cwd=project)
+            if received.value != count:
+                sys.exit(f"mailmerge: the sink received {received.value}, not {count}")
+            return figures
+
+        if baseline_first():
+            peer, ours = run_peer(), run_ours()
+        else:
+            ours, peer = run_ours(), run_peer()
     rows = [
         ("over SMTP to a local aiosmtpd", "seconds", "messages/s", "peak RSS MB"),
         (
@@ -107,6 +131,16 @@ def main() -> None:
     print(f"machine: {machine()}; {count:,} subscribers")
     print(table(rows))
     print(f"ratio: ours sends {peer['seconds'] / ours['seconds']:.1f}x as many messages per second")
+    emit(
+        {
+            "count": count,
+            "ours_s": ours["seconds"],
+            "peer_s": peer["seconds"],
+            "ours_rss": ours["max_rss_mb"],
+            "peer_rss": peer["max_rss_mb"],
+            "ratio": peer["seconds"] / ours["seconds"],
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from urllib.parse import urlencode
 
-from _common import REPO, SAMPLE_ISSUE, machine, table
+from _common import REPO, SAMPLE_ISSUE, emit, machine, table
 
 from pipeline.config import load_settings
 from pipeline.content.issue import load_issue
@@ -97,6 +97,7 @@ def main() -> None:
     rows += [(n, f"{f:.1f}", f"{f / reference:.2f}x") for n, f in figures.items()]
     print(f"machine: {machine()}; batches of {BATCH}, {rounds} rounds")
     print(table(rows))
+    emit({name.split(":")[0]: value for name, value in figures.items()})
 
 
 if __name__ == "__main__":

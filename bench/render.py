@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import mjml
-from _common import REPO, SAMPLE_ISSUE, machine, table
+from _common import REPO, SAMPLE_ISSUE, emit, machine, table
 
 from pipeline.config import load_settings
 from pipeline.content.issue import load_issue
@@ -116,6 +116,13 @@ def main() -> None:
             f"ratio official/mrml for the same MJML: {official['median_ms'] / ours_mjml:.1f}x; "
             f"official/our whole pipeline: {official['median_ms'] / ours_whole:.1f}x"
         )
+    figures = {"ours_ms": ours_whole, "mrml_ms": ours_mjml}
+    if official:
+        figures |= {
+            "official_ms": official["median_ms"],
+            "ratio": official["median_ms"] / ours_mjml,
+        }
+    emit(figures)
 
 
 if __name__ == "__main__":

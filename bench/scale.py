@@ -17,6 +17,7 @@ from _common import (
     REPO,
     SAMPLE_ISSUE,
     TOKEN,
+    emit,
     machine,
     make_project,
     measured,
@@ -28,7 +29,12 @@ from _common import (
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--small", action="store_true")
-    sizes = [1_000, 5_000] if parser.parse_args().small else [10_000, 100_000, 1_000_000]
+    parser.add_argument("--sizes", help="comma-separated, e.g. 10000,100000")
+    args = parser.parse_args()
+    sizes = [1_000, 5_000] if args.small else [10_000, 100_000, 1_000_000]
+    if args.sizes:
+        sizes = [int(size) for size in args.sizes.split(",")]
+    figures: dict[str, float] = {}
     rows = [("subscribers", "seconds", "us per recipient", "recipients/s", "peak RSS MB")]
     for size in sizes:
         with tempfile.TemporaryDirectory() as temp, postmark_sink() as (url, received):
@@ -50,8 +56,14 @@ def main() -> None:
             )
         )
         print(f"  {size:,} done", file=sys.stderr)
+        figures |= {
+            f"s_{size}": run["seconds"],
+            f"us_{size}": run["seconds"] / size * 1e6,
+            f"rss_{size}": run["max_rss_mb"],
+        }
     print(f"machine: {machine()}")
     print(table(rows))
+    emit(figures)
 
 
 if __name__ == "__main__":

@@ -69,3 +69,31 @@ def test_claim_settle_and_recover(tmp_path: Path) -> None:
     ledger.settle("issue", batch, [Settlement("p2@example.org", RecipientStatus.SENT)])
     assert ledger.counts("issue").unknown == 1
     ledger.close()
+
+
+def test_a_claim_is_one_batch_in_list_order_and_keeps_its_fsync(tmp_path: Path) -> None:
+    """The claim marks a batch in flight with one statement and records its size; the
+    settlement commits without its own fsync, and the next claim has its fsync again (the
+    one that stops a second send after a power cut)."""
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    ledger.start_issue("issue", "hash", "postmark")
+    readers = people(7)
+    readers[3] = Subscriber(5, "p3@example.org", "p3@example.org", {"first_name": "Zoë", "x": "é"})
+    ledger.add_recipients("issue", readers)
+    first, rows = ledger.claim("issue", 4, provider="postmark")
+    assert [r.key for r in rows] == [f"p{i}@example.org" for i in range(4)]
+    assert rows[3].fields == {"first_name": "Zoë", "x": "é"}
+    second, rest = ledger.claim("issue", 4, provider="postmark")
+    assert [r.key for r in rest] == [f"p{i}@example.org" for i in range(4, 7)]
+    sizes = dict(ledger.db.execute("SELECT id, size FROM batches").fetchall())
+    assert sizes == {first: 4, second: 3}
+    assert ledger.claim("issue", 4) == (0, [])
+    assert ledger.db.execute("SELECT count(*) FROM batches").fetchone()[0] == 2  # none empty
+    ledger.settle("issue", first, [Settlement(r.key, RecipientStatus.SENT, "m") for r in rows])
+    assert ledger.db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL: no fsync
+    ledger.claim("issue", 4)
+    assert ledger.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL for a claim
+    assert ledger.counts("issue").sent == 4
+    stored = ledger.db.execute("SELECT fields FROM recipients WHERE key = 'p3@example.org'")
+    assert stored.fetchone()[0] == '{"first_name": "Zoë", "x": "é"}'  # json.dumps' own form
+    ledger.close()

@@ -191,3 +191,42 @@ def test_non_ascii_names_and_subjects_round_trip(make_project: Callable[..., Pat
     assert (to.display_name, to.addr_spec) == ('Léo "🚴" Cyclé', "leo@example.org")
     text = mime.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert 'Hi Léo "🚴",' in text
+
+
+def test_bodies_encoded_from_pieces_read_as_the_whole_body_encoded() -> None:
+    """``Template.fill_qp`` encodes the static pieces once per issue and only the values per
+    recipient: a mail program must read exactly the text ``quoted_printable`` would give,
+    with every line CRLF-ended and no longer than that encoder makes them."""
+    import binascii
+    import random
+
+    from pipeline.render.fill import Template, quoted_printable
+
+    rng = random.Random(14)
+    alphabet = ["x", " ", "\t", "=", "é", ".", "\n", "\r\n", "\r", "From ", "😀", "<p>", "-- "]
+
+    def text(most: int) -> str:
+        return "".join(rng.choice(alphabet) for _ in range(rng.randint(0, most)))
+
+    def longest(encoded: bytes) -> int:
+        return max(len(line) for line in encoded.split(b"\r\n"))
+
+    pieced = 0
+    for _ in range(3000):
+        pieces = [text(200) for _ in range(rng.randint(1, 4))]
+        if rng.random() < 0.9:  # a bare CR (old Mac line end) now and then, not always
+            pieces = [p.replace("\r\n", "\n").replace("\r", "") for p in pieces]
+        template = Template.split(
+            "".join(
+                p + (f"MFX{i % 2}XFM" if i < len(pieces) - 1 else "") for i, p in enumerate(pieces)
+            )
+        )
+        values = [text(90).replace("\r", "").replace("\n", "") if rng.random() < 0.9 else text(9)]
+        values.append(rng.choice(["", "Ada", "=?", " x ", "ünïcode " * 12]))
+        fast = template.fill_qp(values)
+        whole = quoted_printable(template.fill(values))
+        assert binascii.a2b_qp(fast) == binascii.a2b_qp(whole)
+        assert fast.endswith(b"\r\n") and b"\n" not in fast.replace(b"\r\n", b"")
+        assert longest(fast) <= max(76, longest(whole))
+        pieced += fast != whole
+    assert pieced > 1000  # most bodies did take the pieced path

@@ -614,3 +614,41 @@ def test_a_bad_provider_setting_is_one_line_naming_it(
     if named.startswith("[provider]"):
         assert "newsletter.toml" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_no_netrc_is_read_for_an_api_call(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The API key is a header of ours: requests must not look up ~/.netrc per request (4 ms
+    a call), nor add credentials from it to a call to the provider."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from pipeline.delivery.providers.http import HttpApi
+
+    seen: list[str | None] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            seen.append(self.headers.get("Authorization"))
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password leaked\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    api = HttpApi("Postmark", f"http://127.0.0.1:{server.server_port}", {"X-Token": "t"})
+    try:
+        answer = api.post("/email/batch", data=b"[]")
+    finally:
+        api.close()
+        server.shutdown()
+    assert getattr(answer, "status_code", None) == 200
+    assert seen == [None]

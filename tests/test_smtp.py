@@ -287,3 +287,26 @@ def test_a_relay_without_starttls_stops_the_send(
     report = send_over(make_project, port, "starttls", "relay-password")
     assert report.status == "stopped" and "STARTTLS" in (report.this_run.stopped or "")
     assert not server.received and report.counts.pending == 12
+
+
+def test_several_workers_each_keep_a_connection_and_send_each_message_once(
+    relay: tuple[Relay, int], make_project: Callable[..., Path]
+) -> None:
+    """``concurrency`` applies to SMTP: each delivery worker reuses a connection of its own
+    (never one shared between threads), every message arrives once, and closing the
+    provider ends every worker's connection."""
+    server, port = relay
+    server.drop_every = 45  # and reconnecting still works per worker
+    root = make_project(
+        provider=f'name = "smtp"\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\n'
+        "timeout = 10\nbatch_size = 50\nconcurrency = 3",
+        csv=list_of(300),
+    )
+    report, provider = run_send(root)
+    assert report.counts.sent == 300 and report.exit_code == 0
+    assert Counter(r for r, _ in server.received) == {
+        f"reader{i:03d}@example.org": 1 for i in range(300)
+    }
+    # 6 batches on at most 3 workers; a connection lasts 45 messages at most.
+    assert 7 <= provider.connections <= 3 + 300 // 45 + 3
+    assert not provider._open  # all closed by close()

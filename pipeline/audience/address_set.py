@@ -14,9 +14,15 @@ class AddressSet:
         self._db.execute("PRAGMA journal_mode=OFF")
         self._db.execute("PRAGMA synchronous=OFF")
         self._db.execute("CREATE TABLE seen (key TEXT PRIMARY KEY) WITHOUT ROWID")
+        self._size = 0
 
     def add(self, key: str) -> bool:
-        return self._db.execute("INSERT OR IGNORE INTO seen VALUES (?)", (key,)).rowcount == 1
+        added = self._db.execute("INSERT OR IGNORE INTO seen VALUES (?)", (key,)).rowcount == 1
+        self._size += added
+        return added
+
+    def __len__(self) -> int:
+        return self._size
 
     def __contains__(self, key: str) -> bool:
         return self._db.execute("SELECT 1 FROM seen WHERE key = ?", (key,)).fetchone() is not None

@@ -331,16 +331,44 @@ class ListFile:
         while (record := self._next_record()) is not None:
             yield record
 
+    def cells(self) -> Iterator[tuple[int, list[str]]]:
+        """Every data row as (line, cleaned cells), blank lines skipped: at least one cell per
+        header column (missing ones are ""), in the header's order.  What ``rows`` gives,
+        without a dict per row, for the passes that read every row of a long list."""
+        width = len(self.header.names)
+        reader, offset, exact = self._reader, self._offset, self.exact
+        while True:  # _next_record, without a Record per row
+            line = reader.line_num + 1 + offset
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                problem = _csv_problem(exc, reader.line_num + offset)
+                raise InputError(problem, path=self.path, line=line) from None
+            except UnicodeDecodeError:
+                raise _locate_bad_byte(self.path) from None
+            if exact:
+                self._lines.take()
+            joined = "".join(cells)
+            if not joined.strip():
+                continue  # a blank line, or only separators
+            # No control character anywhere in the row (the usual case): cleaning a cell is
+            # only trimming it.
+            values = [c.strip() for c in cells] if joined.isprintable() else list(map(clean, cells))
+            if len(values) < width:
+                values += [""] * (width - len(values))
+            yield line, values
+
     def rows(self) -> Iterator[SourceRow]:
         """Every data row, blank lines skipped, values cleaned and keyed by column name."""
-        named = [(i, name) for i, name in enumerate(self.header.names) if name]
-        for record in self.records():
-            cells = record.cells
-            if not any(cell.strip() for cell in cells):
-                continue
-            width = len(cells)
-            values = {name: (clean(cells[i]) if i < width else "") for i, name in named}
-            yield SourceRow(record.line, values)
+        names = self.header.names
+        unnamed = "" in names
+        for line, values in self.cells():
+            fields = dict(zip(names, values, strict=False))  # cells past the header: ignored
+            if unnamed:
+                del fields[""]  # columns with no name in the header: their values are ignored
+            yield SourceRow(line, fields)
 
 
 def _locate_bad_byte(path: Path) -> InputError:

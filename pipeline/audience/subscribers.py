@@ -2,8 +2,9 @@
 
 Input: the list file and the issue's tags.  Output: a stream of ``Subscriber`` (gets the issue)
 and ``Skipped`` (does not, with the line and why), in file order.  Two streaming passes: the
-first collects every address that some row marks unsubscribed, bounced or complained, so an
-opt-out is honoured even when the same address appears again as subscribed.
+first (CSV cells only) collects every address that some row marks unsubscribed, bounced or
+complained, so an opt-out is honoured even when the same address appears again as subscribed
+above it; the second validates and decides every row.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from email_validator import EmailNotValidError, validate_email
+from email_validator import EmailNotValidError
 
 from pipeline.audience.address_set import AddressSet
-from pipeline.audience.csv_source import read_rows
+from pipeline.audience.addresses import normalise
+from pipeline.audience.csv_source import ListFile, clean
 
 
 class Status(StrEnum):
@@ -60,13 +62,9 @@ class Skipped:
 def normalise_address(address: str) -> str:
     """The address as it will be sent to; raises ValueError with the validator's reason."""
     try:
-        # No SMTPUTF8: an address with non-ASCII before the @ cannot go through formataddr,
-        # most relays or most providers' APIs, so it is an invalid row (with this reason), not
-        # a crash at send time.  (A non-ASCII domain is fine: it is sent in its IDNA form.)
-        valid = validate_email(address, check_deliverability=False, allow_smtputf8=False)
+        return normalise(address)
     except EmailNotValidError as exc:
         raise ValueError(str(exc)) from None
-    return str(valid.normalized)
 
 
 def address_key(normalised: str) -> str:
@@ -77,66 +75,101 @@ def parse_tags(text: str) -> frozenset[str]:
     return frozenset(t.strip().lower() for t in text.split(";") if t.strip())
 
 
+# A status cell as written (trimmed, lower case) -> the status; anything else is invalid.
+_STATUSES = {"": Status.SUBSCRIBED, **{status.value: status for status in Status}}
+
+
 def _status(text: str) -> Status | None:
-    text = text.strip().lower()
-    if not text:
-        return Status.SUBSCRIBED
-    try:
-        return Status(text)
-    except ValueError:
-        return None
+    return _STATUSES.get(text.strip().lower())
+
+
+# Status cells that (trimmed, lower case) mean subscribed: cleaning cannot change the verdict,
+# since what strip() leaves of them holds no control character.
+SUBSCRIBED_CELLS = frozenset({"", Status.SUBSCRIBED.value})
 
 
 def _opted_out(path: Path) -> AddressSet:
+    """Every address some row marks unsubscribed, bounced or complained.  A light pass: the
+    CSV cells only, and only the rows that opt out are validated."""
     out = AddressSet()
-    for row in read_rows(path):
-        status = _status(row.values.get("status", ""))
-        if status not in (Status.SUBSCRIBED, None):
-            try:
-                out.add(address_key(normalise_address(row.values.get("email", ""))))
-            except ValueError:
+    with ListFile(path) as source:
+        email_at, status_at = source.header.index("email"), source.header.index("status")
+        if status_at is None:
+            return out
+        assert email_at is not None  # the header was checked for it
+        for record in source.records():
+            cells = record.cells
+            if len(cells) <= status_at:
                 continue
+            text = cells[status_at]
+            if text.strip().lower() in SUBSCRIBED_CELLS:
+                continue  # the usual row, decided without cleaning it
+            if _status(clean(text)) in (Status.SUBSCRIBED, None):
+                continue
+            try:
+                email = normalise(clean(cells[email_at]) if email_at < len(cells) else "")
+            except EmailNotValidError:
+                continue
+            out.add(address_key(email))
     return out
 
 
 def scan(path: Path, tags: Sequence[str] = ()) -> Iterator[Subscriber | Skipped]:
-    """Every data row of the list, as a Subscriber who gets the issue or a Skipped with why."""
+    """Every data row of the list, as a Subscriber who gets the issue or a Skipped with why.
+
+    Two passes: ``_opted_out`` (light), then this one, which validates each address (each
+    domain once, see ``addresses``) and builds a dict only for the rows that get the issue.
+    """
     wanted = frozenset(t.lower() for t in tags)
     opted_out = _opted_out(path)
+    any_opted_out = len(opted_out) > 0
     seen = AddressSet()
     try:
-        for row in read_rows(path):
-            values = row.values
-            raw = values.get("email", "")
-            if not raw:
-                yield Skipped(row.line, raw, SkipReason.INVALID, "email: empty")
-                continue
-            try:
-                email = normalise_address(raw)
-            except ValueError as exc:
-                yield Skipped(row.line, raw, SkipReason.INVALID, f"email: {exc}")
-                continue
-            status = _status(values.get("status", ""))
-            if status is None:
-                allowed = ", ".join(s.value for s in Status)
-                detail = f"status: {values['status']!r} is not one of {allowed} (or empty)"
-                yield Skipped(row.line, email, SkipReason.INVALID, detail)
-                continue
-            if status is not Status.SUBSCRIBED:
-                yield Skipped(row.line, email, SkipReason(status.value))
-                continue
-            key = address_key(email)
-            if key in opted_out:
-                detail = "another row for this address is unsubscribed, bounced or complained"
-                yield Skipped(row.line, email, SkipReason.SUPPRESSED, detail)
-                continue
-            if wanted and not (parse_tags(values.get("tags", "")) & wanted):
-                yield Skipped(row.line, email, SkipReason.NOT_TAGGED)
-                continue
-            if not seen.add(key):
-                yield Skipped(row.line, email, SkipReason.DUPLICATE, "already on the list above")
-                continue
-            yield Subscriber(row.line, email, key, {**values, "email": email})
+        with ListFile(path) as source:
+            names = source.header.names
+            unnamed = "" in names
+            email_at = source.header.index("email")
+            assert email_at is not None  # the header was checked for it
+            status_at = source.header.index("status")
+            tags_at = source.header.index("tags")
+            for line, values in source.cells():
+                raw = values[email_at]
+                if not raw:
+                    yield Skipped(line, raw, SkipReason.INVALID, "email: empty")
+                    continue
+                try:
+                    email = normalise(raw)
+                except EmailNotValidError as exc:
+                    yield Skipped(line, raw, SkipReason.INVALID, f"email: {exc}")
+                    continue
+                written = values[status_at] if status_at is not None else ""
+                status = _status(written)
+                if status is None:
+                    allowed = ", ".join(s.value for s in Status)
+                    detail = f"status: {written!r} is not one of {allowed} (or empty)"
+                    yield Skipped(line, email, SkipReason.INVALID, detail)
+                    continue
+                if status is not Status.SUBSCRIBED:
+                    yield Skipped(line, email, SkipReason(status.value))
+                    continue
+                key = address_key(email)
+                if any_opted_out and key in opted_out:
+                    detail = "another row for this address is unsubscribed, bounced or complained"
+                    yield Skipped(line, email, SkipReason.SUPPRESSED, detail)
+                    continue
+                if wanted and not (
+                    parse_tags(values[tags_at] if tags_at is not None else "") & wanted
+                ):
+                    yield Skipped(line, email, SkipReason.NOT_TAGGED)
+                    continue
+                if not seen.add(key):
+                    yield Skipped(line, email, SkipReason.DUPLICATE, "already on the list above")
+                    continue
+                fields = dict(zip(names, values, strict=False))
+                if unnamed:
+                    del fields[""]
+                fields["email"] = email
+                yield Subscriber(line, email, key, fields)
     finally:
         opted_out.close()
         seen.close()

@@ -14,12 +14,12 @@ encoder (``binascii.b2a_qp``) and only non-ASCII header text is RFC 2047-encoded
 
 from __future__ import annotations
 
-import binascii
 import secrets
 from email.header import Header
 from email.utils import formataddr, formatdate, parseaddr
 
 from pipeline.messages.compose import Message
+from pipeline.render.fill import quoted_printable
 
 
 def _text(value: str) -> str:
@@ -37,11 +37,7 @@ def _address(value: str) -> str:
     return formataddr((name, address), charset="utf-8")
 
 
-def _quoted_printable(text: str) -> bytes:
-    data = text.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8")
-    if not data.endswith(b"\r\n"):
-        data += b"\r\n"
-    return binascii.b2a_qp(data, quotetabs=False, istext=True, header=False)
+__all__ = ["quoted_printable", "to_mime"]
 
 
 def to_mime(message: Message, date: str | None = None) -> bytes:
@@ -61,13 +57,17 @@ def to_mime(message: Message, date: str | None = None) -> bytes:
         f'Content-Type: multipart/alternative; boundary="{boundary}"',
     ]
     part = "Content-Type: text/{}; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable"
+    # The HTML (mrml writes it as a few very long lines, which quoted-printable cuts every 76
+    # characters anyway) from pieces encoded once per issue; the short text part whole, so
+    # its lines stay as written ("Hi Ada," on one line).
+    body = message.body
     return b"".join(
         (
             "\r\n".join(headers).encode("ascii"),
             f"\r\n\r\n--{boundary}\r\n{part.format('plain')}\r\n\r\n".encode("ascii"),
-            _quoted_printable(message.text),
+            quoted_printable(message.text),
             f"--{boundary}\r\n{part.format('html')}\r\n\r\n".encode("ascii"),
-            _quoted_printable(message.html),
+            body.compiled.html.fill_qp(body.html_values),
             f"--{boundary}--\r\n".encode("ascii"),
         )
     )

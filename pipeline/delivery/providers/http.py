@@ -58,6 +58,10 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
     return max(0.0, (moment - (now or datetime.now(UTC))).total_seconds())
 
 
+def _header_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    return request  # the credentials are in the session's headers already
+
+
 class HttpApi:
     def __init__(
         self,
@@ -73,6 +77,10 @@ class HttpApi:
         self.timeout = (connect_timeout, read_timeout)
         self.session = requests.Session()
         self.session.headers.update({"User-Agent": USER_AGENT, **headers})
+        # Every API here takes its key in a header of ours (Mailgun's basic auth replaces
+        # this): without an auth of its own, requests reads ~/.netrc again for every request,
+        # 4 ms a call, and SES makes one call a message.
+        self.session.auth = _header_auth
         # Enough pooled connections for every batch that may be in flight at once.
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=16)
         self.session.mount("http://", adapter)

@@ -1,4 +1,9 @@
-"""``smtp``: one reused connection through smtplib, STARTTLS or implicit TLS.
+"""``smtp``: smtplib over reused connections, STARTTLS or implicit TLS.
+
+Each delivery worker (``[provider] concurrency``, 4 by default; 1 for a relay that takes one
+connection at a time) keeps one connection of its own for the whole send: the loop's workers
+send batches in parallel, and a message's MAIL, RCPT and DATA round trips never wait on
+another's.  listmonk keeps a pool of connections for the same reason (its ``max_conns``).
 
 Some relays close the connection every few thousand messages.  A drop before a message's
 DATA means the server never took it: reconnect and go on.  A drop during DATA cannot be
@@ -11,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import smtplib
 import ssl
+import threading
 from collections.abc import Mapping, Sequence
 
 from pipeline.config import Settings
@@ -37,7 +43,7 @@ def _reply(code: int, text: bytes | str) -> str:
 class SmtpProvider:
     name = "smtp"
     max_batch = 100
-    max_concurrency = 1  # one reused connection
+    max_concurrency = 16  # connections at once, one per worker
     managed_unsubscribe: str | None = None
     idempotent = False
 
@@ -55,8 +61,15 @@ class SmtpProvider:
         self.username, self.password = username, password
         self.envelope_from = envelope_from
         self.timeout = timeout
-        self._conn: smtplib.SMTP | None = None
+        self._local = threading.local()  # this worker's connection, as ``conn``
+        self._open: set[smtplib.SMTP] = set()  # every worker's, for close()
+        self._lock = threading.Lock()
         self.connections = 0  # how many times it connected (tests read it)
+
+    @property
+    def _conn(self) -> smtplib.SMTP | None:
+        conn: smtplib.SMTP | None = getattr(self._local, "conn", None)
+        return conn
 
     def _connect(self) -> smtplib.SMTP:
         if self._conn is not None:
@@ -72,16 +85,19 @@ class SmtpProvider:
         conn.ehlo_or_helo_if_needed()
         if self.username:
             conn.login(self.username, self.password)
-        self._conn = conn
-        self.connections += 1
+        self._local.conn = conn
+        with self._lock:
+            self._open.add(conn)
+            self.connections += 1
         return conn
 
     def _drop(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            finally:
-                self._conn = None
+        conn = self._conn
+        if conn is not None:
+            self._local.conn = None
+            with self._lock:
+                self._open.discard(conn)
+            conn.close()
 
     def _envelope(self, conn: smtplib.SMTP, message: Message) -> RecipientResult | None:
         """MAIL and RCPT; a result if the server refused, None if it is ready for DATA."""
@@ -166,10 +182,14 @@ class SmtpProvider:
         return BatchResult(results)
 
     def close(self) -> None:
-        if self._conn is not None:
+        """QUIT every worker's connection (called once the workers are done)."""
+        with self._lock:
+            connections, self._open = list(self._open), set()
+        for conn in connections:
             with contextlib.suppress(smtplib.SMTPException, OSError):
-                self._conn.quit()
-            self._drop()
+                conn.quit()
+            conn.close()
+        self._local = threading.local()
 
 
 def create(settings: Settings, environ: Mapping[str, str]) -> SmtpProvider:
