@@ -235,6 +235,16 @@ def test_other_unquoted_colons_say_to_quote(write_issue: Callable[..., Path]) ->
     assert "must be in quotes" in message
 
 
+def test_a_yaml_error_below_an_unquoted_colon_subject_names_its_own_line(
+    write_issue: Callable[..., Path],
+) -> None:
+    # The subject is accepted as it is; the line to fix is the tags line, not the subject's.
+    path = write_issue("Body\n", front="subject: Knee pain: 3 fixes\ntags: a: b\n")
+    (message,) = load_problems(path)
+    assert message.startswith(f"{path}:3: front matter is not valid YAML")
+    assert "must be in quotes" in message
+
+
 # --- Every problem in one run -----------------------------------------------------------------
 
 
