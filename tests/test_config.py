@@ -103,6 +103,27 @@ LA = ZoneInfo("America/Los_Angeles")
 @pytest.mark.parametrize(
     ("written", "hint"),
     [
+        ("2026-12-02 7:00", "(did you mean '2026-12-02 07:00'?)"),
+        ("2026-12-02 07:00 PST", "(did you mean '2026-12-02 07:00'? the time zone is"),
+        ("2026-12-02 7:00 pm EST", "(did you mean '2026-12-02 19:00'? the time zone is"),
+    ],
+)
+def test_send_at_one_digit_hour_or_a_zone_gets_a_suggestion(written: str, hint: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_send_at(written, LA)
+    assert hint in str(caught.value)
+
+
+@pytest.mark.parametrize("written", ["2026-13-02 07:00", "2026-02-30", "13/45/2026 7:00"])
+def test_send_at_suggests_no_date_that_does_not_exist(written: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_send_at(written, LA)
+    assert "did you mean" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("written", "hint"),
+    [
         ("07/21/2025 7:00 PM", "did you mean '2025-07-21 19:00'?"),
         ("2025-07-21 7pm", "did you mean '2025-07-21 19:00'?"),
         ("2025-07-21", "did you mean '2025-07-21 07:00'? add the time"),
