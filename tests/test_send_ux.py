@@ -138,6 +138,30 @@ def test_a_tag_only_opted_out_readers_have_is_caught_by_check(
     assert code == 1 and "no subscribed reader has the tag 'knees' (the list's tags: hips)" in out
 
 
+@pytest.mark.parametrize(
+    ("csv", "said"),
+    [
+        ("email,tags\n", "nobody on the list is subscribed yet: add readers to it"),
+        (
+            "email,status,tags\na@example.org,unsubscribed,knees\n",
+            "nobody on the list is subscribed yet: add readers to it",
+        ),
+        ("email,tags\na@example.org,\n", "no subscribed reader has any tag"),
+    ],
+)
+def test_check_says_why_a_tag_reaches_nobody_without_blaming_the_tags_column(
+    make_project: Callable[..., Path], csv: str, said: str
+) -> None:
+    # Once, an empty list (or one where the tagged reader had left) was told that "nobody on
+    # the list has any tag", sending her to a column that was not the problem.
+    root = make_project(csv=csv)
+    set_front(root, "tags", "[knees]")
+    code, out, _ = newsletter(root, "check", SAMPLE_ISSUE)
+    assert code == 1
+    assert f"{SAMPLE_ISSUE}:2: tags: no subscribed reader has the tag 'knees' ({said}" in out
+    assert "nobody on the list has any tag" not in out
+
+
 def test_an_old_complete_record_with_nobody_in_it_does_not_block_a_send(
     make_project: Callable[..., Path],
 ) -> None:

@@ -262,10 +262,14 @@ def check_compiled(
     return problems
 
 
-def unmatched_tag(tags: Sequence[str], list_tags: Mapping[str, int]) -> str | None:
+def unmatched_tag(
+    tags: Sequence[str], list_tags: Mapping[str, int], *, anyone_subscribed: bool = True
+) -> str | None:
     """Why a front-matter tag reaches nobody, naming the tags the list has; None if all match.
 
-    ``list_tags`` counts subscribed readers per tag (lower case, as the list is matched).
+    ``list_tags`` counts subscribed readers per tag (lower case, as the list is matched);
+    ``anyone_subscribed`` is False when the list has no subscribed reader at all, which is
+    then the thing to fix, not the tags column.
     """
     missing = [tag for tag in tags if tag.lower() not in list_tags]
     if not missing:
@@ -277,8 +281,10 @@ def unmatched_tag(tags: Sequence[str], list_tags: Mapping[str, int]) -> str | No
         hint = difflib.get_close_matches(missing[0].lower(), list(list_tags), n=1)
         if hint:
             message += f"; did you mean '{hint[0]}'?"
+    elif not anyone_subscribed:
+        message += " (nobody on the list is subscribed yet: add readers to it)"
     else:
-        message += " (nobody on the list has any tag: put them in its 'tags' column)"
+        message += " (no subscribed reader has any tag: put them in the list's 'tags' column)"
     return message
 
 
@@ -290,11 +296,13 @@ def check_tags(issue: Issue, settings: Settings) -> list[InputError]:
     # Rows marked subscribed, without validating every address (a 100k list: 0.2 s, not 4):
     # a tag only invalid rows carry still reaches nobody, and `send` refuses that, saying so.
     tags: Counter[str] = Counter()
+    subscribed = 0
     try:
         for row in read_rows(settings.subscribers):
             if row.values.get("status", "").strip().lower() in ("", "subscribed"):
+                subscribed += 1
                 tags.update(parse_tags(row.values.get("tags", "")))
-        message = unmatched_tag(issue.tags, tags)
+        message = unmatched_tag(issue.tags, tags, anyone_subscribed=subscribed > 0)
     except InputError as exc:
         return [exc]
     if message is None:
