@@ -7,6 +7,7 @@ stderr, naming the file, line and field; exit codes: 0 done, 1 problems found, 2
 from __future__ import annotations
 
 import difflib
+import errno
 import json
 import os
 import shlex
@@ -1222,7 +1223,15 @@ def serve(
         server = make_server(app, host, port, threads=threads)
     except OSError as exc:
         subscriptions_of(app).close()
-        raise NewsletterError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        if exc.errno == errno.EADDRINUSE:
+            raise InputError(
+                f"port {port} is already in use (another newsletter serve, or another "
+                "program); try --port 0 for any free port",
+                field="--port",
+            ) from None
+        raise InputError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}", field="--host"
+        ) from None
     where = f"http://{host}:{server.effective_port}"  # type: ignore[union-attr]
     click.echo(
         f"serving {settings.name} at {where}/subscribe (and /confirm, /unsubscribe, /healthz) "

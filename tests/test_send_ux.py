@@ -699,6 +699,25 @@ def test_preview_on_a_busy_port_is_one_line(make_project: Callable[..., Path]) -
     )
 
 
+@pytest.mark.parametrize("command", ["serve", "unsubscribe-server"])
+def test_serve_on_a_busy_port_is_one_line_with_port_0(
+    make_project: Callable[..., Path], command: str
+) -> None:
+    root = make_project()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, out, err = newsletter(root, command, "--port", str(port))
+    assert code == 2
+    assert "serving" not in out
+    lines = err.splitlines()
+    assert lines[-1] == (
+        f"error: --port: port {port} is already in use (another newsletter serve, or another "
+        "program); try --port 0 for any free port"
+    )
+
+
 def test_status_with_no_issues_says_how_to_start(make_project: Callable[..., Path]) -> None:
     root = make_project()
     shutil.rmtree(root / "newsletters")
