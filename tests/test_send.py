@@ -127,6 +127,24 @@ def test_an_edited_issue_is_refused_unless_forced(make_project: Callable[..., Pa
     assert "audience 9: sent 5, failed 4" in out  # 4 failed in the stopped batch, rest sent
 
 
+def test_an_issue_edited_after_it_went_to_everyone_says_nobody_is_left(
+    make_project: Callable[..., Path],
+) -> None:
+    # Once told to "re-run with --force to send the edited version to the rest": there was
+    # no rest, and --force then sent nothing, without a word about why.
+    root = make_project()
+    assert newsletter(root, "send", SAMPLE_ISSUE, "--yes")[0] == 0
+    issue = root / SAMPLE_ISSUE
+    issue.write_text(issue.read_text(encoding="utf-8") + "\nP.S. One more thing.\n", "utf-8")
+    code, _, err = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 2 and err.count("\n") == 1
+    assert (
+        "the issue changed after its sending was complete (9 sent): nobody is left to send" in err
+    )
+    assert 'newsletter new "Title"' in err
+    assert "the rest" not in err
+
+
 def test_someone_who_unsubscribes_mid_send_gets_no_more(make_project: Callable[..., Path]) -> None:
     root = make_project()
     (root / "newsletter.toml").write_text(
