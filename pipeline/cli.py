@@ -901,6 +901,16 @@ def subscribers_list(ctx: click.Context, status: str | None, tag: str | None) ->
         count += 1
     which = " ".join(w for w in (status, f"tagged {tag}" if tag else None) if w)
     click.echo(f"{counted(count, 'row')}{f' ({which})' if which else ''}")
+    if count == 0 and tag:
+        # A typo ('runner' for 'runners') looks like an empty group: name the tags there are.
+        there = sorted(set().union(*(entry.tags for entry in entries(_list_path(ctx)))))
+        if tag.strip().lower() not in there:
+            hint = difflib.get_close_matches(tag.strip().lower(), there, n=1)
+            click.echo(
+                f"no row has the tag {tag!r}"
+                + (f" (the list's tags: {', '.join(there)})" if there else " (no row has a tag)")
+                + (f"; did you mean {hint[0]!r}?" if hint else "")
+            )
 
 
 @subscribers.command(name="add", short_help="Add someone, subscribed.")

@@ -71,6 +71,16 @@ def test_merge_fields_see_the_mapped_names(root: Path) -> None:
     assert "Zip 12345. Hi Ada," in text
 
 
+def test_list_by_a_tag_nobody_has_names_the_tags_there_are(root: Path) -> None:
+    code, out, _ = run("subscribers", "list", "--tag", "runner")
+    assert code == 0
+    assert out.splitlines() == [
+        "0 rows (tagged runner)",
+        "no row has the tag 'runner' (the list's tags: lifting, runners, seniors); "
+        "did you mean 'runners'?",
+    ]
+
+
 def test_add_then_list_then_export(root: Path) -> None:
     code, out, _ = run(
         "subscribers", "add", "dee@example.org", "--first-name", "Dee", "--tag", "Runners",
