@@ -52,8 +52,8 @@ def next_steps(folder: Path, draft: Path) -> str:
     if folder.resolve() != Path.cwd().resolve():
         lines.append(f"  cd {shlex.quote(shown(folder))}")
     lines += [
-        "  edit newsletter.toml: name, from, reply_to, postal_address, base_url, signature,"
-        " [cta] url (check lists any placeholder left)",
+        "  edit newsletter.toml: name, from, reply_to, timezone, postal_address, base_url,"
+        " signature, [cta] url (check lists any placeholder left)",
         "  edit subscribers.csv: your readers, one a row (keep the header row)",
         f"  newsletter check newsletters/{draft.name}",
         f"  newsletter preview newsletters/{draft.name}",

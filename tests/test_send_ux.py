@@ -644,6 +644,18 @@ def test_inits_next_steps_work_as_printed(tmp_path: Path) -> None:
     assert "postal_address is still the placeholder" in ran.stdout
 
 
+def test_init_asks_her_to_set_her_time_zone(tmp_path: Path) -> None:
+    # The starter's zone is New York: left as it is in Portland, every send_at would go out
+    # three hours early, and nothing would ever say so (it is a valid zone).
+    code, out, _ = newsletter(tmp_path, "init", "mine")
+    assert code == 0
+    edit = next(line for line in out.splitlines() if "edit newsletter.toml" in line)
+    assert "timezone" in edit
+    config = (tmp_path / "mine" / "newsletter.toml").read_text(encoding="utf-8")
+    line = next(line for line in config.splitlines() if line.startswith("timezone"))
+    assert "send_at" in line and "America/Los_Angeles" in line
+
+
 def test_the_starter_send_at_is_in_the_future(tmp_path: Path) -> None:
     code, _, _ = newsletter(tmp_path, "init", "mine")
     assert code == 0
