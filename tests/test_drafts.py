@@ -320,6 +320,13 @@ def test_every_init_placeholder_is_a_check_error(tmp_path: Path) -> None:
         for m in found
     ), found
     assert len(found) == 7, found
+    # In the order of the file, each saying what to put there, to her ("put your name").
+    config_lines = [int(m.split(":")[1]) for m in found if m.startswith(str(config))]
+    assert config_lines == sorted(config_lines), found
+    signature = next(m for m in found if "[newsletter] signature:" in m)
+    assert "her name" not in signature and "your name" in signature
+    reply_to = next(m for m in found if "[newsletter] reply_to:" in m)
+    assert reply_to.endswith("put the address replies should go to")
 
     # Once she has filled them in, the same draft is clean.
     for key in ("name", "from", "reply_to", "postal_address", "base_url", "signature"):

@@ -136,10 +136,14 @@ def check_settings(settings: Settings) -> list[InputError]:
             'written "Name <address>"',
         )
     if settings.reply_to and parseaddr(settings.reply_to)[1].lower() == starter_address:
-        report("newsletter", "reply_to", f"still the placeholder '{starter_address}'")
+        report(
+            "newsletter",
+            "reply_to",
+            f"still the placeholder '{starter_address}': put the address replies should go to",
+        )
     starter_signer = news["signature"].lstrip("–—- ").strip()
     if starter_signer and starter_signer in settings.signature:
-        report("newsletter", "signature", f"still signed '{starter_signer}': put her name")
+        report("newsletter", "signature", f"still signed '{starter_signer}': put your name")
     urls = [
         ("newsletter", "base_url", settings.base_url),
         ("theme", "logo_url", settings.theme.logo_url),
@@ -149,6 +153,7 @@ def check_settings(settings: Settings) -> list[InputError]:
     for section, key, url in urls:
         if url and _placeholder_host(url):
             report(section, key, f"'{url}' is the placeholder address: put the real one")
+    problems.sort(key=lambda problem: problem.line or 0)  # in the order of the file
     return problems
 
 
