@@ -240,6 +240,10 @@ def test_bad_provider_config_is_one_line(make_project: Callable[..., Path]) -> N
     code, _, err = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
     assert code == 2
     assert "[provider] name: unknown provider 'postmrk'" in err
+    config = (root / "newsletter.toml").read_text(encoding="utf-8").splitlines()
+    line = config.index('name = "postmrk"') + 1
+    assert f"newsletter.toml:{line}: [provider] name: unknown provider 'postmrk'" in err
+    assert "did you mean 'postmark'?" in err
     root = make_project(provider='name = "postmark"')
     code, _, err = newsletter(
         root, "send", SAMPLE_ISSUE, "--yes", env={"POSTMARK_SERVER_TOKEN": ""}
