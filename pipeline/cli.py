@@ -563,7 +563,7 @@ def provider_folder(settings: Settings) -> Path:
     "as_json",
     is_flag=True,
     help="Print a JSON array: one object per issue (issue, audience, sent, failed, unknown, "
-    "pending, when, state, send_at).",
+    "pending, when, state, send_at, provider_says).",
 )
 @click.option("--failed", "who", flag_value="failed", help="List who failed, and why (ISSUE).")
 @click.option(

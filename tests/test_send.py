@@ -88,6 +88,9 @@ def test_status_json_has_exactly_the_keys(make_project: Callable[..., Path]) -> 
     )
     code, out, _ = newsletter(root, "status")
     assert "2025-07-21-hip-rotation: complete" in out
+    # --help names every key the JSON has
+    help_text = " ".join(newsletter(root, "status", "--help")[1].split())
+    assert all(key in help_text for key in row), help_text
 
 
 def test_an_edited_issue_is_refused_unless_forced(make_project: Callable[..., Path]) -> None:
