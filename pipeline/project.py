@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
@@ -35,7 +36,8 @@ def new_issue(newsletters_dir: Path, title: str, today: date) -> Path:
     path = newsletters_dir / f"{today.isoformat()}-{slugify(title)}.md"
     if path.exists():
         raise InputError("already exists; pick another title or edit that draft", path=path)
-    quoted = title.strip().replace('"', '\\"')
+    # A JSON string is a valid YAML double-quoted one: quotes and backslashes escaped alike.
+    quoted = json.dumps(title.strip(), ensure_ascii=False)[1:-1]
     # An example a week ahead: uncommented as it stands, it schedules, never sends at once.
     send_at = f"{today + timedelta(days=7):%Y-%m-%d} 07:00"
     newsletters_dir.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from pipeline.audience.sample import sample_subscriber
 from pipeline.cli import cli
 from pipeline.config import Settings, load_settings
-from pipeline.content.issue import load_issue
+from pipeline.content.issue import load_issue, read_issue
 from pipeline.errors import InputError, InputErrors
 from pipeline.project import new_issue
 from pipeline.render.checks import check_issue
@@ -285,6 +285,16 @@ def test_untouched_scaffold_is_refused_by_check_and_send(in_project: Path) -> No
     code, _, err = run("send", "--yes", str(path))
     assert code == 2 and "Write the issue here" in err
     assert not (in_project / "outbox").exists()
+
+
+@pytest.mark.parametrize(
+    "title", ['Knee pain: 3 "fixes"', "Back\\slash C:\\path", "Año nuevo 🏃", "Tip #3"]
+)
+def test_new_keeps_any_title_as_the_subject(settings: Settings, title: str) -> None:
+    # A backslash once made the scaffold's front matter invalid YAML ("unknown escape").
+    path = new_issue(settings.newsletters_dir, title, settings_date())
+    issue, problems = read_issue(path, LA)
+    assert issue is not None and issue.subject == title, problems
 
 
 def settings_date() -> date:
