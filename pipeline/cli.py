@@ -201,7 +201,12 @@ def check(ctx: click.Context, issues: tuple[Path, ...]) -> None:
     found = 0
     shown: set[str] = set()  # a newsletter.toml problem is said once, not once per issue
     for path in issues:
-        problems = check_issue(path, settings)
+        try:
+            _existing_issue(settings, path)  # a typo: "no such file", with a guess
+        except InputError as exc:
+            problems = [exc]
+        else:
+            problems = check_issue(path, settings)
         for problem in problems:
             line = problem.location_message()
             if line not in shown:

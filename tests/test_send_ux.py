@@ -644,6 +644,18 @@ def test_inits_next_steps_work_as_printed(tmp_path: Path) -> None:
     assert "postal_address is still the placeholder" in ran.stdout
 
 
+def test_check_of_a_misspelt_draft_suggests_the_one_she_meant(
+    make_project: Callable[..., Path],
+) -> None:
+    root = make_project()
+    code, out, _ = newsletter(root, "check", SAMPLE_ISSUE.replace("rotation", "rotaton"))
+    assert code == 1
+    assert out == (
+        f"{SAMPLE_ISSUE.replace('rotation', 'rotaton')}: no such file; did you mean "
+        f"{SAMPLE_ISSUE}?\n"
+    )
+
+
 def test_init_asks_her_to_set_her_time_zone(tmp_path: Path) -> None:
     # The starter's zone is New York: left as it is in Portland, every send_at would go out
     # three hours early, and nothing would ever say so (it is a valid zone).
