@@ -1104,6 +1104,7 @@ def unsubscribe(ctx: click.Context, target: str) -> None:
     newsletter unsubscribe ada@example.org
     newsletter unsubscribe 'https://movementsolutions.example/unsubscribe?token=...'
     """
+    from email.utils import parseaddr
     from urllib.parse import parse_qs, urlsplit
 
     from pipeline.audience.list_writer import ListChange, apply_changes
@@ -1112,9 +1113,13 @@ def unsubscribe(ctx: click.Context, target: str) -> None:
 
     settings = _settings(ctx)
     path = settings.subscribers
+    # What she pastes from her mail: "Ada <ada@example.org>", or a link in the <> of a header.
+    target = target.strip()
+    if target.startswith("<") and target.endswith(">"):
+        target = target[1:-1].strip()
     by_address = "@" in target and "token=" not in target
     if by_address:
-        address = target.strip()
+        address = parseaddr(target)[1] or target
     else:
         token = target
         if "token=" in token:
