@@ -37,6 +37,9 @@ EXIT_PROBLEMS = 1
 EXIT_BAD_INPUT = 2
 
 
+_READING = "newsletter.command_being_read"
+
+
 class NewsletterGroup(click.Group):
     """Turns pipeline errors into one clear line and exit code 2, never a traceback."""
 
@@ -52,12 +55,25 @@ class NewsletterGroup(click.Group):
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        # click raises some option errors ("'--to' requires an argument") with no context:
+        # remember which command was being read, so the hint names its --help.
+        if name is not None:
+            ctx.meta[_READING] = f"{ctx.command_path} {name}"
+        return name, command, rest
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except click.UsageError as exc:
             # click's own four lines (usage, hint, blank, error) become one, like ours.
-            where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+            if exc.ctx is not None:
+                where = exc.ctx.command_path
+            else:
+                where = ctx.meta.get(_READING, ctx.command_path)
             click.echo(f"error: {exc.format_message()} ({where} --help shows how)", err=True)
             ctx.exit(EXIT_BAD_INPUT)
         except InputError as exc:

@@ -694,6 +694,22 @@ def test_a_draft_named_without_its_folder_gets_a_hint(
 
 
 @pytest.mark.parametrize(
+    ("args", "where"),
+    [
+        (("send", SAMPLE_ISSUE, "--to"), "send"),
+        (("subscribers", "list", "--tag"), "subscribers list"),
+        (("status", "--bogus"), "status"),
+    ],
+)
+def test_a_usage_mistake_names_the_commands_own_help(
+    make_project: Callable[..., Path], args: tuple[str, ...], where: str
+) -> None:
+    # "'--to' requires an argument" once pointed at `newsletter --help`, which does not list it.
+    code, _, err = newsletter(make_project(), *args)
+    assert code == 2 and err.endswith(f" {where} --help shows how)\n"), err
+
+
+@pytest.mark.parametrize(
     "args",
     [
         ("send",),
