@@ -7,6 +7,7 @@ stderr, naming the file, line and field; exit codes: 0 done, 1 problems found, 2
 from __future__ import annotations
 
 import difflib
+import errno
 import json
 import os
 import shlex
@@ -36,6 +37,9 @@ EXIT_PROBLEMS = 1
 EXIT_BAD_INPUT = 2
 
 
+_READING = "newsletter.command_being_read"
+
+
 class NewsletterGroup(click.Group):
     """Turns pipeline errors into one clear line and exit code 2, never a traceback."""
 
@@ -51,12 +55,25 @@ class NewsletterGroup(click.Group):
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        # click raises some option errors ("'--to' requires an argument") with no context:
+        # remember which command was being read, so the hint names its --help.
+        if name is not None:
+            ctx.meta[_READING] = f"{ctx.command_path} {name}"
+        return name, command, rest
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except click.UsageError as exc:
             # click's own four lines (usage, hint, blank, error) become one, like ours.
-            where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+            if exc.ctx is not None:
+                where = exc.ctx.command_path
+            else:
+                where = ctx.meta.get(_READING, ctx.command_path)
             click.echo(f"error: {exc.format_message()} ({where} --help shows how)", err=True)
             ctx.exit(EXIT_BAD_INPUT)
         except InputError as exc:
@@ -200,7 +217,12 @@ def check(ctx: click.Context, issues: tuple[Path, ...]) -> None:
     found = 0
     shown: set[str] = set()  # a newsletter.toml problem is said once, not once per issue
     for path in issues:
-        problems = check_issue(path, settings)
+        try:
+            _existing_issue(settings, path)  # a typo: "no such file", with a guess
+        except InputError as exc:
+            problems = [exc]
+        else:
+            problems = check_issue(path, settings)
         for problem in problems:
             line = problem.location_message()
             if line not in shown:
@@ -562,7 +584,7 @@ def provider_folder(settings: Settings) -> Path:
     "as_json",
     is_flag=True,
     help="Print a JSON array: one object per issue (issue, audience, sent, failed, unknown, "
-    "pending, when, state, send_at).",
+    "pending, when, state, send_at, provider_says).",
 )
 @click.option("--failed", "who", flag_value="failed", help="List who failed, and why (ISSUE).")
 @click.option(
@@ -900,6 +922,16 @@ def subscribers_list(ctx: click.Context, status: str | None, tag: str | None) ->
         count += 1
     which = " ".join(w for w in (status, f"tagged {tag}" if tag else None) if w)
     click.echo(f"{counted(count, 'row')}{f' ({which})' if which else ''}")
+    if count == 0 and tag:
+        # A typo ('runner' for 'runners') looks like an empty group: name the tags there are.
+        there = sorted(set().union(*(entry.tags for entry in entries(_list_path(ctx)))))
+        if tag.strip().lower() not in there:
+            hint = difflib.get_close_matches(tag.strip().lower(), there, n=1)
+            click.echo(
+                f"no row has the tag {tag!r}"
+                + (f" (the list's tags: {', '.join(there)})" if there else " (no row has a tag)")
+                + (f"; did you mean {hint[0]!r}?" if hint else "")
+            )
 
 
 @subscribers.command(name="add", short_help="Add someone, subscribed.")
@@ -1088,6 +1120,7 @@ def unsubscribe(ctx: click.Context, target: str) -> None:
     newsletter unsubscribe ada@example.org
     newsletter unsubscribe 'https://movementsolutions.example/unsubscribe?token=...'
     """
+    from email.utils import parseaddr
     from urllib.parse import parse_qs, urlsplit
 
     from pipeline.audience.list_writer import ListChange, apply_changes
@@ -1096,9 +1129,13 @@ def unsubscribe(ctx: click.Context, target: str) -> None:
 
     settings = _settings(ctx)
     path = settings.subscribers
+    # What she pastes from her mail: "Ada <ada@example.org>", or a link in the <> of a header.
+    target = target.strip()
+    if target.startswith("<") and target.endswith(">"):
+        target = target[1:-1].strip()
     by_address = "@" in target and "token=" not in target
     if by_address:
-        address = target.strip()
+        address = parseaddr(target)[1] or target
     else:
         token = target
         if "token=" in token:
@@ -1222,7 +1259,15 @@ def serve(
         server = make_server(app, host, port, threads=threads)
     except OSError as exc:
         subscriptions_of(app).close()
-        raise NewsletterError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        if exc.errno == errno.EADDRINUSE:
+            raise InputError(
+                f"port {port} is already in use (another newsletter serve, or another "
+                "program); try --port 0 for any free port",
+                field="--port",
+            ) from None
+        raise InputError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}", field="--host"
+        ) from None
     where = f"http://{host}:{server.effective_port}"  # type: ignore[union-attr]
     click.echo(
         f"serving {settings.name} at {where}/subscribe (and /confirm, /unsubscribe, /healthz) "

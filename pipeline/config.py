@@ -354,16 +354,48 @@ _FIXED_OFFSET_ZONES = {
 }
 
 
+# 'UTC-8', 'GMT+1': an offset, which never changes for daylight saving.  Spelling-matching
+# them against zone names offered 'GMT-0' for 'GMT-8', eight hours off.
+_OFFSET = re.compile(r"^\s*(?:utc|gmt)\s*([+-])\s*(\d{1,2})(?::?00)?\s*$", re.IGNORECASE)
+# The zone whose standard time is that offset, where one region is the clear meaning.
+_ZONE_AT_OFFSET = {
+    -5: _NEW_YORK,
+    -6: _CHICAGO,
+    -7: _DENVER,
+    -8: _LOS_ANGELES,
+    -9: "America/Anchorage",
+    -10: "Pacific/Honolulu",
+}
+
+
+def _offset_message(name: str) -> str | None:
+    """What to say of an offset written as a time zone (``UTC-8``); None if it is not one."""
+    match = _OFFSET.match(name)
+    if match is None:
+        return None
+    hours = int(match[2]) * (-1 if match[1] == "-" else 1)
+    example = _ZONE_AT_OFFSET.get(hours)
+    such_as = f"'{example}'" if example else "'America/New_York' or 'Europe/London'"
+    return (
+        f"{name.strip()!r} is a fixed offset, with no daylight saving, so half the year it "
+        f"would be an hour off: write the zone of the practice's city, such as {such_as}"
+    )
+
+
 def suggest_timezone(name: str) -> str | None:
     """The IANA zone someone writing ``name`` most likely means, if any."""
     zones = sorted(available_timezones())
     key = " ".join(name.replace("_", " ").lower().split())
     by_lower = {zone.lower(): zone for zone in zones}
+    # 'Los Angeles', 'london': the city a zone is named after, without its region.
+    by_city = {zone.rsplit("/", 1)[-1].lower(): zone for zone in zones if "/" in zone}
     for candidate in (key, key.rsplit("/", 1)[-1], key.split(",")[0].strip()):
         if candidate in ZONE_ALIASES:
             return ZONE_ALIASES[candidate]
         if candidate.replace(" ", "_") in by_lower:
             return by_lower[candidate.replace(" ", "_")]
+        if candidate.replace(" ", "_") in by_city:
+            return by_city[candidate.replace(" ", "_")]
     close = difflib.get_close_matches(name.replace(" ", "_"), zones, n=1, cutoff=0.75)
     return close[0] if close else None
 
@@ -376,6 +408,9 @@ def parse_timezone(name: str) -> ZoneInfo:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
         pass
+    offset = _offset_message(name)
+    if offset is not None:
+        raise ValueError(offset)
     hint = suggest_timezone(name)
     suggestion = f"did you mean '{hint}'? " if hint else ""
     raise ValueError(

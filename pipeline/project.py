@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
@@ -35,7 +36,8 @@ def new_issue(newsletters_dir: Path, title: str, today: date) -> Path:
     path = newsletters_dir / f"{today.isoformat()}-{slugify(title)}.md"
     if path.exists():
         raise InputError("already exists; pick another title or edit that draft", path=path)
-    quoted = title.strip().replace('"', '\\"')
+    # A JSON string is a valid YAML double-quoted one: quotes and backslashes escaped alike.
+    quoted = json.dumps(title.strip(), ensure_ascii=False)[1:-1]
     # An example a week ahead: uncommented as it stands, it schedules, never sends at once.
     send_at = f"{today + timedelta(days=7):%Y-%m-%d} 07:00"
     newsletters_dir.mkdir(parents=True, exist_ok=True)
@@ -52,8 +54,8 @@ def next_steps(folder: Path, draft: Path) -> str:
     if folder.resolve() != Path.cwd().resolve():
         lines.append(f"  cd {shlex.quote(shown(folder))}")
     lines += [
-        "  edit newsletter.toml: name, from, reply_to, postal_address, base_url, signature,"
-        " [cta] url (check lists any placeholder left)",
+        "  edit newsletter.toml: name, from, reply_to, timezone, postal_address, base_url,"
+        " signature, [cta] url (check lists any placeholder left)",
         "  edit subscribers.csv: your readers, one a row (keep the header row)",
         f"  newsletter check newsletters/{draft.name}",
         f"  newsletter preview newsletters/{draft.name}",

@@ -352,6 +352,14 @@ def _send_locked(
             )
     if record is not None and not fresh and record.content_hash != compiled.fingerprint:
         sent = ledger.counts(slug).sent
+        if record.status is IssueStatus.COMPLETE and not force:
+            # --force would send the new version to nobody: the way to send it is a new issue.
+            raise InputError(
+                f"the issue changed after its sending was complete ({sent} sent): nobody is "
+                "left to send it to; to send the new version, start a new issue: "
+                'newsletter new "Title"',
+                path=issue.path,
+            )
         if not force:
             raise InputError(
                 f"the issue changed after its sending began ({sent} already sent): refusing "

@@ -25,6 +25,9 @@ from pipeline.errors import ConfigError
         ("CST", "America/Chicago"),
         ("Europe/Londn", "Europe/London"),
         ("Seattle", "America/Los_Angeles"),
+        ("Los Angeles", "America/Los_Angeles"),
+        ("Denver", "America/Denver"),
+        ("london", "Europe/London"),
     ],
 )
 def test_time_zone_did_you_mean(project: Path, written: str, meant: str) -> None:
@@ -43,6 +46,26 @@ def test_fixed_offset_abbreviation_is_refused_with_the_zone() -> None:
     with pytest.raises(ValueError, match="no daylight saving: use 'America/New_York'"):
         parse_timezone("EST")
     assert parse_timezone("US/Pacific") == ZoneInfo("US/Pacific")
+
+
+@pytest.mark.parametrize(
+    ("written", "example"),
+    [
+        ("UTC-8", "America/Los_Angeles"),
+        ("GMT-8", "America/Los_Angeles"),
+        ("UTC -5", "America/New_York"),
+        ("GMT+1", None),
+    ],
+)
+def test_an_offset_is_not_mistaken_for_utc(written: str, example: str | None) -> None:
+    # difflib once offered 'GMT-0' for 'GMT-8' and 'UTC' for 'UTC-8': eight hours off.
+    with pytest.raises(ValueError) as caught:
+        parse_timezone(written)
+    message = str(caught.value)
+    assert "did you mean" not in message
+    assert "daylight saving" in message
+    if example is not None:
+        assert f"'{example}'" in message
 
 
 def test_nonsense_time_zone_has_no_suggestion_but_an_example() -> None:
@@ -75,6 +98,27 @@ def test_config_that_is_a_folder_or_binary(tmp_path: Path) -> None:
 
 
 LA = ZoneInfo("America/Los_Angeles")
+
+
+@pytest.mark.parametrize(
+    ("written", "hint"),
+    [
+        ("2026-12-02 7:00", "(did you mean '2026-12-02 07:00'?)"),
+        ("2026-12-02 07:00 PST", "(did you mean '2026-12-02 07:00'? the time zone is"),
+        ("2026-12-02 7:00 pm EST", "(did you mean '2026-12-02 19:00'? the time zone is"),
+    ],
+)
+def test_send_at_one_digit_hour_or_a_zone_gets_a_suggestion(written: str, hint: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_send_at(written, LA)
+    assert hint in str(caught.value)
+
+
+@pytest.mark.parametrize("written", ["2026-13-02 07:00", "2026-02-30", "13/45/2026 7:00"])
+def test_send_at_suggests_no_date_that_does_not_exist(written: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_send_at(written, LA)
+    assert "did you mean" not in str(caught.value)
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from pipeline.audience.sample import sample_subscriber
 from pipeline.cli import cli
 from pipeline.config import Settings, load_settings
-from pipeline.content.issue import load_issue
+from pipeline.content.issue import load_issue, read_issue
 from pipeline.errors import InputError, InputErrors
 from pipeline.project import new_issue
 from pipeline.render.checks import check_issue
@@ -235,6 +235,16 @@ def test_other_unquoted_colons_say_to_quote(write_issue: Callable[..., Path]) ->
     assert "must be in quotes" in message
 
 
+def test_a_yaml_error_below_an_unquoted_colon_subject_names_its_own_line(
+    write_issue: Callable[..., Path],
+) -> None:
+    # The subject is accepted as it is; the line to fix is the tags line, not the subject's.
+    path = write_issue("Body\n", front="subject: Knee pain: 3 fixes\ntags: a: b\n")
+    (message,) = load_problems(path)
+    assert message.startswith(f"{path}:3: front matter is not valid YAML")
+    assert "must be in quotes" in message
+
+
 # --- Every problem in one run -----------------------------------------------------------------
 
 
@@ -277,6 +287,16 @@ def test_untouched_scaffold_is_refused_by_check_and_send(in_project: Path) -> No
     assert not (in_project / "outbox").exists()
 
 
+@pytest.mark.parametrize(
+    "title", ['Knee pain: 3 "fixes"', "Back\\slash C:\\path", "Año nuevo 🏃", "Tip #3"]
+)
+def test_new_keeps_any_title_as_the_subject(settings: Settings, title: str) -> None:
+    # A backslash once made the scaffold's front matter invalid YAML ("unknown escape").
+    path = new_issue(settings.newsletters_dir, title, settings_date())
+    issue, problems = read_issue(path, LA)
+    assert issue is not None and issue.subject == title, problems
+
+
 def settings_date() -> date:
     return date(2025, 12, 1)
 
@@ -310,6 +330,13 @@ def test_every_init_placeholder_is_a_check_error(tmp_path: Path) -> None:
         for m in found
     ), found
     assert len(found) == 7, found
+    # In the order of the file, each saying what to put there, to her ("put your name").
+    config_lines = [int(m.split(":")[1]) for m in found if m.startswith(str(config))]
+    assert config_lines == sorted(config_lines), found
+    signature = next(m for m in found if "[newsletter] signature:" in m)
+    assert "her name" not in signature and "your name" in signature
+    reply_to = next(m for m in found if "[newsletter] reply_to:" in m)
+    assert reply_to.endswith("put the address replies should go to")
 
     # Once she has filled them in, the same draft is clean.
     for key in ("name", "from", "reply_to", "postal_address", "base_url", "signature"):

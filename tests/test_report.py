@@ -278,6 +278,27 @@ def test_consent_history_wins_over_the_lists_dates(project: tuple[Path, Settings
     assert any("consent history" in source for source in history.sources)
 
 
+def test_someone_added_then_taken_off_the_list_by_hand_is_not_counted_subscribed(
+    project: tuple[Path, Settings],
+) -> None:
+    # `subscribers add`, then she saves her own copy of the list from Excel without them:
+    # nobody would send to them, so "now" must not count them subscribed.
+    _, settings = project
+    before = list_history(settings, NOW.date()).now
+    db = sqlite3.connect(settings.state_dir / "ledger.sqlite3")
+    db.execute(CONSENT_TABLE)
+    db.execute(
+        "INSERT INTO consent_history (key, email, at, action, cause) VALUES (?, ?, ?, ?, ?)",
+        ("added@example.org", "added@example.org", "2025-07-02T17:00:00+00:00", "added", "cli"),
+    )
+    db.commit()
+    db.close()
+    history = list_history(settings, NOW.date())
+    assert history.now == before
+    assert {w.start: w for w in history.weeks}[date(2025, 6, 30)].joined == 6 + 1
+    assert "the consent history (1 address)" in history.sources
+
+
 def _table(page: str, css_class: str) -> list[list[str]]:
     """A table of the report as rows of cell texts (header first)."""
     match = re.search(rf'<table class="{css_class}">(.*?)</table>', page, re.S)

@@ -88,6 +88,9 @@ def test_status_json_has_exactly_the_keys(make_project: Callable[..., Path]) -> 
     )
     code, out, _ = newsletter(root, "status")
     assert "2025-07-21-hip-rotation: complete" in out
+    # --help names every key the JSON has
+    help_text = " ".join(newsletter(root, "status", "--help")[1].split())
+    assert all(key in help_text for key in row), help_text
 
 
 def test_an_edited_issue_is_refused_unless_forced(make_project: Callable[..., Path]) -> None:
@@ -125,6 +128,24 @@ def test_an_edited_issue_is_refused_unless_forced(make_project: Callable[..., Pa
     assert "changed after its sending began (4 already sent)" in err and "--force" in err
     code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes", "--force")
     assert "audience 9: sent 5, failed 4" in out  # 4 failed in the stopped batch, rest sent
+
+
+def test_an_issue_edited_after_it_went_to_everyone_says_nobody_is_left(
+    make_project: Callable[..., Path],
+) -> None:
+    # Once told to "re-run with --force to send the edited version to the rest": there was
+    # no rest, and --force then sent nothing, without a word about why.
+    root = make_project()
+    assert newsletter(root, "send", SAMPLE_ISSUE, "--yes")[0] == 0
+    issue = root / SAMPLE_ISSUE
+    issue.write_text(issue.read_text(encoding="utf-8") + "\nP.S. One more thing.\n", "utf-8")
+    code, _, err = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 2 and err.count("\n") == 1
+    assert (
+        "the issue changed after its sending was complete (9 sent): nobody is left to send" in err
+    )
+    assert 'newsletter new "Title"' in err
+    assert "the rest" not in err
 
 
 def test_someone_who_unsubscribes_mid_send_gets_no_more(make_project: Callable[..., Path]) -> None:
@@ -222,6 +243,10 @@ def test_bad_provider_config_is_one_line(make_project: Callable[..., Path]) -> N
     code, _, err = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
     assert code == 2
     assert "[provider] name: unknown provider 'postmrk'" in err
+    config = (root / "newsletter.toml").read_text(encoding="utf-8").splitlines()
+    line = config.index('name = "postmrk"') + 1
+    assert f"newsletter.toml:{line}: [provider] name: unknown provider 'postmrk'" in err
+    assert "did you mean 'postmark'?" in err
     root = make_project(provider='name = "postmark"')
     code, _, err = newsletter(
         root, "send", SAMPLE_ISSUE, "--yes", env={"POSTMARK_SERVER_TOKEN": ""}

@@ -138,6 +138,30 @@ def test_a_tag_only_opted_out_readers_have_is_caught_by_check(
     assert code == 1 and "no subscribed reader has the tag 'knees' (the list's tags: hips)" in out
 
 
+@pytest.mark.parametrize(
+    ("csv", "said"),
+    [
+        ("email,tags\n", "nobody on the list is subscribed yet: add readers to it"),
+        (
+            "email,status,tags\na@example.org,unsubscribed,knees\n",
+            "nobody on the list is subscribed yet: add readers to it",
+        ),
+        ("email,tags\na@example.org,\n", "no subscribed reader has any tag"),
+    ],
+)
+def test_check_says_why_a_tag_reaches_nobody_without_blaming_the_tags_column(
+    make_project: Callable[..., Path], csv: str, said: str
+) -> None:
+    # Once, an empty list (or one where the tagged reader had left) was told that "nobody on
+    # the list has any tag", sending her to a column that was not the problem.
+    root = make_project(csv=csv)
+    set_front(root, "tags", "[knees]")
+    code, out, _ = newsletter(root, "check", SAMPLE_ISSUE)
+    assert code == 1
+    assert f"{SAMPLE_ISSUE}:2: tags: no subscribed reader has the tag 'knees' ({said}" in out
+    assert "nobody on the list has any tag" not in out
+
+
 def test_an_old_complete_record_with_nobody_in_it_does_not_block_a_send(
     make_project: Callable[..., Path],
 ) -> None:
@@ -620,6 +644,30 @@ def test_inits_next_steps_work_as_printed(tmp_path: Path) -> None:
     assert "postal_address is still the placeholder" in ran.stdout
 
 
+def test_check_of_a_misspelt_draft_suggests_the_one_she_meant(
+    make_project: Callable[..., Path],
+) -> None:
+    root = make_project()
+    code, out, _ = newsletter(root, "check", SAMPLE_ISSUE.replace("rotation", "rotaton"))
+    assert code == 1
+    assert out == (
+        f"{SAMPLE_ISSUE.replace('rotation', 'rotaton')}: no such file; did you mean "
+        f"{SAMPLE_ISSUE}?\n"
+    )
+
+
+def test_init_asks_her_to_set_her_time_zone(tmp_path: Path) -> None:
+    # The starter's zone is New York: left as it is in Portland, every send_at would go out
+    # three hours early, and nothing would ever say so (it is a valid zone).
+    code, out, _ = newsletter(tmp_path, "init", "mine")
+    assert code == 0
+    edit = next(line for line in out.splitlines() if "edit newsletter.toml" in line)
+    assert "timezone" in edit
+    config = (tmp_path / "mine" / "newsletter.toml").read_text(encoding="utf-8")
+    line = next(line for line in config.splitlines() if line.startswith("timezone"))
+    assert "send_at" in line and "America/Los_Angeles" in line
+
+
 def test_the_starter_send_at_is_in_the_future(tmp_path: Path) -> None:
     code, _, _ = newsletter(tmp_path, "init", "mine")
     assert code == 0
@@ -643,6 +691,22 @@ def test_a_draft_named_without_its_folder_gets_a_hint(
         "error: hip-rotation.md: no such file; did you mean "
         "newsletters/2025-07-21-hip-rotation.md?\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "where"),
+    [
+        (("send", SAMPLE_ISSUE, "--to"), "send"),
+        (("subscribers", "list", "--tag"), "subscribers list"),
+        (("status", "--bogus"), "status"),
+    ],
+)
+def test_a_usage_mistake_names_the_commands_own_help(
+    make_project: Callable[..., Path], args: tuple[str, ...], where: str
+) -> None:
+    # "'--to' requires an argument" once pointed at `newsletter --help`, which does not list it.
+    code, _, err = newsletter(make_project(), *args)
+    assert code == 2 and err.endswith(f" {where} --help shows how)\n"), err
 
 
 @pytest.mark.parametrize(
@@ -672,6 +736,25 @@ def test_preview_on_a_busy_port_is_one_line(make_project: Callable[..., Path]) -
     assert err == (
         f"error: --port: port {port} is already in use (another preview, or another program); "
         "try --port 0 for any free port\n"
+    )
+
+
+@pytest.mark.parametrize("command", ["serve", "unsubscribe-server"])
+def test_serve_on_a_busy_port_is_one_line_with_port_0(
+    make_project: Callable[..., Path], command: str
+) -> None:
+    root = make_project()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, out, err = newsletter(root, command, "--port", str(port))
+    assert code == 2
+    assert "serving" not in out
+    lines = err.splitlines()
+    assert lines[-1] == (
+        f"error: --port: port {port} is already in use (another newsletter serve, or another "
+        "program); try --port 0 for any free port"
     )
 
 

@@ -179,6 +179,16 @@ def test_relay_down_pauses_and_the_next_run_resumes(
     assert report.exit_code == 1
 
 
+def test_one_message_paused_is_said_in_the_singular(make_project: Callable[..., Path]) -> None:
+    root = make_project(
+        provider=f'name = "smtp"\nhost = "127.0.0.1"\nport = {free_port()}\nsecurity = "none"',
+        csv=list_of(1),
+    )
+    report, _ = run_send(root)
+    assert report.this_run.paused is not None
+    assert report.this_run.paused.startswith("1 message still could not be sent after 5 tries")
+
+
 # TLS: a real test CA (trustme), trusted through SSL_CERT_FILE as a system CA would be.
 
 

@@ -71,6 +71,16 @@ def test_merge_fields_see_the_mapped_names(root: Path) -> None:
     assert "Zip 12345. Hi Ada," in text
 
 
+def test_list_by_a_tag_nobody_has_names_the_tags_there_are(root: Path) -> None:
+    code, out, _ = run("subscribers", "list", "--tag", "runner")
+    assert code == 0
+    assert out.splitlines() == [
+        "0 rows (tagged runner)",
+        "no row has the tag 'runner' (the list's tags: lifting, runners, seniors); "
+        "did you mean 'runners'?",
+    ]
+
+
 def test_add_then_list_then_export(root: Path) -> None:
     code, out, _ = run(
         "subscribers", "add", "dee@example.org", "--first-name", "Dee", "--tag", "Runners",
@@ -159,6 +169,20 @@ def test_unsubscribe_by_link_still_works(root: Path) -> None:
     assert (code, out) == (0, "ada@example.org: unsubscribed (1 row changed)\n")
     code, _, err = run("unsubscribe", token[:-3] + "AAA")
     assert code == 2 and "not a valid unsubscribe token or link" in err
+
+
+def test_unsubscribe_takes_what_she_copies_from_her_mail(root: Path) -> None:
+    # The address as her mail program shows the sender, and the link as the header wraps it.
+    from pipeline.config import load_settings
+    from pipeline.messages.secret import load_secret
+    from pipeline.messages.unsubscribe import make_token, unsubscribe_url
+
+    code, out, _ = run("unsubscribe", "Ada Runner <ada@example.org>")
+    assert (code, out) == (0, "ada@example.org: unsubscribed (1 row changed)\n")
+    settings = load_settings(root / "newsletter.toml")
+    token = make_token(load_secret(settings.state_dir, dict(os.environ)), "ben@example.org")
+    code, out, _ = run("unsubscribe", f" <{unsubscribe_url(settings.base_url, token)}> ")
+    assert (code, out) == (0, "ben@example.org: already unsubscribed; nothing changed\n")
 
 
 def test_every_subscribers_command_has_help_with_an_example() -> None:

@@ -79,15 +79,19 @@ def split_front_matter(text: str, path: Path) -> FrontMatter:
     # The text keys are read as the whole rest of their line, as she meant them: YAML would
     # refuse "Knee pain: 3 fixes", cut "Tip #3 for knees" to "Tip" and read "no" as false.
     # Only if that does not parse (a subject continued on the next line) is YAML's own
-    # reading used, and its error reported.
+    # reading used; if neither parses, the error reported is the quoted reading's, which names
+    # the line really at fault rather than the subject we would have accepted.
     quoted = _quote_text_lines(yaml_text)
     try:
         try:
             values, node = _parse(quoted)
-        except yaml.MarkedYAMLError:
+        except yaml.MarkedYAMLError as quoted_error:
             if quoted == yaml_text:
                 raise
-            values, node = _parse(yaml_text)
+            try:
+                values, node = _parse(yaml_text)
+            except yaml.MarkedYAMLError:
+                raise quoted_error from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 2 if mark is not None else 1

@@ -11,7 +11,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
+from datetime import date, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -48,6 +48,10 @@ _US_DATE = re.compile(r"^(?P<month>\d{1,2})/(?P<day>\d{1,2})/(?P<year>\d{4})(?:\
 _CLOCK = re.compile(r"^(?P<hour>\d{1,2})(?::(?P<minute>\d{2}))?\s*(?P<half>[ap])?\.?m?\.?$", re.I)
 
 
+# A zone written after the time ('07:00 PST'): the zone is newsletter.toml's, not the draft's.
+_TRAILING_ZONE = re.compile(r"\s+(?![ap]\.?m\.?$)[A-Za-z]{2,5}$", re.I)
+
+
 def _send_at_hint(text: str) -> str:
     """' (did you mean '2025-07-21 19:00'?)' for a date or time in a familiar other form."""
     match = _US_DATE.match(text)
@@ -58,6 +62,14 @@ def _send_at_hint(text: str) -> str:
         day, rest = text[:10], text[10:].strip(" T")
     else:
         return ""
+    try:  # never suggest a day that does not exist (month 13, 30 February)
+        date.fromisoformat(day)
+    except ValueError:
+        return ""
+    zone_note = ""
+    if _TRAILING_ZONE.search(rest):
+        rest = _TRAILING_ZONE.sub("", rest)
+        zone_note = " the time zone is newsletter.toml's, so leave it out"
     clock = _CLOCK.match(rest.strip()) if rest else None
     if clock is None:
         return f" (did you mean '{day} 07:00'? add the time)" if not rest else ""
@@ -68,7 +80,7 @@ def _send_at_hint(text: str) -> str:
         hour = hour % 12 + (12 if clock["half"].lower() == "p" else 0)
     if hour > 23 or minute > 59:
         return ""
-    return f" (did you mean '{day} {hour:02d}:{minute:02d}'?)"
+    return f" (did you mean '{day} {hour:02d}:{minute:02d}'?{zone_note})"
 
 
 def parse_send_at(text: str, timezone: tzinfo) -> datetime:
@@ -86,7 +98,9 @@ def parse_send_at(text: str, timezone: tzinfo) -> datetime:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"{text!r} is not a valid date and time{SEND_AT_FORMS}") from None
+        raise ValueError(
+            f"{text!r} is not a valid date and time{_send_at_hint(text)}{SEND_AT_FORMS}"
+        ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone)
         # Normalise through UTC so a skipped local time lands on a real instant.

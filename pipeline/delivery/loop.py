@@ -19,6 +19,7 @@ from pipeline.delivery.stopping import StopRequest
 from pipeline.errors import NewsletterError
 from pipeline.ledger.store import ClaimedRow, Ledger, RecipientStatus, Settlement
 from pipeline.messages.compose import Message, MessageFactory
+from pipeline.wording import count
 
 SETTLED_AS = {
     Outcome.SENT: RecipientStatus.SENT,
@@ -381,7 +382,7 @@ class DeliveryLoop:
                 ]
             )
             return BatchEnd(
-                paused=f"{len(remaining)} messages still could not be sent after "
+                paused=f"{count(len(remaining), 'message')} still could not be sent after "
                 f"{self.policy.retry.attempts} tries: {exc.reason}"
             )
         return BatchEnd(stopped=stopped)

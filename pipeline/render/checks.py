@@ -136,10 +136,14 @@ def check_settings(settings: Settings) -> list[InputError]:
             'written "Name <address>"',
         )
     if settings.reply_to and parseaddr(settings.reply_to)[1].lower() == starter_address:
-        report("newsletter", "reply_to", f"still the placeholder '{starter_address}'")
+        report(
+            "newsletter",
+            "reply_to",
+            f"still the placeholder '{starter_address}': put the address replies should go to",
+        )
     starter_signer = news["signature"].lstrip("–—- ").strip()
     if starter_signer and starter_signer in settings.signature:
-        report("newsletter", "signature", f"still signed '{starter_signer}': put her name")
+        report("newsletter", "signature", f"still signed '{starter_signer}': put your name")
     urls = [
         ("newsletter", "base_url", settings.base_url),
         ("theme", "logo_url", settings.theme.logo_url),
@@ -149,6 +153,7 @@ def check_settings(settings: Settings) -> list[InputError]:
     for section, key, url in urls:
         if url and _placeholder_host(url):
             report(section, key, f"'{url}' is the placeholder address: put the real one")
+    problems.sort(key=lambda problem: problem.line or 0)  # in the order of the file
     return problems
 
 
@@ -262,10 +267,14 @@ def check_compiled(
     return problems
 
 
-def unmatched_tag(tags: Sequence[str], list_tags: Mapping[str, int]) -> str | None:
+def unmatched_tag(
+    tags: Sequence[str], list_tags: Mapping[str, int], *, anyone_subscribed: bool = True
+) -> str | None:
     """Why a front-matter tag reaches nobody, naming the tags the list has; None if all match.
 
-    ``list_tags`` counts subscribed readers per tag (lower case, as the list is matched).
+    ``list_tags`` counts subscribed readers per tag (lower case, as the list is matched);
+    ``anyone_subscribed`` is False when the list has no subscribed reader at all, which is
+    then the thing to fix, not the tags column.
     """
     missing = [tag for tag in tags if tag.lower() not in list_tags]
     if not missing:
@@ -277,8 +286,10 @@ def unmatched_tag(tags: Sequence[str], list_tags: Mapping[str, int]) -> str | No
         hint = difflib.get_close_matches(missing[0].lower(), list(list_tags), n=1)
         if hint:
             message += f"; did you mean '{hint[0]}'?"
+    elif not anyone_subscribed:
+        message += " (nobody on the list is subscribed yet: add readers to it)"
     else:
-        message += " (nobody on the list has any tag: put them in its 'tags' column)"
+        message += " (no subscribed reader has any tag: put them in the list's 'tags' column)"
     return message
 
 
@@ -290,11 +301,13 @@ def check_tags(issue: Issue, settings: Settings) -> list[InputError]:
     # Rows marked subscribed, without validating every address (a 100k list: 0.2 s, not 4):
     # a tag only invalid rows carry still reaches nobody, and `send` refuses that, saying so.
     tags: Counter[str] = Counter()
+    subscribed = 0
     try:
         for row in read_rows(settings.subscribers):
             if row.values.get("status", "").strip().lower() in ("", "subscribed"):
+                subscribed += 1
                 tags.update(parse_tags(row.values.get("tags", "")))
-        message = unmatched_tag(issue.tags, tags)
+        message = unmatched_tag(issue.tags, tags, anyone_subscribed=subscribed > 0)
     except InputError as exc:
         return [exc]
     if message is None:

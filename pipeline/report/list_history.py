@@ -22,6 +22,7 @@ from pipeline.audience.csv_source import read_rows
 from pipeline.audience.subscribers import Status, address_key, normalise_address
 from pipeline.config import Settings
 from pipeline.ledger.readonly import has_table, read_ledger
+from pipeline.wording import count
 
 STATUSES = tuple(Status)
 # No list this report reads began before email newsletters did: an older date is a typo.
@@ -207,7 +208,9 @@ def list_history(settings: Settings, today: date) -> ListHistory:
     tally = _Tally()
     history = ListHistory()
     if consent:
-        history.sources.append(f"the consent history ({len(consent)} addresses)")
+        history.sources.append(
+            f"the consent history ({count(len(consent), 'address', 'addresses')})"
+        )
     dated_columns: set[str] = set()
     seen = AddressSet()  # on disk: memory stays flat on a large list
     zone = settings.timezone
@@ -245,6 +248,11 @@ def list_history(settings: Settings, today: date) -> ListHistory:
         )
     seen.close()
     for changes in consent.values():  # addresses the list no longer has
-        tally.follow(changes, changes[-1][1] if changes else None, today)
+        last = changes[-1][1] if changes else None
+        if last is Status.SUBSCRIBED and not history.missing:
+            # Taken off the list by hand (a row deleted in Excel): nobody sends to them, so
+            # they are not subscribed now; a leaver still counts as having left.
+            last = None
+        tally.follow(changes, last, today)
     history.weeks = tally.weeks(today)
     return history

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 
-from pipeline.config import Settings
+from pipeline.config import Settings, setting_line
 from pipeline.delivery.provider import Provider, ProviderInfo
 from pipeline.delivery.providers import (
     brevo,
@@ -38,9 +39,12 @@ def create_provider(settings: Settings, environ: Mapping[str, str]) -> Provider:
     name = settings.provider.name
     info = REGISTRY.get(name)
     if info is None:
+        close = difflib.get_close_matches(name.lower(), list(REGISTRY), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
         raise ConfigError(
-            f"unknown provider {name!r} (choose from: {', '.join(sorted(REGISTRY))})",
+            f"unknown provider {name!r} ({hint}choose from: {', '.join(sorted(REGISTRY))})",
             path=settings.config_path,
+            line=setting_line(settings.config_path, "provider", "name"),
             field="[provider] name",
         )
     return info.create(settings, environ)
