@@ -701,3 +701,46 @@ def test_changes_the_web_app_queued_earlier_land_first(
         assert queued_count(ledger.db) == 0
     finally:
         ledger.close()
+
+
+def test_newsletter_serve_takes_a_sendgrid_batch_over_the_form_limit(
+    events_settings: Settings, receiver: WebhookReceiver, all_senders: dict[str, Sender]
+) -> None:
+    """Under waitress, as `newsletter serve` runs it: the server's own body limit must not be
+    the form's 16 KB, or every SendGrid batch (up to 768 KB, per its Event Webhook docs:
+    "batched ... every 30 seconds or when the batch size reaches 768 kilobytes") is a 413
+    that SendGrid retries and then drops.  Forms are still refused over 16 KB by the app."""
+    from pipeline.web import create_app
+
+    record_sends(events_settings, "sendgrid")
+    app = create_app(events_settings, environ=merged_env(all_senders), background=False)
+    server = make_server(app, "127.0.0.1", 0, threads=2)
+    port = server.effective_port  # type: ignore[union-attr]
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        sender = all_senders["sendgrid"]
+        batch = [
+            item
+            for n in range(300)
+            for item in event(sender, "delivered", email=f"reader{n}@example.net", n=n)
+        ] + event(sender, "complaint", n=999)
+        headers, body = sender.signed(batch, time.time())
+        assert len(body) > 64 * 1024
+        url = f"http://127.0.0.1:{port}"
+        answer = requests.post(f"{url}/webhooks/sendgrid", data=body, headers=headers, timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert list_status(events_settings, ADA) == "complained"
+        form = requests.post(
+            f"{url}/subscribe", data={"email": "x@example.net", "first_name": "a" * 40_000}
+        )
+        assert form.status_code == 413
+        assert "Too much data" in form.text
+    finally:
+        server.task_dispatcher.shutdown(timeout=1)  # type: ignore[union-attr]
+        server.close()  # type: ignore[union-attr]
+        close_all(server._map)  # type: ignore[union-attr]
+        thread.join(timeout=10)
+        from pipeline.web.app import subscriptions_of
+
+        subscriptions_of(app).close()
