@@ -179,6 +179,7 @@ class MailgunSuppressions:
             url: str | None = f"/v3/{quote(self.domain, safe='')}/{name}"
             params: dict[str, int] | None = {"limit": PAGE}
             seen: set[str] = set()
+            pages: set[str] = set()  # digests of the items of each page read
             while url and url not in seen:
                 seen.add(url)
                 page = obj(self.client.get(url, params))
@@ -187,6 +188,15 @@ class MailgunSuppressions:
                     raise SyncError(f"Mailgun's {name} answer has no items list")
                 if not items:
                     break
+                # Each page carries its own paging links, so the client cannot see a page
+                # repeated; the same items under a new `next` link forever is endless paging.
+                digest = hashlib.sha256(as_json(items).encode()).hexdigest()
+                if digest in pages:
+                    raise SyncError(
+                        "Mailgun sent the same page of its list again; stopped there:"
+                        " run the sync again later"
+                    )
+                pages.add(digest)
                 for item in items:
                     item = obj(item)
                     email = text(item.get("address"))
