@@ -308,6 +308,49 @@ def test_coming_back_after_unsubscribing_needs_a_new_confirmation(served: Served
     ]
 
 
+@pytest.mark.parametrize("edit", ["unsubscribed by hand", "row deleted"])
+def test_a_used_confirmation_link_never_puts_back_a_reader_taken_off_by_hand(
+    served: Served, edit: str
+) -> None:
+    """She takes a reader off by editing subscribers.csv (a reply saying "stop", an erasure
+    request): no history records it.  The confirmation link, still within its 7 days, must
+    not put them back: it was used once already."""
+    settings = served.settings
+    signup(served, "once.only@example.org")
+    served.settle()
+    (mail,) = outbox_mail(settings, "confirmation")
+    token = confirm_link(mail, settings, served.url).split("token=")[1]
+    assert requests.post(f"{served.url}/confirm", data={"token": token}, timeout=5).ok
+    served.settle()
+    text = settings.subscribers.read_text(encoding="utf-8")
+    (line,) = [row for row in text.splitlines() if row.startswith("once.only@")]
+    if edit == "row deleted":
+        text = text.replace(line + "\n", "")
+    else:
+        text = text.replace(line, line.replace(",subscribed,", ",unsubscribed,"))
+    settings.subscribers.write_text(text, encoding="utf-8")
+    before = settings.subscribers.read_bytes()
+    again = requests.post(f"{served.url}/confirm", data={"token": token}, timeout=5)
+    assert again.status_code == 400 and "out of date" in again.text
+    served.settle()
+    assert settings.subscribers.read_bytes() == before
+    assert history(settings, "once.only@example.org") == ["signup_requested/form", "confirmed/form"]
+    # A new signup, and its new link, still bring them back.
+    ledger = open_ledger(settings)
+    try:  # the hourly limit on confirmations is not what this test is about
+        ledger.db.execute("DELETE FROM mail_once")
+    finally:
+        ledger.close()
+    signup(served, "once.only@example.org")
+    served.settle()
+    newest = outbox_mail(settings, "confirmation")[-1]
+    fresh = confirm_link(newest, settings, served.url).split("token=")[1]
+    assert fresh != token
+    assert requests.post(f"{served.url}/confirm", data={"token": fresh}, timeout=5).ok
+    served.settle()
+    assert [r["status"] for r in rows_for(settings, "once.only@example.org")] == ["subscribed"]
+
+
 def test_forged_expired_and_altered_confirmations_change_nothing(served: Served) -> None:
     settings = served.settings
     before = settings.subscribers.read_bytes()

@@ -12,7 +12,7 @@ Double opt-in, the way inbox providers and privacy law expect:
 - A new or unsubscribed address gets one confirmation (at most one an hour); a subscribed
   one gets none.  Nothing joins the list until the person presses Confirm.
 - A confirmation link issued before the address's last unsubscribe (or bounce, complaint,
-  removal) is refused: coming back needs a new confirmation.
+  removal) is refused, and so is one already used: coming back needs a new confirmation.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ OPTED_OUT = (
     ConsentAction.COMPLAINED,
     ConsentAction.REMOVED,
 )
+JOINED = (ConsentAction.CONFIRMED, ConsentAction.RESUBSCRIBED)
 MAX_NAME = 100
 CONFIRMATION_INTERVAL = timedelta(hours=1)
 QUIET = 0.3  # seconds without a new change before the list is rewritten...
@@ -362,6 +363,12 @@ class Subscriptions:
             status = self.current_status(key)
             if status == SUBSCRIBED:
                 return Confirmation.ALREADY, who
+            # A link is used once.  Pressed again after the reader left the list in a way no
+            # history records (she edited subscribers.csv, or deleted the row on request), it
+            # would put them back: coming back takes a new signup and its new link.
+            used = last_event(db, request.email, JOINED)
+            if used is not None and used.at >= request.issued_at:
+                return Confirmation.STALE, who
             now = self.clock()
             fields = {"subscribed_at": now.astimezone(UTC).isoformat(timespec="seconds")}
             if request.first_name:
