@@ -744,3 +744,20 @@ def test_newsletter_serve_takes_a_sendgrid_batch_over_the_form_limit(
         from pipeline.web.app import subscriptions_of
 
         subscriptions_of(app).close()
+
+
+@pytest.mark.parametrize("short", ["", " ", "key", "0123456789abcde"])
+def test_a_mailgun_signing_key_too_short_to_guess_takes_nothing(
+    events_settings: Settings, all_senders: dict[str, Sender], short: str
+) -> None:
+    """A placeholder key ("key", "test") would let anyone who guesses it sign events: like
+    a short basic-auth password, it counts as no key (Mailgun's own are 32+ characters)."""
+    record_sends(events_settings, "mailgun")
+    sender = Mailgun()
+    sender.env = {"MAILGUN_WEBHOOK_SIGNING_KEY": short}
+    app = Flask(__name__)
+    app.register_blueprint(webhooks_blueprint(events_settings, sender.env))
+    status, text = post(app.test_client(), sender, event(sender, "hard"), now=time.time())
+    assert status == 401 and "not configured" in text
+    assert list_status(events_settings, ADA) == "subscribed"
+    assert stored_events(events_settings) == 0

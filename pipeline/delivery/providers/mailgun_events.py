@@ -59,6 +59,9 @@ EVENTS = {
     "rejected": EventType.REJECTED,
 }
 
+# Mailgun's HTTP webhook signing keys are 32 characters or more.
+MIN_KEY = 16
+
 
 class MailgunWebhook:
     provider = "mailgun"
@@ -148,6 +151,12 @@ def webhook(settings: Settings, environ: Mapping[str, str]) -> MailgunWebhook:
         raise NotConfigured(
             "mailgun webhooks need MAILGUN_WEBHOOK_SIGNING_KEY (Mailgun: Sending > Webhooks >"
             " HTTP webhook signing key)"
+        )
+    if len(key) < MIN_KEY:
+        # A placeholder ("key", "test") is guessable, and then anyone can sign events.
+        raise NotConfigured(
+            f"MAILGUN_WEBHOOK_SIGNING_KEY is too short to be Mailgun's signing key (fewer than"
+            f" {MIN_KEY} characters): copy it from Sending > Webhooks > HTTP webhook signing key"
         )
     return MailgunWebhook(key)
 
