@@ -28,8 +28,9 @@ from pipeline.audience.subscribers import Subscriber, scan
 from pipeline.cli import cli
 from pipeline.config import Settings, load_settings
 from pipeline.delivery.providers.resend_events import svix_key, svix_signature
+from pipeline.delivery.providers.ses_events import check_sns_url
 from pipeline.events.apply import apply_pending
-from pipeline.events.base import Nonce, WebhookRequest
+from pipeline.events.base import Nonce, Refused, WebhookRequest
 from pipeline.events.receive import WebhookReceiver
 from pipeline.ledger.consent import consent_history
 from pipeline.ledger.events import claim_nonce, store
@@ -761,3 +762,39 @@ def test_a_mailgun_signing_key_too_short_to_guess_takes_nothing(
     assert status == 401 and "not configured" in text
     assert list_status(events_settings, ADA) == "subscribed"
     assert stored_events(events_settings) == 0
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem",
+        "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-abc.pem",
+        "https://sns.ap-southeast-2.amazonaws.com/SimpleNotificationService-abc.pem",
+        "https://sns.us-gov-west-1.amazonaws.com/SimpleNotificationService-abc.pem",
+        "https://sns.il-central-1.amazonaws.com/SimpleNotificationService-abc.pem",
+        "https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-abc.pem",
+    ],
+)
+def test_sns_certificates_are_taken_from_every_sns_region(url: str) -> None:
+    assert check_sns_url(url, "SigningCertURL") == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        # S3 serves anyone's bucket named "sns" at these: a certificate put there by anyone
+        # would sign forged bounces and complaints.
+        "https://sns.s3.amazonaws.com/cert.pem",
+        "https://sns.s3-us-west-2.amazonaws.com/cert.pem",
+        "https://sns.s3-external-1.amazonaws.com/cert.pem",
+        "https://sns.s3-website-us-east-1.amazonaws.com/cert.pem",
+        "http://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem",
+        "https://sns.us-east-1.amazonaws.com.evil.example/cert.pem",
+        "https://sns.us-east-1.amazonaws.com:8443/cert.pem",
+        "https://evil.example/sns.us-east-1.amazonaws.com/cert.pem",
+        "https://sns.us-east-1.amazonaws.com@evil.example/cert.pem",
+    ],
+)
+def test_sns_certificates_are_never_taken_from_anywhere_else(url: str) -> None:
+    with pytest.raises(Refused, match="not an https URL on sns"):
+        check_sns_url(url, "SigningCertURL")

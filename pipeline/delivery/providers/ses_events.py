@@ -59,7 +59,10 @@ from pipeline.events.sync import ListClient, SyncError
 from pipeline.messages.compose import ISSUE_HEADER
 
 TOLERANCE = 60 * 60
-SNS_HOST = re.compile(r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")
+# sns.<region>.amazonaws.com, the region spelled as AWS spells them (us-east-1, us-gov-west-1,
+# cn-north-1): not any label, or S3 would do, serving anyone's bucket named "sns" at
+# sns.s3.amazonaws.com and sns.s3-us-west-2.amazonaws.com, with a certificate of their own.
+SNS_HOST = re.compile(r"sns\.[a-z]{2}(-[a-z]+)+-[0-9]+\.amazonaws\.com(\.cn)?")
 NOTIFICATION_FIELDS = ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type")
 CONFIRMATION_FIELDS = (
     "Message",
@@ -84,7 +87,7 @@ def fetch_https(url: str) -> bytes:
 
 def check_sns_url(url: str, what: str) -> str:
     parts = urlsplit(url)
-    if parts.scheme != "https" or not SNS_HOST.match(parts.hostname or "") or parts.port:
+    if parts.scheme != "https" or not SNS_HOST.fullmatch(parts.hostname or "") or parts.port:
         raise Refused(f"the {what} is not an https URL on sns.<region>.amazonaws.com")
     return url
 
