@@ -435,6 +435,26 @@ def test_rate_limits_answer_429_with_retry_after(project: Path) -> None:
         assert len(outbox_mail(settings, "confirmation")) == 2  # same@ once, other0@
 
 
+def test_plus_addressed_variants_of_one_inbox_get_one_confirmation_an_hour(
+    served: Served,
+) -> None:
+    """victim+1@, victim+2@... all land in one inbox (Gmail, Fastmail, Outlook): a form
+    posted with each, from many IPs, would bury that person in confirmations.  The hourly
+    limit is per inbox; the variants are still different addresses for the list."""
+    settings = served.settings
+    variants = ["victim@example.org", *(f"Victim+{n}@example.org" for n in range(1, 6))]
+    for address in variants:
+        assert signup(served, address).status_code in (200, 429)
+    served.settle()
+    sent = [m["To"] for m in outbox_mail(settings, "confirmation")]
+    assert sent == ["Pat <victim@example.org>"]
+    assert any("a confirmation went out within the hour" in line for line in served.log)
+    # Another inbox is not held back by it.
+    signup(served, "victim.two+news@example.org")
+    served.settle()
+    assert len(outbox_mail(settings, "confirmation")) == 2
+
+
 def test_limits_on_the_request_itself(served: Served) -> None:
     big = requests.post(f"{served.url}/subscribe", data={"email": "x" * 100_000}, timeout=5)
     assert big.status_code == 413

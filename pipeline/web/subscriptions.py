@@ -46,7 +46,7 @@ from pipeline.ledger.group_commit import GroupCommitter
 from pipeline.ledger.store import Ledger
 from pipeline.messages.headers import clean_header
 from pipeline.web.limits import SlidingWindow
-from pipeline.web.mail import Mailer, confirmations_within
+from pipeline.web.mail import Mailer, confirmations_within, inbox_key
 from pipeline.web.tokens import Signer, SignupRequest, TokenProblem
 
 LEDGER_NAME = "ledger.sqlite3"  # the same file as sending.LEDGER_NAME
@@ -293,7 +293,7 @@ class Subscriptions:
             return SignupAnswer(Answer.BAD_ADDRESS, problem=str(exc))
         email = str(checked.ascii_email or checked.normalized)
         key = consent_key(email)
-        wait_address = self.by_address.hit(key)
+        wait_address = self.by_address.hit(inbox_key(key))  # pat+1@, pat+2@: one inbox
         if wait_address is not None:
             return SignupAnswer(Answer.TOO_MANY, retry_after=wait_address)
         offered = set(self.signup.tags)
