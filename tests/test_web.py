@@ -410,12 +410,56 @@ def test_bad_addresses_are_shown_back_and_header_injection_goes_nowhere(served: 
     for bad in ("not-an-address", "a@b", "jürgen@example.org", "x@example.org\r\nBcc: v@e.org"):
         answer = signup(served, bad)
         assert answer.status_code == 400 and "does not look right" in answer.text
-    evil = "Eve\r\nBcc: victim@example.net\x00" + "x" * 5000
-    assert signup(served, "header.test@example.org", first_name=evil).status_code == 200
+    # With an address in it the name is left out (form spam); without, it stays one header.
+    for n, evil in enumerate(("Eve\r\nBcc: victim@example.net\x00", "Eve\r\nBcc: victim\x00")):
+        evil += "x" * 5000
+        assert signup(served, f"header.test{n}@example.org", first_name=evil).status_code == 200
     served.settle()
-    (mail,) = outbox_mail(served.settings, "confirmation")
-    assert mail["Bcc"] is None and "victim" not in str(mail["To"]).split("<")[1]
-    assert len(mail["To"]) < 200
+    for mail in outbox_mail(served.settings, "confirmation"):
+        assert mail["Bcc"] is None and "victim" not in str(mail["To"]).rpartition("<")[2]
+        assert len(mail["To"]) < 200
+    assert "Bcc: victim" in str(outbox_mail(served.settings, "confirmation")[1]["To"])
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "You won! Claim at https://prize.example/x",
+        "Visit www.cheap-pills.example",
+        "Contact winner@prize.example now",
+        "bit.ly/3xYz claim",
+    ],
+)
+def test_a_link_typed_as_a_first_name_never_reaches_the_confirmation(
+    served: Served, name: str
+) -> None:
+    """Form spam: a program types a stranger's address and a link as the "first name", and
+    the practice's own domain mails that link to them ("Hi <link>,").  A name that carries a
+    link or an address is not used; the person still gets a plain confirmation."""
+    settings = served.settings
+    assert signup(served, "stranger@example.org", first_name=name).status_code == 200
+    served.settle()
+    (mail,) = outbox_mail(settings, "confirmation")
+    assert mail["To"] == "stranger@example.org"
+    body = text_part(mail)
+    assert "Hi there," in body
+    for word in ("prize", "cheap-pills", "bit.ly"):
+        assert word not in body and word not in str(mail)
+    token = confirm_link(mail, settings, served.url).split("token=")[1]
+    assert requests.post(f"{served.url}/confirm", data={"token": token}, timeout=5).ok
+    served.settle()
+    (row,) = rows_for(settings, "stranger@example.org")
+    assert row["first_name"] == ""
+
+
+def test_ordinary_names_are_kept(served: Served) -> None:
+    names = ["Mary-Ann", "J. R.", "Zoë", "O'Connor", "Dr. Lee", "Ann.Marie"]
+    for n, name in enumerate(names):
+        signup(served, f"person{n}@example.org", first_name=name)
+    served.settle()
+    bodies = [text_part(m) for m in outbox_mail(served.settings, "confirmation")]
+    greeted = [re.search(r"Hi (.*?),\s", body) for body in bodies]
+    assert sorted(found.group(1) for found in greeted if found) == sorted(names)
 
 
 def test_rate_limits_answer_429_with_retry_after(project: Path) -> None:

@@ -17,6 +17,7 @@ Double opt-in, the way inbox providers and privacy law expect:
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 import time
@@ -59,6 +60,11 @@ OPTED_OUT = (
 )
 JOINED = (ConsentAction.CONFIRMED, ConsentAction.RESUBSCRIBED)
 MAX_NAME = 100
+LINK_LIKE = re.compile(
+    r"://|www\.|@|[\w-]+\.[a-z]{2,}/|[\w-]+\.(com|net|org|info|biz|ru|cn|xyz|top|io|ly|co|me"
+    r"|link|click|site|online|shop|app)\b",
+    re.IGNORECASE,
+)
 CONFIRMATION_INTERVAL = timedelta(hours=1)
 QUIET = 0.3  # seconds without a new change before the list is rewritten...
 MAX_DELAY = 3.0  # ...but never later than this after a change arrived
@@ -300,6 +306,11 @@ class Subscriptions:
         tags = tuple(sorted({t.strip().lower() for t in form.tags} & offered))
         # The name goes into a header (To:) and the list: controls out, length bounded.
         first_name = clean_header(form.first_name)[:MAX_NAME]
+        if LINK_LIKE.search(first_name):
+            # Form spam: a stranger's address and a link as the "name", for our domain to
+            # mail them.  Nobody's first name is a link: the confirmation goes without it.
+            self.log("signup: a first name carrying a link or an address was left out")
+            first_name = ""
         record_consent(
             self.db(),
             email,
