@@ -190,6 +190,26 @@ def test_a_broken_list_keeps_the_opt_out_queued_until_it_is_fixed(served: Served
     assert statuses(settings)["ada.runner@example.org"] == "unsubscribed"
 
 
+def test_healthz_never_shows_a_reader_or_a_server_path(served: Served) -> None:
+    """/healthz is public (the proxy passes it): when the list has lost its header row, the
+    problem's full text names the first reader ("it has: ada.runner@..., Ada, ..."); that,
+    and the server's folders, stay in the log.  The check still says which file and line."""
+    settings = settings_ = served.settings
+    headless = b"ada.runner@example.org,Ada,Runner,subscribed,,Springfield\r\n"
+    settings.subscribers.write_bytes(headless)
+    token = make_token(served.secret, "ben.lifter@example.org")
+    requests.post(f"{served.url}/unsubscribe?token={token}", data=ONE_CLICK, timeout=5)
+    served.subscriptions._flush_logged()
+    (line,) = [line for line in served.log if "NOT updated" in line]
+    assert "ada.runner@example.org" in line  # the operator's log has it all
+    health = requests.get(f"{served.url}/healthz", timeout=5)
+    assert health.status_code == 503
+    shown = health.text
+    assert "subscribers.csv:1" in shown and health.json()["queued"] == 1
+    for private in ("ada.runner", "Runner", "Springfield", str(settings_.root)):
+        assert private not in shown
+
+
 def test_a_send_applies_opt_outs_still_queued(project: Path, served: Served) -> None:
     settings = served.settings
     token = make_token(served.secret, "ada.runner@example.org")

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from pathlib import Path
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -120,6 +121,14 @@ def mask(address: str) -> str:
     return f"{local[:1]}***@{domain}"
 
 
+def _public(exc: Exception) -> str:
+    """A list problem for /healthz: where, not what (the log has the rest)."""
+    if isinstance(exc, InputError) and exc.path:
+        where = Path(exc.path).name + (f":{exc.line}" if exc.line else "")
+        return f"{where}: the list cannot be read or written (the server's log says why)"
+    return f"the list cannot be updated ({type(exc).__name__}: the server's log says why)"
+
+
 class Subscriptions:
     """One per app: the per-thread ledger connections, the mail worker and the applier."""
 
@@ -150,6 +159,7 @@ class Subscriptions:
         self._applier: threading.Thread | None = None
         self.writer = GroupCommitter(settings.state_dir / LEDGER_NAME)
         self._last_problem = ""
+        self._public_problem = ""
 
     # Plumbing ---------------------------------------------------------------------------
 
@@ -209,10 +219,12 @@ class Subscriptions:
             if problem != self._last_problem:  # once, not every few seconds
                 self.log(f"list NOT updated, changes stay queued until it can be: {problem}")
             self._last_problem = problem
+            self._public_problem = _public(exc)
             return
         if self._last_problem:
             self.log("list readable again")
             self._last_problem = ""
+            self._public_problem = ""
         if flushed.applied and flushed.result is not None:
             r = flushed.result
             self.log(
@@ -223,8 +235,10 @@ class Subscriptions:
 
     @property
     def list_problem(self) -> str:
-        """Why the queue could not be applied last time ("" when it could)."""
-        return self._last_problem
+        """Why the queue could not be applied last time ("" when it could), in words fit for
+        /healthz, which the proxy makes public: the file and line, never the problem's full
+        text (a list without its header row is described by its first reader) or a folder."""
+        return self._public_problem
 
     def _changed(self) -> None:
         self._wake.set()
