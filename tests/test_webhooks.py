@@ -7,6 +7,7 @@ once; a late delivery never puts an opted-out reader back.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import threading
@@ -28,7 +29,7 @@ from pipeline.audience.subscribers import Subscriber, scan
 from pipeline.cli import cli
 from pipeline.config import Settings, load_settings
 from pipeline.delivery.providers.resend_events import svix_key, svix_signature
-from pipeline.delivery.providers.ses_events import check_sns_url
+from pipeline.delivery.providers.ses_events import MAX_CERTIFICATES, SesWebhook, check_sns_url
 from pipeline.events.apply import apply_pending
 from pipeline.events.base import Nonce, Refused, WebhookRequest
 from pipeline.events.receive import WebhookReceiver
@@ -798,3 +799,31 @@ def test_sns_certificates_are_taken_from_every_sns_region(url: str) -> None:
 def test_sns_certificates_are_never_taken_from_anywhere_else(url: str) -> None:
     with pytest.raises(Refused, match="not an https URL on sns"):
         check_sns_url(url, "SigningCertURL")
+
+
+def test_sns_certificates_kept_in_memory_are_few_whatever_is_posted(
+    events_settings: Settings,
+    all_senders: dict[str, Sender],
+    sns: SnsCertServer,
+    receiver: WebhookReceiver,
+    client: FlaskClient,
+) -> None:
+    """The certificate is fetched before the signature can be checked, so anyone who knows
+    the topic can name a new certificate URL in each post: each is refused, and the cache of
+    certificates does not grow with them (SNS signs with one certificate per region)."""
+    ses = all_senders["ses"]
+    assert isinstance(ses, Ses)
+    message = event(ses, "hard")
+    for n in range(60):
+        forged = {
+            **message,
+            "SigningCertURL": f"https://sns.us-east-1.amazonaws.com/SimpleNotificationService-{n}.pem",
+            "Signature": base64.b64encode(b"x" * 256).decode(),
+        }
+        answer = client.post("/webhooks/ses", data=json.dumps(forged), headers=ses.headers(forged))
+        assert answer.status_code == 401
+    source = receiver.sources["ses"]
+    assert isinstance(source, SesWebhook)
+    assert len(source._keys) <= MAX_CERTIFICATES
+    assert post(client, ses, event(ses, "hard"))[0] == 200  # a genuine one still goes through
+    assert stored_events(events_settings) == 1

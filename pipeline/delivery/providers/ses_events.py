@@ -59,6 +59,9 @@ from pipeline.events.sync import ListClient, SyncError
 from pipeline.messages.compose import ISSUE_HEADER
 
 TOLERANCE = 60 * 60
+# Certificates kept in memory: SNS signs with one per region at a time.  Fetched before a
+# signature can be checked, so anyone may name new ones: the oldest is forgotten beyond this.
+MAX_CERTIFICATES = 8
 # sns.<region>.amazonaws.com, the region spelled as AWS spells them (us-east-1, us-gov-west-1,
 # cn-north-1): not any label, or S3 would do, serving anyone's bucket named "sns" at
 # sns.s3.amazonaws.com and sns.s3-us-west-2.amazonaws.com, with a certificate of their own.
@@ -127,7 +130,10 @@ class SesWebhook:
         if not isinstance(key, rsa.RSAPublicKey):
             raise Refused("the SNS signing certificate has no RSA key")
         with self._lock:
-            self._keys[url] = key
+            self._keys.pop(url, None)
+            self._keys[url] = key  # newest last
+            while len(self._keys) > MAX_CERTIFICATES:
+                del self._keys[next(iter(self._keys))]
         return key
 
     def verify(self, request: WebhookRequest, now: float) -> Nonce | None:
