@@ -959,3 +959,25 @@ def test_the_confirmation_email_can_be_rewritten_by_the_practice(project: Path) 
         assert requests.post(f"{served.url}/confirm", data={"token": token}).status_code == 200
         served.settle()
     assert len(rows_for(settings, "own.words@example.org")) == 1
+
+
+def test_the_per_ip_limit_takes_an_ipv6_network_as_one_visitor(project: Path) -> None:
+    """One IPv6 customer is given a /64: 18 billion billion addresses.  Counted one by one,
+    the per-IP limit would never be reached; counted per /64, it is (IPv4: per address)."""
+    from pipeline.web.subscriptions import Answer, SignupForm, Visitor
+
+    settings = with_signup(
+        project, "\n[signup]\nmin_fill_seconds = 0\nper_ip_per_hour = 3\nper_address_per_hour = 5\n"
+    )
+    with serve(settings) as served:
+        subscriptions = served.subscriptions
+
+        def post(n: int, ip: str) -> Answer:
+            form = SignupForm(email=f"v6.{n}@example.org")
+            return subscriptions.request_signup(form, Visitor(ip=ip)).answer
+
+        same_64 = [post(n, f"2001:db8:1:2::{n:x}") for n in range(4)]
+        assert same_64 == [Answer.CHECK_INBOX] * 3 + [Answer.TOO_MANY]
+        assert post(10, "2001:db8:1:3::1") is Answer.CHECK_INBOX  # the next /64
+        ipv4 = [post(20 + n, f"198.51.100.{n}") for n in range(4)]
+        assert ipv4 == [Answer.CHECK_INBOX] * 4  # IPv4 addresses are one each

@@ -17,6 +17,7 @@ Double opt-in, the way inbox providers and privacy law expect:
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import sqlite3
 import threading
@@ -119,6 +120,22 @@ def mask(address: str) -> str:
     """``c***@example.org``: enough for a reader to recognise, not to harvest."""
     local, _, domain = address.partition("@")
     return f"{local[:1]}***@{domain}"
+
+
+def visitor_key(ip: str | None) -> str:
+    """Who the per-IP limit counts: an IPv4 address, or an IPv6 /64 (what one home or
+    server is given: counted address by address, the limit could never be reached)."""
+    if not ip:
+        return "unknown"
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:  # ::ffff:198.51.100.7 is that IPv4 address
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
 
 
 def _public(exc: Exception) -> str:
@@ -296,7 +313,7 @@ class Subscriptions:
     # Joining ----------------------------------------------------------------------------
 
     def request_signup(self, form: SignupForm, visitor: Visitor) -> SignupAnswer:
-        wait_ip = self.by_ip.hit(visitor.ip or "unknown")
+        wait_ip = self.by_ip.hit(visitor_key(visitor.ip))
         if wait_ip is not None:
             return SignupAnswer(Answer.TOO_MANY, retry_after=wait_ip)
         if self._looks_automated(form):
