@@ -412,3 +412,91 @@ def test_suppressions_sync_command(project: Path, httpserver: HTTPServer) -> Non
                            env={})  # fmt: skip
     assert resend.exit_code == 2 and "POSTMARK_SERVER_TOKEN" in resend.output
     assert "Traceback" not in resend.output
+
+
+# Hostile or broken list APIs ---------------------------------------------------------------
+
+
+def endless(kind: str, base: str) -> Callable[[Request], Response]:
+    """A server whose paging never ends: full pages whatever the offset (SendGrid, Brevo),
+    the same NextToken forever (SES), a new `next` link each time (Mailgun).  It answers 500
+    after 40 pages, so that a reader that does not stop itself still ends (with another error)."""
+    calls = {"n": 0}
+
+    def handler(request: Request) -> Response:
+        calls["n"] += 1
+        if calls["n"] > 40:
+            return Response("{}", 500)
+        page = calls["n"]
+        body: Any
+        if kind == "sendgrid":
+            body = [{"email": e, "created": 1751360000} for e in strangers(500)]
+        elif kind == "brevo":
+            body = {
+                "contacts": [
+                    {"email": e, "reason": {"code": "hardBounce"}, "blockedAt": "2025-07-01"}
+                    for e in strangers(100)
+                ]
+            }
+        elif kind == "ses":
+            body = {
+                "SuppressedDestinationSummaries": [
+                    {"EmailAddress": e, "Reason": "BOUNCE", "LastUpdateTime": 1751360000}
+                    for e in strangers(3)
+                ],
+                "NextToken": "again",
+            }
+        else:
+            body = {
+                "items": [{"address": e, "created_at": "Fri, 21 Oct 2011 11:02:55 UTC"}
+                          for e in strangers(2)],
+                "paging": {"next": f"{base}{request.path}?page={page}"},
+            }  # fmt: skip
+        return Response(json.dumps(body), 200, content_type="application/json")
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    ("provider", "path", "extra"),
+    [
+        ("sendgrid", "/v3/suppression/bounces", ""),
+        ("brevo", "/v3/smtp/blockedContacts", ""),
+        ("ses", "/v2/email/suppression/addresses", 'region = "us-east-1"'),
+        ("mailgun", "/v3/mg.example/bounces", 'domain = "mg.example"'),
+    ],
+)
+def test_endless_paging_is_stopped_with_one_clear_error(
+    project: Path, httpserver: HTTPServer, provider: str, path: str, extra: str
+) -> None:
+    base = httpserver.url_for("").rstrip("/")
+    settings = configure(project, provider, base, extra)
+    httpserver.expect_request(path).respond_with_handler(endless(provider, base))
+    before = settings.subscribers.read_bytes()
+    with pytest.raises(SyncError, match="the same page of its list again; stopped there"):
+        run_sync(settings, ENV, sleep=lambda s: None)
+    assert len(httpserver.log) == 2  # the first page, then the same one again: stopped
+    assert settings.subscribers.read_bytes() == before
+    runner = CliRunner()
+    result = runner.invoke(
+        cli, ["--config", str(settings.config_path), "suppressions", "sync"], env=ENV
+    )
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "sent the same page of its list again" in result.output
+
+
+def test_a_list_that_never_ends_is_stopped_after_the_page_limit(httpserver: HTTPServer) -> None:
+    served = {"n": 0}
+
+    def handler(request: Request) -> Response:
+        served["n"] += 1  # every page new, so only the limit can stop it
+        return Response(json.dumps([{"email": f"n{served['n']}@example.net"}]), 200,
+                        content_type="application/json")  # fmt: skip
+
+    httpserver.expect_request("/v3/suppression/bounces").respond_with_handler(handler)
+    client = ListClient("SendGrid", httpserver.url_for("").rstrip("/"), max_pages=5)
+    for offset in range(5):
+        client.get("/v3/suppression/bounces", {"offset": offset})
+    with pytest.raises(SyncError, match=r"kept sending pages \(5 read\); stopped there"):
+        client.get("/v3/suppression/bounces", {"offset": 5})
+    assert served["n"] == 5

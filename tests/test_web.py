@@ -190,6 +190,26 @@ def test_a_broken_list_keeps_the_opt_out_queued_until_it_is_fixed(served: Served
     assert statuses(settings)["ada.runner@example.org"] == "unsubscribed"
 
 
+def test_healthz_never_shows_a_reader_or_a_server_path(served: Served) -> None:
+    """/healthz is public (the proxy passes it): when the list has lost its header row, the
+    problem's full text names the first reader ("it has: ada.runner@..., Ada, ..."); that,
+    and the server's folders, stay in the log.  The check still says which file and line."""
+    settings = settings_ = served.settings
+    headless = b"ada.runner@example.org,Ada,Runner,subscribed,,Springfield\r\n"
+    settings.subscribers.write_bytes(headless)
+    token = make_token(served.secret, "ben.lifter@example.org")
+    requests.post(f"{served.url}/unsubscribe?token={token}", data=ONE_CLICK, timeout=5)
+    served.subscriptions._flush_logged()
+    (line,) = [line for line in served.log if "NOT updated" in line]
+    assert "ada.runner@example.org" in line  # the operator's log has it all
+    health = requests.get(f"{served.url}/healthz", timeout=5)
+    assert health.status_code == 503
+    shown = health.text
+    assert "subscribers.csv:1" in shown and health.json()["queued"] == 1
+    for private in ("ada.runner", "Runner", "Springfield", str(settings_.root)):
+        assert private not in shown
+
+
 def test_a_send_applies_opt_outs_still_queued(project: Path, served: Served) -> None:
     settings = served.settings
     token = make_token(served.secret, "ada.runner@example.org")
@@ -308,6 +328,49 @@ def test_coming_back_after_unsubscribing_needs_a_new_confirmation(served: Served
     ]
 
 
+@pytest.mark.parametrize("edit", ["unsubscribed by hand", "row deleted"])
+def test_a_used_confirmation_link_never_puts_back_a_reader_taken_off_by_hand(
+    served: Served, edit: str
+) -> None:
+    """She takes a reader off by editing subscribers.csv (a reply saying "stop", an erasure
+    request): no history records it.  The confirmation link, still within its 7 days, must
+    not put them back: it was used once already."""
+    settings = served.settings
+    signup(served, "once.only@example.org")
+    served.settle()
+    (mail,) = outbox_mail(settings, "confirmation")
+    token = confirm_link(mail, settings, served.url).split("token=")[1]
+    assert requests.post(f"{served.url}/confirm", data={"token": token}, timeout=5).ok
+    served.settle()
+    text = settings.subscribers.read_text(encoding="utf-8")
+    (line,) = [row for row in text.splitlines() if row.startswith("once.only@")]
+    if edit == "row deleted":
+        text = text.replace(line + "\n", "")
+    else:
+        text = text.replace(line, line.replace(",subscribed,", ",unsubscribed,"))
+    settings.subscribers.write_text(text, encoding="utf-8")
+    before = settings.subscribers.read_bytes()
+    again = requests.post(f"{served.url}/confirm", data={"token": token}, timeout=5)
+    assert again.status_code == 400 and "out of date" in again.text
+    served.settle()
+    assert settings.subscribers.read_bytes() == before
+    assert history(settings, "once.only@example.org") == ["signup_requested/form", "confirmed/form"]
+    # A new signup, and its new link, still bring them back.
+    ledger = open_ledger(settings)
+    try:  # the hourly limit on confirmations is not what this test is about
+        ledger.db.execute("DELETE FROM mail_once")
+    finally:
+        ledger.close()
+    signup(served, "once.only@example.org")
+    served.settle()
+    newest = outbox_mail(settings, "confirmation")[-1]
+    fresh = confirm_link(newest, settings, served.url).split("token=")[1]
+    assert fresh != token
+    assert requests.post(f"{served.url}/confirm", data={"token": fresh}, timeout=5).ok
+    served.settle()
+    assert [r["status"] for r in rows_for(settings, "once.only@example.org")] == ["subscribed"]
+
+
 def test_forged_expired_and_altered_confirmations_change_nothing(served: Served) -> None:
     settings = served.settings
     before = settings.subscribers.read_bytes()
@@ -367,12 +430,56 @@ def test_bad_addresses_are_shown_back_and_header_injection_goes_nowhere(served: 
     for bad in ("not-an-address", "a@b", "jürgen@example.org", "x@example.org\r\nBcc: v@e.org"):
         answer = signup(served, bad)
         assert answer.status_code == 400 and "does not look right" in answer.text
-    evil = "Eve\r\nBcc: victim@example.net\x00" + "x" * 5000
-    assert signup(served, "header.test@example.org", first_name=evil).status_code == 200
+    # With an address in it the name is left out (form spam); without, it stays one header.
+    for n, evil in enumerate(("Eve\r\nBcc: victim@example.net\x00", "Eve\r\nBcc: victim\x00")):
+        evil += "x" * 5000
+        assert signup(served, f"header.test{n}@example.org", first_name=evil).status_code == 200
     served.settle()
-    (mail,) = outbox_mail(served.settings, "confirmation")
-    assert mail["Bcc"] is None and "victim" not in str(mail["To"]).split("<")[1]
-    assert len(mail["To"]) < 200
+    for mail in outbox_mail(served.settings, "confirmation"):
+        assert mail["Bcc"] is None and "victim" not in str(mail["To"]).rpartition("<")[2]
+        assert len(mail["To"]) < 200
+    assert "Bcc: victim" in str(outbox_mail(served.settings, "confirmation")[1]["To"])
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "You won! Claim at https://prize.example/x",
+        "Visit www.cheap-pills.example",
+        "Contact winner@prize.example now",
+        "bit.ly/3xYz claim",
+    ],
+)
+def test_a_link_typed_as_a_first_name_never_reaches_the_confirmation(
+    served: Served, name: str
+) -> None:
+    """Form spam: a program types a stranger's address and a link as the "first name", and
+    the practice's own domain mails that link to them ("Hi <link>,").  A name that carries a
+    link or an address is not used; the person still gets a plain confirmation."""
+    settings = served.settings
+    assert signup(served, "stranger@example.org", first_name=name).status_code == 200
+    served.settle()
+    (mail,) = outbox_mail(settings, "confirmation")
+    assert mail["To"] == "stranger@example.org"
+    body = text_part(mail)
+    assert "Hi there," in body
+    for word in ("prize", "cheap-pills", "bit.ly"):
+        assert word not in body and word not in str(mail)
+    token = confirm_link(mail, settings, served.url).split("token=")[1]
+    assert requests.post(f"{served.url}/confirm", data={"token": token}, timeout=5).ok
+    served.settle()
+    (row,) = rows_for(settings, "stranger@example.org")
+    assert row["first_name"] == ""
+
+
+def test_ordinary_names_are_kept(served: Served) -> None:
+    names = ["Mary-Ann", "J. R.", "Zoë", "O'Connor", "Dr. Lee", "Ann.Marie"]
+    for n, name in enumerate(names):
+        signup(served, f"person{n}@example.org", first_name=name)
+    served.settle()
+    bodies = [text_part(m) for m in outbox_mail(served.settings, "confirmation")]
+    greeted = [re.search(r"Hi (.*?),\s", body) for body in bodies]
+    assert sorted(found.group(1) for found in greeted if found) == sorted(names)
 
 
 def test_rate_limits_answer_429_with_retry_after(project: Path) -> None:
@@ -390,6 +497,26 @@ def test_rate_limits_answer_429_with_retry_after(project: Path) -> None:
         assert int(codes[-1].headers["Retry-After"]) > 0
         served.settle()
         assert len(outbox_mail(settings, "confirmation")) == 2  # same@ once, other0@
+
+
+def test_plus_addressed_variants_of_one_inbox_get_one_confirmation_an_hour(
+    served: Served,
+) -> None:
+    """victim+1@, victim+2@... all land in one inbox (Gmail, Fastmail, Outlook): a form
+    posted with each, from many IPs, would bury that person in confirmations.  The hourly
+    limit is per inbox; the variants are still different addresses for the list."""
+    settings = served.settings
+    variants = ["victim@example.org", *(f"Victim+{n}@example.org" for n in range(1, 6))]
+    for address in variants:
+        assert signup(served, address).status_code in (200, 429)
+    served.settle()
+    sent = [m["To"] for m in outbox_mail(settings, "confirmation")]
+    assert sent == ["Pat <victim@example.org>"]
+    assert any("a confirmation went out within the hour" in line for line in served.log)
+    # Another inbox is not held back by it.
+    signup(served, "victim.two+news@example.org")
+    served.settle()
+    assert len(outbox_mail(settings, "confirmation")) == 2
 
 
 def test_limits_on_the_request_itself(served: Served) -> None:
@@ -832,3 +959,25 @@ def test_the_confirmation_email_can_be_rewritten_by_the_practice(project: Path) 
         assert requests.post(f"{served.url}/confirm", data={"token": token}).status_code == 200
         served.settle()
     assert len(rows_for(settings, "own.words@example.org")) == 1
+
+
+def test_the_per_ip_limit_takes_an_ipv6_network_as_one_visitor(project: Path) -> None:
+    """One IPv6 customer is given a /64: 18 billion billion addresses.  Counted one by one,
+    the per-IP limit would never be reached; counted per /64, it is (IPv4: per address)."""
+    from pipeline.web.subscriptions import Answer, SignupForm, Visitor
+
+    settings = with_signup(
+        project, "\n[signup]\nmin_fill_seconds = 0\nper_ip_per_hour = 3\nper_address_per_hour = 5\n"
+    )
+    with serve(settings) as served:
+        subscriptions = served.subscriptions
+
+        def post(n: int, ip: str) -> Answer:
+            form = SignupForm(email=f"v6.{n}@example.org")
+            return subscriptions.request_signup(form, Visitor(ip=ip)).answer
+
+        same_64 = [post(n, f"2001:db8:1:2::{n:x}") for n in range(4)]
+        assert same_64 == [Answer.CHECK_INBOX] * 3 + [Answer.TOO_MANY]
+        assert post(10, "2001:db8:1:3::1") is Answer.CHECK_INBOX  # the next /64
+        ipv4 = [post(20 + n, f"198.51.100.{n}") for n in range(4)]
+        assert ipv4 == [Answer.CHECK_INBOX] * 4  # IPv4 addresses are one each

@@ -7,6 +7,7 @@ once; a late delivery never puts an opted-out reader back.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import threading
@@ -28,8 +29,9 @@ from pipeline.audience.subscribers import Subscriber, scan
 from pipeline.cli import cli
 from pipeline.config import Settings, load_settings
 from pipeline.delivery.providers.resend_events import svix_key, svix_signature
+from pipeline.delivery.providers.ses_events import MAX_CERTIFICATES, SesWebhook, check_sns_url
 from pipeline.events.apply import apply_pending
-from pipeline.events.base import Nonce, WebhookRequest
+from pipeline.events.base import Nonce, Refused, WebhookRequest
 from pipeline.events.receive import WebhookReceiver
 from pipeline.ledger.consent import consent_history
 from pipeline.ledger.events import claim_nonce, store
@@ -715,3 +717,127 @@ def test_newsletter_providers_says_what_each_webhook_needs() -> None:
     ) in result.output
     assert "/webhooks/resend: RESEND_WEBHOOK_SECRET" in result.output
     assert "webhooks at /webhooks/smtp" not in result.output
+
+
+def test_newsletter_serve_takes_a_sendgrid_batch_over_the_form_limit(
+    events_settings: Settings, receiver: WebhookReceiver, all_senders: dict[str, Sender]
+) -> None:
+    """Under waitress, as `newsletter serve` runs it: the server's own body limit must not be
+    the form's 16 KB, or every SendGrid batch (up to 768 KB, per its Event Webhook docs:
+    "batched ... every 30 seconds or when the batch size reaches 768 kilobytes") is a 413
+    that SendGrid retries and then drops.  Forms are still refused over 16 KB by the app."""
+    from pipeline.web import create_app
+
+    record_sends(events_settings, "sendgrid")
+    app = create_app(events_settings, environ=merged_env(all_senders), background=False)
+    server = make_server(app, "127.0.0.1", 0, threads=2)
+    port = server.effective_port  # type: ignore[union-attr]
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        sender = all_senders["sendgrid"]
+        batch = [
+            item
+            for n in range(300)
+            for item in event(sender, "delivered", email=f"reader{n}@example.net", n=n)
+        ] + event(sender, "complaint", n=999)
+        headers, body = sender.signed(batch, time.time())
+        assert len(body) > 64 * 1024
+        url = f"http://127.0.0.1:{port}"
+        answer = requests.post(f"{url}/webhooks/sendgrid", data=body, headers=headers, timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert list_status(events_settings, ADA) == "complained"
+        form = requests.post(
+            f"{url}/subscribe", data={"email": "x@example.net", "first_name": "a" * 40_000}
+        )
+        assert form.status_code == 413
+        assert "Too much data" in form.text
+    finally:
+        server.task_dispatcher.shutdown(timeout=1)  # type: ignore[union-attr]
+        server.close()  # type: ignore[union-attr]
+        close_all(server._map)  # type: ignore[union-attr]
+        thread.join(timeout=10)
+        from pipeline.web.app import subscriptions_of
+
+        subscriptions_of(app).close()
+
+
+@pytest.mark.parametrize("short", ["", " ", "key", "0123456789abcde"])
+def test_a_mailgun_signing_key_too_short_to_guess_takes_nothing(
+    events_settings: Settings, all_senders: dict[str, Sender], short: str
+) -> None:
+    """A placeholder key ("key", "test") would let anyone who guesses it sign events: like
+    a short basic-auth password, it counts as no key (Mailgun's own are 32+ characters)."""
+    record_sends(events_settings, "mailgun")
+    sender = Mailgun()
+    sender.env = {"MAILGUN_WEBHOOK_SIGNING_KEY": short}
+    app = Flask(__name__)
+    app.register_blueprint(webhooks_blueprint(events_settings, sender.env))
+    status, text = post(app.test_client(), sender, event(sender, "hard"), now=time.time())
+    assert status == 401 and "not configured" in text
+    assert list_status(events_settings, ADA) == "subscribed"
+    assert stored_events(events_settings) == 0
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem",
+        "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-abc.pem",
+        "https://sns.ap-southeast-2.amazonaws.com/SimpleNotificationService-abc.pem",
+        "https://sns.us-gov-west-1.amazonaws.com/SimpleNotificationService-abc.pem",
+        "https://sns.il-central-1.amazonaws.com/SimpleNotificationService-abc.pem",
+        "https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-abc.pem",
+    ],
+)
+def test_sns_certificates_are_taken_from_every_sns_region(url: str) -> None:
+    assert check_sns_url(url, "SigningCertURL") == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        # S3 serves anyone's bucket named "sns" at these: a certificate put there by anyone
+        # would sign forged bounces and complaints.
+        "https://sns.s3.amazonaws.com/cert.pem",
+        "https://sns.s3-us-west-2.amazonaws.com/cert.pem",
+        "https://sns.s3-external-1.amazonaws.com/cert.pem",
+        "https://sns.s3-website-us-east-1.amazonaws.com/cert.pem",
+        "http://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem",
+        "https://sns.us-east-1.amazonaws.com.evil.example/cert.pem",
+        "https://sns.us-east-1.amazonaws.com:8443/cert.pem",
+        "https://evil.example/sns.us-east-1.amazonaws.com/cert.pem",
+        "https://sns.us-east-1.amazonaws.com@evil.example/cert.pem",
+    ],
+)
+def test_sns_certificates_are_never_taken_from_anywhere_else(url: str) -> None:
+    with pytest.raises(Refused, match="not an https URL on sns"):
+        check_sns_url(url, "SigningCertURL")
+
+
+def test_sns_certificates_kept_in_memory_are_few_whatever_is_posted(
+    events_settings: Settings,
+    all_senders: dict[str, Sender],
+    sns: SnsCertServer,
+    receiver: WebhookReceiver,
+    client: FlaskClient,
+) -> None:
+    """The certificate is fetched before the signature can be checked, so anyone who knows
+    the topic can name a new certificate URL in each post: each is refused, and the cache of
+    certificates does not grow with them (SNS signs with one certificate per region)."""
+    ses = all_senders["ses"]
+    assert isinstance(ses, Ses)
+    message = event(ses, "hard")
+    for n in range(60):
+        forged = {
+            **message,
+            "SigningCertURL": f"https://sns.us-east-1.amazonaws.com/SimpleNotificationService-{n}.pem",
+            "Signature": base64.b64encode(b"x" * 256).decode(),
+        }
+        answer = client.post("/webhooks/ses", data=json.dumps(forged), headers=ses.headers(forged))
+        assert answer.status_code == 401
+    source = receiver.sources["ses"]
+    assert isinstance(source, SesWebhook)
+    assert len(source._keys) <= MAX_CERTIFICATES
+    assert post(client, ses, event(ses, "hard"))[0] == 200  # a genuine one still goes through
+    assert stored_events(events_settings) == 1

@@ -9,11 +9,14 @@ sync adds nothing, and applied the same way (the list writer, the consent histor
 ``ListClient`` is what the readers share: one ``requests`` session, GETs that wait out a
 429 (``Retry-After`` or the provider's reset header) and retry a 5xx a few times, and an error
 naming the provider and the status for anything else.  It only follows paging links on the
-API's own host: the key never goes anywhere else.
+API's own host: the key never goes anywhere else.  And it ends every sync: a provider (or
+something answering in its place) that sends the same page again, or more pages than any
+practice's list could fill, is stopped with an error instead of being read forever.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -37,6 +40,9 @@ from pipeline.ledger.store import Ledger
 
 MAX_ATTEMPTS = 6
 MAX_WAIT = 120.0  # seconds: a reset further away than this is reported, not slept through
+# Pages read in one sync, every list together: 5,000 pages of 100 (Brevo's smallest) is half a
+# million suppressed addresses, far beyond a practice's list; endless paging stops here.
+MAX_PAGES = 5_000
 
 
 class SyncError(NewsletterError):
@@ -59,6 +65,7 @@ class ListClient:
         reset_epoch: bool = False,
         sleep: Callable[[float], None] = time.sleep,
         timeout: float = 30,
+        max_pages: int = MAX_PAGES,
     ) -> None:
         self.provider = provider
         self.base_url = base_url.rstrip("/")
@@ -71,6 +78,9 @@ class ListClient:
         self.reset_header, self.reset_epoch = reset_header, reset_epoch
         self.sleep = sleep
         self.timeout = timeout
+        self.max_pages = max_pages
+        self.pages = 0
+        self.seen: set[tuple[str, str]] = set()  # (path, digest of a page's body)
 
     def url(self, path_or_url: str) -> str:
         if path_or_url.startswith(("http://", "https://")):
@@ -84,6 +94,12 @@ class ListClient:
 
     def get(self, path_or_url: str, params: Mapping[str, Any] | None = None) -> Any:
         url = self.url(path_or_url)
+        if self.pages >= self.max_pages:
+            raise SyncError(
+                f"{self.provider} kept sending pages ({self.max_pages:,} read); stopped there:"
+                " run the sync again later"
+            )
+        self.pages += 1
         for attempt in range(1, MAX_ATTEMPTS + 1):
             prepared = requests.Request("GET", url, params=params).prepare()
             assert prepared.url is not None
@@ -100,9 +116,19 @@ class ListClient:
             status = answer.status_code
             if status == 200:
                 try:
-                    return answer.json()
+                    found = answer.json()
                 except ValueError:
                     raise SyncError(f"{self.provider} answered 200 without JSON") from None
+                # A page of a list is never sent twice: the same body again means the paging
+                # goes round in a circle (an offset ignored, a token that never changes).
+                page = (urlsplit(url).path, hashlib.sha256(answer.content).hexdigest())
+                if page in self.seen:
+                    raise SyncError(
+                        f"{self.provider} sent the same page of its list again; stopped there:"
+                        " run the sync again later"
+                    )
+                self.seen.add(page)
+                return found
             if (status == 429 or status >= 500) and attempt < MAX_ATTEMPTS:
                 wait = None
                 if status == 429 and self.reset_header:

@@ -46,14 +46,26 @@ def transactional_provider(settings: Settings, environ: Mapping[str, str]) -> Pr
     return create_provider(settings, environ)
 
 
+def inbox_key(key: str) -> str:
+    """The inbox an address lands in, for the limits that protect a person's inbox:
+    ``pat+news@example.org`` and ``pat+1@example.org`` reach ``pat@example.org``'s (Gmail,
+    Outlook, Fastmail and most others deliver plus-addressed mail to the plain address)."""
+    local, at, domain = key.rpartition("@")
+    if not at:
+        return key
+    return f"{local.split('+', 1)[0] or local}@{domain}"
+
+
 def confirmations_within(db: sqlite3.Connection, key: str, since: datetime) -> int:
-    """Confirmations sent (or being sent) to this address since ``since``."""
-    row = db.execute(
-        "SELECT count(*) FROM mail_once WHERE key = ? AND kind = ? AND at > ?"
-        " AND outcome != 'failed'",
-        (key, CONFIRMATION, timestamp(since)),
-    ).fetchone()
-    return int(row[0])
+    """Confirmations sent (or being sent) to this address's inbox since ``since`` (to it, or
+    to a plus-addressed variant of it)."""
+    inbox = inbox_key(key)
+    # An hour's confirmations are few (the per-IP limit bounds them): compared here, not in SQL.
+    rows = db.execute(
+        "SELECT key FROM mail_once WHERE kind = ? AND at > ? AND outcome != 'failed'",
+        (CONFIRMATION, timestamp(since)),
+    ).fetchall()
+    return sum(1 for (found,) in rows if inbox_key(str(found)) == inbox)
 
 
 def _describe_days(expiry: timedelta) -> str:

@@ -9,6 +9,9 @@ or half-open client costs a socket, not a thread (issue 10: 300 half-open connec
 - ``channel_timeout``: a connection idle this long is closed;
 - ``max_request_body_size`` and ``max_request_header_size``: bigger requests are refused
   (413/431) before they reach the app; a bad ``Content-Length`` (``-1``, ``abc``) is a 400.
+  The body limit is the webhooks' (a SendGrid batch is up to 768 KB), not the form's: the
+  app refuses a form over its own 16 KB itself (413), and waitress keeps a large body in a
+  temporary file, not in memory, while it arrives.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from waitress.server import BaseWSGIServer, MultiSocketServer, create_server
 
 from pipeline.config import Settings
 from pipeline.web.app import MAX_BODY
+from pipeline.web.webhooks import MAX_BODY as MAX_WEBHOOK_BODY
 
 THREADS = 8
 BACKLOG = 1024
@@ -43,7 +47,7 @@ def make_server(
         backlog=BACKLOG,
         connection_limit=CONNECTION_LIMIT,
         channel_timeout=CHANNEL_TIMEOUT,
-        max_request_body_size=MAX_BODY,
+        max_request_body_size=max(MAX_BODY, MAX_WEBHOOK_BODY),
         max_request_header_size=MAX_HEADERS,
         ident="newsletter",  # the Server header: no version to look up exploits by
         expose_tracebacks=False,

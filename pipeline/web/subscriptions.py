@@ -12,11 +12,13 @@ Double opt-in, the way inbox providers and privacy law expect:
 - A new or unsubscribed address gets one confirmation (at most one an hour); a subscribed
   one gets none.  Nothing joins the list until the person presses Confirm.
 - A confirmation link issued before the address's last unsubscribe (or bounce, complaint,
-  removal) is refused: coming back needs a new confirmation.
+  removal) is refused, and so is one already used: coming back needs a new confirmation.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import sqlite3
 import threading
 import time
@@ -26,6 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from pathlib import Path
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -46,7 +49,7 @@ from pipeline.ledger.group_commit import GroupCommitter
 from pipeline.ledger.store import Ledger
 from pipeline.messages.headers import clean_header
 from pipeline.web.limits import SlidingWindow
-from pipeline.web.mail import Mailer, confirmations_within
+from pipeline.web.mail import Mailer, confirmations_within, inbox_key
 from pipeline.web.tokens import Signer, SignupRequest, TokenProblem
 
 LEDGER_NAME = "ledger.sqlite3"  # the same file as sending.LEDGER_NAME
@@ -57,7 +60,13 @@ OPTED_OUT = (
     ConsentAction.COMPLAINED,
     ConsentAction.REMOVED,
 )
+JOINED = (ConsentAction.CONFIRMED, ConsentAction.RESUBSCRIBED)
 MAX_NAME = 100
+LINK_LIKE = re.compile(
+    r"://|www\.|@|[\w-]+\.[a-z]{2,}/|[\w-]+\.(com|net|org|info|biz|ru|cn|xyz|top|io|ly|co|me"
+    r"|link|click|site|online|shop|app)\b",
+    re.IGNORECASE,
+)
 CONFIRMATION_INTERVAL = timedelta(hours=1)
 QUIET = 0.3  # seconds without a new change before the list is rewritten...
 MAX_DELAY = 3.0  # ...but never later than this after a change arrived
@@ -113,6 +122,30 @@ def mask(address: str) -> str:
     return f"{local[:1]}***@{domain}"
 
 
+def visitor_key(ip: str | None) -> str:
+    """Who the per-IP limit counts: an IPv4 address, or an IPv6 /64 (what one home or
+    server is given: counted address by address, the limit could never be reached)."""
+    if not ip:
+        return "unknown"
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:  # ::ffff:198.51.100.7 is that IPv4 address
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
+def _public(exc: Exception) -> str:
+    """A list problem for /healthz: where, not what (the log has the rest)."""
+    if isinstance(exc, InputError) and exc.path:
+        where = Path(exc.path).name + (f":{exc.line}" if exc.line else "")
+        return f"{where}: the list cannot be read or written (the server's log says why)"
+    return f"the list cannot be updated ({type(exc).__name__}: the server's log says why)"
+
+
 class Subscriptions:
     """One per app: the per-thread ledger connections, the mail worker and the applier."""
 
@@ -143,6 +176,7 @@ class Subscriptions:
         self._applier: threading.Thread | None = None
         self.writer = GroupCommitter(settings.state_dir / LEDGER_NAME)
         self._last_problem = ""
+        self._public_problem = ""
 
     # Plumbing ---------------------------------------------------------------------------
 
@@ -202,10 +236,12 @@ class Subscriptions:
             if problem != self._last_problem:  # once, not every few seconds
                 self.log(f"list NOT updated, changes stay queued until it can be: {problem}")
             self._last_problem = problem
+            self._public_problem = _public(exc)
             return
         if self._last_problem:
             self.log("list readable again")
             self._last_problem = ""
+            self._public_problem = ""
         if flushed.applied and flushed.result is not None:
             r = flushed.result
             self.log(
@@ -216,8 +252,10 @@ class Subscriptions:
 
     @property
     def list_problem(self) -> str:
-        """Why the queue could not be applied last time ("" when it could)."""
-        return self._last_problem
+        """Why the queue could not be applied last time ("" when it could), in words fit for
+        /healthz, which the proxy makes public: the file and line, never the problem's full
+        text (a list without its header row is described by its first reader) or a folder."""
+        return self._public_problem
 
     def _changed(self) -> None:
         self._wake.set()
@@ -275,7 +313,7 @@ class Subscriptions:
     # Joining ----------------------------------------------------------------------------
 
     def request_signup(self, form: SignupForm, visitor: Visitor) -> SignupAnswer:
-        wait_ip = self.by_ip.hit(visitor.ip or "unknown")
+        wait_ip = self.by_ip.hit(visitor_key(visitor.ip))
         if wait_ip is not None:
             return SignupAnswer(Answer.TOO_MANY, retry_after=wait_ip)
         if self._looks_automated(form):
@@ -292,13 +330,18 @@ class Subscriptions:
             return SignupAnswer(Answer.BAD_ADDRESS, problem=str(exc))
         email = str(checked.ascii_email or checked.normalized)
         key = consent_key(email)
-        wait_address = self.by_address.hit(key)
+        wait_address = self.by_address.hit(inbox_key(key))  # pat+1@, pat+2@: one inbox
         if wait_address is not None:
             return SignupAnswer(Answer.TOO_MANY, retry_after=wait_address)
         offered = set(self.signup.tags)
         tags = tuple(sorted({t.strip().lower() for t in form.tags} & offered))
         # The name goes into a header (To:) and the list: controls out, length bounded.
         first_name = clean_header(form.first_name)[:MAX_NAME]
+        if LINK_LIKE.search(first_name):
+            # Form spam: a stranger's address and a link as the "name", for our domain to
+            # mail them.  Nobody's first name is a link: the confirmation goes without it.
+            self.log("signup: a first name carrying a link or an address was left out")
+            first_name = ""
         record_consent(
             self.db(),
             email,
@@ -362,6 +405,12 @@ class Subscriptions:
             status = self.current_status(key)
             if status == SUBSCRIBED:
                 return Confirmation.ALREADY, who
+            # A link is used once.  Pressed again after the reader left the list in a way no
+            # history records (she edited subscribers.csv, or deleted the row on request), it
+            # would put them back: coming back takes a new signup and its new link.
+            used = last_event(db, request.email, JOINED)
+            if used is not None and used.at >= request.issued_at:
+                return Confirmation.STALE, who
             now = self.clock()
             fields = {"subscribed_at": now.astimezone(UTC).isoformat(timespec="seconds")}
             if request.first_name:

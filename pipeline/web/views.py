@@ -101,7 +101,11 @@ def healthz() -> tuple[Response, int]:
         )
         readable = subscriptions.settings.subscribers.is_file()
     except Exception as exc:  # the point of a health check: say it, do not crash
-        return jsonify(status="error", problem=str(exc)), 503
+        # The detail (paths, the database's words) goes to the log: /healthz is public.
+        subscriptions.log(f"health check failed: {type(exc).__name__}: {exc}")
+        return jsonify(
+            status="error", problem=f"the ledger cannot be read ({type(exc).__name__})"
+        ), 503
     if not readable:
         return jsonify(status="error", problem="subscriber list not found"), 503
     if subscriptions.list_problem:

@@ -145,10 +145,15 @@ class BrevoProvider:
             if not isinstance(items, list):
                 raise SearchFailed("Brevo's email list answer has no transactionalEmails")
             for item in items:
+                # An item of another shape cannot be told apart from ours: the search fails
+                # (the row stays unknown) rather than "not found" (sent again after the grace).
+                tags = item.get("tags", []) if isinstance(item, dict) else None
+                if not isinstance(tags, list):
+                    raise SearchFailed("Brevo's email list answer has an email without tags")
                 if (
                     isinstance(item, dict)
                     and item.get("subject") == message.subject
-                    and message.issue in (item.get("tags") or [])
+                    and message.issue in tags
                     and item.get("messageId")
                 ):
                     found[message.key] = str(item["messageId"])

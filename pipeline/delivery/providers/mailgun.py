@@ -136,8 +136,13 @@ class MailgunProvider:
             if not isinstance(items, list):
                 raise SearchFailed("Mailgun's events answer has no items list")
             for item in items:
-                variables = item.get("user-variables") if isinstance(item, dict) else None
-                headers = (item.get("message") or {}).get("headers") or {}
+                # An item of another shape cannot be told apart from ours: the search fails
+                # (the row stays unknown) rather than "not found" (sent again after the grace).
+                message_part = item.get("message") if isinstance(item, dict) else None
+                headers = message_part.get("headers") if isinstance(message_part, dict) else None
+                if not isinstance(headers, dict):
+                    raise SearchFailed("Mailgun's events answer has an event without headers")
+                variables = item.get("user-variables")
                 if (
                     isinstance(variables, dict)
                     and variables.get("issue") == message.issue

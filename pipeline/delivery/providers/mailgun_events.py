@@ -59,6 +59,9 @@ EVENTS = {
     "rejected": EventType.REJECTED,
 }
 
+# Mailgun's HTTP webhook signing keys are 32 characters or more.
+MIN_KEY = 16
+
 
 class MailgunWebhook:
     provider = "mailgun"
@@ -149,6 +152,12 @@ def webhook(settings: Settings, environ: Mapping[str, str]) -> MailgunWebhook:
             "mailgun webhooks need MAILGUN_WEBHOOK_SIGNING_KEY (Mailgun: Sending > Webhooks >"
             " HTTP webhook signing key)"
         )
+    if len(key) < MIN_KEY:
+        # A placeholder ("key", "test") is guessable, and then anyone can sign events.
+        raise NotConfigured(
+            f"MAILGUN_WEBHOOK_SIGNING_KEY is too short to be Mailgun's signing key (fewer than"
+            f" {MIN_KEY} characters): copy it from Sending > Webhooks > HTTP webhook signing key"
+        )
     return MailgunWebhook(key)
 
 
@@ -179,6 +188,7 @@ class MailgunSuppressions:
             url: str | None = f"/v3/{quote(self.domain, safe='')}/{name}"
             params: dict[str, int] | None = {"limit": PAGE}
             seen: set[str] = set()
+            pages: set[str] = set()  # digests of the items of each page read
             while url and url not in seen:
                 seen.add(url)
                 page = obj(self.client.get(url, params))
@@ -187,6 +197,15 @@ class MailgunSuppressions:
                     raise SyncError(f"Mailgun's {name} answer has no items list")
                 if not items:
                     break
+                # Each page carries its own paging links, so the client cannot see a page
+                # repeated; the same items under a new `next` link forever is endless paging.
+                digest = hashlib.sha256(as_json(items).encode()).hexdigest()
+                if digest in pages:
+                    raise SyncError(
+                        "Mailgun sent the same page of its list again; stopped there:"
+                        " run the sync again later"
+                    )
+                pages.add(digest)
                 for item in items:
                     item = obj(item)
                     email = text(item.get("address"))

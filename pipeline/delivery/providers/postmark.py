@@ -181,9 +181,14 @@ class PostmarkProvider:
             if not isinstance(items, list):
                 raise SearchFailed("Postmark's search answer has no Messages list")
             for item in items:
-                if not isinstance(item, dict) or item.get("Subject") != message.subject:
+                # An item of another shape cannot be told apart from ours: the search fails
+                # (the row stays unknown) rather than "not found" (sent again after the grace).
+                listed = item.get("Recipients") if isinstance(item, dict) else None
+                if not isinstance(listed, list) or not all(isinstance(r, str) for r in listed):
+                    raise SearchFailed("Postmark's search answer has a message without Recipients")
+                if item.get("Subject") != message.subject:
                     continue
-                recipients = [str(r).lower() for r in item.get("Recipients") or []]
+                recipients = [r.lower() for r in listed]
                 if message.to_email.lower() in recipients and item.get("MessageID"):
                     found[message.key] = str(item["MessageID"])
                     break

@@ -59,7 +59,13 @@ from pipeline.events.sync import ListClient, SyncError
 from pipeline.messages.compose import ISSUE_HEADER
 
 TOLERANCE = 60 * 60
-SNS_HOST = re.compile(r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")
+# Certificates kept in memory: SNS signs with one per region at a time.  Fetched before a
+# signature can be checked, so anyone may name new ones: the oldest is forgotten beyond this.
+MAX_CERTIFICATES = 8
+# sns.<region>.amazonaws.com, the region spelled as AWS spells them (us-east-1, us-gov-west-1,
+# cn-north-1): not any label, or S3 would do, serving anyone's bucket named "sns" at
+# sns.s3.amazonaws.com and sns.s3-us-west-2.amazonaws.com, with a certificate of their own.
+SNS_HOST = re.compile(r"sns\.[a-z]{2}(-[a-z]+)+-[0-9]+\.amazonaws\.com(\.cn)?")
 NOTIFICATION_FIELDS = ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type")
 CONFIRMATION_FIELDS = (
     "Message",
@@ -84,7 +90,7 @@ def fetch_https(url: str) -> bytes:
 
 def check_sns_url(url: str, what: str) -> str:
     parts = urlsplit(url)
-    if parts.scheme != "https" or not SNS_HOST.match(parts.hostname or "") or parts.port:
+    if parts.scheme != "https" or not SNS_HOST.fullmatch(parts.hostname or "") or parts.port:
         raise Refused(f"the {what} is not an https URL on sns.<region>.amazonaws.com")
     return url
 
@@ -124,7 +130,10 @@ class SesWebhook:
         if not isinstance(key, rsa.RSAPublicKey):
             raise Refused("the SNS signing certificate has no RSA key")
         with self._lock:
-            self._keys[url] = key
+            self._keys.pop(url, None)
+            self._keys[url] = key  # newest last
+            while len(self._keys) > MAX_CERTIFICATES:
+                del self._keys[next(iter(self._keys))]
         return key
 
     def verify(self, request: WebhookRequest, now: float) -> Nonce | None:
