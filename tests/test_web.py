@@ -308,6 +308,40 @@ def test_coming_back_after_unsubscribing_needs_a_new_confirmation(served: Served
     ]
 
 
+def test_coming_back_within_the_hour_of_leaving_gets_a_new_confirmation(
+    served: Served,
+) -> None:
+    """Unsubscribed by mistake, she signs up again at once: the confirmation sent before she
+    left is out of date, so the hourly limit must not count it, or no working link arrives
+    for an hour while the page says "check your inbox"."""
+    settings = served.settings
+    signup(served, "oops@example.org")
+    served.settle()
+    (mail,) = outbox_mail(settings, "confirmation")
+    first = confirm_link(mail, settings, served.url).split("token=")[1]
+    requests.post(f"{served.url}/confirm", data={"token": first}, timeout=5)
+    unsubscribe = make_token(served.secret, "oops@example.org")
+    requests.post(f"{served.url}/unsubscribe?token={unsubscribe}", data=ONE_CLICK, timeout=5)
+    served.settle()
+    assert [r["status"] for r in rows_for(settings, "oops@example.org")] == ["unsubscribed"]
+
+    signup(served, "oops@example.org")  # minutes later, within the hour
+    served.settle()
+    (mail,) = outbox_mail(settings, "confirmation")  # the outbox keeps the newest
+    second = confirm_link(mail, settings, served.url).split("token=")[1]
+    assert second != first
+    back = requests.post(f"{served.url}/confirm", data={"token": second}, timeout=5)
+    assert back.status_code == 200 and "You are subscribed" in back.text
+    served.settle()
+    assert [r["status"] for r in rows_for(settings, "oops@example.org")] == ["subscribed"]
+
+    signup(served, "oops@example.org")  # subscribed again: none, as before
+    signup(served, "oops@example.org")
+    served.settle()
+    sent = [line for line in served.log if "o***@example.org: confirmation sent" in line]
+    assert len(sent) == 2
+
+
 def test_forged_expired_and_altered_confirmations_change_nothing(served: Served) -> None:
     settings = served.settings
     before = settings.subscribers.read_bytes()
