@@ -256,6 +256,38 @@ def test_signup_confirm_and_welcome_once(project: Path, served: Served) -> None:
     assert check_list(settings.subscribers).invalid == []
 
 
+@pytest.mark.parametrize("where", ["footer", "top"])
+def test_the_confirmation_and_welcome_have_no_view_in_browser_link(
+    project: Path, where: str
+) -> None:
+    """Neither is a page of the web edition: their "View in browser" pointed at
+    <archive url>confirmation/ and welcome/, pages that do not exist (a 404 from her site)."""
+    config = project / "newsletter.toml"
+    text = config.read_text(encoding="utf-8")
+    text = re.sub(r"(?m)^view_in_browser = .*$", f'view_in_browser = "{where}"', text)
+    config.write_text(text, encoding="utf-8")
+    (project / "newsletters" / "welcome.md").write_text(
+        "---\nsubject: Welcome\n---\n\nGlad you are here.\n", encoding="utf-8"
+    )
+    with serve(with_signup(project)) as served:
+        settings = served.settings
+        assert settings.archive.url  # the sample has a web edition, so issues do have the link
+        signup(served, "pat.browser@example.org")
+        served.settle()
+        (mail,) = outbox_mail(settings, "confirmation")
+        token = confirm_link(mail, settings, served.url).split("token=")[1]
+        requests.post(f"{served.url}/confirm", data={"token": token}, timeout=5)
+        served.settle()
+        (welcome,) = outbox_mail(settings, "welcome")
+    for message in (mail, welcome):
+        for part in message.walk():
+            if part.get_content_maintype() == "text":
+                body = part.get_payload(decode=True)
+                assert isinstance(body, bytes)
+                assert b"View in browser" not in body
+                assert settings.archive.url.encode() not in body
+
+
 def test_same_address_again_no_second_row_and_no_second_email(served: Served) -> None:
     settings = served.settings
     signup(served, "twice@example.org")
