@@ -403,6 +403,9 @@ def test_forged_expired_and_altered_confirmations_change_nothing(served: Served)
         pressed = requests.post(f"{served.url}/confirm", data={"token": token}, timeout=5)
         assert shown.status_code == pressed.status_code == 400, token
         assert words in shown.text and words in pressed.text
+        # "Please sign up again" comes with the way there.
+        again = f'href="{settings.base_url}/subscribe"'
+        assert again in shown.text and again in pressed.text and "Sign up again" in shown.text
     served.settle()
     assert settings.subscribers.read_bytes() == before
     assert history(settings, "mallory@example.org") == []
