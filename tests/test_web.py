@@ -110,6 +110,8 @@ def test_the_link_in_a_sent_email_unsubscribes_in_one_click(project: Path, serve
     page = requests.get(local, timeout=5)  # a link scanner, or the reader's browser
     assert page.status_code == 200 and '<form method="post"' in page.text
     assert "b***@example.org" in page.text and "ben.lifter" not in page.text
+    # Nothing is done yet, and the page must not read as if it were (she would close it).
+    assert "<p>Press the button and b***@example.org will get no more emails" in page.text
     served.settle()
     assert statuses(settings)["ben.lifter@example.org"] == ""  # a GET changes nothing
     assert history(settings, "ben.lifter@example.org") == []
