@@ -701,3 +701,23 @@ def test_changes_the_web_app_queued_earlier_land_first(
         assert queued_count(ledger.db) == 0
     finally:
         ledger.close()
+
+
+def test_a_postmark_bounce_keeps_the_receiving_servers_own_words(
+    client: FlaskClient, events_settings: Settings, all_senders: dict[str, Sender]
+) -> None:
+    """Postmark's ``Description`` is the same sentence for every hard bounce ("The server was
+    unable to deliver your message."); ``Details`` is what the reader's server said
+    (https://postmarkapp.com/developer/webhooks/bounce-webhook), the part worth keeping, and
+    what README's example of the history shows."""
+    sender = all_senders["postmark"]
+    record_sends(events_settings, "postmark")
+    status, text = post(client, sender, event(sender, "hard"))
+    assert status == 200, text
+    ledger = open_ledger(events_settings)
+    try:
+        (bounced,) = consent_history(ledger.db, ADA)
+    finally:
+        ledger.close()
+    assert bounced.detail is not None
+    assert "smtp;550 5.1.1 The email account does not exist." in bounced.detail
