@@ -290,6 +290,22 @@ def test_the_confirmation_and_welcome_have_no_view_in_browser_link(
                 assert settings.archive.url.encode() not in body
 
 
+def test_the_signup_page_says_what_this_newsletter_is_in_its_own_words(project: Path) -> None:
+    """The page said "Practical tips to move well, stay strong and train for life." to every
+    practice, whatever it sends; it now says [archive] signup_text, as the web edition does."""
+    config = project / "newsletter.toml"
+    text = config.read_text(encoding="utf-8")
+    text = re.sub(r'(?m)^signup_text = .*$', 'signup_text = "Fresh sourdough news, Fridays."', text)
+    config.write_text(text, encoding="utf-8")
+    with serve(with_signup(project)) as served:
+        page = requests.get(f"{served.url}/subscribe", timeout=5).text
+    assert "Fresh sourdough news, Fridays." in page and "move well" not in page
+    config.write_text(re.sub(r"(?m)^signup_text = .*\n", "", text), encoding="utf-8")
+    with serve(with_signup(project, "")) as served:
+        page = requests.get(f"{served.url}/subscribe", timeout=5).text
+    assert "move well" not in page and "We will send you one email to confirm" in page
+
+
 def test_same_address_again_no_second_row_and_no_second_email(served: Served) -> None:
     settings = served.settings
     signup(served, "twice@example.org")
