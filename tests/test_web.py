@@ -295,7 +295,7 @@ def test_the_signup_page_says_what_this_newsletter_is_in_its_own_words(project: 
     practice, whatever it sends; it now says [archive] signup_text, as the web edition does."""
     config = project / "newsletter.toml"
     text = config.read_text(encoding="utf-8")
-    text = re.sub(r'(?m)^signup_text = .*$', 'signup_text = "Fresh sourdough news, Fridays."', text)
+    text = re.sub(r"(?m)^signup_text = .*$", 'signup_text = "Fresh sourdough news, Fridays."', text)
     config.write_text(text, encoding="utf-8")
     with serve(with_signup(project)) as served:
         page = requests.get(f"{served.url}/subscribe", timeout=5).text
