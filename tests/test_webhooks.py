@@ -721,3 +721,22 @@ def test_a_postmark_bounce_keeps_the_receiving_servers_own_words(
         ledger.close()
     assert bounced.detail is not None
     assert "smtp;550 5.1.1 The email account does not exist." in bounced.detail
+
+
+def test_a_secret_that_is_set_but_refused_is_named_when_the_app_starts(
+    events_settings: Settings,
+) -> None:
+    """With NEWSLETTER_WEBHOOK_SECRET set to a short password, `serve` said "webhooks: none
+    configured": she had set it, so that read as a bug.  The start now says what is wrong."""
+    lines: list[str] = []
+    environ = {
+        "NEWSLETTER_WEBHOOK_SECRET": "hooks:s3cret",
+        "RESEND_WEBHOOK_SECRET": "whsec_c2hvcnQ=",
+        "SENDGRID_WEBHOOK_VERIFICATION_KEY": "",  # empty: as if unset, not a mistake
+    }
+    webhooks_blueprint(events_settings, environ, log=lines.append, background=False)
+    said = "\n".join(lines)
+    assert "NEWSLETTER_WEBHOOK_SECRET" in said and "at least 16 characters" in said
+    assert "RESEND_WEBHOOK_SECRET" in said
+    assert "SENDGRID" not in said and "MAILGUN" not in said and "none configured" not in said
+    assert "hooks:s3cret" not in said and "c2hvcnQ" not in said  # never the secret itself
