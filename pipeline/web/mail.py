@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from pipeline.config import Settings, ViewInBrowser
-from pipeline.content.issue import load_issue
+from pipeline.content.issue import WELCOME_DRAFT, load_issue
 from pipeline.delivery.provider import Outcome, Provider
 from pipeline.delivery.providers import create_provider, postmark
 from pipeline.errors import NewsletterError
@@ -96,7 +96,7 @@ class Mailer:
 
     @property
     def welcome_path(self) -> Path:
-        return self.settings.newsletters_dir / f"{WELCOME}.md"
+        return self.settings.newsletters_dir / WELCOME_DRAFT
 
     def confirmation_path(self) -> Path:
         custom = self.settings.templates_dir / "web" / f"{CONFIRMATION}.md"
