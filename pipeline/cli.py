@@ -1087,6 +1087,7 @@ def subscribers_history(ctx: click.Context, address: str) -> None:
     \b
     newsletter subscribers history ada.runner@example.org
     """
+    from pipeline.audience.listing import status_of
     from pipeline.ledger.consent import consent_history
     from pipeline.sending import LEDGER_NAME, open_ledger
 
@@ -1099,7 +1100,16 @@ def subscribers_history(ctx: click.Context, address: str) -> None:
         finally:
             ledger.close()
     if not events:
-        click.echo(f"{address}: nothing recorded")
+        # Readers who were on the list before the history was kept have none: say where
+        # they stand, so "nothing recorded" does not read as "not on the list".
+        status = status_of(settings.subscribers, address)
+        if status is None:
+            click.echo(f"{address}: nothing recorded, and not in {shown(settings.subscribers)}")
+        else:
+            click.echo(
+                f"{address}: nothing recorded; {status} in {shown(settings.subscribers)}, "
+                "from before the history was kept or put there by editing the file"
+            )
         return
     click.echo(f"{address}: {len(events)} event{'s' if len(events) != 1 else ''}")
     for event in events:

@@ -27,7 +27,7 @@ from pipeline.audience.subscribers import (
 )
 from pipeline.build import preview_unsubscribe_url
 from pipeline.config import Settings
-from pipeline.content.issue import Issue, load_issue
+from pipeline.content.issue import WELCOME_DRAFT, Issue, load_issue
 from pipeline.delivery.loop import (
     STOP_GRACE,
     DeliveryLoop,
@@ -96,6 +96,18 @@ class SendStopped(NewsletterError):
 
 def open_ledger(settings: Settings, clock: Callable[[], datetime] = utc_now) -> Ledger:
     return Ledger(settings.state_dir / LEDGER_NAME, clock)
+
+
+def refuse_welcome(path: Path, settings: Settings) -> None:
+    """The welcome goes to each new subscriber once, from the web app; sent to the list, it
+    would welcome everyone again."""
+    if path.name == WELCOME_DRAFT and path.resolve().parent == settings.newsletters_dir.resolve():
+        raise InputError(
+            "this is the welcome email: `newsletter serve` sends it to each new subscriber "
+            "once they confirm, so it is never sent to the list; to see it as they will, "
+            f"send yourself a copy: newsletter send {shown(path)} --to YOUR_ADDRESS",
+            path=path,
+        )
 
 
 def prepare(path: Path, settings: Settings) -> CompiledEmail:
@@ -267,6 +279,7 @@ def send_issue(
     issue whose ``send_at`` is still to come (unless ``early``, or ``confirm`` asks a person,
     who is told).
     """
+    refuse_welcome(path, settings)
     compiled = prepare(path, settings)
     secret = load_secret(settings.state_dir, environ)  # refused before anything is recorded
     stop = stop or StopRequest()
@@ -539,6 +552,8 @@ def started_issues(settings: Settings) -> dict[str, IssueRecord]:
 def find_drafts(settings: Settings) -> tuple[list[Draft], list[InputError]]:
     drafts, problems = [], []
     for path in sorted(settings.newsletters_dir.glob("*.md")):
+        if path.name == WELCOME_DRAFT:
+            continue  # sent by the web app, one new subscriber at a time: never an issue
         try:
             issue = load_issue(path, settings.timezone)
         except InputErrors as exc:
@@ -691,6 +706,7 @@ def dry_run(
 
     Refuses as a send would when nobody would get the issue.
     """
+    refuse_welcome(path, settings)
     delivery_policy(settings, provider)  # batch size, rate, retries: checked, as a send would
     compiled = prepare(path, settings)
     issue = compiled.issue
@@ -854,6 +870,8 @@ def _state_detail(
         verb = "finished" if record.finished_at else "started"
         return f"{verb} {local_time(moment, zone)}" + (f"; {record.note}" if record.note else "")
     assert draft is not None  # an issue neither started nor a draft is not listed
+    if draft.path.name == WELCOME_DRAFT:
+        return "the welcome email: `newsletter serve` sends it to each new subscriber once"
     if state is IssueState.DRAFT:
         return (
             "no send_at, so cron will not send it; send it by hand: "

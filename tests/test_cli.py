@@ -40,6 +40,18 @@ def test_every_command_has_help_and_is_in_the_readme() -> None:
         assert f"newsletter {name}" in readme, f"README does not document `newsletter {name}`"
 
 
+def test_the_readme_unit_files_have_no_comment_after_a_setting() -> None:
+    """systemd has no end-of-line comments: `Environment=NEWSLETTER_SECRET=...  # or ...`
+    was ignored whole ("Invalid syntax"), so a secret set there never reached the app."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    blocks = readme.split("```ini\n")[1:]
+    assert blocks
+    for block in blocks:
+        for line in block.split("```", 1)[0].splitlines():
+            if "=" in line and not line.lstrip().startswith(("#", ";")):
+                assert " #" not in line and " ;" not in line, line
+
+
 def test_build_writes_three_files(in_project: Path) -> None:
     code, out, _ = run("build", "newsletters/2025-07-21-hip-rotation.md")
     assert code == 0

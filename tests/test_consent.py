@@ -65,7 +65,18 @@ def test_the_cli_prints_the_history(project: Path, settings: Settings) -> None:
     runner = CliRunner()
     config = str(project / "newsletter.toml")
     result = runner.invoke(cli, ["--config", config, "subscribers", "history", "x@example.org"])
-    assert result.exit_code == 0 and "x@example.org: nothing recorded" in result.output
+    assert result.exit_code == 0
+    assert "x@example.org: nothing recorded, and not in " in result.output
+    assert result.output.rstrip().endswith("subscribers.csv")
+    # On the sample list since before the history was kept: not "nothing" as if unknown.
+    result = runner.invoke(
+        cli, ["--config", config, "subscribers", "history", "ada.runner@example.org"]
+    )
+    assert result.exit_code == 0
+    assert (
+        "ada.runner@example.org: nothing recorded; subscribed in " in result.output
+        and "subscribers.csv, from before the history was kept" in result.output
+    )
     ledger = open_ledger(settings)
     record_consent(
         ledger.db,
@@ -80,7 +91,7 @@ def test_the_cli_prints_the_history(project: Path, settings: Settings) -> None:
     assert result.exit_code == 0, result.output
     assert "X@example.org: 1 event\n" in result.output
     assert (
-        "signup_requested (form) from 198.51.100.2 on https://movementsolutions.example/join"
+        "signup requested (form) from 198.51.100.2 on https://movementsolutions.example/join"
         in result.output
     )
 

@@ -766,3 +766,31 @@ def test_status_with_no_issues_says_how_to_start(make_project: Callable[..., Pat
         code == 0
         and out == 'no issues in newsletters/ yet: start one with newsletter new "Title"\n'
     )
+
+
+def test_the_welcome_email_is_never_offered_or_sent_as_an_issue(project: Path) -> None:
+    """newsletters/welcome.md goes to each new subscriber once, from the web app.  `status`
+    once listed it as a draft with "send it by hand: newsletter send newsletters/welcome.md",
+    which mails the welcome to the whole list; and a send_at on it would have let cron do so."""
+    due = (datetime.now(LA) - timedelta(hours=1)).strftime("%Y-%m-%d %H:%M")
+    set_front(project, "send_at", "2020-01-01 07:00")  # the sample issue is long past: missed
+    welcome = project / "newsletters" / "welcome.md"
+    welcome.write_text(
+        f"---\nsubject: Welcome!\nsend_at: {due}\n---\n\nHi, glad you are here.\n",
+        encoding="utf-8",
+    )
+    code, out, err = newsletter(project, "status")
+    assert "welcome" not in out + err
+    code, out, err = newsletter(project, "status", "newsletters/welcome.md")
+    assert "each new subscriber" in out and "send it by hand" not in out and "cron" not in out
+    code, out, err = newsletter(project, "send", "--due")
+    assert not (project / "outbox" / "welcome").exists()
+
+    code, out, err = newsletter(project, "send", "newsletters/welcome.md", "--yes")
+    assert code == 2 and not (project / "outbox" / "welcome").exists()
+    assert "welcome email" in err and "--to" in err and "Traceback" not in err
+    code, out, err = newsletter(project, "send", "newsletters/welcome.md", "--dry-run")
+    assert code == 2 and "welcome email" in err
+
+    code, out, err = newsletter(project, "send", "newsletters/welcome.md", "--to", "me@example.org")
+    assert code == 0 and len(list((project / "outbox" / "welcome" / "tests").glob("*.eml"))) == 1

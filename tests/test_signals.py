@@ -126,10 +126,11 @@ def test_a_second_signal_stops_waiting_and_records_the_batch_in_flight_as_unknow
         unknown = [row for row in rows if row["status"] == "unknown"]
         assert unknown and "the send was stopped (SIGTERM)" in str(unknown[0]["reason"])
         assert not [row for row in rows if row["status"] == "inflight"]
-        # Postmark's unknowns are settled by asking its message search (README: a lost
-        # answer), so the advice is that the next run asks, not to look each one up by hand.
+        # Postmark can say which it accepted: the next run asks it (issue 12), so she is not
+        # told to look each one up by hand.
         assert "may or may not have been delivered" in out
         assert "the next run asks postmark about them again" in out
+        assert "look each one up" not in out
     finally:
         server.close()
 

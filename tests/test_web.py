@@ -110,6 +110,8 @@ def test_the_link_in_a_sent_email_unsubscribes_in_one_click(project: Path, serve
     page = requests.get(local, timeout=5)  # a link scanner, or the reader's browser
     assert page.status_code == 200 and '<form method="post"' in page.text
     assert "b***@example.org" in page.text and "ben.lifter" not in page.text
+    # Nothing is done yet, and the page must not read as if it were (she would close it).
+    assert "<p>Press the button and b***@example.org will get no more emails" in page.text
     served.settle()
     assert statuses(settings)["ben.lifter@example.org"] == ""  # a GET changes nothing
     assert history(settings, "ben.lifter@example.org") == []
@@ -276,6 +278,54 @@ def test_signup_confirm_and_welcome_once(project: Path, served: Served) -> None:
     assert check_list(settings.subscribers).invalid == []
 
 
+@pytest.mark.parametrize("where", ["footer", "top"])
+def test_the_confirmation_and_welcome_have_no_view_in_browser_link(
+    project: Path, where: str
+) -> None:
+    """Neither is a page of the web edition: their "View in browser" pointed at
+    <archive url>confirmation/ and welcome/, pages that do not exist (a 404 from her site)."""
+    config = project / "newsletter.toml"
+    text = config.read_text(encoding="utf-8")
+    text = re.sub(r"(?m)^view_in_browser = .*$", f'view_in_browser = "{where}"', text)
+    config.write_text(text, encoding="utf-8")
+    (project / "newsletters" / "welcome.md").write_text(
+        "---\nsubject: Welcome\n---\n\nGlad you are here.\n", encoding="utf-8"
+    )
+    with serve(with_signup(project)) as served:
+        settings = served.settings
+        assert settings.archive.url  # the sample has a web edition, so issues do have the link
+        signup(served, "pat.browser@example.org")
+        served.settle()
+        (mail,) = outbox_mail(settings, "confirmation")
+        token = confirm_link(mail, settings, served.url).split("token=")[1]
+        requests.post(f"{served.url}/confirm", data={"token": token}, timeout=5)
+        served.settle()
+        (welcome,) = outbox_mail(settings, "welcome")
+    for message in (mail, welcome):
+        for part in message.walk():
+            if part.get_content_maintype() == "text":
+                body = part.get_payload(decode=True)
+                assert isinstance(body, bytes)
+                assert b"View in browser" not in body
+                assert settings.archive.url.encode() not in body
+
+
+def test_the_signup_page_says_what_this_newsletter_is_in_its_own_words(project: Path) -> None:
+    """The page said "Practical tips to move well, stay strong and train for life." to every
+    practice, whatever it sends; it now says [archive] signup_text, as the web edition does."""
+    config = project / "newsletter.toml"
+    text = config.read_text(encoding="utf-8")
+    text = re.sub(r"(?m)^signup_text = .*$", 'signup_text = "Fresh sourdough news, Fridays."', text)
+    config.write_text(text, encoding="utf-8")
+    with serve(with_signup(project)) as served:
+        page = requests.get(f"{served.url}/subscribe", timeout=5).text
+    assert "Fresh sourdough news, Fridays." in page and "move well" not in page
+    config.write_text(re.sub(r"(?m)^signup_text = .*\n", "", text), encoding="utf-8")
+    with serve(with_signup(project, "")) as served:
+        page = requests.get(f"{served.url}/subscribe", timeout=5).text
+    assert "move well" not in page and "We will send you one email to confirm" in page
+
+
 def test_same_address_again_no_second_row_and_no_second_email(served: Served) -> None:
     settings = served.settings
     signup(served, "twice@example.org")
@@ -371,6 +421,40 @@ def test_a_used_confirmation_link_never_puts_back_a_reader_taken_off_by_hand(
     assert [r["status"] for r in rows_for(settings, "once.only@example.org")] == ["subscribed"]
 
 
+def test_coming_back_within_the_hour_of_leaving_gets_a_new_confirmation(
+    served: Served,
+) -> None:
+    """Unsubscribed by mistake, she signs up again at once: the confirmation sent before she
+    left is out of date, so the hourly limit must not count it, or no working link arrives
+    for an hour while the page says "check your inbox"."""
+    settings = served.settings
+    signup(served, "oops@example.org")
+    served.settle()
+    (mail,) = outbox_mail(settings, "confirmation")
+    first = confirm_link(mail, settings, served.url).split("token=")[1]
+    requests.post(f"{served.url}/confirm", data={"token": first}, timeout=5)
+    unsubscribe = make_token(served.secret, "oops@example.org")
+    requests.post(f"{served.url}/unsubscribe?token={unsubscribe}", data=ONE_CLICK, timeout=5)
+    served.settle()
+    assert [r["status"] for r in rows_for(settings, "oops@example.org")] == ["unsubscribed"]
+
+    signup(served, "oops@example.org")  # minutes later, within the hour
+    served.settle()
+    (mail,) = outbox_mail(settings, "confirmation")  # the outbox keeps the newest
+    second = confirm_link(mail, settings, served.url).split("token=")[1]
+    assert second != first
+    back = requests.post(f"{served.url}/confirm", data={"token": second}, timeout=5)
+    assert back.status_code == 200 and "You are subscribed" in back.text
+    served.settle()
+    assert [r["status"] for r in rows_for(settings, "oops@example.org")] == ["subscribed"]
+
+    signup(served, "oops@example.org")  # subscribed again: none, as before
+    signup(served, "oops@example.org")
+    served.settle()
+    sent = [line for line in served.log if "o***@example.org: confirmation sent" in line]
+    assert len(sent) == 2
+
+
 def test_forged_expired_and_altered_confirmations_change_nothing(served: Served) -> None:
     settings = served.settings
     before = settings.subscribers.read_bytes()
@@ -400,6 +484,9 @@ def test_forged_expired_and_altered_confirmations_change_nothing(served: Served)
         pressed = requests.post(f"{served.url}/confirm", data={"token": token}, timeout=5)
         assert shown.status_code == pressed.status_code == 400, token
         assert words in shown.text and words in pressed.text
+        # "Please sign up again" comes with the way there.
+        again = f'href="{settings.base_url}/subscribe"'
+        assert again in shown.text and again in pressed.text and "Sign up again" in shown.text
     served.settle()
     assert settings.subscribers.read_bytes() == before
     assert history(settings, "mallory@example.org") == []

@@ -487,3 +487,19 @@ def test_hostile_draft_and_odd_file_name(project: Path) -> None:
     entry = next(e for e in feed.entries if quoted in e.link)
     assert "alert(1)" in entry.title and "Knees" in entry.title  # text, escaped in the XML
     assert "<script" not in (site / "feed.xml").read_text(encoding="utf-8")
+
+
+def test_the_welcome_email_is_never_a_page(project: Path) -> None:
+    """newsletters/welcome.md is the web app's welcome for each new subscriber, not an issue:
+    with a send_at of the past it was published as one, in the index and the feed."""
+    (project / "newsletters" / "welcome.md").write_text(
+        "---\nsubject: Welcome aboard\nsend_at: 2025-07-01 07:00\n---\n\nGlad you are here.\n",
+        encoding="utf-8",
+    )
+    settings = load_settings(project / "newsletter.toml")
+    site = project / "site"
+    result = build_site(settings, site, now=NOW)
+    assert "welcome" not in result.published
+    assert not (site / "issues" / "welcome").exists()
+    for path, text in site_text(site).items():
+        assert "Welcome aboard" not in text, path

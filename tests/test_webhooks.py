@@ -841,3 +841,42 @@ def test_sns_certificates_kept_in_memory_are_few_whatever_is_posted(
     assert len(source._keys) <= MAX_CERTIFICATES
     assert post(client, ses, event(ses, "hard"))[0] == 200  # a genuine one still goes through
     assert stored_events(events_settings) == 1
+
+
+def test_a_postmark_bounce_keeps_the_receiving_servers_own_words(
+    client: FlaskClient, events_settings: Settings, all_senders: dict[str, Sender]
+) -> None:
+    """Postmark's ``Description`` is the same sentence for every hard bounce ("The server was
+    unable to deliver your message."); ``Details`` is what the reader's server said
+    (https://postmarkapp.com/developer/webhooks/bounce-webhook), the part worth keeping, and
+    what README's example of the history shows."""
+    sender = all_senders["postmark"]
+    record_sends(events_settings, "postmark")
+    status, text = post(client, sender, event(sender, "hard"))
+    assert status == 200, text
+    ledger = open_ledger(events_settings)
+    try:
+        (bounced,) = consent_history(ledger.db, ADA)
+    finally:
+        ledger.close()
+    assert bounced.detail is not None
+    assert "smtp;550 5.1.1 The email account does not exist." in bounced.detail
+
+
+def test_a_secret_that_is_set_but_refused_is_named_when_the_app_starts(
+    events_settings: Settings,
+) -> None:
+    """With NEWSLETTER_WEBHOOK_SECRET set to a short password, `serve` said "webhooks: none
+    configured": she had set it, so that read as a bug.  The start now says what is wrong."""
+    lines: list[str] = []
+    environ = {
+        "NEWSLETTER_WEBHOOK_SECRET": "hooks:s3cret",
+        "RESEND_WEBHOOK_SECRET": "whsec_c2hvcnQ=",
+        "SENDGRID_WEBHOOK_VERIFICATION_KEY": "",  # empty: as if unset, not a mistake
+    }
+    webhooks_blueprint(events_settings, environ, log=lines.append, background=False)
+    said = "\n".join(lines)
+    assert "NEWSLETTER_WEBHOOK_SECRET" in said and "at least 16 characters" in said
+    assert "RESEND_WEBHOOK_SECRET" in said
+    assert "SENDGRID" not in said and "MAILGUN" not in said and "none configured" not in said
+    assert "hooks:s3cret" not in said and "c2hvcnQ" not in said  # never the secret itself

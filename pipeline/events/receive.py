@@ -67,6 +67,16 @@ class Answer:
     applied: Applied | None = None
 
 
+# Where each provider's webhook secret comes from (README: Bounces, complaints and provider
+# events); SES needs none (its topic is in newsletter.toml).
+SECRET_VARIABLES = (
+    "NEWSLETTER_WEBHOOK_SECRET",
+    "MAILGUN_WEBHOOK_SIGNING_KEY",
+    "SENDGRID_WEBHOOK_VERIFICATION_KEY",
+    "RESEND_WEBHOOK_SECRET",
+)
+
+
 class WebhookReceiver:
     """Built once per app from the settings and the environment: each provider whose
     secret is set takes events; the others refuse every request (and say why in the log).
@@ -88,6 +98,7 @@ class WebhookReceiver:
         background: bool = False,
     ) -> None:
         self.settings = settings
+        self.environ = environ
         self.clock = clock
         self.log = log or (lambda line: logger.warning("%s", line))
         self.sources: dict[str, WebhookSource | NotConfigured] = {}
@@ -107,6 +118,17 @@ class WebhookReceiver:
             self.wake.set()  # events a previous process stored but never applied
             self.idle.clear()
             self.worker.start()
+
+    def refused_secrets(self) -> list[str]:
+        """Why each provider whose secret IS set (not empty) still refuses every request: a
+        short password, a key that is not one.  For the start-up log, so a secret she set
+        never reads as "none configured"; the messages name the variable, never its value."""
+        return [
+            f"{name}: {source}"
+            for name, source in sorted(self.sources.items())
+            if isinstance(source, NotConfigured)
+            and any(v in str(source) and self.environ.get(v, "").strip() for v in SECRET_VARIABLES)
+        ]
 
     def configured(self) -> list[str]:
         return sorted(n for n, s in self.sources.items() if not isinstance(s, NotConfigured))

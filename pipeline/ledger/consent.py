@@ -59,7 +59,9 @@ class ConsentEvent:
 
     def describe(self) -> str:
         """One line for a person: when, what, why, and where from."""
-        parts = [f"{self.at}  {self.action.value} ({self.cause.value})"]
+        # "signup requested", not the stored name "signup_requested": she reads this.
+        what = self.action.value.replace("_", " ")
+        parts = [f"{self.at}  {what} ({self.cause.value})"]
         if self.ip:
             parts.append(f"from {self.ip}")
         if self.source_url:

@@ -23,8 +23,8 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from pipeline.config import Settings
-from pipeline.content.issue import load_issue
+from pipeline.config import Settings, ViewInBrowser
+from pipeline.content.issue import WELCOME_DRAFT, load_issue
 from pipeline.delivery.provider import Outcome, Provider
 from pipeline.delivery.providers import create_provider, postmark
 from pipeline.errors import NewsletterError
@@ -83,7 +83,12 @@ class Mailer:
     HTTP session or an SMTP connection, is never shared between threads."""
 
     def __init__(self, settings: Settings, environ: Mapping[str, str], secret: bytes) -> None:
-        self.settings = settings
+        # Neither email is a page of the web edition: a "View in browser" link would point
+        # at <archive url>confirmation/ or welcome/, which do not exist.
+        self.settings = dataclasses.replace(
+            settings,
+            archive=dataclasses.replace(settings.archive, view_in_browser=ViewInBrowser.OFF),
+        )
         self.environ = environ
         self.secret = secret
         self.domain = settings.sender_address.rpartition("@")[2]
@@ -103,7 +108,7 @@ class Mailer:
 
     @property
     def welcome_path(self) -> Path:
-        return self.settings.newsletters_dir / f"{WELCOME}.md"
+        return self.settings.newsletters_dir / WELCOME_DRAFT
 
     def confirmation_path(self) -> Path:
         custom = self.settings.templates_dir / "web" / f"{CONFIRMATION}.md"

@@ -9,8 +9,9 @@ Double opt-in, the way inbox providers and privacy law expect:
 - A signup always gets the same answer, at the same speed, whatever the address's state: the
   list lookup and the email happen in the background, so neither the page nor its timing
   tells anyone who is on the list.
-- A new or unsubscribed address gets one confirmation (at most one an hour); a subscribed
-  one gets none.  Nothing joins the list until the person presses Confirm.
+- A new or unsubscribed address gets one confirmation (at most one an hour, not counting
+  one sent before the address last left); a subscribed one gets none.  Nothing joins the
+  list until the person presses Confirm.
 - A confirmation link issued before the address's last unsubscribe (or bounce, complaint,
   removal) is refused, and so is one already used: coming back needs a new confirmation.
 """
@@ -377,7 +378,14 @@ class Subscriptions:
         if self.current_status(key) == SUBSCRIBED:
             self.log(f"signup for {who}: already subscribed, no confirmation sent")
             return
-        if confirmations_within(db, key, self.clock() - CONFIRMATION_INTERVAL):
+        # A confirmation sent before the address last left is out of date (its link is
+        # refused), so it does not count: someone who unsubscribed by mistake and signs up
+        # again at once gets a link that works, not an hour's silence.
+        since = self.clock() - CONFIRMATION_INTERVAL
+        left = last_event(db, request.email, OPTED_OUT)
+        if left is not None:
+            since = max(since, datetime.fromisoformat(left.at))
+        if confirmations_within(db, key, since):
             self.log(f"signup for {who}: a confirmation went out within the hour, none sent")
             return
         token = self.signer.confirmation_token(request)

@@ -28,6 +28,7 @@ from pipeline.web.subscriptions import (
     mask,
 )
 from pipeline.web.tokens import SignupRequest
+from pipeline.web_edition.urls import signup_url
 
 public = Blueprint("public", __name__)
 
@@ -50,8 +51,17 @@ def _page(template: str, status: int = 200, **context: object) -> tuple[str, int
     return render_template(template, **context), status
 
 
-def _message(title: str, text: str, status: int) -> tuple[str, int]:
-    return _page("message.html", status, title=title, text=text)
+def _message(
+    title: str, text: str, status: int, link: str = "", link_text: str = ""
+) -> tuple[str, int]:
+    return _page("message.html", status, title=title, text=text, link=link, link_text=link_text)
+
+
+def _sign_up_again(title: str, text: str) -> tuple[str, int]:
+    """A confirmation page that asks her to sign up again links to the signup page (her own
+    site's, if ``[signup] url`` names one), rather than leave her to find it."""
+    settings = subscriptions_of(current_app).settings
+    return _message(title, text, 400, signup_url(settings), "Sign up again")
 
 
 @public.after_app_request
@@ -196,23 +206,20 @@ def confirm() -> tuple[str, int]:
 
 def _invalid_confirmation(outcome: Confirmation) -> tuple[str, int]:
     if outcome is Confirmation.EXPIRED:
-        return _message(
+        return _sign_up_again(
             "This link has expired",
             "Confirmation links work for a limited time. Please sign up again: it takes a moment.",
-            400,
         )
     if outcome is Confirmation.STALE:
-        return _message(
+        return _sign_up_again(
             "This link is out of date",
             "This address left the list after the link was sent. To come back, please sign up "
             "again and confirm with the new email.",
-            400,
         )
-    return _message(
+    return _sign_up_again(
         "This link is not valid",
         "It may have been cut short by your mail program. Please copy the whole link from the "
         "email, or sign up again.",
-        400,
     )
 
 

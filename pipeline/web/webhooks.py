@@ -37,11 +37,15 @@ def webhooks_blueprint(
     )
     if log is not None and receiver is None:
         taken = found.configured()
+        refused = found.refused_secrets()
+        none = "none working" if refused else "none configured"
         log(
             "webhooks: "
-            + (f"taking /webhooks/{{{','.join(taken)}}}" if taken else "none configured")
+            + (f"taking /webhooks/{{{','.join(taken)}}}" if taken else none)
             + " (see README: Bounces, complaints and provider events)"
         )
+        for reason in refused:
+            log(f"webhooks: refusing {reason}")
     blueprint = Blueprint("webhooks", __name__)
 
     @blueprint.post("/webhooks/<provider>")

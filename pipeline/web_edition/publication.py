@@ -13,7 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from pipeline.config import Settings
-from pipeline.content.issue import Issue, load_issue
+from pipeline.content.issue import WELCOME_DRAFT, Issue, load_issue
 from pipeline.errors import InputError
 from pipeline.ledger.readonly import ledger_time, read_ledger
 from pipeline.ledger.store import RecipientStatus
@@ -84,6 +84,8 @@ def collect(settings: Settings, now: datetime) -> tuple[list[Entry], list[Skippe
     for path in sorted(settings.newsletters_dir.glob("*.md")):
         if path.is_dir():
             continue  # a folder named like a draft ("old.md/") holds no issue
+        if path.name == WELCOME_DRAFT:
+            continue  # the web app's welcome for each new subscriber: not an issue, no page
         if path.name.startswith("."):
             # Not hers: a Mac's "._name.md" beside each file on a shared drive, an editor's
             # lock; and a name of dots would make the page "issues/../index.html", the index.

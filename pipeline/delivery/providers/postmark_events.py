@@ -126,7 +126,9 @@ def parse_event(raw: Mapping[str, Any]) -> ProviderEvent | None:
         ),
         None,
     )
-    reason = text(raw.get("Description")) or text(raw.get("Details"))
+    # Details is what the reader's server answered ("smtp;550 5.1.1 ... does not exist");
+    # Description is one fixed sentence per bounce type, kept only when Details is empty.
+    reason = text(raw.get("Details")) or text(raw.get("Description"))
     if record == "SubscriptionChange":
         reason = f"{raw.get('SuppressionReason')} ({text(raw.get('Origin')) or 'Postmark'})"
     return ProviderEvent(
