@@ -405,6 +405,15 @@ def _send_locked(
 
     reconciled = _reconcile_unknown(ledger, slug, provider, factory)
     ledger.set_status(slug, IssueStatus.SENDING)
+    told = progress or (lambda done, total: None)
+
+    def progress_and_record(done: int, total: int) -> None:
+        # After each batch is settled in the ledger (so the record is never ahead of it): a
+        # SIGKILL or power cut leaves the record saying who was sent, not "0" from the start.
+        if done:
+            _write_start_record(ledger, slug, sent_record)
+        told(done, total)
+
     loop = DeliveryLoop(
         ledger,
         provider,
@@ -412,7 +421,7 @@ def _send_locked(
         delivery_policy(settings, provider),
         sleep=sleep,
         monotonic=monotonic,
-        progress=progress,
+        progress=progress_and_record,
         stop=stop,
         stop_grace=stop_grace,
     )

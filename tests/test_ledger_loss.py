@@ -176,3 +176,33 @@ def test_a_run_that_finds_the_record_missing_writes_it(make_project: Callable[..
     before = path.stat().st_mtime_ns, path.stat().st_ino
     assert newsletter(root, "send", SAMPLE_ISSUE, "--yes")[0] == 0
     assert (path.stat().st_mtime_ns, path.stat().st_ino) == before
+
+
+def test_the_record_keeps_up_during_a_run_so_a_kill_leaves_no_false_count(
+    make_project: Callable[..., Path],
+) -> None:
+    # A SIGKILL (or a power cut) ends a run before its last write: the record used to say
+    # "0 sent" from the start of the run, with 80 delivered, and then advised deleting it
+    # "only if nobody got this issue": advice that mails those 80 again.
+    root = project(make_project)
+    settings = load_settings(root / "newsletter.toml")
+    record = root / "newsletters" / ".sent" / f"{SLUG}.json"
+    seen: dict[int, bytes] = {}
+
+    def progress(done: int, total: int) -> None:
+        if done in (30, 60):  # what a kill at this moment would leave on disk
+            seen[done] = record.read_bytes()
+
+    send_issue(
+        root / SAMPLE_ISSUE, settings, create_provider(settings, {}), environ={}, progress=progress
+    )
+    assert json.loads(seen[30])["sent"] == 30
+    assert json.loads(seen[60])["sent"] == 60
+    # The ledger is lost after a kill at 60: the refusal says 60, and how to know who got it.
+    record.write_bytes(seen[60])
+    for path in (root / ".newsletter").glob("ledger.sqlite3*"):
+        path.unlink()
+    code, _, err = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 2
+    assert "(60 sent by" in err and "may have sent more" in err
+    assert "only if nobody got" not in err and "activity" in err
