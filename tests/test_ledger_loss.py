@@ -206,3 +206,17 @@ def test_the_record_keeps_up_during_a_run_so_a_kill_leaves_no_false_count(
     assert code == 2
     assert "(60 sent by" in err and "may have sent more" in err
     assert "only if nobody got" not in err and "activity" in err
+
+
+def test_status_of_the_one_issue_says_the_ledger_lost_it(
+    make_project: Callable[..., Path],
+) -> None:
+    # `status ISSUE` used to say "missed ... to send it anyway: newsletter send ...", exit 0.
+    root = project(make_project)
+    partial_send(root, 20)
+    for path in (root / ".newsletter").glob("ledger.sqlite3*"):
+        path.unlink()
+    code, out, err = newsletter(root, "status", SAMPLE_ISSUE)
+    assert code == 2, out
+    assert "to send it anyway" not in out
+    assert f"{SLUG} began sending" in err and "20 sent" in err and "lost" in err
