@@ -78,6 +78,8 @@ from pipeline.schedule import (
 from pipeline.wording import count, local_time, shown
 
 LEDGER_NAME = "ledger.sqlite3"
+# How often, at most, a running send reads the list again when it has changed (opt-outs).
+LIST_RECHECK = 5.0
 OPTED_OUT = {
     SkipReason.UNSUBSCRIBED,
     SkipReason.BOUNCED,
@@ -256,6 +258,7 @@ def send_issue(
     early: bool = False,
     stop: StopRequest | None = None,
     stop_grace: float = STOP_GRACE,
+    list_recheck: float = LIST_RECHECK,
 ) -> SendReport | None:
     """Send (or resume) one issue to its audience, exactly once per recipient.
 
@@ -297,6 +300,7 @@ def send_issue(
                 early,
                 stop,
                 stop_grace,
+                list_recheck,
             )
         finally:
             ledger.close()
@@ -319,6 +323,7 @@ def _send_locked(
     allow_early: bool,
     stop: StopRequest,
     stop_grace: float,
+    list_recheck: float,
 ) -> SendReport | None:
     issue = compiled.issue
     slug = issue.slug
@@ -378,6 +383,7 @@ def _send_locked(
     _write_start_record(ledger, slug, sent_record)
     audience = _AudienceScan()
     change = AudienceChange(0, 0, 0, 0)
+    list_seen = _list_stamp(settings.subscribers)  # before the read: a change during it shows
     if not record.audience_loaded:
         ledger.add_recipients(slug, audience.subscribers(settings.subscribers, issue.tags))
         if ledger.counts(slug).audience == 0:  # the list changed since the look above
@@ -406,13 +412,32 @@ def _send_locked(
     reconciled = _reconcile_unknown(ledger, slug, provider, factory)
     ledger.set_status(slug, IssueStatus.SENDING)
     told = progress or (lambda done, total: None)
+    withdrawn_since = 0
+    list_read_at = monotonic()
 
     def progress_and_record(done: int, total: int) -> None:
+        nonlocal list_seen, list_read_at, withdrawn_since
         # After each batch is settled in the ledger (so the record is never ahead of it): a
         # SIGKILL or power cut leaves the record saying who was sent, not "0" from the start.
         if done:
             _write_start_record(ledger, slug, sent_record)
         told(done, total)
+        # Someone who unsubscribed or was erased (`newsletter unsubscribe`, `subscribers
+        # remove`, the web app) while the send runs is withdrawn before their turn: the list
+        # is read again when it changed, at most every ``list_recheck`` seconds (a 100,000-row
+        # list takes a second or two to read).
+        stamp = _list_stamp(settings.subscribers)
+        if stamp == list_seen or monotonic() - list_read_at < list_recheck:
+            return
+        list_seen, list_read_at = stamp, monotonic()
+        scan_now = _AudienceScan()
+        try:
+            again = ledger.refresh_audience(
+                slug, scan_now.subscribers(settings.subscribers, issue.tags), scan_now.opted_out
+            )
+        except InputError:
+            return  # a list saved half-edited: the send goes on; a resume reads it again
+        withdrawn_since += again.withdrawn
 
     loop = DeliveryLoop(
         ledger,
@@ -450,7 +475,7 @@ def _send_locked(
         failures=ledger.recipients(slug, RecipientStatus.FAILED),
         unknown=ledger.recipients(slug, RecipientStatus.UNKNOWN),
         recovered_unknown=recovered,
-        withdrawn=change.withdrawn,
+        withdrawn=change.withdrawn + withdrawn_since,
         joined=change.joined,
         added=change.added,
         reconciled=reconciled,
@@ -459,6 +484,15 @@ def _send_locked(
             ledger.unknown_replayable(slug, provider.name) if provider.idempotent else 0
         ),
     )
+
+
+def _list_stamp(path: Path) -> tuple[int, int, int] | None:
+    """What changes when the list is rewritten (the list's writer renames a new file in)."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return (info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 def _write_start_record(ledger: Ledger, slug: str, path: Path) -> None:

@@ -305,7 +305,8 @@ class Ledger:
         include_new: bool = False,
         chunk: int = 2000,
     ) -> AudienceChange:
-        """On a resume, the list as it is now decides who is still to be sent, and how.
+        """On a resume (or when the list changes during a send), the list as it is now
+        decides who is still to be sent, and how.
 
         Pending readers no longer in the issue's audience (deleted, which may be an erasure
         request; unsubscribed; untagged) are withdrawn; the others get their current values
@@ -346,8 +347,8 @@ class Ledger:
                 withdrawn = db.execute(
                     "UPDATE recipients SET status = ?, updated_at = ?, reason = CASE WHEN key IN"
                     " (SELECT key FROM temp.left_list) THEN 'opted out after the send began'"
-                    " ELSE 'no longer on the list (or not in this issue''s audience) when the"
-                    " send resumed' END"
+                    " ELSE 'no longer on the list (or not in this issue''s audience) after the"
+                    " send began' END"
                     " WHERE issue = ? AND status = ?"
                     " AND key NOT IN (SELECT key FROM temp.current_audience)",
                     (RecipientStatus.WITHDRAWN, now, slug, RecipientStatus.PENDING),
