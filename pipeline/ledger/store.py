@@ -204,7 +204,8 @@ class Ledger:
         try:
             yield self.db
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:  # SQLite may have rolled back already (I/O error, full disk)
+                self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
 
@@ -333,7 +334,8 @@ class Ledger:
                     ],
                 )
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLite may have rolled back already (I/O error, full disk)
+                db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
         now = self._now()
