@@ -146,10 +146,12 @@ def test_an_error_that_sqlite_already_rolled_back_is_the_error_reported(
     root = make_project()
     ledger = open_ledger(load_settings(root / "newsletter.toml"))
     try:
-        with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
-            with ledger.transaction() as db:
-                db.execute("ROLLBACK")  # what SQLite does on an I/O error or a full disk
-                raise sqlite3.OperationalError("disk I/O error")
+        with (
+            pytest.raises(sqlite3.OperationalError, match="disk I/O error"),
+            ledger.transaction() as db,
+        ):
+            db.execute("ROLLBACK")  # what SQLite does on an I/O error or a full disk
+            raise sqlite3.OperationalError("disk I/O error")
         with ledger.transaction():  # and the connection is still usable
             pass
     finally:
