@@ -101,6 +101,12 @@ _ALLOWED_SUBSET = (
 )
 
 
+def shown(source: str, limit: int = 80) -> str:
+    """A merge field as a message quotes it: a hostile one (3,000 parentheses) is cut, so the
+    message stays one readable line."""
+    return source if len(source) <= limit else f"{source[: limit - 20]}\u2026{source[-19:]}"
+
+
 class FieldNotAllowed(Exception):
     """An expression outside the subset drafts may use; the message says what and why."""
 
@@ -289,7 +295,9 @@ class MergeFields:
             if isinstance(analysed, str):
                 problems.append(
                     InputError(
-                        f"merge field {{{{ {source} }}}} {analysed}", path=path, line=new[source]
+                        f"merge field {{{{ {shown(source)} }}}} {analysed}",
+                        path=path,
+                        line=new[source],
                     )
                 )
             else:

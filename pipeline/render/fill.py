@@ -22,6 +22,7 @@ from pipeline.content.merge_fields import (
     TOKEN_PATTERN,
     MergeField,
     parse_expression,
+    shown,
 )
 from pipeline.errors import InputError
 
@@ -206,7 +207,7 @@ class FieldEvaluator:
 
             def problem(message: str, field: MergeField = field) -> InputError:
                 return InputError(
-                    f"merge field {{{{ {field.source} }}}}: {message}",
+                    f"merge field {{{{ {shown(field.source)} }}}}: {message}",
                     path=self.path,
                     line=field.line,
                 )
