@@ -7,6 +7,7 @@ The CLI only parses options and prints what these return.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -422,7 +423,10 @@ def _send_locked(
         # After each batch is settled in the ledger (so the record is never ahead of it): a
         # SIGKILL or power cut leaves the record saying who was sent, not "0" from the start.
         if done:
-            _write_start_record(ledger, slug, sent_record)
+            # A safeguard, not the send: failing here (a full disk) must not abandon the
+            # batches in flight; the rewrite at the end of the run reports it.
+            with contextlib.suppress(InputError):
+                _write_start_record(ledger, slug, sent_record)
         told(done, total)
         # Someone who unsubscribed or was erased (`newsletter unsubscribe`, `subscribers
         # remove`, the web app) while the send runs is withdrawn before their turn: the list

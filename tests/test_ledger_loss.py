@@ -13,9 +13,12 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from pipeline.config import load_settings
 from pipeline.delivery.providers import create_provider
 from pipeline.delivery.stopping import StopRequest
+from pipeline.errors import InputError
 from pipeline.ledger.store import Ledger
 from pipeline.sending import open_ledger, send_issue
 
@@ -220,3 +223,35 @@ def test_status_of_the_one_issue_says_the_ledger_lost_it(
     assert code == 2, out
     assert "to send it anyway" not in out
     assert f"{SLUG} began sending" in err and "20 sent" in err and "lost" in err
+
+
+def test_a_record_that_cannot_be_rewritten_mid_send_does_not_stop_the_send(
+    make_project: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The rewrite after each batch is a safeguard, not the send: a full disk there (root
+    # ignores permissions, so the failure is injected) must not abandon batches in flight.
+    from pipeline.ledger import start_record
+
+    root = project(make_project)
+    settings = load_settings(root / "newsletter.toml")
+    real_write = start_record.write
+    calls = 0
+
+    def failing_after_the_first(*args: object, **kwargs: object) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            real_write(*args, **kwargs)  # type: ignore[arg-type]
+            return
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(start_record, "write", failing_after_the_first)
+    with pytest.raises(InputError, match="could not write this record"):
+        send_issue(root / SAMPLE_ISSUE, settings, create_provider(settings, {}), environ={})
+    ledger = open_ledger(settings)
+    try:
+        counts = ledger.counts(SLUG)
+    finally:
+        ledger.close()
+    # Every batch went out and was recorded; only the final rewrite is reported.
+    assert counts.sent == READERS and counts.unknown == 0
