@@ -156,3 +156,29 @@ def test_an_opt_out_or_erasure_during_the_send_is_honoured_before_their_turn(
     assert "opted out after the send began" in rows["reader050@example.org"]["reason"]
     assert rows["reader060@example.org"]["status"] == "withdrawn"
     assert "no longer on the list" in rows["reader060@example.org"]["reason"]
+
+
+def test_readers_withdrawn_by_an_emptied_list_come_back_with_the_list(
+    make_project: Callable[..., Path],
+) -> None:
+    # The list saved empty by accident (an export of the wrong sheet) before a resume withdrew
+    # the 80 still to send; putting the list back and --include-new sent them nothing: the
+    # issue was "complete" with 80 readers lost for good.
+    root = make_project(
+        provider='name = "outbox"\nbatch_size = 10\nconcurrency = 1',
+        csv=HEADER + "".join(row(i) for i in range(100)),
+    )
+    interrupted_send(root, after=20)
+    full = (root / "subscribers.csv").read_text(encoding="utf-8")
+    (root / "subscribers.csv").write_text(HEADER, encoding="utf-8")
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert "withdrawn: 80" in out, out
+    (root / "subscribers.csv").write_text(full, encoding="utf-8")
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 0 and "80 people have joined the list since the send began" in out, out
+    stamps = {p: p.stat().st_mtime_ns for p in (root / "outbox" / SLUG).glob("*.eml")}
+    assert len(stamps) == 20
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes", "--include-new")
+    assert code == 0 and "audience 100: sent 100" in out, out
+    assert len(sent_to(root)) == 100
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # the first 20 not again

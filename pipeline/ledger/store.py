@@ -367,9 +367,28 @@ class Ledger:
                     " WHERE r.issue = ? AND r.key = c.key)"
                 )
                 joined = int(db.execute(f"SELECT count(*) {new}", (slug,)).fetchone()[0])
+                # Withdrawn readers who are in the audience again (the list was saved empty by
+                # accident, then put back; or they resubscribed) count as joined, so a
+                # withdrawal is never a reader lost for good.  Withdrawn rows were never sent.
+                back = (
+                    "FROM temp.current_audience AS c WHERE recipients.issue = ?"
+                    " AND recipients.status = ? AND recipients.key = c.key"
+                )
+                joined += int(
+                    db.execute(
+                        "SELECT count(*) FROM recipients WHERE issue = ? AND status = ?"
+                        " AND key IN (SELECT key FROM temp.current_audience)",
+                        (slug, RecipientStatus.WITHDRAWN),
+                    ).fetchone()[0]
+                )
                 added = 0
                 if include_new and joined:
                     added = db.execute(
+                        "UPDATE recipients SET status = ?, reason = NULL, updated_at = ?,"
+                        f" email = c.email, line = c.line, fields = c.fields {back}",
+                        (RecipientStatus.PENDING, now, slug, RecipientStatus.WITHDRAWN),
+                    ).rowcount
+                    added += db.execute(
                         "INSERT INTO recipients (issue, key, email, line, fields, status)"
                         f" SELECT ?, c.key, c.email, c.line, c.fields, ? {new} ORDER BY c.line",
                         (slug, RecipientStatus.PENDING, slug),
