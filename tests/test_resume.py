@@ -182,3 +182,29 @@ def test_readers_withdrawn_by_an_emptied_list_come_back_with_the_list(
     assert code == 0 and "audience 100: sent 100" in out, out
     assert len(sent_to(root)) == 100
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # the first 20 not again
+
+
+def test_a_list_saved_unreadable_during_the_send_does_not_stop_it(
+    make_project: Callable[..., Path],
+) -> None:
+    # Re-reading the list mid-send (for opt-outs) meets whatever is on disk: a list half
+    # saved from Excel is skipped, and the send goes on with what it read at the start.
+    root = make_project(
+        provider='name = "outbox"\nbatch_size = 10\nconcurrency = 1',
+        csv=HEADER + "".join(row(i) for i in range(100)),
+    )
+    settings = load_settings(root / "newsletter.toml")
+
+    def progress(done: int, total: int) -> None:
+        if done == 20:
+            settings.subscribers.write_bytes(b"email,first_name\nx@example.org,Caf\xe9\n")
+
+    report = send_issue(
+        root / SAMPLE_ISSUE,
+        settings,
+        create_provider(settings, {}),
+        environ={},
+        progress=progress,
+        list_recheck=0,
+    )
+    assert report is not None and report.counts.sent == 100 and report.withdrawn == 0
