@@ -11,6 +11,7 @@ import difflib
 import json
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import jinja2
@@ -105,7 +106,11 @@ class Template:
         """The length ``fill`` would return, without building it; ``growth``: the most
         escaping makes of one character (5 for HTML: ``"`` is ``&#34;``)."""
         fields = sum(len(values[slot]) for slot in self.slots)
-        return sum(map(len, self.pieces)) + growth * fields
+        return self.static_length + growth * fields
+
+    @cached_property
+    def static_length(self) -> int:
+        return sum(map(len, self.pieces))
 
     def fill(self, values: Sequence[str]) -> str:
         return self._join(self.pieces, self.slots, values)
