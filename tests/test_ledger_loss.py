@@ -255,3 +255,26 @@ def test_a_record_that_cannot_be_rewritten_mid_send_does_not_stop_the_send(
         ledger.close()
     # Every batch went out and was recorded; only the final rewrite is reported.
     assert counts.sent == READERS and counts.unknown == 0
+
+
+def test_backup_never_writes_over_her_list_her_settings_or_the_ledger(
+    make_project: Callable[..., Path],
+) -> None:
+    # `newsletter backup --out subscribers.csv` ("back up my subscribers") replaced her list
+    # with a SQLite file, exit 0; so did --out newsletter.toml.
+    root = project(make_project)
+    partial_send(root, 20)
+    kept = {
+        name: (root / name).read_bytes()
+        for name in ("subscribers.csv", "newsletter.toml", SAMPLE_ISSUE)
+    }
+    for name in (*kept, ".newsletter/ledger.sqlite3"):
+        code, out, err = newsletter(root, "backup", "--out", name)
+        assert code == 2, (name, out)
+        assert err.count("\n") == 1 and "backup" in err, err
+    assert {name: (root / name).read_bytes() for name in kept} == kept
+    assert newsletter(root, "status")[0] == 0  # the ledger is whole
+    # A backup made before may be refreshed in place (a nightly cron job does that).
+    assert newsletter(root, "backup", "--out", "nightly.sqlite3")[0] == 0
+    code, out, _ = newsletter(root, "backup", "--out", "nightly.sqlite3")
+    assert code == 0 and "1 issue, 100 recipient rows" in out
