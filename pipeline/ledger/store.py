@@ -16,6 +16,7 @@ import errno
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -161,6 +162,24 @@ def ledger_errors(path: Path) -> Iterator[None]:
         raise LedgerError(_explain(exc), path=exc.filename or path) from None
 
 
+def _use_wal(db: sqlite3.Connection, tries: int = 100) -> None:
+    """``PRAGMA journal_mode=WAL``, tried again while another opener holds the file.
+
+    Switching a new ledger to WAL needs an exclusive lock, and SQLite answers "database is
+    locked" at once, without waiting out the busy timeout, when another connection is doing
+    the same (six threads opening a new ledger together: 5 failures in 500 rounds; the web
+    app and a first send starting together are the real case).  Bounded: about 5 seconds.
+    """
+    for attempt in range(tries):
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == tries - 1:
+                raise
+            time.sleep(0.05)
+
+
 class Ledger:
     def __init__(self, path: Path, clock: Callable[[], datetime] = utc_now) -> None:
         self.path = path
@@ -170,7 +189,7 @@ class Ledger:
             _private(path)
             # Autocommit mode: every transaction below is explicit.
             self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
-            self.db.execute("PRAGMA journal_mode=WAL")
+            _use_wal(self.db)
             # FULL: an "inflight" mark is on disk before the provider is called, even on
             # power loss.
             self.db.execute("PRAGMA synchronous=FULL")
