@@ -626,20 +626,25 @@ def status(ctx: click.Context, issue: Path | None, as_json: bool, who: str | Non
             click.echo(f"  {email}: {reason}" if reason else f"  {email}")
         return
     report = status_rows(settings, issue)
-    if issue is None:
-        from pipeline.ledger.start_record import unmatched
+    from pipeline.ledger.start_record import unmatched
 
-        known = {row.issue for row in report.rows if row.counts is not None}
-        lost = unmatched(settings.newsletters_dir, known)
-        for path, record in lost:
-            click.echo(
-                f"error: {path}: {record.issue} began sending {record.started_at} "
-                f"({record.sent} sent by {record.updated_at}), but the ledger has no record of "
-                "it: it was lost or replaced (README: Losing the ledger)",
-                err=True,
-            )
-        if lost:
-            ctx.exit(EXIT_BAD_INPUT)
+    known = {row.issue for row in report.rows if row.counts is not None}
+    lost = unmatched(settings.newsletters_dir, known)
+    if issue is not None:  # only that issue's record: the others are not in this report
+        lost = [
+            (path, record)
+            for path, record in lost
+            if record.issue in {r.issue for r in report.rows}
+        ]
+    for path, record in lost:
+        click.echo(
+            f"error: {path}: {record.issue} began sending {record.started_at} "
+            f"({record.sent} sent by {record.updated_at}), but the ledger has no record of "
+            "it: it was lost or replaced (README: Losing the ledger)",
+            err=True,
+        )
+    if lost:
+        ctx.exit(EXIT_BAD_INPUT)
     if as_json:
         click.echo(json.dumps([row.as_json() for row in report.rows], indent=2))
     else:

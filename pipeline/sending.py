@@ -7,6 +7,7 @@ The CLI only parses options and prints what these return.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -78,6 +79,10 @@ from pipeline.schedule import (
 from pipeline.wording import count, local_time, shown
 
 LEDGER_NAME = "ledger.sqlite3"
+# How often, at most, a running send reads the list again when it has changed (opt-outs):
+# every LIST_RECHECK seconds, or ten times as long as the last reading took (a 100,000-row
+# list takes a second or two), so reading it never takes more than a tenth of the send.
+LIST_RECHECK = 1.0
 OPTED_OUT = {
     SkipReason.UNSUBSCRIBED,
     SkipReason.BOUNCED,
@@ -268,6 +273,7 @@ def send_issue(
     early: bool = False,
     stop: StopRequest | None = None,
     stop_grace: float = STOP_GRACE,
+    list_recheck: float = LIST_RECHECK,
 ) -> SendReport | None:
     """Send (or resume) one issue to its audience, exactly once per recipient.
 
@@ -310,6 +316,7 @@ def send_issue(
                 early,
                 stop,
                 stop_grace,
+                list_recheck,
             )
         finally:
             ledger.close()
@@ -332,6 +339,7 @@ def _send_locked(
     allow_early: bool,
     stop: StopRequest,
     stop_grace: float,
+    list_recheck: float,
 ) -> SendReport | None:
     issue = compiled.issue
     slug = issue.slug
@@ -399,6 +407,7 @@ def _send_locked(
     _write_start_record(ledger, slug, sent_record)
     audience = _AudienceScan()
     change = AudienceChange(0, 0, 0, 0)
+    list_seen = _list_stamp(settings.subscribers)  # before the read: a change during it shows
     if not record.audience_loaded:
         ledger.add_recipients(slug, audience.subscribers(settings.subscribers, issue.tags))
         if ledger.counts(slug).audience == 0:  # the list changed since the look above
@@ -426,6 +435,41 @@ def _send_locked(
 
     reconciled = _reconcile_unknown(ledger, slug, provider, factory)
     ledger.set_status(slug, IssueStatus.SENDING)
+    told = progress or (lambda done, total: None)
+    withdrawn_since = 0
+    list_read_at, list_interval = monotonic(), list_recheck
+
+    def progress_and_record(done: int, total: int) -> None:
+        nonlocal list_seen, list_read_at, list_interval, withdrawn_since
+        # After each batch is settled in the ledger (so the record is never ahead of it): a
+        # SIGKILL or power cut leaves the record saying who was sent, not "0" from the start.
+        if done:
+            # A safeguard, not the send: failing here (a full disk) must not abandon the
+            # batches in flight; the rewrite at the end of the run reports it.
+            with contextlib.suppress(InputError):
+                _write_start_record(ledger, slug, sent_record)
+        told(done, total)
+        # Someone who unsubscribed or was erased (`newsletter unsubscribe`, `subscribers
+        # remove`, the web app) while the send runs is withdrawn before their turn: the list
+        # is read again when it changed (see LIST_RECHECK for how often, at most).
+        stamp = _list_stamp(settings.subscribers)
+        if stamp == list_seen or monotonic() - list_read_at < list_interval:
+            return
+        # The cost is this thread's CPU time: waiting for the ledger's lock (opt-outs being
+        # written at this moment) is not reading, and must not put the next reading off.
+        began = time.thread_time()
+        list_seen = stamp
+        scan_now = _AudienceScan()
+        try:
+            again = ledger.refresh_audience(
+                slug, scan_now.subscribers(settings.subscribers, issue.tags), scan_now.opted_out
+            )
+            withdrawn_since += again.withdrawn
+        except InputError:
+            pass  # a list saved half-edited: the send goes on; a resume reads it again
+        list_read_at = monotonic()
+        list_interval = max(list_recheck, 10 * (time.thread_time() - began))
+
     loop = DeliveryLoop(
         ledger,
         provider,
@@ -433,7 +477,7 @@ def _send_locked(
         delivery_policy(settings, provider),
         sleep=sleep,
         monotonic=monotonic,
-        progress=progress,
+        progress=progress_and_record,
         stop=stop,
         stop_grace=stop_grace,
     )
@@ -462,7 +506,7 @@ def _send_locked(
         failures=ledger.recipients(slug, RecipientStatus.FAILED),
         unknown=ledger.recipients(slug, RecipientStatus.UNKNOWN),
         recovered_unknown=recovered,
-        withdrawn=change.withdrawn,
+        withdrawn=change.withdrawn + withdrawn_since,
         joined=change.joined,
         added=change.added,
         reconciled=reconciled,
@@ -471,6 +515,15 @@ def _send_locked(
             ledger.unknown_replayable(slug, provider.name) if provider.idempotent else 0
         ),
     )
+
+
+def _list_stamp(path: Path) -> tuple[int, int, int] | None:
+    """What changes when the list is rewritten (the list's writer renames a new file in)."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return (info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 def _write_start_record(ledger: Ledger, slug: str, path: Path) -> None:

@@ -298,3 +298,55 @@ def test_a_non_ascii_sender_is_a_configuration_error_not_a_failed_reader(
     code, _, err = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
     assert code == 2 and "newsletter.toml" in err and "from" in err, err
     assert not (root / "outbox").exists()
+
+
+# A field that grows: `replace("", ...)` puts its text between every character, and a chain
+# of them multiplies.  A 100 KB name once made a 277 MB message (1.5 GB in memory) that the
+# outbox wrote and a provider would have been sent; `check` said ok, as its sample is short.
+GROWING = "{{ subscriber.first_name" + "|replace('', 'xxxxxxxxxx')" * 3 + " }}"
+
+
+def test_a_merge_field_that_grows_a_long_value_fails_that_reader_alone(
+    make_project: Callable[..., Path],
+) -> None:
+    root = make_project(
+        csv=HEADER + "ok@example.org,Ok,,,\n" + f"long@example.org,{'A' * 100_000},,,\n"
+    )
+    draft = root / SAMPLE_ISSUE
+    head, sep, body = draft.read_text(encoding="utf-8").partition("\n---\n")
+    draft.write_text(head + sep + f"\n{GROWING}\n" + body, encoding="utf-8")
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert "audience 2: sent 1, failed 1" in out, out
+    assert code != 0
+    ok = (root / "outbox" / SLUG / "ok@example.org.eml").read_bytes()
+    assert b"x" * 10 in ok  # the short name was grown and sent
+    assert not (root / "outbox" / SLUG / "long@example.org.eml").exists()
+    settings = load_settings(root / "newsletter.toml")
+    ledger = open_ledger(settings)
+    try:
+        reason = {row["email"]: row for row in ledger.history(SLUG)}["long@example.org"]["reason"]
+    finally:
+        ledger.close()
+    assert "replace" in reason and "longer than" in reason, reason
+
+
+def test_many_merge_fields_on_a_long_value_fail_that_reader_alone(
+    make_project: Callable[..., Path],
+) -> None:
+    # 200 distinct fields of a 100 KB name: 20 MB for one reader, past what providers take.
+    fields = " ".join(f"{{{{ subscriber.first_name ~ '{i}' }}}}" for i in range(200))
+    root = make_project(
+        csv=HEADER + "ok@example.org,Ok,,,\n" + f"long@example.org,{'A' * 100_000},,,\n"
+    )
+    draft = root / SAMPLE_ISSUE
+    head, sep, body = draft.read_text(encoding="utf-8").partition("\n---\n")
+    draft.write_text(head + sep + f"\n{fields}\n" + body, encoding="utf-8")
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 1 and "audience 2: sent 1, failed 1" in out, out
+    assert not (root / "outbox" / SLUG / "long@example.org.eml").exists()
+    ledger = open_ledger(load_settings(root / "newsletter.toml"))
+    try:
+        reason = {row["email"]: row for row in ledger.history(SLUG)}["long@example.org"]["reason"]
+    finally:
+        ledger.close()
+    assert "more than a provider takes" in reason, reason

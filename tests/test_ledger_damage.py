@@ -135,3 +135,24 @@ def test_a_full_disk_mid_send_is_one_line_and_the_next_run_finishes(
     assert result.returncode == 0, result.stdout + result.stderr
     assert "audience 300: sent 300, failed 0, unknown 0, pending 0" in result.stdout
     assert len(list((root / "outbox" / SLUG).glob("*.eml"))) == 300
+
+
+def test_an_error_that_sqlite_already_rolled_back_is_the_error_reported(
+    make_project: Callable[..., Path],
+) -> None:
+    # A full disk (RLIMIT_FSIZE of 40,000 bytes) failed a write mid-transaction; SQLite rolled
+    # back by itself, and our own ROLLBACK then hid the cause behind "cannot rollback - no
+    # transaction is active": "the ledger could not be used", with no word of the disk.
+    root = make_project()
+    ledger = open_ledger(load_settings(root / "newsletter.toml"))
+    try:
+        with (
+            pytest.raises(sqlite3.OperationalError, match="disk I/O error"),
+            ledger.transaction() as db,
+        ):
+            db.execute("ROLLBACK")  # what SQLite does on an I/O error or a full disk
+            raise sqlite3.OperationalError("disk I/O error")
+        with ledger.transaction():  # and the connection is still usable
+            pass
+    finally:
+        ledger.close()

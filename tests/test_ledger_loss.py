@@ -13,9 +13,12 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from pipeline.config import load_settings
 from pipeline.delivery.providers import create_provider
 from pipeline.delivery.stopping import StopRequest
+from pipeline.errors import InputError
 from pipeline.ledger.store import Ledger
 from pipeline.sending import open_ledger, send_issue
 
@@ -176,3 +179,102 @@ def test_a_run_that_finds_the_record_missing_writes_it(make_project: Callable[..
     before = path.stat().st_mtime_ns, path.stat().st_ino
     assert newsletter(root, "send", SAMPLE_ISSUE, "--yes")[0] == 0
     assert (path.stat().st_mtime_ns, path.stat().st_ino) == before
+
+
+def test_the_record_keeps_up_during_a_run_so_a_kill_leaves_no_false_count(
+    make_project: Callable[..., Path],
+) -> None:
+    # A SIGKILL (or a power cut) ends a run before its last write: the record used to say
+    # "0 sent" from the start of the run, with 80 delivered, and then advised deleting it
+    # "only if nobody got this issue": advice that mails those 80 again.
+    root = project(make_project)
+    settings = load_settings(root / "newsletter.toml")
+    record = root / "newsletters" / ".sent" / f"{SLUG}.json"
+    seen: dict[int, bytes] = {}
+
+    def progress(done: int, total: int) -> None:
+        if done in (30, 60):  # what a kill at this moment would leave on disk
+            seen[done] = record.read_bytes()
+
+    send_issue(
+        root / SAMPLE_ISSUE, settings, create_provider(settings, {}), environ={}, progress=progress
+    )
+    assert json.loads(seen[30])["sent"] == 30
+    assert json.loads(seen[60])["sent"] == 60
+    # The ledger is lost after a kill at 60: the refusal says 60, and how to know who got it.
+    record.write_bytes(seen[60])
+    for path in (root / ".newsletter").glob("ledger.sqlite3*"):
+        path.unlink()
+    code, _, err = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 2
+    assert "(60 sent by" in err and "may have sent more" in err
+    assert "only if nobody got" not in err and "activity" in err
+
+
+def test_status_of_the_one_issue_says_the_ledger_lost_it(
+    make_project: Callable[..., Path],
+) -> None:
+    # `status ISSUE` used to say "missed ... to send it anyway: newsletter send ...", exit 0.
+    root = project(make_project)
+    partial_send(root, 20)
+    for path in (root / ".newsletter").glob("ledger.sqlite3*"):
+        path.unlink()
+    code, out, err = newsletter(root, "status", SAMPLE_ISSUE)
+    assert code == 2, out
+    assert "to send it anyway" not in out
+    assert f"{SLUG} began sending" in err and "20 sent" in err and "lost" in err
+
+
+def test_a_record_that_cannot_be_rewritten_mid_send_does_not_stop_the_send(
+    make_project: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The rewrite after each batch is a safeguard, not the send: a full disk there (root
+    # ignores permissions, so the failure is injected) must not abandon batches in flight.
+    from pipeline.ledger import start_record
+
+    root = project(make_project)
+    settings = load_settings(root / "newsletter.toml")
+    real_write = start_record.write
+    calls = 0
+
+    def failing_after_the_first(*args: object, **kwargs: object) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            real_write(*args, **kwargs)  # type: ignore[arg-type]
+            return
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(start_record, "write", failing_after_the_first)
+    with pytest.raises(InputError, match="could not write this record"):
+        send_issue(root / SAMPLE_ISSUE, settings, create_provider(settings, {}), environ={})
+    ledger = open_ledger(settings)
+    try:
+        counts = ledger.counts(SLUG)
+    finally:
+        ledger.close()
+    # Every batch went out and was recorded; only the final rewrite is reported.
+    assert counts.sent == READERS and counts.unknown == 0
+
+
+def test_backup_never_writes_over_her_list_her_settings_or_the_ledger(
+    make_project: Callable[..., Path],
+) -> None:
+    # `newsletter backup --out subscribers.csv` ("back up my subscribers") replaced her list
+    # with a SQLite file, exit 0; so did --out newsletter.toml.
+    root = project(make_project)
+    partial_send(root, 20)
+    kept = {
+        name: (root / name).read_bytes()
+        for name in ("subscribers.csv", "newsletter.toml", SAMPLE_ISSUE)
+    }
+    for name in (*kept, ".newsletter/ledger.sqlite3"):
+        code, out, err = newsletter(root, "backup", "--out", name)
+        assert code == 2, (name, out)
+        assert err.count("\n") == 1 and "backup" in err, err
+    assert {name: (root / name).read_bytes() for name in kept} == kept
+    assert newsletter(root, "status")[0] == 0  # the ledger is whole
+    # A backup made before may be refreshed in place (a nightly cron job does that).
+    assert newsletter(root, "backup", "--out", "nightly.sqlite3")[0] == 0
+    code, out, _ = newsletter(root, "backup", "--out", "nightly.sqlite3")
+    assert code == 0 and "1 issue, 100 recipient rows" in out

@@ -108,3 +108,103 @@ def test_a_complete_issue_is_served_to_later_joiners_only_when_asked(
     code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes", "--include-new")
     assert code == 0 and "audience 11: sent 11" in out and f"{SLUG}: complete" in out
     assert len(sent_to(root)) == 11
+
+
+def test_an_opt_out_or_erasure_during_the_send_is_honoured_before_their_turn(
+    make_project: Callable[..., Path],
+) -> None:
+    # `newsletter unsubscribe` and `subscribers remove` while a send runs: 20 readers who had
+    # unsubscribed (and 10 erased) were still mailed, minutes later, because the list was only
+    # read when the send began.
+    from pipeline.audience.list_writer import ListChange, apply_changes
+
+    root = make_project(
+        provider='name = "outbox"\nbatch_size = 10\nconcurrency = 1',
+        csv=HEADER + "".join(row(i) for i in range(100)),
+    )
+    settings = load_settings(root / "newsletter.toml")
+    changed = False
+
+    def progress(done: int, total: int) -> None:
+        nonlocal changed
+        if done >= 20 and not changed:
+            changed = True
+            apply_changes(
+                settings.subscribers, [ListChange("reader050@example.org", status="unsubscribed")]
+            )
+            apply_changes(settings.subscribers, [ListChange("reader060@example.org", delete=True)])
+
+    report = send_issue(
+        root / SAMPLE_ISSUE,
+        settings,
+        create_provider(settings, {}),
+        environ={},
+        progress=progress,
+        list_recheck=0,
+    )
+    assert report is not None and changed
+    assert "reader050@example.org" not in sent_to(root)
+    assert "reader060@example.org" not in sent_to(root)
+    assert report.counts.sent == 98 and report.counts.pending == 0
+    assert report.withdrawn == 2
+    ledger = open_ledger(settings)
+    try:
+        rows = {r["email"]: r for r in ledger.history(SLUG)}
+    finally:
+        ledger.close()
+    assert rows["reader050@example.org"]["status"] == "withdrawn"
+    assert "opted out after the send began" in rows["reader050@example.org"]["reason"]
+    assert rows["reader060@example.org"]["status"] == "withdrawn"
+    assert "no longer on the list" in rows["reader060@example.org"]["reason"]
+
+
+def test_readers_withdrawn_by_an_emptied_list_come_back_with_the_list(
+    make_project: Callable[..., Path],
+) -> None:
+    # The list saved empty by accident (an export of the wrong sheet) before a resume withdrew
+    # the 80 still to send; putting the list back and --include-new sent them nothing: the
+    # issue was "complete" with 80 readers lost for good.
+    root = make_project(
+        provider='name = "outbox"\nbatch_size = 10\nconcurrency = 1',
+        csv=HEADER + "".join(row(i) for i in range(100)),
+    )
+    interrupted_send(root, after=20)
+    full = (root / "subscribers.csv").read_text(encoding="utf-8")
+    (root / "subscribers.csv").write_text(HEADER, encoding="utf-8")
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert "withdrawn: 80" in out, out
+    (root / "subscribers.csv").write_text(full, encoding="utf-8")
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 0 and "80 people have joined the list since the send began" in out, out
+    stamps = {p: p.stat().st_mtime_ns for p in (root / "outbox" / SLUG).glob("*.eml")}
+    assert len(stamps) == 20
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes", "--include-new")
+    assert code == 0 and "audience 100: sent 100" in out, out
+    assert len(sent_to(root)) == 100
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # the first 20 not again
+
+
+def test_a_list_saved_unreadable_during_the_send_does_not_stop_it(
+    make_project: Callable[..., Path],
+) -> None:
+    # Re-reading the list mid-send (for opt-outs) meets whatever is on disk: a list half
+    # saved from Excel is skipped, and the send goes on with what it read at the start.
+    root = make_project(
+        provider='name = "outbox"\nbatch_size = 10\nconcurrency = 1',
+        csv=HEADER + "".join(row(i) for i in range(100)),
+    )
+    settings = load_settings(root / "newsletter.toml")
+
+    def progress(done: int, total: int) -> None:
+        if done == 20:
+            settings.subscribers.write_bytes(b"email,first_name\nx@example.org,Caf\xe9\n")
+
+    report = send_issue(
+        root / SAMPLE_ISSUE,
+        settings,
+        create_provider(settings, {}),
+        environ={},
+        progress=progress,
+        list_recheck=0,
+    )
+    assert report is not None and report.counts.sent == 100 and report.withdrawn == 0

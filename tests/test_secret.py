@@ -136,3 +136,9 @@ def test_a_full_disk_leaves_no_key_file_and_says_so(tmp_path: Path) -> None:
     assert list(state.iterdir()) == []  # neither an empty key nor a temporary file
     # With room again, the key is made whole.
     assert len(load_secret(state, {})) == 64
+
+
+def test_a_one_character_environment_key_is_said_in_the_singular(tmp_path: Path) -> None:
+    with pytest.raises(SecretError) as caught:
+        load_secret(tmp_path, {"NEWSLETTER_SECRET": "x"})
+    assert "is only 1 character;" in str(caught.value)

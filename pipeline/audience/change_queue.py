@@ -94,7 +94,8 @@ def apply_queued(db: sqlite3.Connection, subscribers: Path, state_dir: Path) -> 
                 [(now, id_) for id_, _ in queued],
             )
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLite may have rolled back already (I/O error, full disk)
+                db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
         return Flushed(len(queued), result)

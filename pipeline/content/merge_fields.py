@@ -62,6 +62,24 @@ FILTER_USAGE = {
     "upper": (0, 0, "| upper"),
 }
 ALLOWED_FILTERS = tuple(FILTER_USAGE)
+# The longest value a merge field may make: as long as the longest cell the list reader
+# accepts (csv.field_size_limit's default).  ``replace("", "xxxxxxxxxx")`` puts its text
+# between every character, and a chain of them multiplies: three of them on a 100 KB name
+# once made a 277 MB message.
+MAX_FIELD_VALUE = 131_072
+
+
+def bounded_replace(value: object, old: object, new: object, count: int | None = None) -> str:
+    """Jinja's ``replace``, refusing (before building it) a result past MAX_FIELD_VALUE."""
+    text, old, new = str(value), str(old), str(new)
+    found = len(text) + 1 if not old else text.count(old)
+    if count is not None and count >= 0:
+        found = min(found, count)
+    if len(text) + found * (len(new) - len(old)) > MAX_FIELD_VALUE:
+        raise ValueError(
+            f"replace would make this value longer than {MAX_FIELD_VALUE:,} characters"
+        )
+    return text.replace(old, new, -1 if count is None else count)
 
 
 def _draft_environment() -> ImmutableSandboxedEnvironment:
@@ -69,6 +87,7 @@ def _draft_environment() -> ImmutableSandboxedEnvironment:
     env = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
     env.globals.clear()  # no lipsum, range, dict, cycler, joiner, namespace
     env.filters = {name: env.filters[name] for name in ALLOWED_FILTERS}
+    env.filters["replace"] = bounded_replace
     env.tests = {name: env.tests[name] for name in ALLOWED_TESTS}
     return env
 
@@ -80,6 +99,12 @@ _ALLOWED_SUBSET = (
     f"a draft may use subscriber.<column>, unsubscribe_url, text in quotes and the filters "
     f"{_FILTER_LIST}"
 )
+
+
+def shown(source: str, limit: int = 80) -> str:
+    """A merge field as a message quotes it: a hostile one (3,000 parentheses) is cut, so the
+    message stays one readable line."""
+    return source if len(source) <= limit else f"{source[: limit - 20]}\u2026{source[-19:]}"
 
 
 class FieldNotAllowed(Exception):
@@ -270,7 +295,9 @@ class MergeFields:
             if isinstance(analysed, str):
                 problems.append(
                     InputError(
-                        f"merge field {{{{ {source} }}}} {analysed}", path=path, line=new[source]
+                        f"merge field {{{{ {shown(source)} }}}} {analysed}",
+                        path=path,
+                        line=new[source],
                     )
                 )
             else:

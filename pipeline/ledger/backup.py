@@ -32,6 +32,7 @@ def backup_ledger(ledger_path: Path, out: Path) -> Backup:
         raise InputError(
             "there is no ledger to back up yet (nothing has been sent)", path=ledger_path
         )
+    _refuse_to_overwrite(ledger_path, out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")  # 0600
     os.close(fd)
@@ -61,3 +62,37 @@ def backup_ledger(ledger_path: Path, out: Path) -> Backup:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
     return Backup(out, int(issues), int(recipients))
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"  # https://www.sqlite.org/fileformat.html#the_database_header
+
+
+def _refuse_to_overwrite(ledger_path: Path, out: Path) -> None:
+    """A backup replaces only an earlier backup: ``--out subscribers.csv`` ("back up my
+    subscribers") once replaced her list with a SQLite file, exit 0."""
+    live = {ledger_path.resolve(), *(Path(f"{ledger_path.resolve()}{s}") for s in ("-wal", "-shm"))}
+    if out.resolve() in live:
+        raise InputError(
+            "that is the ledger itself: a backup is a copy kept somewhere else", path=out
+        )
+    if not out.exists():
+        return
+    try:
+        with out.open("rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+        looks_like_backup = header == SQLITE_HEADER
+        if looks_like_backup:
+            db = sqlite3.connect(f"{out.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+            finally:
+                db.close()
+            looks_like_backup = {"issues", "recipients"} <= tables
+    except (OSError, sqlite3.DatabaseError):
+        looks_like_backup = False
+    if not looks_like_backup:
+        raise InputError(
+            "this file exists and is not a backup of the ledger: a backup never writes over "
+            "another file; give --out a new name",
+            path=out,
+        )

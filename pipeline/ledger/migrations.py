@@ -169,6 +169,7 @@ def migrate(db: sqlite3.Connection) -> int:
                 db.execute(f"PRAGMA user_version = {version}")
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLite may have rolled back already (I/O error, full disk)
+                db.execute("ROLLBACK")
             raise
     return len(MIGRATIONS)

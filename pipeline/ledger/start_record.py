@@ -5,7 +5,7 @@ replaced by an old copy, or left behind on another machine, it would let the nex
 everyone again (3,000 of 3,000 in a test).  This record lives with the drafts and is meant
 to be committed with them, so losing the ledger no longer looks like a fresh start: the send
 refuses, and says how to restore the ledger or, knowingly, go on.  It is written when sending
-begins and rewritten at the end of every run with what the ledger then held.
+begins, after every batch the ledger has settled, and at the end of every run.
 """
 
 from __future__ import annotations
@@ -96,9 +96,11 @@ def check(path: Path, ledger_path: Path, ledger_record: IssueRecord | None, coun
         raise LedgerMismatch(
             f"{ledger_path} has no record of this issue, but this file says its sending began "
             f"{start.started_at} via {start.provider} ({start.sent} sent by "
-            f"{start.updated_at}): the ledger was lost or replaced, and sending now would mail "
-            "those readers again. Put the ledger back (a copy made by `newsletter backup`), "
-            "or, only if nobody got this issue, delete this file and run again",
+            f"{start.updated_at}; a run stopped after that may have sent more): the ledger was "
+            "lost or replaced, and sending now would mail those readers again. Put the ledger "
+            "back (a copy made by `newsletter backup`), or, only if the provider's activity "
+            "log (or the outbox folder) shows nobody got this issue, delete this file and run "
+            "again",
             path=path,
         )
     settled = counts.sent + counts.failed

@@ -19,6 +19,7 @@ import errno
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -172,6 +173,24 @@ def ledger_errors(path: Path) -> Iterator[None]:
         raise LedgerError(_explain(exc), path=exc.filename or path) from None
 
 
+def _use_wal(db: sqlite3.Connection, tries: int = 100) -> None:
+    """``PRAGMA journal_mode=WAL``, tried again while another opener holds the file.
+
+    Switching a new ledger to WAL needs an exclusive lock, and SQLite answers "database is
+    locked" at once, without waiting out the busy timeout, when another connection is doing
+    the same (six threads opening a new ledger together: 5 failures in 500 rounds; the web
+    app and a first send starting together are the real case).  Bounded: about 5 seconds.
+    """
+    for attempt in range(tries):
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == tries - 1:
+                raise
+            time.sleep(0.05)
+
+
 class Ledger:
     def __init__(self, path: Path, clock: Callable[[], datetime] = utc_now) -> None:
         self.path = path
@@ -181,7 +200,7 @@ class Ledger:
             _private(path)
             # Autocommit mode: every transaction below is explicit.
             self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
-            self.db.execute("PRAGMA journal_mode=WAL")
+            _use_wal(self.db)
             # FULL: an "inflight" mark is on disk before the provider is called, even on
             # power loss.
             self.db.execute("PRAGMA synchronous=FULL")
@@ -224,7 +243,8 @@ class Ledger:
         try:
             yield self.db
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:  # SQLite may have rolled back already (I/O error, full disk)
+                self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
 
@@ -325,7 +345,8 @@ class Ledger:
         include_new: bool = False,
         chunk: int = 2000,
     ) -> AudienceChange:
-        """On a resume, the list as it is now decides who is still to be sent, and how.
+        """On a resume (or when the list changes during a send), the list as it is now
+        decides who is still to be sent, and how.
 
         Pending readers no longer in the issue's audience (deleted, which may be an erasure
         request; unsubscribed; untagged) are withdrawn; the others get their current values
@@ -349,7 +370,8 @@ class Ledger:
                     [(s.key, s.email, s.line, _fields_json(s.fields)) for s in block],
                 )
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLite may have rolled back already (I/O error, full disk)
+                db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
         now = self._now()
@@ -363,8 +385,8 @@ class Ledger:
                 withdrawn = db.execute(
                     "UPDATE recipients SET status = ?, updated_at = ?, reason = CASE WHEN key IN"
                     " (SELECT key FROM temp.left_list) THEN 'opted out after the send began'"
-                    " ELSE 'no longer on the list (or not in this issue''s audience) when the"
-                    " send resumed' END"
+                    " ELSE 'no longer on the list (or not in this issue''s audience) after the"
+                    " send began' END"
                     " WHERE issue = ? AND status = ?"
                     " AND key NOT IN (SELECT key FROM temp.current_audience)",
                     (RecipientStatus.WITHDRAWN, now, slug, RecipientStatus.PENDING),
@@ -381,9 +403,28 @@ class Ledger:
                     " WHERE r.issue = ? AND r.key = c.key)"
                 )
                 joined = int(db.execute(f"SELECT count(*) {new}", (slug,)).fetchone()[0])
+                # Withdrawn readers who are in the audience again (the list was saved empty by
+                # accident, then put back; or they resubscribed) count as joined, so a
+                # withdrawal is never a reader lost for good.  Withdrawn rows were never sent.
+                back = (
+                    "FROM temp.current_audience AS c WHERE recipients.issue = ?"
+                    " AND recipients.status = ? AND recipients.key = c.key"
+                )
+                joined += int(
+                    db.execute(
+                        "SELECT count(*) FROM recipients WHERE issue = ? AND status = ?"
+                        " AND key IN (SELECT key FROM temp.current_audience)",
+                        (slug, RecipientStatus.WITHDRAWN),
+                    ).fetchone()[0]
+                )
                 added = 0
                 if include_new and joined:
                     added = db.execute(
+                        "UPDATE recipients SET status = ?, reason = NULL, updated_at = ?,"
+                        f" email = c.email, line = c.line, fields = c.fields {back}",
+                        (RecipientStatus.PENDING, now, slug, RecipientStatus.WITHDRAWN),
+                    ).rowcount
+                    added += db.execute(
                         "INSERT INTO recipients (issue, key, email, line, fields, status)"
                         f" SELECT ?, c.key, c.email, c.line, c.fields, ? {new} ORDER BY c.line",
                         (slug, RecipientStatus.PENDING, slug),

@@ -50,7 +50,8 @@ def load_secret(state_dir: Path, environ: Mapping[str, str]) -> bytes:
 def _from_environment(value: str) -> bytes:
     value = value.strip()
     if len(value) < MIN_LENGTH:
-        what = "empty" if not value else f"only {len(value)} characters"
+        length = len(value)
+        what = "empty" if not value else f"only {length} character{'' if length == 1 else 's'}"
         raise SecretError(
             f"{ENV_NAME} is {what}; it signs unsubscribe links, so it must be at least "
             f"{MIN_LENGTH} random characters: set it to the output of {HOW_TO_MAKE} "

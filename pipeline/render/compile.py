@@ -24,9 +24,11 @@ from pipeline.content.merge_fields import MergeField, MergeFields
 from pipeline.errors import InputError
 from pipeline.render.email_body import body_to_mjml
 from pipeline.render.fill import (
+    MAX_MESSAGE_CHARACTERS,
     FieldEvaluator,
     SubscriberFields,
     Template,
+    TooLarge,
     escape_all,
     json_escaped,
 )
@@ -123,6 +125,14 @@ class CompiledEmail:
         values = self.fields.evaluate(
             {"subscriber": SubscriberFields(subscriber), UNSUBSCRIBE_FIELD: unsubscribe_url}
         )
+        # One short value used many times still makes a long email: counted before the
+        # bodies are built (they are built when a provider asks), with HTML escaping's worst.
+        longest = max(
+            self.html.filled_length(values, growth=5),
+            self.text.filled_length(values),
+        )
+        if longest > MAX_MESSAGE_CHARACTERS:
+            raise TooLarge(self.fields.path)
         return PersonalisedEmail(self, " ".join(self.subject.fill(values).split()), values)
 
 

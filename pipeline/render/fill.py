@@ -24,6 +24,7 @@ from pipeline.content.merge_fields import (
     TOKEN_PATTERN,
     MergeField,
     parse_expression,
+    shown,
 )
 from pipeline.errors import InputError
 
@@ -135,6 +136,16 @@ class Template:
             out.append(piece)
         return "".join(out)
 
+    def filled_length(self, values: Sequence[str], growth: int = 1) -> int:
+        """The length ``fill`` would return, without building it; ``growth``: the most
+        escaping makes of one character (5 for HTML: ``"`` is ``&#34;``)."""
+        fields = sum(len(values[slot]) for slot in self.slots)
+        return self.static_length + growth * fields
+
+    @cached_property
+    def static_length(self) -> int:
+        return sum(map(len, self.pieces))
+
     def fill(self, values: Sequence[str]) -> str:
         return self._join(self.pieces, self.slots, values)
 
@@ -188,6 +199,24 @@ def unknown_column(column: str, columns: Collection[str]) -> str:
 # where it wants a number): reported as the field's problem, never as a traceback.
 _EVALUATION_ERRORS = (jinja2.TemplateError, TypeError, ValueError, ArithmeticError, LookupError)
 
+# The most one reader's merge fields may come to, and one reader's email: Postmark, the
+# strictest of the providers, takes 10 MB a message "including attachments" (Postmark API,
+# Email: "Messages have a size limit of 10 MB").  Past this a value in the reader's row is
+# hostile or broken, and building it would hold hundreds of MB (200 distinct fields of a
+# 100 KB name are 20 MB; 20,000 would be 2.6 GB).
+MAX_MESSAGE_CHARACTERS = 10_000_000
+
+
+class TooLarge(InputError):
+    """This reader's email would be past what a provider takes: that reader fails alone."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            f"this reader's email would be more than {MAX_MESSAGE_CHARACTERS // 1_000_000} MB, "
+            "more than a provider takes: a value in their row of the list is far too long",
+            path=path,
+        )
+
 
 class FieldEvaluator:
     """The issue's merge fields, compiled once into one Jinja template that renders them
@@ -217,12 +246,25 @@ class FieldEvaluator:
         if not self.fields:
             return []
         try:
-            values = self._render(context).split(_SEPARATOR)
+            values = self._bounded_render(context).split(_SEPARATOR)
+        except TooLarge:
+            raise
         except _EVALUATION_ERRORS:
             raise self._which_failed(context) from None
         if len(values) != len(self.fields):
             raise InputError("a merge field's value contains a NUL character", path=self.path)
         return values
+
+    def _bounded_render(self, context: Mapping[str, Any]) -> str:
+        """Render, counting as it goes: stops at MAX_MESSAGE_CHARACTERS, before the memory."""
+        chunks: list[str] = []
+        total = 0
+        for chunk in self._template.generate(context):
+            total += len(chunk)
+            if total > MAX_MESSAGE_CHARACTERS:
+                raise TooLarge(self.path)
+            chunks.append(chunk)
+        return "".join(chunks)
 
     def _which_failed(self, context: Mapping[str, Any]) -> InputError:
         """The slow path, on error only: find the field that failed, to name its line."""
@@ -232,7 +274,7 @@ class FieldEvaluator:
 
             def problem(message: str, field: MergeField = field) -> InputError:
                 return InputError(
-                    f"merge field {{{{ {field.source} }}}}: {message}",
+                    f"merge field {{{{ {shown(field.source)} }}}}: {message}",
                     path=self.path,
                     line=field.line,
                 )

@@ -196,7 +196,8 @@ class Subscriptions:
         try:
             yield db
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLite may have rolled back already (I/O error, full disk)
+                db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
 
