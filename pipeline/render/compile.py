@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import traceback
 from dataclasses import dataclass
 from datetime import date
 from functools import cached_property
@@ -181,17 +182,33 @@ def issue_date(issue: Issue, settings: Settings) -> date | None:
     return None
 
 
-def _render_template(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:
+def render_template(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:
+    """Render one of the templates (built-in, or hers from templates/): a mistake in it is
+    one line with its file and line, never a traceback.  The email and the web edition both
+    render through this."""
     try:
         return env.get_template(name).render(context)
     except jinja2.TemplateSyntaxError as exc:
         raise InputError(
             f"template error: {exc.message}", path=exc.filename, line=exc.lineno
         ) from None
-    except jinja2.UndefinedError as exc:
-        raise InputError(f"template {name}: {exc.message}") from None
     except jinja2.TemplateNotFound as exc:
         raise InputError(f"template not found: {exc.name}") from None
+    except (jinja2.UndefinedError, ArithmeticError, LookupError, TypeError, ValueError) as exc:
+        # A mistake in a template of hers ({{ page.title + 1 }}): its file and line, as Jinja
+        # put them in the traceback, never the traceback itself.
+        path, line = _template_place(exc, name)
+        why = exc.message if isinstance(exc, jinja2.UndefinedError) else str(exc)
+        raise InputError(f"template error: {why}", path=path, line=line) from None
+
+
+def _template_place(exc: BaseException, name: str) -> tuple[str, int | None]:
+    """The template file and line where ``exc`` happened (Jinja rewrites its frames)."""
+    place: tuple[str, int | None] = (name, None)
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename.endswith(".j2"):
+            place = (frame.filename, frame.lineno)
+    return place
 
 
 def compile_issue(issue: Issue, settings: Settings) -> CompiledEmail:
@@ -216,7 +233,7 @@ def compile_issue(issue: Issue, settings: Settings) -> CompiledEmail:
     }
     env = template_environment(settings)
 
-    mjml_source = _render_template(
+    mjml_source = render_template(
         env,
         HTML_TEMPLATE,
         context
@@ -226,7 +243,7 @@ def compile_issue(issue: Issue, settings: Settings) -> CompiledEmail:
             "body": Markup(body_to_mjml(tree, settings.theme)),
         },
     )
-    text = _render_template(
+    text = render_template(
         env,
         TEXT_TEMPLATE,
         context | {"title": issue.title, "body": body_to_text(tree)},

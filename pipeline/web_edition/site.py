@@ -16,7 +16,6 @@ import json
 import os
 import re
 import tempfile
-import traceback
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -32,6 +31,7 @@ from markupsafe import Markup
 from pipeline.config import Settings
 from pipeline.content.merge_fields import MergeField
 from pipeline.errors import InputError
+from pipeline.render.compile import render_template
 from pipeline.web_edition.feed import FeedItem, atom_feed
 from pipeline.web_edition.page import blank_fields, render_issue, summary
 from pipeline.web_edition.publication import Entry, Skipped, Visibility, collect
@@ -92,32 +92,6 @@ def _environment(settings: Settings) -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
     )
-
-
-def _render(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:
-    try:
-        return env.get_template(name).render(context)
-    except jinja2.TemplateSyntaxError as exc:
-        raise InputError(
-            f"template error: {exc.message}", path=exc.filename, line=exc.lineno
-        ) from None
-    except jinja2.TemplateNotFound as exc:
-        raise InputError(f"template not found: {exc.name}") from None
-    except (jinja2.UndefinedError, ArithmeticError, LookupError, TypeError, ValueError) as exc:
-        # A mistake in a template of hers ({{ page.title + 1 }}): its file and line, as Jinja
-        # put them in the traceback, never the traceback itself.
-        path, line = _template_place(exc, name)
-        why = exc.message if isinstance(exc, jinja2.UndefinedError) else str(exc)
-        raise InputError(f"template error: {why}", path=path, line=line) from None
-
-
-def _template_place(exc: BaseException, name: str) -> tuple[str, int | None]:
-    """The template file and line where ``exc`` happened (Jinja rewrites its frames)."""
-    place: tuple[str, int | None] = (name, None)
-    for frame in traceback.extract_tb(exc.__traceback__):
-        if frame.filename.endswith(".j2"):
-            place = (frame.filename, frame.lineno)
-    return place
 
 
 def _fingerprint(settings: Settings) -> str:
@@ -259,7 +233,7 @@ def build_site(
             result.reused += 1
             continue
         w = words[slug]
-        html = _render(
+        html = render_template(
             env,
             "issue.html.j2",
             common
@@ -289,7 +263,7 @@ def build_site(
             }
         )
     latest_image = next((words[e.issue.slug].image for e in shown if words[e.issue.slug].image), "")
-    index_html = _render(
+    index_html = render_template(
         env,
         "index.html.j2",
         common
@@ -304,7 +278,7 @@ def build_site(
     _write(out / "index.html", index_html.encode("utf-8"), result)
     _write(
         out / "assets" / "style.css",
-        _render(env, "style.css.j2", common).encode("utf-8"),
+        render_template(env, "style.css.j2", common).encode("utf-8"),
         result,
     )
 
