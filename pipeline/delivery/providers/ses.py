@@ -152,8 +152,9 @@ def _error_message(answer: requests.Response, parsed: object) -> str:
     return error_text(answer)
 
 
-def create(settings: Settings, environ: Mapping[str, str]) -> SesProvider:
-    options = Options(settings, OPTIONS)
+def region_and_credentials(options: Options, environ: Mapping[str, str]) -> tuple[str, Credentials]:
+    """The SES region (setting or AWS_REGION) and the AWS keys: the sender and the
+    suppression-list reader sign their calls with the same ones."""
     region = options.string("region", environ.get("AWS_REGION", "")) or ""
     if not region:
         raise options.error("region", 'the SES region is required, e.g. region = "us-east-1"')
@@ -162,6 +163,12 @@ def create(settings: Settings, environ: Mapping[str, str]) -> SesProvider:
         require_secret(environ, "AWS_SECRET_ACCESS_KEY", "ses"),
         environ.get("AWS_SESSION_TOKEN", "").strip(),
     )
+    return region, credentials
+
+
+def create(settings: Settings, environ: Mapping[str, str]) -> SesProvider:
+    options = Options(settings, OPTIONS)
+    region, credentials = region_and_credentials(options, environ)
     api = api_from(options, "Amazon SES", f"https://email.{region}.amazonaws.com", {}, 30)
     return SesProvider(api, credentials, region, options.string("configuration_set", ""))
 

@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from pipeline.config import Settings
-from pipeline.delivery.provider import Options, require_secret
+from pipeline.delivery.provider import Options
 from pipeline.delivery.providers import ses
 from pipeline.delivery.providers.sigv4 import Credentials, sign
 from pipeline.events.base import (
@@ -363,14 +363,7 @@ def suppressions(
     settings: Settings, environ: Mapping[str, str], sleep: Callable[[float], None]
 ) -> SesSuppressions:
     options = Options(settings, ses.OPTIONS)
-    region = options.string("region", environ.get("AWS_REGION", "")) or ""
-    if not region:
-        raise options.error("region", 'the SES region is required, e.g. region = "us-east-1"')
-    credentials = Credentials(
-        require_secret(environ, "AWS_ACCESS_KEY_ID", "ses"),
-        require_secret(environ, "AWS_SECRET_ACCESS_KEY", "ses"),
-        environ.get("AWS_SESSION_TOKEN", "").strip(),
-    )
+    region, credentials = ses.region_and_credentials(options, environ)
     client = ListClient(
         "Amazon SES",
         options.string("base_url", f"https://email.{region}.amazonaws.com"),
