@@ -17,6 +17,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -30,25 +31,38 @@ from pipeline.messages.unsubscribe import make_token
 
 
 def post(port: int, token: str, start: threading.Barrier) -> tuple[int, float]:
-    body = "List-Unsubscribe=One-Click"
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    """One mail client's RFC 8058 POST, on its own connection, timed from connect to the
+    server closing it.  Raw socket, not http.client: the clients share the machine's two
+    cores with the server, and http.client's header parsing cost the server's answers more
+    than the server's own work did (p50 90-132 ms here against 70-85 ms, same server)."""
+    body = b"List-Unsubscribe=One-Click"
+    request = (
+        f"POST /unsubscribe?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode() + body
     start.wait()
     began = time.perf_counter()
     try:
-        connection.request(
-            "POST",
-            f"/unsubscribe?token={token}",
-            body=body,
-            headers={"Content-Type": "application/x-www-form-urlencoded"},
-        )
-        response = connection.getresponse()
-        response.read()
-        status = response.status
-    except OSError:
-        status = 0  # reset or refused: lost
-    finally:
-        connection.close()
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+            connection.sendall(request)
+            answer = connection.recv(65536)
+            while connection.recv(65536):
+                pass
+        status = int(answer.split(b" ", 2)[1])
+    except (OSError, ValueError, IndexError):
+        status = 0  # reset, refused or garbled: lost
     return status, time.perf_counter() - began
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """The process's user + system CPU time (Linux), to show what each answer costs the
+    server whatever else the machine is doing."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def queued(port: int) -> int:
@@ -115,12 +129,14 @@ def main() -> None:
                     results.append(outcome)
 
             threads = [threading.Thread(target=client, args=(t,)) for t in tokens]
+            cpu_before = cpu_seconds(server.pid)
             began = time.perf_counter()
             for thread in threads:
                 thread.start()
             for thread in threads:
                 thread.join()
             answered = time.perf_counter() - began
+            cpu_after = cpu_seconds(server.pid)
             while queued(port) > 0:
                 time.sleep(0.05)
             applied = time.perf_counter() - began
@@ -154,6 +170,10 @@ def main() -> None:
     )
     updates = [line for line in output.splitlines() if "list updated" in line]
     print(f"rewrites of the list: {len(updates)}")
+    per_answer = 0.0
+    if cpu_before is not None and cpu_after is not None:
+        per_answer = (cpu_after - cpu_before) * 1000 / len(tokens)
+        print(f"server CPU per answer: {per_answer:.2f} ms (clock ticks of 10 ms: rough)")
     emit(
         {
             "count": float(len(tokens)),
@@ -163,6 +183,7 @@ def main() -> None:
             "p95_ms": percentile(latencies, 0.95) if latencies else 0.0,
             "max_ms": max(latencies) if latencies else 0.0,
             "rewrites": float(len(updates)),
+            "server_cpu_ms": per_answer,
         }
     )
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, render_template
+from waitress import wasyncore
 from waitress.server import BaseWSGIServer, MultiSocketServer, create_server
 
 from pipeline.config import Settings
@@ -57,9 +58,14 @@ def make_server(
 
 
 def stop_server(server: BaseWSGIServer | MultiSocketServer) -> None:
-    """Let the requests in hand finish (bounded), then close the sockets."""
+    """Let the requests in hand finish (bounded), then close the sockets: the listening one
+    and the clients' idle keep-alive connections, which would otherwise keep waitress's
+    loop running until each timed out."""
     server.task_dispatcher.shutdown(timeout=10)
     server.close()
+    # A single socket's server keeps its channels in ``_map``; several sockets share ``map``.
+    channels = getattr(server, "_map", None) or getattr(server, "map", {})
+    wasyncore.close_all(channels, ignore_all=True)
 
 
 def snippet(app: Flask, settings: Settings) -> str:

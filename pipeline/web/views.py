@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import sqlite3
 
-from flask import Blueprint, Response, current_app, jsonify, render_template, request
+import jinja2
+from flask import Blueprint, Flask, Response, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from pipeline.errors import InputError, NewsletterError
 from pipeline.messages.unsubscribe import read_token
 from pipeline.web.app import subscriptions_of
+from pipeline.web.one_click import PLACEHOLDER, OneClickPages
 from pipeline.web.subscriptions import (
     Answer,
     Confirmation,
@@ -64,12 +66,18 @@ def _sign_up_again(title: str, text: str) -> tuple[str, int]:
     return _message(title, text, 400, signup_url(settings), "Sign up again")
 
 
+# Pages carry tokens in their URLs: never cached, never sent on as a Referer.
+SAFE_HEADERS = [
+    ("Cache-Control", "no-store"),
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Content-Type-Options", "nosniff"),
+]
+
+
 @public.after_app_request
 def _safe_headers(response: Response) -> Response:
-    # Pages carry tokens in their URLs: never cached, never sent on as a Referer.
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Referrer-Policy"] = "no-referrer"
-    response.headers["X-Content-Type-Options"] = "nosniff"
+    for name, value in SAFE_HEADERS:
+        response.headers[name] = value
     if response.mimetype == "text/html":
         response.headers["Content-Security-Policy"] = CSP
     return response
@@ -259,10 +267,30 @@ def unsubscribe() -> tuple[str, int]:
     except (sqlite3.Error, OSError, TimeoutError) as exc:
         # Not recorded: say so (a mail client retries a 5xx), and ask for mail instead.
         subscriptions_of(current_app).log(f"{mask(key)}: opt-out NOT recorded: {exc}")
-        return _message(
-            "We could not record that just now",
-            "Nothing was changed. Please try the link again later, or reply to any issue "
-            "with “unsubscribe” and we will take you off the list.",
-            503,
-        )
+        return _not_recorded()
+    return _unsubscribed(key)
+
+
+def _unsubscribed(key: str) -> tuple[str, int]:
     return _page("unsubscribed.html", who=mask(key))
+
+
+def _not_recorded() -> tuple[str, int]:
+    return _message(
+        "We could not record that just now",
+        "Nothing was changed. Please try the link again later, or reply to any issue "
+        "with “unsubscribe” and we will take you off the list.",
+        503,
+    )
+
+
+def one_click_pages(app: Flask) -> OneClickPages:
+    """The one-click answers of ``web.one_click``, rendered as this view renders them."""
+    try:
+        with app.test_request_context("/unsubscribe", method="POST"):
+            done, _ = _page("unsubscribed.html", who=PLACEHOLDER)
+            failed, _ = _not_recorded()
+    except jinja2.TemplateError:
+        # Her own page has a mistake: Flask answers every opt-out, and says where it is.
+        return OneClickPages("", "", [])
+    return OneClickPages(done, failed, [*SAFE_HEADERS, ("Content-Security-Policy", CSP)])
