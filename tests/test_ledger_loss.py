@@ -167,6 +167,26 @@ def test_backup_without_a_ledger_is_one_line(make_project: Callable[..., Path]) 
     assert code == 2 and "no ledger to back up yet" in err and err.count("\n") == 1
 
 
+def test_backup_of_an_empty_or_foreign_ledger_refuses_and_writes_nothing(
+    make_project: Callable[..., Path],
+) -> None:
+    """A 0-byte ledger (a full disk cut it short) once 'backed up' with only SQLite's words
+    ("no such table: issues"); a copy of nothing must never pass for a backup."""
+    root = project(make_project)
+    ledger = root / ".newsletter" / "ledger.sqlite3"
+    ledger.parent.mkdir(parents=True, exist_ok=True)
+    ledger.write_bytes(b"")
+    code, _, err = newsletter(root, "backup")
+    assert code == 2 and "the ledger is empty (0 bytes)" in err and "Losing the ledger" in err
+    assert err.count("\n") == 1
+    ledger.unlink()
+    sqlite3.connect(ledger).execute("CREATE TABLE notes (x)").connection.close()
+    code, _, err = newsletter(root, "backup")
+    assert code == 2 and "not the newsletter's ledger" in err
+    backups = root / ".newsletter" / "backups"
+    assert not backups.exists() or list(backups.iterdir()) == []
+
+
 def test_a_run_that_finds_the_record_missing_writes_it(make_project: Callable[..., Path]) -> None:
     root = project(make_project)
     partial_send(root, 20)

@@ -32,6 +32,7 @@ def backup_ledger(ledger_path: Path, out: Path) -> Backup:
         raise InputError(
             "there is no ledger to back up yet (nothing has been sent)", path=ledger_path
         )
+    _refuse_to_copy_nothing(ledger_path)
     _refuse_to_overwrite(ledger_path, out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")  # 0600
@@ -62,6 +63,33 @@ def backup_ledger(ledger_path: Path, out: Path) -> Backup:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
     return Backup(out, int(issues), int(recipients))
+
+
+def _refuse_to_copy_nothing(ledger_path: Path) -> None:
+    """An empty or foreign file is not backed up as if it were the ledger: a copy of
+    nothing, reported as a backup, is worse than none (she would count on it)."""
+    wal = Path(f"{ledger_path}-wal")
+    if ledger_path.stat().st_size == 0 and not (wal.is_file() and wal.stat().st_size > 0):
+        raise InputError(
+            "the ledger is empty (0 bytes): there is nothing to back up. If it held your "
+            "sends, it was cut short (a full disk?): see README, 'Losing the ledger', "
+            "before sending again",
+            path=ledger_path,
+        )
+    try:
+        db = sqlite3.connect(f"{ledger_path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        try:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        raise InputError(f"could not back up the ledger: {exc}", path=ledger_path) from None
+    if not {"issues", "recipients"} <= tables:
+        raise InputError(
+            "this is not the newsletter's ledger (it has no issues or recipients): "
+            "nothing was backed up",
+            path=ledger_path,
+        )
 
 
 SQLITE_HEADER = b"SQLite format 3\x00"  # https://www.sqlite.org/fileformat.html#the_database_header
