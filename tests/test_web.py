@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -33,6 +35,7 @@ from pipeline.messages.unsubscribe import make_token
 from pipeline.sending import open_ledger, send_issue
 from pipeline.web import create_app, from_config
 from pipeline.web.app import subscriptions_of
+from pipeline.web.server import make_server, stop_server
 from pipeline.web.tokens import CONFIRM_SALT, Signer, SignupRequest
 
 from .conftest import SAMPLE_ISSUE
@@ -764,6 +767,42 @@ def test_half_open_connections_do_not_hold_the_workers(project: Path) -> None:
         finally:
             for sock in stalled:
                 sock.close()
+
+
+def test_a_request_trickled_in_byte_by_byte_is_dropped_at_the_deadline(project: Path) -> None:
+    """Slowloris: a byte every half second is never idle, so waitress's idle timeout never
+    closed it, and 500 such clients held every connection the server accepts (issue 10)."""
+    settings = with_signup(project)
+    app = create_app(settings, environ={}, background=False)
+    server = make_server(app, "127.0.0.1", 0, deadline=1.5)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    port = server.effective_port  # type: ignore[union-attr]
+    try:
+        slow = socket.create_connection(("127.0.0.1", port), timeout=10)
+        slow.sendall(b"POST /unsubscribe HTTP/1.1\r\nHost: x\r\nContent-Length: 900\r\n\r\n")
+        sent = 0
+        while sent < 40 and not _closed_by_server(slow):  # up to 20 s of trickling
+            slow.sendall(b"a")
+            sent += 1
+            time.sleep(0.5)
+        slow.close()
+        assert sent < 20, f"still open after {sent} bytes"  # dropped after about 1.5 + 2 s
+        fast = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
+        assert fast.status_code == 200
+    finally:
+        stop_server(server)
+        subscriptions_of(app).close()
+        thread.join(timeout=10)
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    if not select.select([sock], [], [], 0)[0]:
+        return False
+    try:
+        return sock.recv(1) == b""
+    except OSError:
+        return True
 
 
 def test_the_factory_for_other_wsgi_servers(project: Path) -> None:

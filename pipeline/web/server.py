@@ -17,6 +17,8 @@ or half-open client costs a socket, not a thread (issue 10: 300 half-open connec
 from __future__ import annotations
 
 import logging
+import weakref
+from typing import Any
 
 from flask import Flask, render_template
 from waitress import wasyncore
@@ -30,17 +32,24 @@ THREADS = 8
 BACKLOG = 1024
 CONNECTION_LIMIT = 500
 CHANNEL_TIMEOUT = 20  # seconds a connection may sit idle
+REQUEST_DEADLINE = 60  # seconds a request may take to arrive, however it trickles in
+CLEANUP_INTERVAL = 2  # how often both are checked
 MAX_HEADERS = 16 * 1024
 
 
 def make_server(
-    app: Flask, host: str = "127.0.0.1", port: int = 8026, *, threads: int = THREADS
+    app: Flask,
+    host: str = "127.0.0.1",
+    port: int = 8026,
+    *,
+    threads: int = THREADS,
+    deadline: float = REQUEST_DEADLINE,
 ) -> BaseWSGIServer | MultiSocketServer:
     """Bound and listening; ``.run()`` serves, ``.close()`` stops."""
     # "Task queue depth is 8" on every burst: requests waiting their turn is the design
     # (they are answered in order, none is lost), not something to warn the operator about.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-    return create_server(
+    server = create_server(
         app,
         host=host,
         port=port,
@@ -54,7 +63,37 @@ def make_server(
         expose_tracebacks=False,
         # poll(), not select(): no 1024-descriptor ceiling under many connections.
         asyncore_use_poll=True,
+        cleanup_interval=CLEANUP_INTERVAL,
     )
+    listeners = (server.map or {}).values() if isinstance(server, MultiSocketServer) else [server]
+    for listener in listeners:
+        if isinstance(listener, BaseWSGIServer):
+            _enforce_deadline(listener, deadline)
+    return server
+
+
+def _enforce_deadline(server: BaseWSGIServer, deadline: float) -> None:
+    """Close a connection whose request has been arriving for longer than ``deadline``.
+
+    waitress closes a connection idle for ``channel_timeout``, but a client that sends one
+    byte every few seconds is never idle (slowloris): 500 of them held every connection
+    waitress accepts.  Each request's first sight is noted at the periodic cleanup, and a
+    request still incomplete ``deadline`` seconds later is dropped (a real one, even a
+    768 KB webhook batch, arrives in well under a second)."""
+    first_seen: weakref.WeakKeyDictionary[object, float] = weakref.WeakKeyDictionary()
+    maintenance: Any = server.maintenance  # types-waitress types these two wrongly
+    channels: Any = server.active_channels
+
+    def with_deadline(now: float) -> None:
+        maintenance(now)
+        for channel in list(channels.values()):
+            arriving = channel.request
+            if arriving is None or arriving.completed:
+                continue
+            if now - first_seen.setdefault(arriving, now) > deadline:
+                channel.will_close = True
+
+    server.maintenance = with_deadline  # type: ignore[method-assign]
 
 
 def stop_server(server: BaseWSGIServer | MultiSocketServer) -> None:
