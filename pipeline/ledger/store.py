@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -93,15 +93,15 @@ class AudienceChange:
     added: int  # joined since, included in this send
 
 
-@dataclass(frozen=True, slots=True)
-class ClaimedRow:
+# Named tuples, not frozen dataclasses: one of each is made per recipient, and a frozen
+# dataclass's __init__ (object.__setattr__ per field) took 0.40 us against 0.23.
+class ClaimedRow(NamedTuple):
     key: str
     email: str
     fields: dict[str, str]
 
 
-@dataclass(frozen=True, slots=True)
-class Settlement:
+class Settlement(NamedTuple):
     key: str
     status: RecipientStatus  # sent, failed, unknown, or pending (to retry later)
     provider_id: str = ""
