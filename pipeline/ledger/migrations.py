@@ -154,7 +154,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
     # counts its settled rows instead of searching its rows for one still in flight; and
     # each issue's count of recipients per status is kept in recipient_counts (updated in
     # the same transaction as the rows, by the ledger's code), since the send reads the
-    # counts after every batch and counting 1M rows each time took 70 ms.  A webhook finds
+    # counts after every batch and counting 1M rows each time took 70-110 ms.  A webhook finds
     # its issue by provider id through the (issue, key) key instead (a few issues).
     (
         "DROP INDEX recipients_by_status",

@@ -728,7 +728,7 @@ class Ledger:
 
     def counts(self, slug: str) -> Counts:
         """Read from ``recipient_counts``: a send asks after every batch, and counting the
-        rows themselves grew with the list (70 ms a batch at 1M)."""
+        rows themselves grew with the list (70-110 ms a batch at 1M, 2.8 ms at 50k)."""
         by_status: dict[str, int] = dict(
             self.db.execute(
                 "SELECT status, n FROM recipient_counts WHERE issue = ?", (slug,)
