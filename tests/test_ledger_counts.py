@@ -8,11 +8,16 @@ import sqlite3
 from pathlib import Path
 
 from pipeline.audience.subscribers import Subscriber
+from pipeline.config import load_settings
 from pipeline.events.base import EventType, ProviderEvent
 from pipeline.ledger.events import find_issue
 from pipeline.ledger.migrations import MIGRATIONS
 from pipeline.ledger.settle import settle_asked
 from pipeline.ledger.store import Counts, Ledger, RecipientStatus, Settlement
+from pipeline.report.outcomes import issue_outcomes
+from pipeline.sending import LEDGER_NAME
+
+from .conftest import write_project
 
 
 def people(count: int, start: int = 0) -> list[Subscriber]:
@@ -206,3 +211,41 @@ def test_a_webhook_finds_its_issue_by_provider_id_without_an_index(tmp_path: Pat
     plan = " ".join(row[3] for row in ledger.db.execute(query, ("k", "m")))
     assert "SEARCH r USING INDEX sqlite_autoindex_recipients_1" in plan, plan
     ledger.close()
+
+
+def test_the_report_reads_the_kept_counts_and_counts_an_older_ledgers_rows(
+    tmp_path: Path,
+) -> None:
+    """`newsletter report` opens the ledger read-only, so a ledger from before migration 7
+    is not migrated by it: its rows are counted; a newer one's kept counts are read."""
+    root = write_project(tmp_path / "project")
+    settings = load_settings(root / "newsletter.toml")
+    path = settings.state_dir / LEDGER_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, isolation_level=None)
+    for migration in MIGRATIONS[:6]:
+        for statement in migration:
+            db.execute(statement)
+    db.execute("PRAGMA user_version = 6")
+    db.execute(
+        "INSERT INTO issues (slug, content_hash, provider, status, started_at)"
+        " VALUES ('2025-07-21-hip-rotation', 'h', 'outbox', 'complete',"
+        " '2026-11-01T10:00:00+00:00')"
+    )
+    db.executemany(
+        "INSERT INTO recipients (issue, key, email, line, fields, status)"
+        " VALUES ('2025-07-21-hip-rotation', ?, ?, 2, '{}', ?)",
+        [
+            (f"p{i}@example.org", f"p{i}@example.org", s)
+            for i, s in enumerate(["sent", "sent", "failed"])
+        ],
+    )
+    db.close()
+    [old] = issue_outcomes(settings)
+    assert (old.audience, old.sent, old.failed) == (3, 2, 1)
+    Ledger(path).close()  # migrated: the counts are kept from now on
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("UPDATE recipient_counts SET n = 7 WHERE status = 'sent'")  # tells them apart
+    db.close()
+    [new] = issue_outcomes(settings)
+    assert (new.audience, new.sent, new.failed) == (8, 7, 1)
