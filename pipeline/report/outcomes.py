@@ -114,10 +114,11 @@ def issue_outcomes(settings: Settings, slug: str | None = None) -> list[IssueOut
             params = (slug,)
         issues = db.execute(query + " ORDER BY started_at, slug", params).fetchall()
         # The ledger's kept counts (schema 7 on), as `status` shows them: counting the rows
-        # reads the whole table since no index holds every row's status (0.4 s at 1M).
+        # reads the whole table since no index holds every row's status (0.4 s at 1M).  A
+        # ledger without its rows is damaged, counts or not: counting them then says so.
         counted = (
             "SELECT status, n FROM recipient_counts WHERE issue = ?"
-            if has_table(db, "recipient_counts")
+            if has_table(db, "recipient_counts") and has_table(db, "recipients")
             else "SELECT status, count(*) FROM recipients WHERE issue = ? GROUP BY status"
         )
         outcomes = []
