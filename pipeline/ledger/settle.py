@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from pipeline.ledger.store import Ledger, RecipientStatus
+from pipeline.ledger.store import Ledger, RecipientStatus, move_counts
 
 
 @dataclass(frozen=True)
@@ -33,9 +33,10 @@ def unknown_rows(
     rows = ledger.db.execute(
         "SELECT r.rowid, r.key, r.email, r.fields, b.started_at FROM recipients r"
         " JOIN batches b ON b.id = r.batch"
-        " WHERE r.issue = ? AND r.status = ? AND b.provider = ? AND r.rowid > ?"
+        # 'unknown' in the SQL, not bound, so that the partial index of unknown rows is used.
+        " WHERE r.issue = ? AND r.status = 'unknown' AND b.provider = ? AND r.rowid > ?"
         " ORDER BY r.rowid LIMIT ?",
-        (slug, RecipientStatus.UNKNOWN, provider, after, limit),
+        (slug, provider, after, limit),
     ).fetchall()
     return [
         UnknownRow(int(rowid), key, email, json.loads(fields), datetime.fromisoformat(started))
@@ -53,7 +54,7 @@ def settle_asked(
     """Record what the provider said, for rows still ``unknown``, in one transaction."""
     now = ledger.clock().astimezone(UTC).isoformat(timespec="seconds")
     with ledger.transaction() as db:
-        db.executemany(
+        found_sent = db.executemany(
             "UPDATE recipients SET status = ?, provider_id = ?, reason = ?, updated_at = ?"
             " WHERE issue = ? AND key = ? AND status = ?",
             [
@@ -68,8 +69,8 @@ def settle_asked(
                 )
                 for key, message_id in found.items()
             ],
-        )
-        db.executemany(
+        ).rowcount
+        resent = db.executemany(
             "UPDATE recipients SET status = ?, reason = ?, updated_at = ?"
             " WHERE issue = ? AND key = ? AND status = ?",
             [
@@ -83,4 +84,13 @@ def settle_asked(
                 )
                 for key in not_there
             ],
+        ).rowcount
+        move_counts(
+            db,
+            slug,
+            {
+                RecipientStatus.UNKNOWN: -found_sent - resent,
+                RecipientStatus.SENT: found_sent,
+                RecipientStatus.PENDING: resent,
+            },
         )

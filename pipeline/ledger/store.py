@@ -11,6 +11,12 @@ every row either settled or visibly in doubt, and a power cut at worst leaves a 
 batch in doubt, never one that was sent marked pending.  ``unknown`` rows are only re-sent
 when asked.  Nothing is ever deleted: audience = sent + failed + unknown + pending (in-flight
 counts as pending).
+
+Claim and settle are the hot path (two writes a recipient), so they touch as little as
+possible: a claim finds pending rows through a partial index of pending rows only, and a
+settle finds each row by its rowid (kept from the claim) and changes no index at all; the
+counts per status a send reads after every batch are kept in ``recipient_counts``, moved by
+every method here that changes a status, in the same transaction (see ``_move``).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -87,19 +93,41 @@ class AudienceChange:
     added: int  # joined since, included in this send
 
 
-@dataclass(frozen=True, slots=True)
-class ClaimedRow:
+# Named tuples, not frozen dataclasses: one of each is made per recipient, and a frozen
+# dataclass's __init__ (object.__setattr__ per field) took 0.40 us against 0.23.
+class ClaimedRow(NamedTuple):
     key: str
     email: str
     fields: dict[str, str]
 
 
-@dataclass(frozen=True, slots=True)
-class Settlement:
+class Settlement(NamedTuple):
     key: str
     status: RecipientStatus  # sent, failed, unknown, or pending (to retry later)
     provider_id: str = ""
     reason: str = ""
+
+
+def _counted(status: RecipientStatus) -> RecipientStatus:
+    """The status a row is counted under in ``recipient_counts``: in flight is pending."""
+    return RecipientStatus.PENDING if status is RecipientStatus.INFLIGHT else status
+
+
+def move_counts(db: sqlite3.Connection, slug: str, moves: dict[RecipientStatus, int]) -> None:
+    """Add ``moves`` (status -> rows gained, negative when lost) to the issue's counts, in
+    the caller's transaction.  Every status change in the ledger goes through here with
+    the rowcount of the statement that made it, so the counts are the rows' own; the
+    start of every send recounts them from the rows anyway (``recover_inflight``)."""
+    totals: dict[RecipientStatus, int] = {}
+    for status, change in moves.items():
+        totals[_counted(status)] = totals.get(_counted(status), 0) + change
+    for status, change in totals.items():
+        if change:  # claiming pending rows, or settling rows back to pending: none
+            db.execute(
+                "INSERT INTO recipient_counts (issue, status, n) VALUES (?, ?, ?)"
+                " ON CONFLICT (issue, status) DO UPDATE SET n = n + excluded.n",
+                (slug, status, change),
+            )
 
 
 # A subscriber's fields as the ledger stores them: json.dumps(fields, ensure_ascii=False)
@@ -207,6 +235,9 @@ class Ledger:
             self._synchronous = "FULL"
             self.db.execute("PRAGMA foreign_keys=ON")
             migrate(self.db)
+        # batch -> {key: rowid} of the rows this connection claimed and has not settled yet:
+        # a settle finds each row by rowid, one b-tree search instead of two.
+        self._held: dict[int, dict[str, int]] = {}
 
     def verify(self) -> None:
         """Refuse a damaged ledger: a damaged one once reported 921 readers for 3,000."""
@@ -332,6 +363,7 @@ class Ledger:
                     ],
                 )
                 added += max(cursor.rowcount, 0)
+                move_counts(db, slug, {RecipientStatus.PENDING: max(cursor.rowcount, 0)})
                 if len(block) < chunk:
                     db.execute("UPDATE issues SET audience_loaded = 1 WHERE slug = ?", (slug,))
                     return added
@@ -391,6 +423,11 @@ class Ledger:
                     " AND key NOT IN (SELECT key FROM temp.current_audience)",
                     (RecipientStatus.WITHDRAWN, now, slug, RecipientStatus.PENDING),
                 ).rowcount
+                move_counts(
+                    db,
+                    slug,
+                    {RecipientStatus.PENDING: -withdrawn, RecipientStatus.WITHDRAWN: withdrawn},
+                )
                 refreshed = db.execute(
                     "UPDATE recipients SET email = c.email, line = c.line, fields = c.fields"
                     " FROM temp.current_audience AS c WHERE recipients.issue = ?"
@@ -419,16 +456,22 @@ class Ledger:
                 )
                 added = 0
                 if include_new and joined:
-                    added = db.execute(
+                    back_again = db.execute(
                         "UPDATE recipients SET status = ?, reason = NULL, updated_at = ?,"
                         f" email = c.email, line = c.line, fields = c.fields {back}",
                         (RecipientStatus.PENDING, now, slug, RecipientStatus.WITHDRAWN),
                     ).rowcount
-                    added += db.execute(
+                    inserted = db.execute(
                         "INSERT INTO recipients (issue, key, email, line, fields, status)"
                         f" SELECT ?, c.key, c.email, c.line, c.fields, ? {new} ORDER BY c.line",
                         (slug, RecipientStatus.PENDING, slug),
                     ).rowcount
+                    added = back_again + inserted
+                    move_counts(
+                        db,
+                        slug,
+                        {RecipientStatus.WITHDRAWN: -back_again, RecipientStatus.PENDING: added},
+                    )
         finally:
             db.execute("DELETE FROM temp.current_audience")
         return AudienceChange(withdrawn, refreshed, joined - added, added)
@@ -450,6 +493,9 @@ class Ledger:
                         RecipientStatus.PENDING,
                     ),
                 ).rowcount
+            move_counts(
+                db, slug, {RecipientStatus.PENDING: -total, RecipientStatus.WITHDRAWN: total}
+            )
         return total
 
     # Delivery -----------------------------------------------------------------------------
@@ -458,65 +504,89 @@ class Ledger:
         """Rows a dead run left in flight cannot be known: they become ``unknown``.
 
         Only call this holding the send lock: then no live run has rows in flight.
+
+        The counts per status are recounted from the rows here, at the start of every send
+        (a ledger edited by hand is counted right from then on), by the one scan that also
+        finds the rows in flight; the update runs only when there are some.  With no index
+        on every row's status this reads the table: 0.6 s at 1,000,000 rows, once a send
+        (0.2 s through the status index before migration 7, which every claim and settle
+        paid for).
         """
         with self.transaction() as db:
-            found = dict(
+            rows = db.execute(
+                "SELECT issue, status, count(*) FROM recipients GROUP BY issue, status"
+            ).fetchall()
+            found = {str(issue): int(n) for issue, status, n in rows if status == "inflight"}
+            if found:
                 db.execute(
-                    "SELECT issue, count(*) FROM recipients WHERE status = ? GROUP BY issue",
-                    (RecipientStatus.INFLIGHT,),
-                ).fetchall()
+                    "UPDATE recipients SET status = ?, reason = ?, updated_at = ? WHERE status = ?",
+                    (
+                        RecipientStatus.UNKNOWN,
+                        "in flight when a run was interrupted: may or may not have been delivered",
+                        self._now(),
+                        RecipientStatus.INFLIGHT,
+                    ),
+                )
+            counts: dict[tuple[str, str], int] = {}
+            for issue, status, n in rows:
+                if status == RecipientStatus.INFLIGHT:
+                    status = RecipientStatus.UNKNOWN  # as just recorded
+                counts[(issue, status)] = counts.get((issue, status), 0) + int(n)
+            db.execute("DELETE FROM recipient_counts")
+            db.executemany(
+                "INSERT INTO recipient_counts (issue, status, n) VALUES (?, ?, ?)",
+                [(issue, status, n) for (issue, status), n in counts.items()],
             )
-            db.execute(
-                "UPDATE recipients SET status = ?, reason = ?, updated_at = ? WHERE status = ?",
-                (
-                    RecipientStatus.UNKNOWN,
-                    "in flight when a run was interrupted: may or may not have been delivered",
-                    self._now(),
-                    RecipientStatus.INFLIGHT,
-                ),
-            )
-        return {str(k): int(v) for k, v in found.items()}
+        self._held.clear()
+        return found
 
     def abandon_batch(self, slug: str, batch: int, reason: str) -> int:
         """The rows of ``batch`` still in flight become ``unknown`` with ``reason`` (a stopped
         send that could not wait longer for the provider's answer)."""
+        held = self._held.pop(batch, {})
         with self.transaction() as db:
-            return db.execute(
-                "UPDATE recipients SET status = ?, reason = ?, updated_at = ?"
-                " WHERE issue = ? AND batch = ? AND status = ?",
+            # By rowid when this connection claimed the batch (no index on batch: a claim
+            # would rewrite it for every row); else by reading the issue's rows.
+            where = (
+                f"rowid IN ({', '.join(str(rowid) for rowid in held.values())})"
+                if held
+                else "issue = ?"
+            )
+            gone = db.execute(
+                f"UPDATE recipients SET status = ?, reason = ?, updated_at = ? WHERE {where}"
+                " AND issue = ? AND batch = ? AND status = ?",
                 (
                     RecipientStatus.UNKNOWN,
                     reason,
                     self._now(),
+                    *(() if held else (slug,)),
                     slug,
                     batch,
                     RecipientStatus.INFLIGHT,
                 ),
             ).rowcount
+            move_counts(db, slug, {RecipientStatus.PENDING: -gone, RecipientStatus.UNKNOWN: gone})
+        return gone
 
     def requeue_unknown(self, slug: str, keep_provider: str | None = None) -> int:
         """``unknown`` rows back to pending (``--resend-unknown``), except those in batches
         ``keep_provider`` sent: an idempotent provider replays those under their key."""
         with self.transaction() as db:
-            return db.execute(
-                "UPDATE recipients SET status = ?, updated_at = ? WHERE issue = ? AND status = ?"
-                " AND NOT EXISTS (SELECT 1 FROM batches b WHERE b.id = recipients.batch"
-                " AND b.provider = ?)",
-                (
-                    RecipientStatus.PENDING,
-                    self._now(),
-                    slug,
-                    RecipientStatus.UNKNOWN,
-                    keep_provider,
-                ),
+            moved = db.execute(
+                "UPDATE recipients SET status = ?, updated_at = ? WHERE issue = ?"
+                " AND status = 'unknown' AND NOT EXISTS (SELECT 1 FROM batches b"
+                " WHERE b.id = recipients.batch AND b.provider = ?)",
+                (RecipientStatus.PENDING, self._now(), slug, keep_provider),
             ).rowcount
+            move_counts(db, slug, {RecipientStatus.UNKNOWN: -moved, RecipientStatus.PENDING: moved})
+        return moved
 
     def unknown_replayable(self, slug: str, provider: str) -> int:
         """How many ``unknown`` rows sit in batches ``provider`` was handed."""
         row = self.db.execute(
             "SELECT count(*) FROM recipients r JOIN batches b ON b.id = r.batch"
-            " WHERE r.issue = ? AND r.status = ? AND b.provider = ?",
-            (slug, RecipientStatus.UNKNOWN, provider),
+            " WHERE r.issue = ? AND r.status = 'unknown' AND b.provider = ?",
+            (slug, provider),
         ).fetchone()
         return int(row[0])
 
@@ -530,48 +600,54 @@ class Ledger:
         """Mark up to ``limit`` rows (pending ones, by default) in flight, durably, as one
         batch handed to ``provider``, and return them in list order.
 
-        One UPDATE for the whole batch, then one read of it by its batch number: a statement
-        per row cost more than SQLite's own work (bench/ledger.py)."""
+        The rows are read, then marked by one UPDATE choosing the same rows the same way, in
+        one write transaction (so they cannot differ; the count is checked).  The status is
+        written into the SQL, not bound: only then can SQLite use the partial index of
+        pending (or unknown) rows, instead of reading the issue's every row."""
+        status = RecipientStatus(status)
+        first = (
+            f"FROM recipients WHERE issue = ? AND status = '{status.value}' ORDER BY rowid LIMIT ?"
+        )
         with self.transaction() as db:
+            rows = db.execute(f"SELECT rowid, key, email, fields {first}", (slug, limit)).fetchall()
+            if not rows:
+                return 0, []
             now = self._now()
             batch = db.execute(
-                "INSERT INTO batches (issue, size, started_at, provider) VALUES (?, 0, ?, ?)",
-                (slug, now, provider),
+                "INSERT INTO batches (issue, size, started_at, provider) VALUES (?, ?, ?, ?)",
+                (slug, len(rows), now, provider),
             ).lastrowid
             assert batch is not None
             held = db.execute(
-                "UPDATE recipients SET status = ?, batch = ?, updated_at = ? WHERE rowid IN"
-                " (SELECT rowid FROM recipients WHERE issue = ? AND status = ?"
-                " ORDER BY rowid LIMIT ?)",
-                (RecipientStatus.INFLIGHT, batch, now, slug, status, limit),
+                "UPDATE recipients SET status = ?, batch = ?, updated_at = ?"
+                f" WHERE rowid IN (SELECT rowid {first})",
+                (RecipientStatus.INFLIGHT, batch, now, slug, len(rows)),
             ).rowcount
-            if held <= 0:
-                db.execute("DELETE FROM batches WHERE id = ?", (batch,))
-                return 0, []
-            db.execute("UPDATE batches SET size = ? WHERE id = ?", (held, batch))
-            rows = db.execute(
-                "SELECT key, email, fields FROM recipients WHERE batch = ? ORDER BY rowid",
-                (batch,),
-            ).fetchall()
-        return batch, [ClaimedRow(key, email, orjson.loads(fields)) for key, email, fields in rows]
+            if held != len(rows):  # cannot happen under the write lock: never send unmarked
+                raise sqlite3.DatabaseError(f"damaged: claimed {held} of {len(rows)} rows")
+            move_counts(db, slug, {status: -held, RecipientStatus.INFLIGHT: held})
+        self._held[batch] = {key: rowid for rowid, key, _, _ in rows}
+        return batch, [
+            ClaimedRow(key, email, orjson.loads(fields)) for _, key, email, fields in rows
+        ]
 
     def claim_unknown_batch(self, slug: str, provider: str) -> tuple[int, list[ClaimedRow]]:
         """Claim the ``unknown`` rows of the oldest batch ``provider`` was handed that has
         any, and only those: the batch as it was sent, to go again under the same key."""
         with self.transaction() as db:
             rows = db.execute(
-                "SELECT rowid, key, email, fields FROM recipients WHERE issue = ? AND status = ?"
-                " AND batch = (SELECT min(r.batch) FROM recipients r JOIN batches b"
-                " ON b.id = r.batch WHERE r.issue = ? AND r.status = ? AND b.provider = ?)"
-                " ORDER BY rowid",
-                (slug, RecipientStatus.UNKNOWN, slug, RecipientStatus.UNKNOWN, provider),
+                "SELECT rowid, key, email, fields FROM recipients WHERE issue = ?"
+                " AND status = 'unknown' AND batch = (SELECT min(r.batch) FROM recipients r"
+                " JOIN batches b ON b.id = r.batch WHERE r.issue = ? AND r.status = 'unknown'"
+                " AND b.provider = ?) ORDER BY rowid",
+                (slug, slug, provider),
             ).fetchall()
             return self._hold(db, slug, rows, provider)
 
     def _hold(
         self, db: sqlite3.Connection, slug: str, rows: list[Any], provider: str | None
     ) -> tuple[int, list[ClaimedRow]]:
-        """Mark ``rows`` (rowid, key, email, fields) in flight as one new batch."""
+        """Mark ``unknown`` ``rows`` (rowid, key, email, fields) in flight as one new batch."""
         if not rows:
             return 0, []
         now = self._now()
@@ -580,10 +656,18 @@ class Ledger:
             (slug, len(rows), now, provider),
         ).lastrowid
         assert batch is not None
-        db.executemany(
-            "UPDATE recipients SET status = ?, batch = ?, updated_at = ? WHERE rowid = ?",
-            [(RecipientStatus.INFLIGHT, batch, now, row[0]) for row in rows],
-        )
+        held = db.executemany(
+            "UPDATE recipients SET status = ?, batch = ?, updated_at = ? WHERE rowid = ?"
+            " AND status = ?",
+            [
+                (RecipientStatus.INFLIGHT, batch, now, row[0], RecipientStatus.UNKNOWN)
+                for row in rows
+            ],
+        ).rowcount
+        if held != len(rows):  # read in this same write transaction: cannot happen
+            raise sqlite3.DatabaseError(f"damaged: held {held} of {len(rows)} rows")
+        move_counts(db, slug, {RecipientStatus.UNKNOWN: -held, RecipientStatus.INFLIGHT: held})
+        self._held[batch] = {row[1]: row[0] for row in rows}
         return batch, [
             ClaimedRow(key, email, orjson.loads(fields)) for _, key, email, fields in rows
         ]
@@ -595,39 +679,59 @@ class Ledger:
         survives the process being killed, and the next claim's fsync (FULL) makes it
         durable on power loss too.  Losing a settlement to a power cut leaves its rows in
         flight, which the next run reports as ``unknown``: never sent twice.  The claim,
-        which is what stops a second send, keeps its fsync before the provider is called."""
+        which is what stops a second send, keeps its fsync before the provider is called.
+
+        Each row is found by the rowid its claim kept (by its key when another connection
+        claimed it), and changed only if this batch still holds it in flight.  One
+        statement a status, so that its rowcount says how many rows moved, for the counts
+        and for the batch, which is settled once all its rows are."""
         now = self._now()
+        held = self._held.get(batch, {})
+        by_rowid: dict[RecipientStatus, list[tuple[Any, ...]]] = {}
+        by_key: dict[RecipientStatus, list[tuple[Any, ...]]] = {}
+        for s in settlements:
+            rowid = held.pop(s.key, None)
+            values = (s.provider_id or None, s.reason or None, now)
+            if rowid is None:
+                by_key.setdefault(s.status, []).append((*values, slug, s.key, batch))
+            else:
+                by_rowid.setdefault(s.status, []).append((*values, rowid, batch))
+        if not held:
+            self._held.pop(batch, None)
         with self.transaction(fsync=False) as db:
-            db.executemany(
-                "UPDATE recipients SET status = ?, provider_id = ?, reason = ?, updated_at = ?"
-                " WHERE issue = ? AND key = ? AND status = ? AND batch = ?",
-                [
-                    (
-                        s.status,
-                        s.provider_id or None,
-                        s.reason or None,
-                        now,
-                        slug,
-                        s.key,
-                        RecipientStatus.INFLIGHT,
-                        batch,
-                    )
-                    for s in settlements
-                ],
-            )
+            settled = 0
+            for status in {*by_rowid, *by_key}:
+                moved = 0
+                if status in by_rowid:
+                    moved += db.executemany(
+                        f"UPDATE recipients SET status = '{status.value}', provider_id = ?,"
+                        " reason = ?, updated_at = ? WHERE rowid = ? AND status = 'inflight'"
+                        " AND batch = ?",
+                        by_rowid[status],
+                    ).rowcount
+                if status in by_key:
+                    moved += db.executemany(
+                        f"UPDATE recipients SET status = '{status.value}', provider_id = ?,"
+                        " reason = ?, updated_at = ? WHERE issue = ? AND key = ?"
+                        " AND status = 'inflight' AND batch = ?",
+                        by_key[status],
+                    ).rowcount
+                move_counts(db, slug, {RecipientStatus.INFLIGHT: -moved, status: moved})
+                settled += moved
             db.execute(
-                "UPDATE batches SET settled_at = ? WHERE id = ? AND NOT EXISTS"
-                " (SELECT 1 FROM recipients WHERE batch = ? AND status = ?)",
-                (now, batch, batch, RecipientStatus.INFLIGHT),
+                "UPDATE batches SET settled = settled + ?1, settled_at = CASE WHEN"
+                " settled + ?1 >= size THEN ?2 ELSE settled_at END WHERE id = ?3",
+                (settled, now, batch),
             )
 
     # Reading ------------------------------------------------------------------------------
 
     def counts(self, slug: str) -> Counts:
+        """Read from ``recipient_counts``: a send asks after every batch, and counting the
+        rows themselves grew with the list (70-110 ms a batch at 1M, 2.8 ms at 50k)."""
         by_status: dict[str, int] = dict(
             self.db.execute(
-                "SELECT status, count(*) FROM recipients WHERE issue = ? GROUP BY status",
-                (slug,),
+                "SELECT status, n FROM recipient_counts WHERE issue = ?", (slug,)
             ).fetchall()
         )
         pending = by_status.get(RecipientStatus.PENDING, 0) + by_status.get(
@@ -642,10 +746,11 @@ class Ledger:
         self, slug: str, status: RecipientStatus, limit: int = 50
     ) -> list[tuple[str, str]]:
         """(email, reason) of recipients in a status, in list order."""
+        # The status in the SQL: pending and unknown rows are then read from their index.
         rows = self.db.execute(
-            "SELECT email, coalesce(reason, '') FROM recipients WHERE issue = ? AND status = ?"
-            " ORDER BY rowid LIMIT ?",
-            (slug, status, limit),
+            "SELECT email, coalesce(reason, '') FROM recipients WHERE issue = ?"
+            f" AND status = '{RecipientStatus(status).value}' ORDER BY rowid LIMIT ?",
+            (slug, limit),
         ).fetchall()
         return [(str(email), str(reason)) for email, reason in rows]
 
