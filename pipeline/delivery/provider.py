@@ -174,6 +174,8 @@ COMMON_OPTIONS = {
     "max_consecutive_failures": "pause the send after this many failed recipients in a row"
     " (default 50)",
     "concurrency": "batches in flight at once (default 4, or the provider's maximum if lower)",
+    "slow_answer": "seconds: a batch answered slower than this halves the batches in flight"
+    " (default 0.15)",
     "suppressions_sync": "send --due first reads the provider's suppression lists into the"
     " list, where it has them (default true)",
 }
