@@ -340,7 +340,7 @@ def _print_report(report: SendReport, settings: Settings, *, quiet: bool = False
                 f"    {replayable} in batches this provider was sent: the next run replays them "
                 "under the same idempotency key, which it delivers once"
             )
-        if asked is not None:
+        if asked is not None and not asked.unavailable:
             click.echo(
                 f"    the next run asks {settings.provider.name} about them again"
                 " before sending anything"

@@ -97,7 +97,8 @@ class Reconciling(Protocol):
 @runtime_checkable
 class Searching(Protocol):
     """A provider whose API can say, by searching what it accepted, whether a message whose
-    answer was lost went out (Postmark's outbound message search, Mailgun's events).
+    answer was lost went out (Postmark's outbound message search, Mailgun's events, SendGrid's
+    Email Activity where the account has it, Brevo's email list).
 
     ``find_accepted`` returns, for the messages it finds, key -> the provider's message id;
     raises ``SearchFailed`` when it cannot ask.  A search may lag behind what was accepted:
