@@ -20,7 +20,7 @@ from pipeline.errors import ConfigError
 from pipeline.sending import SendReport, send_issue
 
 from .conftest import SAMPLE_ISSUE
-from .fake_providers import POSTMARK_TOKEN, FakePostmark
+from .fake_providers import POSTMARK_TOKEN, CallFault, FakePostmark
 
 ENV = {"POSTMARK_SERVER_TOKEN": POSTMARK_TOKEN}
 
@@ -81,6 +81,19 @@ def test_fast_answers_open_up_to_full_concurrency(
     assert all(n == 1 for n in postmark.delivered.values())
 
 
+def test_a_provider_pushing_back_keeps_one_batch_in_flight(
+    make_project: Callable[..., Path], postmark: FakePostmark
+) -> None:
+    # Answers well within slow_answer, but each batch's first call is refused with 429 (then
+    # retried and accepted): a provider pushing back counts as slow, so one batch at a time.
+    postmark.latency = 0.2
+    postmark.faults = [CallFault(429, {"Retry-After": "1"}), CallFault()] * 6
+    report = send(make_project, postmark, 60, "batch_size = 10\nconcurrency = 4\nslow_answer = 30")
+    assert report.counts.sent == 60 and len(postmark.requests) == 6
+    assert postmark.most_at_once == 1
+    assert all(n == 1 for n in postmark.delivered.values())
+
+
 def test_the_window_rule() -> None:
     window = Window(most=4, slow=0.15)
     assert window.open == 1  # a send starts with one batch in flight
@@ -96,6 +109,11 @@ def test_the_window_rule() -> None:
     assert window.open == 1  # steady slow answers: one batch at a time
     window.answered(0.5)
     assert window.open == 1 and window.widest == 4
+    for _ in range(3):
+        window.answered(0.05)
+    assert window.open == 4
+    window.answered(0.05, struggled=True)  # retried or lost: slow, whatever its time
+    assert window.open == 2
     assert Window(most=1, slow=0.15).open == 1
 
 

@@ -142,18 +142,21 @@ class Window:
     within ``slow`` seconds opens one more (up to ``most``, the ``concurrency`` setting), and
     a slower one halves them (TCP's additive increase, multiplicative decrease: one slow
     answer among fast ones costs little, steady slow answers close it to one in two steps).
-    A fast provider reaches full concurrency after a few answers, where each batch is in
-    flight only briefly; a slow one (a busy provider, a slow uplink) is sent one batch at a
-    time, so a kill leaves one batch to settle instead of ``concurrency`` of them."""
+    A batch that had to be retried (429, 5xx, a timeout) or whose answer was lost counts as
+    slow whatever its time.  A fast provider reaches full concurrency after a few answers,
+    where each batch is in flight only briefly; a slow one (a busy provider, a slow uplink)
+    is sent one batch at a time, so a kill leaves one batch to settle instead of
+    ``concurrency`` of them."""
 
     def __init__(self, most: int, slow: float) -> None:
         self.most, self.slow = most, slow
         self.open = 1
         self.widest = 1  # the most this send opened (tests and the report on it)
 
-    def answered(self, seconds: float) -> None:
-        """A batch was answered after ``seconds`` (its slowest call)."""
-        if seconds > self.slow:
+    def answered(self, seconds: float, struggled: bool = False) -> None:
+        """A batch was answered after ``seconds`` (its slowest call); ``struggled``: some of
+        it had to be retried, or its answer was lost (a provider pushing back is slow too)."""
+        if struggled or seconds > self.slow:
             self.open = max(1, self.open // 2)
         else:
             self.open = min(self.most, self.open + 1)
@@ -171,6 +174,7 @@ class BatchEnd:
     paused: str | None = None
     stopped: str | None = None
     slowest: float = 0.0  # seconds: its slowest call to the provider (``Window``)
+    struggled: bool = False  # some of it was retried or left in doubt (``Window``)
 
 
 Report = Callable[[list[Settlement]], None]
@@ -292,7 +296,7 @@ class DeliveryLoop:
                     batch, size = in_flight.pop(future)
                     end = future.result()
                     drain()
-                    window.answered(end.slowest)
+                    window.answered(end.slowest, end.struggled)
                     result.paused = result.paused or end.paused
                     result.stopped = result.stopped or end.stopped
                     done += size
@@ -350,6 +354,7 @@ class DeliveryLoop:
         remaining = messages
         stopped = None
         slowest = 0.0
+        struggled = False
         in_doubt: set[str] = set()  # keys whose last answer was unknown
         retry_unknown = self.provider.idempotent
         try:
@@ -400,6 +405,11 @@ class DeliveryLoop:
                         retry = []
                         stopped = answer.stop
                     report(settlements)
+                    struggled = (
+                        struggled
+                        or bool(retry)
+                        or any(s.status is RecipientStatus.UNKNOWN for s in settlements)
+                    )
                     remaining = [message for message, _ in retry]
                     if remaining:
                         delays = [r.retry_after for _, r in retry if r.retry_after is not None]
@@ -416,7 +426,7 @@ class DeliveryLoop:
                     for m in remaining
                 ]
             )
-            return BatchEnd(slowest=slowest)
+            return BatchEnd(slowest=slowest, struggled=True)
         except RetryLater as exc:
             report(
                 [
@@ -428,8 +438,9 @@ class DeliveryLoop:
                 paused=f"{count(len(remaining), 'message')} still could not be sent after "
                 f"{self.policy.retry.attempts} tries: {exc.reason}",
                 slowest=slowest,
+                struggled=True,
             )
-        return BatchEnd(stopped=stopped, slowest=slowest)
+        return BatchEnd(stopped=stopped, slowest=slowest, struggled=struggled)
 
     def _pause(self, seconds: float) -> None:
         """The wait before a retry; a stop cuts it short and cancels the retry."""

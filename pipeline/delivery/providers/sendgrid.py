@@ -185,9 +185,9 @@ class SendGridProvider:
         except requests.RequestException as error:
             raise SearchFailed(f"could not ask SendGrid ({type(error).__name__})") from None
         status = answer.status_code
-        detail = error_text(answer)
+        detail = _error_messages(answer)
         if status in (401, 403) or (status == 400 and "authorization required" in detail):
-            raise SearchUnavailable(f"{UNAVAILABLE}: HTTP {status}: {detail}")
+            raise SearchUnavailable(f"{UNAVAILABLE}; SendGrid answered: {detail}")
         if status == 429:
             raise SearchFailed(
                 "SendGrid's Email Activity API allows 6 searches a minute and answered 429:"
@@ -217,6 +217,17 @@ class SendGridProvider:
 
     def close(self) -> None:
         self.api.close()
+
+
+def _error_messages(answer: requests.Response) -> str:
+    """SendGrid's ``{"errors": [{"message": ...}]}`` in words, else the body, shortened."""
+    body = json_body(answer)
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if isinstance(errors, list):
+        found = [str(e.get("message", "")) for e in errors if isinstance(e, dict)]
+        if any(found):
+            return "; ".join(m for m in found if m)[:300]
+    return error_text(answer) or f"HTTP {answer.status_code}"
 
 
 def _quoted(value: str) -> str:
