@@ -8,10 +8,13 @@ No timing is asserted: the server's latency is set well on one side of ``slow_an
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
 
 from pipeline.config import load_settings
 from pipeline.delivery.loop import SLOW_ANSWER, DeliveryPolicy, Window
@@ -21,6 +24,7 @@ from pipeline.sending import SendReport, send_issue
 
 from .conftest import SAMPLE_ISSUE
 from .fake_providers import POSTMARK_TOKEN, CallFault, FakePostmark
+from .test_smtp import Relay, free_port
 
 ENV = {"POSTMARK_SERVER_TOKEN": POSTMARK_TOKEN}
 
@@ -92,6 +96,59 @@ def test_a_provider_pushing_back_keeps_one_batch_in_flight(
     assert report.counts.sent == 60 and len(postmark.requests) == 6
     assert postmark.most_at_once == 1
     assert all(n == 1 for n in postmark.delivered.values())
+
+
+class SlowRelay(Relay):
+    """An SMTP relay taking ``per_message`` seconds over each message, counting how many
+    messages it is taking at once (one per connection: SMTP has one in flight each)."""
+
+    def __init__(self, per_message: float) -> None:
+        super().__init__()
+        self.per_message = per_message
+        self.at_once = self.most_at_once = 0
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.at_once += 1
+        self.most_at_once = max(self.most_at_once, self.at_once)
+        try:
+            await asyncio.sleep(self.per_message)
+            return await super().handle_DATA(server, session, envelope)
+        finally:
+            self.at_once -= 1
+
+
+@pytest.mark.parametrize(("per_message", "most"), [(0.02, 4), (0.3, 1)])
+def test_smtp_is_timed_per_message_not_per_batch(
+    make_project: Callable[..., Path], per_message: float, most: int
+) -> None:
+    """SMTP sends a batch as one transaction per message: a batch of 10 at 0.02 s each takes
+    0.2 s, over a slow_answer of 0.1 s, yet the relay is fast; each message is timed, so the
+    window opens (4 connections at once).  At 0.3 s a message the relay is slow: one."""
+    relay = SlowRelay(per_message)
+    port = free_port()
+    controller = Controller(relay, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        root = make_project(
+            provider=f'name = "smtp"\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\n'
+            "timeout = 10\nbatch_size = 10\nconcurrency = 4\nslow_answer = 0.1",
+            csv=list_of(120 if most > 1 else 20),
+        )
+        settings = load_settings(root / "newsletter.toml")
+        provider = create_provider(settings, {})
+        try:
+            report = send_issue(
+                root / SAMPLE_ISSUE, settings, provider, environ={}, sleep=lambda s: None
+            )
+        finally:
+            provider.close()
+    finally:
+        controller.stop()
+    assert report is not None and report.counts.sent == (120 if most > 1 else 20)
+    if most == 1:
+        assert relay.most_at_once == 1
+    else:  # four workers each in a message of its own: at least two overlap, in practice 4
+        assert relay.most_at_once >= 2
 
 
 def test_the_window_rule() -> None:

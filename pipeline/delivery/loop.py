@@ -77,6 +77,7 @@ class DeliveryPolicy:
     max_consecutive_failures: int
     concurrency: int = 1  # batches in flight at once, at most (see ``Window``)
     slow_answer: float = SLOW_ANSWER  # seconds: a slower answer keeps one batch in flight
+    per_message: bool = False  # the provider makes a call per message: time each call
 
     @classmethod
     def from_options(cls, options: Options, provider: Provider) -> DeliveryPolicy:
@@ -100,6 +101,7 @@ class DeliveryPolicy:
                 maximum=provider.max_concurrency,
             ),
             slow_answer=options.number("slow_answer", SLOW_ANSWER),
+            per_message=provider.one_call_per_message,
         )
 
 
@@ -372,7 +374,10 @@ class DeliveryLoop:
                         reason = f"the {self.provider.name} provider failed: {describe(exc)}"
                         answer = BatchResult.all(remaining, Outcome.UNKNOWN, reason, stop=reason)
                         retry_unknown = False
-                    slowest = max(slowest, time.monotonic() - began)
+                    took = time.monotonic() - began
+                    if self.policy.per_message:  # SMTP, SES: the batch was len() calls
+                        took /= max(1, len(remaining))
+                    slowest = max(slowest, took)
                     by_key = {r.key: r for r in answer.results}
                     retry: list[tuple[Message, RecipientResult]] = []
                     settlements: list[Settlement] = []

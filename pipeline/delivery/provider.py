@@ -81,6 +81,9 @@ class Provider(Protocol):
     managed_unsubscribe: str | None
     # Sends an idempotency key made by ``batch_key``: a repeated batch is delivered once.
     idempotent: bool
+    # One call per message (an SMTP transaction, an SES request, a file): a batch's answer
+    # takes that many calls, so the kill window (delivery/loop.py, ``Window``) times a call.
+    one_call_per_message: bool
 
     def send(self, messages: Sequence[Message]) -> BatchResult: ...
 

@@ -58,6 +58,7 @@ class BrevoProvider:
     name = "brevo"
     max_batch = 1000  # message versions per request
     max_concurrency = 8
+    one_call_per_message = False
     managed_unsubscribe: str | None = None
     idempotent = True  # within Brevo's 30-minute window; after it, its email list is asked
     search_grace = SEARCH_GRACE

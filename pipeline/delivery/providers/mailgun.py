@@ -52,6 +52,7 @@ class MailgunProvider:
     name = "mailgun"
     max_batch = 1000  # recipients per request
     max_concurrency = 16
+    one_call_per_message = False
     managed_unsubscribe: str | None = None
     idempotent = False  # Mailgun has no idempotency key, but its events settle unknowns
     search_grace = SEARCH_GRACE

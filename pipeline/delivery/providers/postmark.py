@@ -57,6 +57,7 @@ class PostmarkProvider:
     name = "postmark"
     max_batch = 500
     max_concurrency = 16
+    one_call_per_message = False
     idempotent = False  # Postmark has no idempotency key, but its search settles unknowns
     search_grace = SEARCH_GRACE
     search_after = 0.0

@@ -76,6 +76,7 @@ class SendGridProvider:
     name = "sendgrid"
     max_batch = 1000  # personalizations per request
     max_concurrency = 16
+    one_call_per_message = False
     managed_unsubscribe: str | None = None
     idempotent = False  # the v3 Mail Send API has no idempotency key
     search_grace = SEARCH_GRACE
