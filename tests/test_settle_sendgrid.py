@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -15,13 +16,13 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cli import cli
+from pipeline.cli import _print_report, cli
 from pipeline.config import load_settings
 from pipeline.delivery.provider import Searching
 from pipeline.delivery.providers import create_provider, sendgrid
 from pipeline.delivery.providers.http import HttpApi, SearchFailed, SearchUnavailable
 from pipeline.delivery.providers.sendgrid import SendGridProvider
-from pipeline.sending import SendReport, send_issue
+from pipeline.sending import SendReport, open_ledger, send_issue
 
 from .conftest import SAMPLE_ISSUE
 from .fake_providers import SENDGRID_KEY, CallFault, FakeSendGrid
@@ -222,3 +223,35 @@ def test_sendgrid_kills_end_with_nobody_unknown_and_nobody_twice(
 ) -> None:
     _, searches = kill_then_settle(make_project, "sendgrid", FakeSendGridWithActivity, ENV)
     assert searches > 0, "no kill landed while a batch was in flight: nothing was asked"
+
+
+def test_a_message_older_than_the_activity_history_is_never_taken_as_not_sent(
+    make_project: Callable[..., Path], server: FakeSendGrid, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Email Activity forgets: a row handed over longer ago than the account's history is
+    not asked about (not found would prove nothing) and stays unknown, never sent again;
+    with a longer history set, it is asked, and what SendGrid never had is sent once."""
+    root = project(make_project, server, 30)
+    server.faults = [CallFault(), CallFault(delay=2.0)]  # never processed; the answer is lost
+    first = send(root)
+    assert first.counts.unknown == 10 and len(server.delivered) == 20
+    ledger = open_ledger(load_settings(root / "newsletter.toml"))
+    try:
+        four_days_ago = (datetime.now(UTC) - timedelta(days=4)).isoformat(timespec="seconds")
+        with ledger.transaction() as db:
+            db.execute("UPDATE batches SET started_at = ?", (four_days_ago,))
+    finally:
+        ledger.close()
+    second = send(root)
+    assert second.asked is not None and second.asked.too_old == 10
+    assert second.counts.unknown == 10 and len(server.delivered) == 20
+    _print_report(second, load_settings(root / "newsletter.toml"))
+    out = capsys.readouterr().out
+    assert "10 recipients sent longer ago than sendgrid's search remembers" in out
+    assert "asks sendgrid about them again" not in out and "look each one up" in out
+    config = root / "newsletter.toml"
+    config.write_text(config.read_text(encoding="utf-8") + "activity_days = 30\n")
+    third = send(root)
+    assert third.asked is not None and third.asked.resent == 10 and third.asked.too_old == 0
+    assert third.counts.sent == 30 and third.counts.unknown == 0
+    assert len(server.delivered) == 30 and max(server.delivered.values()) == 1

@@ -112,6 +112,9 @@ class Searching(Protocol):
     # Batches younger than this are not asked about: an idempotent provider replays them
     # under their key, which only works while the batch is whole (0 for the others).
     search_after: float
+    # How long the search remembers (seconds; None: longer than any resume).  A row handed
+    # over longer ago than that and not found proves nothing: it stays unknown, never sent.
+    search_keeps: float | None
 
     def find_accepted(self, messages: Sequence[Message]) -> dict[str, str]: ...
 

@@ -35,6 +35,7 @@ class Asked:
     found: int = 0  # accepted after all: now sent
     resent: int = 0  # never accepted: pending, sent by this run
     waiting: int = 0  # not found yet, too soon to say: still unknown
+    too_old: int = 0  # older than the search remembers: unknown, for the operator
     problem: str | None = None  # the search could not be asked
     unavailable: bool = False  # ... and never will be on this account: for the operator
 
@@ -46,6 +47,8 @@ def ask_provider(ledger: Ledger, slug: str, provider: Provider, factory: Message
     now = ledger.clock().astimezone(UTC)
     deadline = now - timedelta(seconds=provider.search_grace)
     too_young = now - timedelta(seconds=provider.search_after)
+    keeps = provider.search_keeps
+    forgotten = now - timedelta(seconds=keeps) if keeps is not None else None
     after = 0
     while True:
         rows = unknown_rows(ledger, slug, provider.name, after, PAGE)
@@ -53,6 +56,10 @@ def ask_provider(ledger: Ledger, slug: str, provider: Provider, factory: Message
             return asked
         after = rows[-1].rowid
         rows = [r for r in rows if r.handed_over <= too_young]  # the rest: replayed by key
+        if forgotten is not None:
+            # Not found could mean forgotten: those stay unknown, for the operator.
+            asked.too_old += sum(1 for r in rows if r.handed_over < forgotten)
+            rows = [r for r in rows if r.handed_over >= forgotten]
         if not rows:
             continue
         messages = [factory.build(r.key, r.email, r.fields) for r in rows]

@@ -63,6 +63,7 @@ class BrevoProvider:
     idempotent = True  # within Brevo's 30-minute window; after it, its email list is asked
     search_grace = SEARCH_GRACE
     search_after = KEY_LIFETIME
+    search_keeps: float | None = None
 
     def __init__(self, api: HttpApi) -> None:
         self.api = api

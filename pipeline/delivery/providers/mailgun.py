@@ -57,6 +57,7 @@ class MailgunProvider:
     idempotent = False  # Mailgun has no idempotency key, but its events settle unknowns
     search_grace = SEARCH_GRACE
     search_after = 0.0
+    search_keeps: float | None = None
 
     def __init__(self, api: HttpApi, domain: str) -> None:
         self.api = api

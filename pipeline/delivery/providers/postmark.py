@@ -61,6 +61,7 @@ class PostmarkProvider:
     idempotent = False  # Postmark has no idempotency key, but its search settles unknowns
     search_grace = SEARCH_GRACE
     search_after = 0.0
+    search_keeps: float | None = None
 
     def __init__(self, api: HttpApi, stream: str, managed_unsubscribe: bool) -> None:
         self.api = api

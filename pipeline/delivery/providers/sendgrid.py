@@ -60,6 +60,9 @@ API_URL = "https://api.sendgrid.com"
 # Email Activity lags a little behind sending; not found this long after its batch was handed
 # over, a message was never accepted (as at Postmark).
 SEARCH_GRACE = 600.0
+# Email Activity keeps messages for the account's history (3 days without the extended
+# history add-on, longer with it): older, a message it does not show may still have gone.
+ACTIVITY_DAYS = 3.0
 ACTIVITY_LIMIT = 1000  # the most messages one answer holds (the API's largest ``limit``)
 # Recipients asked about per request: a query of 50 addresses stays near 2 KB of URL, and
 # 200 unknown rows (settle.PAGE) take 4 of the 6 requests a minute the API allows.
@@ -81,6 +84,7 @@ class SendGridProvider:
     idempotent = False  # the v3 Mail Send API has no idempotency key
     search_grace = SEARCH_GRACE
     search_after = 0.0
+    search_keeps: float | None = ACTIVITY_DAYS * 86400.0
 
     def __init__(self, api: HttpApi) -> None:
         self.api = api
@@ -260,6 +264,7 @@ def create(settings: Settings, environ: Mapping[str, str]) -> SendGridProvider:
     )
     provider = SendGridProvider(api)
     provider.search_grace = options.number("search_grace", SEARCH_GRACE)
+    provider.search_keeps = options.number("activity_days", ACTIVITY_DAYS) * 86400.0
     return provider
 
 
@@ -268,6 +273,8 @@ OPTIONS = {
     "search_grace": "seconds after a batch before a message SendGrid's Email Activity does not"
     " show is taken as never sent, when settling unknown recipients (default 600; needs the"
     " Email Activity add-on)",
+    "activity_days": "days of Email Activity history the account keeps (default 3; what your"
+    " add-on keeps, if longer): a message older than that is never taken as not sent",
 }
 INFO = ProviderInfo(
     name="sendgrid",
