@@ -140,7 +140,7 @@ def main() -> None:
             print(
                 f"a whole send at {args.latency:.2f} s a call: {seconds:.1f} s"
                 f" ({args.count / seconds:,.0f} readers/s, start-up included),"
-                f" {server.most_at_once} calls at once at most"
+                f" calls at once at most: {server.most_at_once}"
             )
         finally:
             server.close()
