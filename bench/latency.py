@@ -1,5 +1,8 @@
 """6. Latency: the local Postmark sink adds 100 ms to every call, like a real API far away.
 Throughput then comes from having several batches in flight: `[provider] concurrency`.
+At this latency the default window keeps one batch in flight (answers slower than
+`slow_answer`, 0.15 s: README, "The kill window"), so this bench sets `slow_answer = 10` to
+measure what concurrency buys a sender who chooses speed over a small kill window.
 
     .venv/bin/python bench/latency.py            # 20,000 subscribers, batches of 500
     .venv/bin/python bench/latency.py --small    # 2,000 subscribers, batches of 100 (CI)
@@ -41,7 +44,7 @@ def main() -> None:
                 Path(temp) / "p",
                 count,
                 f'name = "postmark"\nbase_url = "{url}"\nbatch_size = {batch}\n'
-                f"concurrency = {concurrency}",
+                f"concurrency = {concurrency}\nslow_answer = 10",
             )
             run = measured(
                 [PYTHON, "-m", "pipeline", "send", SAMPLE_ISSUE, "--yes"],

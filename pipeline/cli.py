@@ -296,7 +296,9 @@ def _print_report(report: SendReport, settings: Settings, *, quiet: bool = False
         + (f"; {report.reconciled} found already delivered" if report.reconciled else "")
     )
     asked = report.asked
-    if asked is not None and (asked.found or asked.resent or asked.waiting or asked.problem):
+    if asked is not None and (
+        asked.found or asked.resent or asked.waiting or asked.problem or asked.too_old
+    ):
         name = settings.provider.name
         click.echo(
             f"  asked {name} about unknown recipients: {asked.found} it had accepted (now"
@@ -305,6 +307,11 @@ def _print_report(report: SendReport, settings: Settings, *, quiet: bool = False
         )
         if asked.problem:
             click.echo(f"    could not ask: {asked.problem}")
+        if asked.too_old:
+            click.echo(
+                f"    {counted(asked.too_old, 'recipient')} sent longer ago than {name}'s search"
+                " remembers: not asked (not found would prove nothing); look them up"
+            )
     if report.skipped:
         reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(report.skipped.items()))
         click.echo(f"  skipped {counted(sum(report.skipped.values()), 'row')}: {reasons}")
@@ -340,7 +347,7 @@ def _print_report(report: SendReport, settings: Settings, *, quiet: bool = False
                 f"    {replayable} in batches this provider was sent: the next run replays them "
                 "under the same idempotency key, which it delivers once"
             )
-        if asked is not None:
+        if asked is not None and not asked.unavailable and unknown > asked.too_old:
             click.echo(
                 f"    the next run asks {settings.provider.name} about them again"
                 " before sending anything"

@@ -275,7 +275,8 @@ def test_unreachable_api_pauses_without_losing_anyone(make_project: Callable[...
 def test_several_batches_are_in_flight_at_once(
     make_project: Callable[..., Path], postmark: FakePostmark
 ) -> None:
-    root = project(make_project, postmark, 80, "batch_size = 10\nconcurrency = 4")
+    # Answers within slow_answer: the window opens to full concurrency (tests/test_window.py).
+    root = project(make_project, postmark, 80, "batch_size = 10\nconcurrency = 4\nslow_answer = 30")
     postmark.latency = 0.2
     report = send(root)
     assert report.counts.sent == 80 and len(postmark.requests) == 8

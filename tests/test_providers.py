@@ -205,6 +205,8 @@ def test_a_refused_key_stops_the_send_and_a_fixed_one_finishes_it(
 
 
 # Providers whose API can say what they accepted (pipeline.delivery.provider.Searching).
+# (SendGrid can be, with its Email Activity add-on; its fake here has none, so this test sees
+# what an account without it gets: tests/test_settle_sendgrid.py has the rest.)
 SEARCHING = {"postmark", "mailgun"}
 
 

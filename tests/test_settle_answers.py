@@ -15,6 +15,7 @@ from pipeline.delivery.providers.brevo import BrevoProvider
 from pipeline.delivery.providers.http import HttpApi, SearchFailed
 from pipeline.delivery.providers.mailgun import MailgunProvider
 from pipeline.delivery.providers.postmark import PostmarkProvider
+from pipeline.delivery.providers.sendgrid import SendGridProvider
 
 ISSUE = "2025-07-21-hip-rotation"
 MESSAGE = SimpleNamespace(
@@ -36,6 +37,11 @@ CASES: list[tuple[str, str, Any]] = [
     ("mailgun", "/v3/mg.example/events", {"items": ["not an object", 5]}),
     ("brevo", "/v3/smtp/emails", {"transactionalEmails": [{"subject": "Hip rotation",
                                                            "tags": 5, "messageId": "b1"}]}),
+    ("sendgrid", "/v3/messages", {"messages": "not a list"}),
+    ("sendgrid", "/v3/messages", {"messages": [{"to_email": ["ada@example.org"],
+                                                "subject": "Hip rotation", "msg_id": "s1"}]}),
+    ("sendgrid", "/v3/messages", {"messages": [{"to_email": "ada@example.org",
+                                                "subject": "Hip rotation", "msg_id": ""}]}),
 ]  # fmt: skip
 
 
@@ -45,6 +51,8 @@ def provider_for(name: str, url: str) -> Any:
         return PostmarkProvider(api, "broadcast", False)
     if name == "mailgun":
         return MailgunProvider(api, "mg.example")
+    if name == "sendgrid":
+        return SendGridProvider(api)
     return BrevoProvider(api)
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import requests
 import trustme
@@ -257,6 +257,93 @@ class Mailgun(Sender):
             ("a timestamp changed after signing", json_type, self.with_block(payload, altered)),
             ("no signature block", json_type, self.body({"event-data": payload["event-data"]})),
             ("an empty signature", json_type, self.with_block(payload, {**good, "signature": ""})),
+        ]
+
+
+class MailgunLegacy(Mailgun):
+    """Mailgun's legacy webhooks: a form post, the signature's three fields at the top level
+    beside the event's, our custom variables merged in as fields of their own.
+    https://documentation.mailgun.com/en/latest/user_manual.html#legacy-webhooks (Tracking
+    Deliveries, Bounces, Spam Complaints, Unsubscribes, Opens).  ``multipart``: posted as
+    multipart/form-data, as Mailgun does when a bounce carries the returned message."""
+
+    def __init__(self, multipart: bool = False) -> None:
+        super().__init__()
+        self.multipart = multipart
+
+    def payload(self, kind: str, email: str, issue: str, message_id: str, n: int) -> Any:
+        event = {
+            "hard": "bounced",
+            "complaint": "complained",
+            "unsubscribe": "unsubscribed",
+            "delivered": "delivered",
+            "opened": "opened",
+        }[kind]  # the legacy kind has no soft bounce event
+        variables = {"issue": issue, "newsletter_key": email}
+        headers = [
+            ["Received", "by luna.mailgun.net with SMTP mgrt 8734663311733"],
+            ["X-Mailgun-Variables", json.dumps(variables)],
+            ["Message-Id", message_id],
+            ["To", email],
+            ["Subject", "Why Hip Rotation Matters"],
+        ]
+        fields: list[tuple[str, str]] = [
+            ("event", event),
+            ("recipient", email),
+            ("domain", "mg.movementsolutions.example"),
+        ]
+        if event in ("delivered", "bounced", "complained"):
+            fields += [("message-headers", json.dumps(headers)), ("Message-Id", message_id)]
+        else:  # opens, clicks and unsubscribes carry the custom variables as fields
+            fields += [("message-id", message_id.strip("<>")), ("tag", issue)]
+            fields += [("ip", "50.56.129.169"), ("user-agent", f"Mozilla/5.0 ({n})")]
+        if event == "bounced":
+            fields += [
+                ("code", "550"),
+                ("error", "5.1.1 The email account that you tried to reach does not exist"),
+                ("notification", ""),
+            ]
+        fields += list(variables.items())
+        return fields
+
+    def form(self, fields: list[tuple[str, str]]) -> tuple[Headers, bytes]:
+        if not self.multipart:
+            return {"Content-Type": "application/x-www-form-urlencoded"}, urlencode(fields).encode()
+        boundary = "----mailgun" + secrets.token_hex(8)
+        parts = [
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+            for name, value in fields
+        ]
+        # The returned message, as a bounce's attachment: read past, never kept.
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="attachment-1";'
+            ' filename="message.eml"\r\nContent-Type: message/rfc822\r\n\r\n'
+            "Subject: Why Hip Rotation Matters\r\n\r\nHello\r\n"
+        )
+        body = "".join(parts) + f"--{boundary}--\r\n"
+        return {"Content-Type": f"multipart/form-data; boundary={boundary}"}, body.encode()
+
+    def signed(self, payload: Any, now: float) -> tuple[Headers, bytes]:
+        block = self.sign_block(
+            self.env["MAILGUN_WEBHOOK_SIGNING_KEY"], str(int(now)), secrets.token_hex(25)
+        )
+        return self.form([*payload, *block.items()])
+
+    def forgeries(self, payload: Any, now: float) -> list[Forgery]:
+        key = self.env["MAILGUN_WEBHOOK_SIGNING_KEY"]
+        good = self.sign_block(key, str(int(now)), secrets.token_hex(25))
+        wrong = self.sign_block("key-" + "8" * 32, str(int(now)), secrets.token_hex(25))
+        stale = self.sign_block(key, str(int(now) - 3600), secrets.token_hex(25))
+        altered = {**good, "timestamp": str(int(now) + 1)}
+        # Mailgun's own fields are the last: a good signature before a wrong one is not it.
+        shadowed = [("signature", good["signature"]), *payload, *wrong.items()]
+        return [
+            ("another signing key", *self.form([*payload, *wrong.items()])),
+            ("a stale timestamp", *self.form([*payload, *stale.items()])),
+            ("a timestamp changed after signing", *self.form([*payload, *altered.items()])),
+            ("no signature fields", *self.form(payload)),
+            ("an empty signature", *self.form([*payload, *{**good, "signature": ""}.items()])),
+            ("a wrong signature after a good one", *self.form(shadowed)),
         ]
 
 

@@ -39,6 +39,12 @@ STOP_GRACE = 60.0
 # ~10% more throughput (bench/scale.py).
 DEFAULT_BATCH = 250
 
+# A batch answered slower than this (seconds, the call including our encoding of it) halves the
+# batches in flight; see ``Window``.  A healthy local API answers a batch of 250 in 70 ms
+# (p50; 130 ms at most, bench/send.py); slower is a slow link or a struggling provider, where
+# more batches in flight widen what a kill leaves ``unknown`` (README, "The kill window").
+SLOW_ANSWER = 0.15
+
 
 def describe(exc: BaseException) -> str:
     """An unexpected error in words: its kind and message, never a traceback."""
@@ -69,7 +75,9 @@ class DeliveryPolicy:
     rate: float | None  # messages per second
     retry: RetryPolicy
     max_consecutive_failures: int
-    concurrency: int = 1  # batches in flight at once
+    concurrency: int = 1  # batches in flight at once, at most (see ``Window``)
+    slow_answer: float = SLOW_ANSWER  # seconds: a slower answer keeps one batch in flight
+    per_message: bool = False  # the provider makes a call per message: time each call
 
     @classmethod
     def from_options(cls, options: Options, provider: Provider) -> DeliveryPolicy:
@@ -92,6 +100,8 @@ class DeliveryPolicy:
                 min(4, provider.max_concurrency),
                 maximum=provider.max_concurrency,
             ),
+            slow_answer=options.number("slow_answer", SLOW_ANSWER),
+            per_message=provider.one_call_per_message,
         )
 
 
@@ -125,6 +135,36 @@ class Pacer:
         self._next = now + count / self.rate
 
 
+class Window:
+    """How many batches may be in flight now: the kill window, kept as small as it can be
+    without slowing a healthy send.
+
+    Every batch in flight when the process is killed ends ``unknown`` (the provider may or may
+    not have it).  So a send starts with one batch in flight; each answer that comes back
+    within ``slow`` seconds opens one more (up to ``most``, the ``concurrency`` setting), and
+    a slower one halves them (TCP's additive increase, multiplicative decrease: one slow
+    answer among fast ones costs little, steady slow answers close it to one in two steps).
+    A batch that had to be retried (429, 5xx, a timeout) or whose answer was lost counts as
+    slow whatever its time.  A fast provider reaches full concurrency after a few answers,
+    where each batch is in flight only briefly; a slow one (a busy provider, a slow uplink)
+    is sent one batch at a time, so a kill leaves one batch to settle instead of
+    ``concurrency`` of them."""
+
+    def __init__(self, most: int, slow: float) -> None:
+        self.most, self.slow = most, slow
+        self.open = 1
+        self.widest = 1  # the most this send opened (tests and the report on it)
+
+    def answered(self, seconds: float, struggled: bool = False) -> None:
+        """A batch was answered after ``seconds`` (its slowest call); ``struggled``: some of
+        it had to be retried, or its answer was lost (a provider pushing back is slow too)."""
+        if struggled or seconds > self.slow:
+            self.open = max(1, self.open // 2)
+        else:
+            self.open = min(self.most, self.open + 1)
+        self.widest = max(self.widest, self.open)
+
+
 class _RetryCancelled(Exception):
     """A stop was requested while a batch waited to be retried."""
 
@@ -135,13 +175,16 @@ class BatchEnd:
 
     paused: str | None = None
     stopped: str | None = None
+    slowest: float = 0.0  # seconds: its slowest call to the provider (``Window``)
+    struggled: bool = False  # some of it was retried or left in doubt (``Window``)
 
 
 Report = Callable[[list[Settlement]], None]
 
 
 class DeliveryLoop:
-    """Claims batches and keeps up to ``policy.concurrency`` of them in flight.
+    """Claims batches and keeps up to ``policy.concurrency`` of them in flight, fewer while
+    the provider answers slowly (``Window``).
 
     A batch is sent (with its retries) in a worker thread, which reports settlements back;
     only this thread touches the ledger, so every write stays in order and in one place.
@@ -169,6 +212,7 @@ class DeliveryLoop:
         self.progress = progress or (lambda done, total: None)
         self._consecutive_failures = 0
         self._last_failure = ""
+        self.window = Window(policy.concurrency, policy.slow_answer)
         # An idempotent provider first replays the batches it left unknown (only its own:
         # another provider never saw the key).
         self._unknown_done = not provider.idempotent
@@ -209,6 +253,7 @@ class DeliveryLoop:
                     return
                 self._apply(slug, batch, items, result)
 
+        window = self.window = Window(self.policy.concurrency, self.policy.slow_answer)
         pool = ThreadPoolExecutor(max_workers=self.policy.concurrency)
         try:
             exhausted = False
@@ -216,7 +261,7 @@ class DeliveryLoop:
                 # Fill the pipe, unless the send is ending.
                 while (
                     not exhausted
-                    and len(in_flight) < self.policy.concurrency
+                    and len(in_flight) < window.open
                     and not (result.paused or result.stopped or stop.requested)
                 ):
                     batch, rows = self._claim(slug)
@@ -253,6 +298,7 @@ class DeliveryLoop:
                     batch, size = in_flight.pop(future)
                     end = future.result()
                     drain()
+                    window.answered(end.slowest, end.struggled)
                     result.paused = result.paused or end.paused
                     result.stopped = result.stopped or end.stopped
                     done += size
@@ -309,6 +355,8 @@ class DeliveryLoop:
         the same messages, so the same key, and the provider delivers them once."""
         remaining = messages
         stopped = None
+        slowest = 0.0
+        struggled = False
         in_doubt: set[str] = set()  # keys whose last answer was unknown
         retry_unknown = self.provider.idempotent
         try:
@@ -316,6 +364,7 @@ class DeliveryLoop:
                 with attempt:
                     if not remaining:
                         break
+                    began = time.monotonic()  # the real clock: tests' fake one stands still
                     try:
                         answer = self.provider.send(remaining)
                     except Exception as exc:  # settled, never a dead thread
@@ -325,6 +374,10 @@ class DeliveryLoop:
                         reason = f"the {self.provider.name} provider failed: {describe(exc)}"
                         answer = BatchResult.all(remaining, Outcome.UNKNOWN, reason, stop=reason)
                         retry_unknown = False
+                    took = time.monotonic() - began
+                    if self.policy.per_message:  # SMTP, SES: the batch was len() calls
+                        took /= max(1, len(remaining))
+                    slowest = max(slowest, took)
                     by_key = {r.key: r for r in answer.results}
                     retry: list[tuple[Message, RecipientResult]] = []
                     settlements: list[Settlement] = []
@@ -357,6 +410,11 @@ class DeliveryLoop:
                         retry = []
                         stopped = answer.stop
                     report(settlements)
+                    struggled = (
+                        struggled
+                        or bool(retry)
+                        or any(s.status is RecipientStatus.UNKNOWN for s in settlements)
+                    )
                     remaining = [message for message, _ in retry]
                     if remaining:
                         delays = [r.retry_after for _, r in retry if r.retry_after is not None]
@@ -373,7 +431,7 @@ class DeliveryLoop:
                     for m in remaining
                 ]
             )
-            return BatchEnd()
+            return BatchEnd(slowest=slowest, struggled=True)
         except RetryLater as exc:
             report(
                 [
@@ -383,9 +441,11 @@ class DeliveryLoop:
             )
             return BatchEnd(
                 paused=f"{count(len(remaining), 'message')} still could not be sent after "
-                f"{self.policy.retry.attempts} tries: {exc.reason}"
+                f"{self.policy.retry.attempts} tries: {exc.reason}",
+                slowest=slowest,
+                struggled=True,
             )
-        return BatchEnd(stopped=stopped)
+        return BatchEnd(stopped=stopped, slowest=slowest, struggled=struggled)
 
     def _pause(self, seconds: float) -> None:
         """The wait before a retry; a stop cuts it short and cancels the retry."""

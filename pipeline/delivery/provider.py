@@ -81,6 +81,9 @@ class Provider(Protocol):
     managed_unsubscribe: str | None
     # Sends an idempotency key made by ``batch_key``: a repeated batch is delivered once.
     idempotent: bool
+    # One call per message (an SMTP transaction, an SES request, a file): a batch's answer
+    # takes that many calls, so the kill window (delivery/loop.py, ``Window``) times a call.
+    one_call_per_message: bool
 
     def send(self, messages: Sequence[Message]) -> BatchResult: ...
 
@@ -97,7 +100,8 @@ class Reconciling(Protocol):
 @runtime_checkable
 class Searching(Protocol):
     """A provider whose API can say, by searching what it accepted, whether a message whose
-    answer was lost went out (Postmark's outbound message search, Mailgun's events).
+    answer was lost went out (Postmark's outbound message search, Mailgun's events, SendGrid's
+    Email Activity where the account has it, Brevo's email list).
 
     ``find_accepted`` returns, for the messages it finds, key -> the provider's message id;
     raises ``SearchFailed`` when it cannot ask.  A search may lag behind what was accepted:
@@ -108,6 +112,9 @@ class Searching(Protocol):
     # Batches younger than this are not asked about: an idempotent provider replays them
     # under their key, which only works while the batch is whole (0 for the others).
     search_after: float
+    # How long the search remembers (seconds; None: longer than any resume).  A row handed
+    # over longer ago than that and not found proves nothing: it stays unknown, never sent.
+    search_keeps: float | None
 
     def find_accepted(self, messages: Sequence[Message]) -> dict[str, str]: ...
 
@@ -174,6 +181,8 @@ COMMON_OPTIONS = {
     "max_consecutive_failures": "pause the send after this many failed recipients in a row"
     " (default 50)",
     "concurrency": "batches in flight at once (default 4, or the provider's maximum if lower)",
+    "slow_answer": "seconds: a batch answered slower than this halves the batches in flight"
+    " (default 0.15)",
     "suppressions_sync": "send --due first reads the provider's suppression lists into the"
     " list, where it has them (default true)",
 }

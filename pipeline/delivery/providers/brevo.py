@@ -58,10 +58,12 @@ class BrevoProvider:
     name = "brevo"
     max_batch = 1000  # message versions per request
     max_concurrency = 8
+    one_call_per_message = False
     managed_unsubscribe: str | None = None
     idempotent = True  # within Brevo's 30-minute window; after it, its email list is asked
     search_grace = SEARCH_GRACE
     search_after = KEY_LIFETIME
+    search_keeps: float | None = None
 
     def __init__(self, api: HttpApi) -> None:
         self.api = api

@@ -118,6 +118,11 @@ class SearchFailed(Exception):
     """A provider's search could not be asked: what it would have settled stays unknown."""
 
 
+class SearchUnavailable(SearchFailed):
+    """The account cannot search at all (SendGrid without its Email Activity add-on): asking
+    again will not help, so the operator is told to look the rows up."""
+
+
 def error_text(response: requests.Response, limit: int = 300) -> str:
     """The response body, shortened, for an error message (never the request: it has secrets)."""
     body = " ".join(response.text.split())

@@ -52,10 +52,12 @@ class MailgunProvider:
     name = "mailgun"
     max_batch = 1000  # recipients per request
     max_concurrency = 16
+    one_call_per_message = False
     managed_unsubscribe: str | None = None
     idempotent = False  # Mailgun has no idempotency key, but its events settle unknowns
     search_grace = SEARCH_GRACE
     search_after = 0.0
+    search_keeps: float | None = None
 
     def __init__(self, api: HttpApi, domain: str) -> None:
         self.api = api

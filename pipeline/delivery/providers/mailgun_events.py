@@ -13,17 +13,38 @@ Payload: https://documentation.mailgun.com/docs/mailgun/user-manual/events/webho
 ``message.headers.message-id``, ``user-variables``, ``tags``, ``delivery-status``).  Our
 sender sets ``v:issue`` and the tag to the issue slug (mailgun.py).  The mapping follows
 anymail/webhooks/mailgun.py.
+
+Legacy webhooks (Mailgun's only kind before June 2018, still sent by accounts that set
+them up then): https://documentation.mailgun.com/en/latest/user_manual.html#legacy-webhooks
+(Tracking Deliveries, Opens, Clicks, Unsubscribes, Spam Complaints, Bounces, Failures).  A
+form post, ``application/x-www-form-urlencoded`` or ``multipart/form-data`` (a bounce may
+carry the returned message as an attachment), with ``timestamp``, ``token`` and
+``signature`` at the top level, signed the same way, and the event's fields beside them:
+``event`` (delivered | dropped | bounced | complained | unsubscribed | opened | clicked),
+``recipient``, ``Message-Id``, ``code``, ``error``/``notification``/``description``,
+``tag``, ``message-headers`` (the message's headers, a JSON list of [name, value] pairs,
+X-Mailgun-Variables among them) and our custom variables merged in as fields of their own.
+A custom variable named like a Mailgun field is sent too, so a field can come twice:
+like anymail, the signature's fields are read from the *last* value (Mailgun's own, after
+the user's) and the event's fields from the *first*.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import io
+import json
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
+
+from werkzeug.datastructures import MultiDict
+from werkzeug.exceptions import HTTPException
+from werkzeug.formparser import FormDataParser
+from werkzeug.http import parse_options_header
 
 from pipeline.config import Settings
 from pipeline.delivery.provider import Options, require_secret
@@ -41,6 +62,7 @@ from pipeline.events.base import (
     check_age,
     from_unix,
     obj,
+    raw_hash,
     text,
 )
 from pipeline.events.sync import ListClient, SyncError
@@ -59,8 +81,39 @@ EVENTS = {
     "rejected": EventType.REJECTED,
 }
 
+# Legacy webhooks: https://documentation.mailgun.com/en/latest/user_manual.html#legacy-webhooks
+# (``dropped``: Mailgun will not deliver it, its suppressions or repeated failures; anymail
+# maps it to rejected.  ``bounced`` is a permanent failure: the legacy kind sends none for
+# temporary ones.)
+LEGACY_EVENTS = {
+    "delivered": EventType.DELIVERED,
+    "dropped": EventType.REJECTED,
+    "bounced": EventType.BOUNCED,
+    "complained": EventType.COMPLAINED,
+    "unsubscribed": EventType.UNSUBSCRIBED,
+    "opened": EventType.OPENED,
+    "clicked": EventType.CLICKED,
+}
+FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
+
 # Mailgun's HTTP webhook signing keys are 32 characters or more.
 MIN_KEY = 16
+
+
+def legacy_form(request: WebhookRequest) -> MultiDict[str, str] | None:
+    """A legacy webhook's fields, in the order sent; ``None`` for a body that is not a form
+    (the JSON kind).  Attachments (a bounce's returned message) are read past, not kept."""
+    mimetype, options = parse_options_header(request.headers.get("content-type", ""))
+    if mimetype not in FORMS:
+        return None
+    parser = FormDataParser(
+        max_form_memory_size=len(request.body) + 1, max_form_parts=1000, silent=False
+    )
+    try:
+        _, form, _ = parser.parse(io.BytesIO(request.body), mimetype, len(request.body), options)
+    except (ValueError, HTTPException):  # a malformed multipart body, too many parts
+        raise Refused("the Mailgun form could not be read", 400) from None
+    return form
 
 
 class MailgunWebhook:
@@ -70,13 +123,20 @@ class MailgunWebhook:
         self.signing_key = signing_key.encode("utf-8")
 
     def verify(self, request: WebhookRequest, now: float) -> Nonce | None:
-        raw = request.json()
-        block = raw.get("signature") if isinstance(raw, dict) else None
-        if not isinstance(block, dict):
-            raise Refused("no Mailgun signature block")
-        timestamp, token, signature = (
-            str(block.get(name, "")) for name in ("timestamp", "token", "signature")
-        )
+        form = legacy_form(request)
+        if form is not None:
+            # The last value: a custom variable named "token" comes before Mailgun's own.
+            timestamp, token, signature = (
+                (form.getlist(name) or [""])[-1] for name in ("timestamp", "token", "signature")
+            )
+        else:
+            raw = request.json()
+            block = raw.get("signature") if isinstance(raw, dict) else None
+            if not isinstance(block, dict):
+                raise Refused("no Mailgun signature block")
+            timestamp, token, signature = (
+                str(block.get(name, "")) for name in ("timestamp", "token", "signature")
+            )
         if not (timestamp and token and signature):
             raise Refused("the Mailgun signature block is incomplete")
         expected = hmac.new(
@@ -88,6 +148,10 @@ class MailgunWebhook:
         return Nonce(token, body_hash(request.body))
 
     def parse(self, request: WebhookRequest) -> list[ProviderEvent]:
+        form = legacy_form(request)
+        if form is not None:
+            event = parse_legacy(form)
+            return [event] if event else []
         raw = request.json()
         data = raw.get("event-data") if isinstance(raw, dict) else None
         if not isinstance(data, dict) or not isinstance(data.get("event"), str):
@@ -143,6 +207,73 @@ def parse_event(data: Mapping[str, Any]) -> ProviderEvent | None:
         occurred_at=from_unix(data.get("timestamp")),
         raw=as_json(data),
     )
+
+
+def parse_legacy(form: MultiDict[str, str]) -> ProviderEvent | None:
+    """A legacy webhook's event, as anymail's ``mailgun_legacy_to_anymail_event`` reads it."""
+
+    def first(*names: str) -> str:
+        for name in names:
+            values = form.getlist(name)
+            if values and values[0].strip():
+                return values[0].strip()
+        return ""
+
+    name = first("event")
+    if not name:
+        raise Refused("not a Mailgun webhook: no event field", 400)
+    kind = LEGACY_EVENTS.get(name)
+    if kind is None:
+        return None
+    email = first("recipient")
+    if not email:
+        raise Refused(f"a Mailgun {name} event without a recipient", 400)
+    variables = _legacy_variables(form)
+    tags = form.getlist("tag") or form.getlist("X-Mailgun-Tag")
+    # Our custom variable "issue" is a field of its own (or, where Mailgun sends the
+    # message's headers, inside X-Mailgun-Variables); the tag is the issue slug too.
+    issue = first("issue") or text(variables.get("issue")) or (tags[0] if tags else "")
+    found_id = first("Message-Id", "message-id")
+    timestamp = (form.getlist("timestamp") or [""])[-1]
+    fields = {
+        key: form.getlist(key) for key in form if key not in ("timestamp", "token", "signature")
+    }
+    reason = first("error", "notification", "description", "reason")
+    code = first("code")
+    if code and reason:
+        reason = f"{code} {reason}"
+    return ProviderEvent(
+        provider="mailgun",
+        # Legacy events have no id of their own: a hash of the event's fields without the
+        # signature's three, so the same event signed afresh (a retry) is the same event.
+        event_id=raw_hash("mailgun", fields),
+        type=kind,
+        email=email,
+        issue=issue or None,
+        message_id=message_id(found_id),
+        bounce=Bounce.HARD if kind is EventType.BOUNCED else None,
+        reason=reason,
+        occurred_at=from_unix(timestamp),
+        raw=as_json(fields),
+    )
+
+
+def _legacy_variables(form: MultiDict[str, str]) -> dict[str, Any]:
+    """Our custom variables from ``message-headers``' X-Mailgun-Variables, where sent."""
+    try:
+        headers = json.loads(form.get("message-headers") or "[]")
+    except ValueError:
+        return {}
+    found: dict[str, Any] = {}
+    for pair in headers if isinstance(headers, list) else []:
+        if isinstance(pair, list) and len(pair) == 2 and pair[0] == "X-Mailgun-Variables":
+            try:
+                value = json.loads(pair[1])
+            except (TypeError, ValueError):
+                continue
+            if isinstance(value, dict):
+                found.update(value)
+    return found
 
 
 def webhook(settings: Settings, environ: Mapping[str, str]) -> MailgunWebhook:

@@ -34,6 +34,7 @@ class OutboxProvider:
     name = "outbox"
     max_batch = 100
     max_concurrency = 1  # writing files: threads would only contend for the GIL
+    one_call_per_message = True
     managed_unsubscribe: str | None = None
     idempotent = False
 

@@ -57,9 +57,11 @@ class PostmarkProvider:
     name = "postmark"
     max_batch = 500
     max_concurrency = 16
+    one_call_per_message = False
     idempotent = False  # Postmark has no idempotency key, but its search settles unknowns
     search_grace = SEARCH_GRACE
     search_after = 0.0
+    search_keeps: float | None = None
 
     def __init__(self, api: HttpApi, stream: str, managed_unsubscribe: bool) -> None:
         self.api = api

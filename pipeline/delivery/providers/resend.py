@@ -50,6 +50,7 @@ class ResendProvider:
     name = "resend"
     max_batch = 100
     max_concurrency = 8
+    one_call_per_message = False
     managed_unsubscribe: str | None = None
     idempotent = True
 

@@ -56,6 +56,7 @@ class SesProvider:
     name = "ses"
     max_batch = 50  # messages a worker sends in turn before the ledger settles them
     max_concurrency = 16
+    one_call_per_message = True
     managed_unsubscribe: str | None = None
     idempotent = False  # SendEmail has no idempotency key
 

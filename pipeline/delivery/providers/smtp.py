@@ -44,6 +44,7 @@ class SmtpProvider:
     name = "smtp"
     max_batch = 100
     max_concurrency = 16  # connections at once, one per worker
+    one_call_per_message = True
     managed_unsubscribe: str | None = None
     idempotent = False
 
