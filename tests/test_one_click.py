@@ -144,3 +144,76 @@ def test_a_mistake_in_her_page_does_not_stop_the_server_or_the_opt_out(project: 
         assert any(
             "unsubscribed.html" in line or "TemplateSyntaxError" in line for line in served.log
         )
+
+
+def her_page(project: Path, text: str) -> None:
+    pages = project / "templates" / "web"
+    pages.mkdir(parents=True, exist_ok=True)
+    (pages / "unsubscribed.html").write_text(text, encoding="utf-8")
+
+
+def fast_and_flask(served: Served, address: str = ADA) -> tuple[requests.Response, ...]:
+    """The same opt-out twice: as a mail client posts it, and with one more field (Flask)."""
+    return leave(served, address), leave(served, address, body=ONE_CLICK + b"&from=page")
+
+
+def test_her_page_using_the_address_in_two_ways_is_the_views_page(project: Path) -> None:
+    """``{{ who }}`` once beside ``{{ who|upper }}``: the placeholder was found once, and the
+    upper-cased one went out as it was (NULs and ``%00who%00`` in the reader's page)."""
+    her_page(project, "<p>{{ who }} / {{ who|upper }} / {{ who|urlencode }}</p>")
+    with serve(with_signup(project)) as served:
+        fast, flask = fast_and_flask(served)
+        assert fast.status_code == flask.status_code == 200
+        assert fast.text == "<p>a***@example.org / A***@EXAMPLE.ORG / a%2A%2A%2A%40example.org</p>"
+        assert fast.content == flask.content
+
+
+def test_her_page_showing_the_request_is_the_views_page(project: Path) -> None:
+    """A page rendered once at start showed every reader the start's request: a made-up
+    host and no address, where the view shows the real ones."""
+    her_page(
+        project,
+        "<p>{{ who }} at {{ url_for('public.unsubscribe', _external=True) }}"
+        " from {{ request.remote_addr }}</p>",
+    )
+    with serve(with_signup(project)) as served:
+        fast, flask = fast_and_flask(served)
+        assert fast.status_code == 200
+        assert fast.text == f"<p>a***@example.org at {served.url}/unsubscribe from 127.0.0.1</p>"
+        assert fast.content == flask.content
+
+
+def test_an_address_is_escaped_as_the_view_escapes_it(project: Path) -> None:
+    with serve(with_signup(project)) as served:
+        fast, flask = fast_and_flask(served, "'quoted@example.org")
+        assert fast.status_code == flask.status_code == 200
+        assert "&#39;***@example.org" in fast.text
+        assert fast.content == flask.content
+
+
+def test_her_page_that_fails_when_shown_does_not_stop_the_server(project: Path) -> None:
+    """Not a syntax error but one at rendering (``{{ 1/0 }}``): rendered at start for the
+    fast path, it stopped ``serve`` with a traceback; the view answers it, as before."""
+    her_page(project, "<p>{{ who }} {{ 1/0 }}</p>")
+    with serve(with_signup(project)) as served:
+        answer = leave(served, ADA)
+        assert answer.status_code == 500 and "Something went wrong" in answer.text
+        assert consent(served, ADA)[0][0] == "unsubscribed/one-click"
+        assert any("ZeroDivisionError" in line for line in served.log)
+
+
+def test_the_token_is_read_as_the_view_reads_it(project: Path) -> None:
+    """``?token=&token=<valid>``: the view reads the first (empty) value and refuses; the
+    fast path read the second and unsubscribed."""
+    with serve(with_signup(project)) as served:
+        token = make_token(served.secret, ADA)
+        for body in (ONE_CLICK, ONE_CLICK + b"&from=page"):
+            answer = requests.post(
+                f"{served.url}/unsubscribe?token=&token={token}", data=body, headers=FORM
+            )
+            assert answer.status_code == 400 and "This link is not valid" in answer.text
+        # Percent-encoded, the token is the same token for both.
+        encoded = token.replace(".", "%2E")
+        answer = requests.post(f"{served.url}/unsubscribe?%74oken={encoded}", data=ONE_CLICK)
+        assert answer.status_code == 200
+        assert [event[0] for event in consent(served, ADA)] == ["unsubscribed/one-click"]

@@ -17,12 +17,13 @@ Flask unchanged, which answers it as before.
 
 from __future__ import annotations
 
-import html
 import io
 import sqlite3
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
+
+from markupsafe import escape
+from werkzeug.wrappers import Request
 
 from pipeline.messages.unsubscribe import read_token
 from pipeline.web.subscriptions import Subscriptions, Visitor, mask
@@ -47,7 +48,8 @@ class OneClickPages:
         self.headers = headers
 
     def done(self, who: str) -> bytes:
-        return f"{self.before}{html.escape(who)}{self.after}".encode()
+        # Escaped as Jinja escapes ``{{ who }}`` (markupsafe), so the bytes are the view's.
+        return f"{self.before}{escape(who)}{self.after}".encode()
 
 
 class OneClick:
@@ -81,10 +83,14 @@ class OneClick:
         return self._answer(start_response, "200 OK", pages.done(mask(key)), pages)
 
     def _key(self, environ: WSGIEnvironment) -> str | None:
-        tokens = parse_qs(environ.get("QUERY_STRING", "")).get("token")
-        if not tokens or not tokens[0]:
+        # The query read exactly as the view reads it (werkzeug's ``request.args``): with
+        # ``?token=&token=<valid>`` the view takes the first, empty, value and refuses, and
+        # so must this (urllib's parse_qs drops blank values and took the second).
+        try:
+            token = Request(environ, populate_request=False).args.get("token", "")
+        except ValueError:  # bytes that are not UTF-8: the view answers that
             return None
-        return read_token(self.subscriptions.mailer.secret, tokens[0])
+        return read_token(self.subscriptions.mailer.secret, token) if token else None
 
     @staticmethod
     def _answer(

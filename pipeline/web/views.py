@@ -13,8 +13,8 @@ No answer says whether an address is on the list.
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 
-import jinja2
 from flask import Blueprint, Flask, Response, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
@@ -284,13 +284,40 @@ def _not_recorded() -> tuple[str, int]:
     )
 
 
+# Two requests as unlike each other as they can be, and two addresses unlike the placeholder:
+# a page that answers them alike, but for the address, can be served from bytes rendered once.
+_SAMPLE_REQUESTS: list[dict[str, Any]] = [
+    {"base_url": "http://localhost", "environ_base": {"REMOTE_ADDR": "127.0.0.1"}},
+    {
+        "base_url": "https://b.example.net:8443/behind/a/proxy",
+        "query_string": "token=Zm9v.YmFy&from=sample",
+        "headers": {"User-Agent": "sample", "Accept-Language": "de"},
+        "environ_base": {"REMOTE_ADDR": "198.51.100.7"},
+    },
+]
+_SAMPLE_WHO = ("a***@example.org", "<'&\">***@xn--bcher-kva.example")
+
+
 def one_click_pages(app: Flask) -> OneClickPages:
-    """The one-click answers of ``web.one_click``, rendered as this view renders them."""
+    """The one-click answers of ``web.one_click``, rendered as this view renders them.
+
+    Rendered once with a placeholder for the address, and checked against the page the view
+    renders for other requests and other addresses: her own page may use the address in a
+    way a placeholder cannot stand for (``{{ who|upper }}`` beside ``{{ who }}``) or show
+    something of the request (``{{ request.url }}``); such a page is left to Flask."""
     try:
-        with app.test_request_context("/unsubscribe", method="POST"):
+        with app.test_request_context("/unsubscribe", method="POST", **_SAMPLE_REQUESTS[0]):
             done, _ = _page("unsubscribed.html", who=PLACEHOLDER)
             failed, _ = _not_recorded()
-    except jinja2.TemplateError:
-        # Her own page has a mistake: Flask answers every opt-out, and says where it is.
+        pages = OneClickPages(done, failed, [*SAFE_HEADERS, ("Content-Security-Policy", CSP)])
+        for sample, who in zip(_SAMPLE_REQUESTS[::-1], _SAMPLE_WHO, strict=True):
+            with app.test_request_context("/unsubscribe", method="POST", **sample):
+                other_done, _ = _page("unsubscribed.html", who=who)
+                other_failed, _ = _not_recorded()
+            if pages.done(who) != other_done.encode() or pages.failed != other_failed.encode():
+                return OneClickPages("", "", [])
+    except Exception:  # whatever her page raises, the server must start
+        # Her own page has a mistake (a syntax error, ``{{ 1/0 }}``, ``url_for`` of no page):
+        # Flask answers every opt-out, and its log line says where the mistake is.
         return OneClickPages("", "", [])
-    return OneClickPages(done, failed, [*SAFE_HEADERS, ("Content-Security-Policy", CSP)])
+    return pages
