@@ -217,3 +217,21 @@ def test_the_token_is_read_as_the_view_reads_it(project: Path) -> None:
         answer = requests.post(f"{served.url}/unsubscribe?%74oken={encoded}", data=ONE_CLICK)
         assert answer.status_code == 200
         assert [event[0] for event in consent(served, ADA)] == ["unsubscribed/one-click"]
+
+
+def test_a_ledger_that_cannot_be_opened_fails_those_opt_outs_only(project: Path) -> None:
+    """The ledger's writer thread opened it at the first opt-out; when that failed (here a
+    folder in its place; a full disk does the same) the thread died, and every opt-out after
+    it waited 30 s for nobody and was refused, long after the ledger was back."""
+    with serve(with_signup(project)) as served:
+        ledger = served.settings.state_dir / "ledger.sqlite3"
+        ledger.mkdir(parents=True)
+        for body in (ONE_CLICK, ONE_CLICK + b"&from=page"):  # the fast path, then Flask
+            refused = leave(served, ADA, body=body)
+            assert refused.status_code == 503, body
+            assert "We could not record that just now" in refused.text
+        assert "opt-out NOT recorded" in served.log[-1] and "ledger.sqlite3" in served.log[-1]
+        ledger.rmdir()
+        answer = leave(served, ADA)
+        assert answer.status_code == 200 and "You are unsubscribed" in answer.text
+        assert [event[0] for event in consent(served, ADA)] == ["unsubscribed/one-click"]

@@ -18,7 +18,6 @@ Flask unchanged, which answers it as before.
 from __future__ import annotations
 
 import io
-import sqlite3
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +25,13 @@ from markupsafe import escape
 from werkzeug.wrappers import Request
 
 from pipeline.messages.unsubscribe import read_token
-from pipeline.web.subscriptions import Subscriptions, Visitor, mask
+from pipeline.web.subscriptions import (
+    NOT_RECORDED,
+    Subscriptions,
+    Visitor,
+    mask,
+    not_recorded_line,
+)
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -76,9 +81,9 @@ class OneClick:
         visitor = Visitor(ip=environ.get("REMOTE_ADDR"), user_agent=environ.get("HTTP_USER_AGENT"))
         try:
             self.subscriptions.unsubscribe(key, visitor)
-        except (sqlite3.Error, OSError, TimeoutError) as exc:
+        except NOT_RECORDED as exc:
             # Not recorded: say so (a mail client retries a 5xx), as the view does.
-            self.subscriptions.log(f"{mask(key)}: opt-out NOT recorded: {exc}")
+            self.subscriptions.log(not_recorded_line(key, exc))
             return self._answer(start_response, "503 Service Unavailable", pages.failed, pages)
         return self._answer(start_response, "200 OK", pages.done(mask(key)), pages)
 

@@ -139,6 +139,17 @@ def visitor_key(ip: str | None) -> str:
     return str(address)
 
 
+# What ``unsubscribe`` raises when the opt-out was not recorded (the ledger is full, damaged,
+# cannot be opened, or did not answer): the answer says so (503), and a mail client retries.
+NOT_RECORDED = (sqlite3.Error, OSError, TimeoutError, NewsletterError)
+
+
+def not_recorded_line(key: str, exc: BaseException) -> str:
+    """The log line for an opt-out that was not recorded: the masked address and why."""
+    problem = exc.location_message() if isinstance(exc, InputError) else str(exc)
+    return f"{mask(key)}: opt-out NOT recorded: {problem}"
+
+
 def _public(exc: Exception) -> str:
     """A list problem for /healthz: where, not what (the log has the rest)."""
     if isinstance(exc, InputError) and exc.path:

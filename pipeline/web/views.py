@@ -23,11 +23,13 @@ from pipeline.messages.unsubscribe import read_token
 from pipeline.web.app import subscriptions_of
 from pipeline.web.one_click import PLACEHOLDER, OneClickPages
 from pipeline.web.subscriptions import (
+    NOT_RECORDED,
     Answer,
     Confirmation,
     SignupForm,
     Visitor,
     mask,
+    not_recorded_line,
 )
 from pipeline.web.tokens import SignupRequest
 from pipeline.web_edition.urls import signup_url
@@ -264,9 +266,9 @@ def unsubscribe() -> tuple[str, int]:
         return _invalid_unsubscribe()
     try:
         subscriptions_of(current_app).unsubscribe(key, _visitor())
-    except (sqlite3.Error, OSError, TimeoutError) as exc:
+    except NOT_RECORDED as exc:
         # Not recorded: say so (a mail client retries a 5xx), and ask for mail instead.
-        subscriptions_of(current_app).log(f"{mask(key)}: opt-out NOT recorded: {exc}")
+        subscriptions_of(current_app).log(not_recorded_line(key, exc))
         return _not_recorded()
     return _unsubscribed(key)
 
