@@ -55,6 +55,7 @@ from pipeline.web.tokens import Signer, SignupRequest, TokenProblem
 
 LEDGER_NAME = "ledger.sqlite3"  # the same file as sending.LEDGER_NAME
 SUBSCRIBED = "subscribed"
+UNSUBSCRIBED = "unsubscribed"  # the list status an opt-out queues
 OPTED_OUT = (
     ConsentAction.UNSUBSCRIBED,
     ConsentAction.BOUNCED,
@@ -148,6 +149,27 @@ def not_recorded_line(key: str, exc: BaseException) -> str:
     """The log line for an opt-out that was not recorded: the masked address and why."""
     problem = exc.location_message() if isinstance(exc, InputError) else str(exc)
     return f"{mask(key)}: opt-out NOT recorded: {problem}"
+
+
+def _already_leaving(db: sqlite3.Connection, key: str) -> bool:
+    """True while this address's last queued change is an opt-out not yet applied and its last
+    consent event is that opt-out.  One reader's own link posted in a loop (or a mail client
+    that retries) added a queued change and a history row each time: 330 bytes a post, some
+    900 MB of ledger an hour from one client.  Once the queue is applied, a new press records
+    again (at most once per rewrite of the list); a join in between records the next one."""
+    address = consent_key(key)
+    queued = db.execute(
+        "SELECT status FROM list_changes WHERE key = ? AND applied_at IS NULL"
+        " AND status IS NOT NULL ORDER BY id DESC LIMIT 1",
+        (address,),
+    ).fetchone()
+    if queued is None or queued[0] != UNSUBSCRIBED:
+        return False
+    last = db.execute(
+        "SELECT action FROM consent_history WHERE key = ? ORDER BY at DESC, id DESC LIMIT 1",
+        (address,),
+    ).fetchone()
+    return last is not None and last[0] == ConsentAction.UNSUBSCRIBED.value
 
 
 def _public(exc: Exception) -> str:
@@ -469,7 +491,9 @@ class Subscriptions:
         at = self.clock()
 
         def write(db: sqlite3.Connection) -> None:
-            queue_change(db, ListChange(key, "unsubscribed"))
+            if _already_leaving(db, key):
+                return  # the same opt-out again: already queued, already in the history
+            queue_change(db, ListChange(key, UNSUBSCRIBED))
             record_consent(
                 db,
                 key,
