@@ -277,3 +277,27 @@ def test_leaving_again_after_coming_back_is_recorded(project: Path) -> None:
             "unsubscribed/one-click",
         ]
         assert rows_for(served.settings, ADA)[0]["status"] == "unsubscribed"
+
+
+def test_healthz_says_so_while_opt_outs_cannot_be_recorded(project: Path) -> None:
+    """On a full disk every opt-out was a 503 while /healthz, which only reads, said "ok":
+    the monitor stayed green and nobody looked.  (Here the ledger's writer cannot open it:
+    a folder stands in its place, while the server's reading connection is still open.)"""
+    with serve(with_signup(project), threads=1) as served:
+        assert requests.get(f"{served.url}/healthz", timeout=10).json()["status"] == "ok"
+        ledger = served.settings.state_dir / "ledger.sqlite3"
+        ledger.rename(ledger.with_name("kept"))
+        ledger.mkdir()
+        assert leave(served, ADA).status_code == 503
+        health = requests.get(f"{served.url}/healthz", timeout=10)
+        assert health.status_code == 503
+        assert health.json()["problem"] == (
+            "the last opt-out could not be recorded in the ledger "
+            "(LedgerError: the server's log says why)"
+        )
+        assert str(served.settings.state_dir) not in health.text  # public: no folders
+        ledger.rmdir()
+        ledger.with_name("kept").rename(ledger)
+        assert leave(served, ADA).status_code == 200
+        health = requests.get(f"{served.url}/healthz", timeout=10)
+        assert health.status_code == 200 and health.json()["status"] == "ok"

@@ -211,6 +211,7 @@ class Subscriptions:
         self.writer = GroupCommitter(settings.state_dir / LEDGER_NAME)
         self._last_problem = ""
         self._public_problem = ""
+        self._ledger_problem = ""
 
     # Plumbing ---------------------------------------------------------------------------
 
@@ -284,6 +285,11 @@ class Subscriptions:
                 f"{'s' if flushed.applied != 1 else ''} applied ({r.changed} changed, "
                 f"{r.added} added, {r.unchanged} unchanged)"
             )
+
+    @property
+    def ledger_problem(self) -> str:
+        """Why the last opt-out was not recorded ("" once one is), fit for /healthz."""
+        return self._ledger_problem
 
     @property
     def list_problem(self) -> str:
@@ -504,5 +510,15 @@ class Subscriptions:
                 user_agent=visitor.user_agent,
             )
 
-        self.writer.commit(write)
+        try:
+            self.writer.commit(write)
+        except NOT_RECORDED as exc:
+            # For /healthz until one is recorded again: every opt-out a 503 on a full disk,
+            # while the health check (which only reads) said "ok", and nobody looked.
+            self._ledger_problem = (
+                "the last opt-out could not be recorded in the ledger "
+                f"({type(exc).__name__}: the server's log says why)"
+            )
+            raise
+        self._ledger_problem = ""
         self._changed()

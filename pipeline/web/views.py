@@ -128,6 +128,9 @@ def healthz() -> tuple[Response, int]:
         ), 503
     if not readable:
         return jsonify(status="error", problem="subscriber list not found"), 503
+    if subscriptions.ledger_problem:
+        # Readable, but not taking opt-outs (a full disk): each is answered 503 meanwhile.
+        return jsonify(status="error", problem=subscriptions.ledger_problem, queued=queued), 503
     if subscriptions.list_problem:
         # Opt-outs are safe in the queue, but the list is not taking them: someone must look.
         return jsonify(status="error", problem=subscriptions.list_problem, queued=queued), 503
