@@ -191,10 +191,28 @@ def _use_wal(db: sqlite3.Connection, tries: int = 100) -> None:
             time.sleep(0.05)
 
 
+ORPHANED_WAL = (
+    "the ledger's main file is missing, but its -wal file (the latest sends) is still "
+    "there: the main file was deleted. Nothing was changed. Put that same file back (from "
+    "the trash) and leave the -wal where it is; to restore a copy made by `newsletter "
+    "backup` instead, remove ledger.sqlite3-wal and -shm first (README: Losing the ledger)"
+)
+
+
+def orphaned_wal(path: Path) -> bool:
+    """The main file gone, its WAL (with data) left: opening it would make SQLite start a new,
+    empty main file and throw the WAL away, and with it the only record of the latest sends
+    (which the deleted main file, put back from the trash, would still have needed)."""
+    wal = path.with_name(path.name + "-wal")
+    return not path.exists() and wal.is_file() and wal.stat().st_size > 0
+
+
 class Ledger:
     def __init__(self, path: Path, clock: Callable[[], datetime] = utc_now) -> None:
         self.path = path
         self.clock = clock
+        if orphaned_wal(path):
+            raise LedgerError(ORPHANED_WAL, path=path)
         with ledger_errors(path):
             path.parent.mkdir(parents=True, exist_ok=True)
             _private(path)
