@@ -301,3 +301,14 @@ def test_healthz_says_so_while_opt_outs_cannot_be_recorded(project: Path) -> Non
         assert leave(served, ADA).status_code == 200
         health = requests.get(f"{served.url}/healthz", timeout=10)
         assert health.status_code == 200 and health.json()["status"] == "ok"
+
+
+def test_a_forwarded_for_header_is_not_believed_without_a_trusted_proxy(project: Path) -> None:
+    """Without ``--proxies``, anyone can send X-Forwarded-For: the consent history keeps the
+    socket's peer, on the fast path as in the view."""
+    with serve(with_signup(project)) as served:
+        spoofed = {"X-Forwarded-For": "203.0.113.66", "X-Real-IP": "203.0.113.67"}
+        assert leave(served, ADA, **spoofed).status_code == 200
+        other = "ben.lifter@example.org"
+        assert leave(served, other, body=ONE_CLICK + b"&from=page", **spoofed).status_code == 200
+        assert consent(served, ADA)[0][1] == consent(served, other)[0][1] == "127.0.0.1"
