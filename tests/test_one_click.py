@@ -312,3 +312,15 @@ def test_a_forwarded_for_header_is_not_believed_without_a_trusted_proxy(project:
         other = "ben.lifter@example.org"
         assert leave(served, other, body=ONE_CLICK + b"&from=page", **spoofed).status_code == 200
         assert consent(served, ADA)[0][1] == consent(served, other)[0][1] == "127.0.0.1"
+
+
+def test_her_page_linking_to_the_signup_page_keeps_the_fast_path(project: Path) -> None:
+    her_page(
+        project,
+        "<p>{{ who }} left. <a href=\"{{ url_for('public.subscribe_form') }}\">Join</a></p>",
+    )
+    with serve(with_signup(project)) as served:
+        reached = flask_requests(served)
+        fast = leave(served, ADA)
+        assert fast.text == '<p>a***@example.org left. <a href="/subscribe">Join</a></p>'
+        assert reached == []
