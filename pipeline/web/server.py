@@ -83,9 +83,9 @@ def _enforce_deadline(server: BaseWSGIServer, deadline: float) -> None:
     request still incomplete ``deadline`` seconds later is dropped (a real one, even a
     768 KB webhook batch, arrives in well under a second).  Blank lines are not a request
     (waitress drops them, RFC 7230 3.5), yet they kept a connection busy: a client sending
-    ``\r\n`` every few seconds held it for good, as did one reading its answers a byte at a
-    time.  So a connection also lives at most ``deadline`` past the last request it brought
-    (a keep-alive client that asks again keeps it; an idle one is closed sooner anyway)."""
+    blank lines every few seconds held it for good.  So a connection also lives at most
+    ``deadline`` past the last request it brought (a keep-alive client that asks again keeps
+    it; an idle one is closed sooner anyway)."""
     first_seen: weakref.WeakKeyDictionary[object, float] = weakref.WeakKeyDictionary()
     last_request: weakref.WeakKeyDictionary[object, float] = weakref.WeakKeyDictionary()
     maintenance: Any = server.maintenance  # types-waitress types these two wrongly
