@@ -105,8 +105,8 @@ def _enforce_deadline(server: BaseWSGIServer, deadline: float) -> None:
                 if now - first_seen.setdefault(arriving, now) > deadline:
                     channel.will_close = True
                 continue
-            if channel.requests:
-                continue  # being answered: closing now would cut the answer
+            if channel.requests or channel.total_outbufs_len:
+                continue  # being answered, or its answer still going out: never cut one
             if now - last_request.get(channel, channel.creation_time) > deadline:
                 channel.will_close = True
 
