@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import InputError
-from pipeline.ledger.store import ORPHANED_WAL, orphaned_wal
+from pipeline.ledger.readonly import ORPHANED_WAL, orphaned_wal
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ import orjson
 from pipeline.audience.subscribers import Subscriber
 from pipeline.errors import InputError
 from pipeline.ledger.migrations import migrate
+from pipeline.ledger.readonly import ORPHANED_WAL, orphaned_wal
 
 
 class IssueStatus(StrEnum):
@@ -189,22 +190,6 @@ def _use_wal(db: sqlite3.Connection, tries: int = 100) -> None:
             if "locked" not in str(exc) or attempt == tries - 1:
                 raise
             time.sleep(0.05)
-
-
-ORPHANED_WAL = (
-    "the ledger's main file is missing, but its -wal file (the latest sends) is still "
-    "there: the main file was deleted. Nothing was changed. Put that same file back (from "
-    "the trash) and leave the -wal where it is; to restore a copy made by `newsletter "
-    "backup` instead, remove ledger.sqlite3-wal and -shm first (README: Losing the ledger)"
-)
-
-
-def orphaned_wal(path: Path) -> bool:
-    """The main file gone, its WAL (with data) left: opening it would make SQLite start a new,
-    empty main file and throw the WAL away, and with it the only record of the latest sends
-    (which the deleted main file, put back from the trash, would still have needed)."""
-    wal = path.with_name(path.name + "-wal")
-    return not path.exists() and wal.is_file() and wal.stat().st_size > 0
 
 
 class Ledger:
