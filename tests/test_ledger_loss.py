@@ -99,13 +99,29 @@ def test_deleting_only_the_main_file_with_data_in_the_wal_is_refused(
     try:
         partial_send(root, 30)
         assert (root / ".newsletter" / "ledger.sqlite3-wal").stat().st_size > 0
-        ledger_path.unlink()
+        trash = root / "trash.sqlite3"
+        ledger_path.rename(trash)  # "deleted", to the trash
     finally:
         holder.close()
+    wal = root / ".newsletter" / "ledger.sqlite3-wal"
+    kept = wal.read_bytes()
     stamps = outbox_stamps(root)
-    code, _, err = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
-    assert code == 2 and "has no record of this issue" in err
+    # Each refuses, and none opens it: the refusing send once made SQLite start a new, empty
+    # main file and throw the -wal (the 30 sends) away, and `backup` then "backed up" that
+    # empty ledger, exit 0.  Put back from the trash, the main file needs its -wal.
+    # `report` and `archive` read it as "nothing ever sent" (the archive: no issue published).
+    commands = [("send", SAMPLE_ISSUE, "--yes"), ("backup",), ("report",), ("archive",)]
+    for command in [*commands, commands[0]]:
+        code, _, err = newsletter(root, *command)
+        assert code == 2 and err.count("\n") == 1, command
+        assert "main file is missing" in err and "Losing the ledger" in err, command
+        assert wal.read_bytes() == kept and not ledger_path.exists(), command
     assert outbox_stamps(root) == stamps
+    # As the message says: the same file back beside its -wal, and the send resumes.
+    trash.rename(ledger_path)
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 0 and f"audience {READERS}: sent {READERS}" in out
+    assert {p: t for p, t in outbox_stamps(root).items() if p in stamps} == stamps  # none again
 
 
 def test_an_older_copy_of_the_ledger_is_refused(make_project: Callable[..., Path]) -> None:

@@ -14,8 +14,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from pathlib import Path
@@ -794,6 +795,55 @@ def test_a_request_trickled_in_byte_by_byte_is_dropped_at_the_deadline(project: 
         stop_server(server)
         subscriptions_of(app).close()
         thread.join(timeout=10)
+
+
+@contextmanager
+def deadline_server(project: Path, deadline: float) -> Iterator[int]:
+    app = create_app(with_signup(project), environ={}, background=False)
+    server = make_server(app, "127.0.0.1", 0, deadline=deadline)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        yield server.effective_port  # type: ignore[union-attr]
+    finally:
+        stop_server(server)
+        subscriptions_of(app).close()
+        thread.join(timeout=10)
+
+
+def test_blank_lines_do_not_hold_a_connection(project: Path) -> None:
+    """Blank lines are no request (waitress drops them, RFC 7230 3.5), so the request deadline
+    never applied, and they kept the connection from being idle: ``\\r\\n\\r\\n`` every few
+    seconds held it for good (500 such clients: every connection the server accepts)."""
+    with deadline_server(project, 1.5) as port:
+        for payload in (b"\r\n\r\n", b"\r\n"):
+            blank = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sent = 0
+            while sent < 40 and not _closed_by_server(blank):  # up to 20 s of blank lines
+                blank.sendall(payload)
+                sent += 1
+                time.sleep(0.5)
+            blank.close()
+            assert sent < 20, f"still open after {sent} blank lines"  # about 1.5 + 2 s
+
+
+def test_a_keep_alive_client_that_keeps_asking_keeps_its_connection(project: Path) -> None:
+    """The other side of the rule above: a connection lives on past the deadline as long as
+    it brings requests."""
+    with deadline_server(project, 1.5) as port:
+        client = socket.create_connection(("127.0.0.1", port), timeout=10)
+        reader = client.makefile("rb")
+        for _ in range(10):  # about 5 s: past the deadline three times over
+            client.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert reader.readline().startswith(b"HTTP/1.1 200")
+            length = 0
+            while (line := reader.readline()) not in (b"\r\n", b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            assert b'"status":"ok"' in reader.read(length)
+            time.sleep(0.5)
+        reader.close()
+        client.close()
 
 
 def _closed_by_server(sock: socket.socket) -> bool:

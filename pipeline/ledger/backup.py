@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import InputError
+from pipeline.ledger.readonly import ORPHANED_WAL, orphaned_wal
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,9 @@ class Backup:
 
 def backup_ledger(ledger_path: Path, out: Path) -> Backup:
     if not ledger_path.is_file():
+        if orphaned_wal(ledger_path):
+            # Not "nothing has been sent": the latest sends are in the -wal.
+            raise InputError(ORPHANED_WAL, path=ledger_path)
         raise InputError(
             "there is no ledger to back up yet (nothing has been sent)", path=ledger_path
         )

@@ -10,6 +10,7 @@ still on disk before its answer.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import sqlite3
 import threading
@@ -58,7 +59,11 @@ class GroupCommitter:
                 self._thread.join(timeout=30)
 
     def _run(self) -> None:
-        ledger = Ledger(self.ledger_path)
+        # Opened at the first group, and again after a failure: a ledger that cannot be
+        # opened when the first opt-out arrives (a full disk, a folder in the way) fails
+        # that group, not the thread.  A dead thread left every later opt-out waiting its
+        # 30 s for nobody, and holding a server thread, long after the ledger was back.
+        ledger: Ledger | None = None
         try:
             while True:
                 first = self._queue.get()
@@ -74,9 +79,22 @@ class GroupCommitter:
                         self._queue.put(None)  # stop after this group
                         break
                     group.append(item)
-                self._write(ledger.db, group)
+                try:
+                    if ledger is None:
+                        ledger = Ledger(self.ledger_path)
+                    self._write(ledger.db, group)
+                except Exception as exc:  # the ledger failed under us (even its ROLLBACK)
+                    for item in group:
+                        if not item.done.is_set():
+                            item.error = exc
+                            item.done.set()
+                    if ledger is not None:
+                        with contextlib.suppress(sqlite3.Error):
+                            ledger.close()
+                    ledger = None
         finally:
-            ledger.close()
+            if ledger is not None:
+                ledger.close()
 
     def _write(self, db: sqlite3.Connection, group: list[_Pending]) -> None:
         try:

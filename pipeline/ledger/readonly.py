@@ -18,6 +18,21 @@ from pipeline.errors import InputError
 
 LEDGER_NAME = "ledger.sqlite3"
 
+ORPHANED_WAL = (
+    "the ledger's main file is missing, but its -wal file (the latest sends) is still "
+    "there: the main file was deleted. Nothing was changed. Put that same file back (from "
+    "the trash) and leave the -wal where it is; to restore a copy made by `newsletter "
+    "backup` instead, remove ledger.sqlite3-wal and -shm first (README: Losing the ledger)"
+)
+
+
+def orphaned_wal(path: Path) -> bool:
+    """The main file gone, its WAL (with data) left: opening it would make SQLite start a new,
+    empty main file and throw the WAL away, and with it the only record of the latest sends
+    (which the deleted main file, put back from the trash, would still have needed)."""
+    wal = path.with_name(path.name + "-wal")
+    return not path.exists() and wal.is_file() and wal.stat().st_size > 0
+
 
 class LedgerDamaged(ValueError):
     """A value in the ledger is not what its column holds (raised while reading it)."""
@@ -31,6 +46,10 @@ def _damaged(path: Path, why: object) -> InputError:
 def read_ledger(state_dir: Path) -> Iterator[sqlite3.Connection | None]:
     """The ledger opened read-only, or None if nothing was ever sent."""
     path = state_dir / LEDGER_NAME
+    if orphaned_wal(path):
+        # Not "nothing was ever sent" (the report's counts, the archive's dates): the latest
+        # sends are in the -wal, and its main file was deleted.
+        raise InputError(ORPHANED_WAL, path=path)
     if not path.exists():
         yield None
         return

@@ -40,6 +40,7 @@ import orjson
 from pipeline.audience.subscribers import Subscriber
 from pipeline.errors import InputError
 from pipeline.ledger.migrations import migrate
+from pipeline.ledger.readonly import ORPHANED_WAL, orphaned_wal
 
 
 class IssueStatus(StrEnum):
@@ -223,6 +224,8 @@ class Ledger:
     def __init__(self, path: Path, clock: Callable[[], datetime] = utc_now) -> None:
         self.path = path
         self.clock = clock
+        if orphaned_wal(path):
+            raise LedgerError(ORPHANED_WAL, path=path)
         with ledger_errors(path):
             path.parent.mkdir(parents=True, exist_ok=True)
             _private(path)

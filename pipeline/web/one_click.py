@@ -17,15 +17,21 @@ Flask unchanged, which answers it as before.
 
 from __future__ import annotations
 
-import html
 import io
-import sqlite3
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
+
+from markupsafe import escape
+from werkzeug.wrappers import Request
 
 from pipeline.messages.unsubscribe import read_token
-from pipeline.web.subscriptions import Subscriptions, Visitor, mask
+from pipeline.web.subscriptions import (
+    NOT_RECORDED,
+    Subscriptions,
+    Visitor,
+    mask,
+    not_recorded_line,
+)
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -47,7 +53,8 @@ class OneClickPages:
         self.headers = headers
 
     def done(self, who: str) -> bytes:
-        return f"{self.before}{html.escape(who)}{self.after}".encode()
+        # Escaped as Jinja escapes ``{{ who }}`` (markupsafe), so the bytes are the view's.
+        return f"{self.before}{escape(who)}{self.after}".encode()
 
 
 class OneClick:
@@ -74,17 +81,21 @@ class OneClick:
         visitor = Visitor(ip=environ.get("REMOTE_ADDR"), user_agent=environ.get("HTTP_USER_AGENT"))
         try:
             self.subscriptions.unsubscribe(key, visitor)
-        except (sqlite3.Error, OSError, TimeoutError) as exc:
+        except NOT_RECORDED as exc:
             # Not recorded: say so (a mail client retries a 5xx), as the view does.
-            self.subscriptions.log(f"{mask(key)}: opt-out NOT recorded: {exc}")
+            self.subscriptions.log(not_recorded_line(key, exc))
             return self._answer(start_response, "503 Service Unavailable", pages.failed, pages)
         return self._answer(start_response, "200 OK", pages.done(mask(key)), pages)
 
     def _key(self, environ: WSGIEnvironment) -> str | None:
-        tokens = parse_qs(environ.get("QUERY_STRING", "")).get("token")
-        if not tokens or not tokens[0]:
+        # The query read exactly as the view reads it (werkzeug's ``request.args``): with
+        # ``?token=&token=<valid>`` the view takes the first, empty, value and refuses, and
+        # so must this (urllib's parse_qs drops blank values and took the second).
+        try:
+            token = Request(environ, populate_request=False).args.get("token", "")
+        except ValueError:  # bytes that are not UTF-8: the view answers that
             return None
-        return read_token(self.subscriptions.mailer.secret, tokens[0])
+        return read_token(self.subscriptions.mailer.secret, token) if token else None
 
     @staticmethod
     def _answer(

@@ -17,6 +17,7 @@ or half-open client costs a socket, not a thread (issue 10: 300 half-open connec
 from __future__ import annotations
 
 import logging
+import time
 import weakref
 from typing import Any
 
@@ -73,26 +74,43 @@ def make_server(
 
 
 def _enforce_deadline(server: BaseWSGIServer, deadline: float) -> None:
-    """Close a connection whose request has been arriving for longer than ``deadline``.
+    """Close a connection whose request has been arriving for longer than ``deadline``, or
+    that has brought no request at all for that long.
 
     waitress closes a connection idle for ``channel_timeout``, but a client that sends one
     byte every few seconds is never idle (slowloris): 500 of them held every connection
     waitress accepts.  Each request's first sight is noted at the periodic cleanup, and a
     request still incomplete ``deadline`` seconds later is dropped (a real one, even a
-    768 KB webhook batch, arrives in well under a second)."""
+    768 KB webhook batch, arrives in well under a second).  Blank lines are not a request
+    (waitress drops them, RFC 7230 3.5), yet they kept a connection busy: a client sending
+    blank lines every few seconds held it for good.  So a connection also lives at most
+    ``deadline`` past the last request it brought (a keep-alive client that asks again keeps
+    it; an idle one is closed sooner anyway)."""
     first_seen: weakref.WeakKeyDictionary[object, float] = weakref.WeakKeyDictionary()
+    last_request: weakref.WeakKeyDictionary[object, float] = weakref.WeakKeyDictionary()
     maintenance: Any = server.maintenance  # types-waitress types these two wrongly
     channels: Any = server.active_channels
+    add_task: Any = server.add_task
+
+    def noting_requests(channel: Any) -> None:
+        # Called in the I/O loop for each request handed to a worker (as is the cleanup).
+        last_request[channel] = time.time()
+        add_task(channel)
 
     def with_deadline(now: float) -> None:
         maintenance(now)
         for channel in list(channels.values()):
             arriving = channel.request
-            if arriving is None or arriving.completed:
+            if arriving is not None and not arriving.completed:
+                if now - first_seen.setdefault(arriving, now) > deadline:
+                    channel.will_close = True
                 continue
-            if now - first_seen.setdefault(arriving, now) > deadline:
+            if channel.requests or channel.total_outbufs_len:
+                continue  # being answered, or its answer still going out: never cut one
+            if now - last_request.get(channel, channel.creation_time) > deadline:
                 channel.will_close = True
 
+    server.add_task = noting_requests  # type: ignore[method-assign, assignment]
     server.maintenance = with_deadline  # type: ignore[method-assign]
 
 

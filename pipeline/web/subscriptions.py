@@ -55,6 +55,7 @@ from pipeline.web.tokens import Signer, SignupRequest, TokenProblem
 
 LEDGER_NAME = "ledger.sqlite3"  # the same file as sending.LEDGER_NAME
 SUBSCRIBED = "subscribed"
+UNSUBSCRIBED = "unsubscribed"  # the list status an opt-out queues
 OPTED_OUT = (
     ConsentAction.UNSUBSCRIBED,
     ConsentAction.BOUNCED,
@@ -139,6 +140,38 @@ def visitor_key(ip: str | None) -> str:
     return str(address)
 
 
+# What ``unsubscribe`` raises when the opt-out was not recorded (the ledger is full, damaged,
+# cannot be opened, or did not answer): the answer says so (503), and a mail client retries.
+NOT_RECORDED = (sqlite3.Error, OSError, TimeoutError, NewsletterError)
+
+
+def not_recorded_line(key: str, exc: BaseException) -> str:
+    """The log line for an opt-out that was not recorded: the masked address and why."""
+    problem = exc.location_message() if isinstance(exc, InputError) else str(exc)
+    return f"{mask(key)}: opt-out NOT recorded: {problem}"
+
+
+def _already_leaving(db: sqlite3.Connection, key: str) -> bool:
+    """True while this address's last queued change is an opt-out not yet applied and its last
+    consent event is that opt-out.  One reader's own link posted in a loop (or a mail client
+    that retries) added a queued change and a history row each time: 330 bytes a post, some
+    900 MB of ledger an hour from one client.  Once the queue is applied, a new press records
+    again (at most once per rewrite of the list); a join in between records the next one."""
+    address = consent_key(key)
+    queued = db.execute(
+        "SELECT status FROM list_changes WHERE key = ? AND applied_at IS NULL"
+        " AND status IS NOT NULL ORDER BY id DESC LIMIT 1",
+        (address,),
+    ).fetchone()
+    if queued is None or queued[0] != UNSUBSCRIBED:
+        return False
+    last = db.execute(
+        "SELECT action FROM consent_history WHERE key = ? ORDER BY at DESC, id DESC LIMIT 1",
+        (address,),
+    ).fetchone()
+    return last is not None and last[0] == ConsentAction.UNSUBSCRIBED.value
+
+
 def _public(exc: Exception) -> str:
     """A list problem for /healthz: where, not what (the log has the rest)."""
     if isinstance(exc, InputError) and exc.path:
@@ -178,6 +211,7 @@ class Subscriptions:
         self.writer = GroupCommitter(settings.state_dir / LEDGER_NAME)
         self._last_problem = ""
         self._public_problem = ""
+        self._ledger_problem = ""
 
     # Plumbing ---------------------------------------------------------------------------
 
@@ -251,6 +285,11 @@ class Subscriptions:
                 f"{'s' if flushed.applied != 1 else ''} applied ({r.changed} changed, "
                 f"{r.added} added, {r.unchanged} unchanged)"
             )
+
+    @property
+    def ledger_problem(self) -> str:
+        """Why the last opt-out was not recorded ("" once one is), fit for /healthz."""
+        return self._ledger_problem
 
     @property
     def list_problem(self) -> str:
@@ -458,7 +497,9 @@ class Subscriptions:
         at = self.clock()
 
         def write(db: sqlite3.Connection) -> None:
-            queue_change(db, ListChange(key, "unsubscribed"))
+            if _already_leaving(db, key):
+                return  # the same opt-out again: already queued, already in the history
+            queue_change(db, ListChange(key, UNSUBSCRIBED))
             record_consent(
                 db,
                 key,
@@ -469,5 +510,15 @@ class Subscriptions:
                 user_agent=visitor.user_agent,
             )
 
-        self.writer.commit(write)
+        try:
+            self.writer.commit(write)
+        except NOT_RECORDED as exc:
+            # For /healthz until one is recorded again: every opt-out a 503 on a full disk,
+            # while the health check (which only reads) said "ok", and nobody looked.
+            self._ledger_problem = (
+                "the last opt-out could not be recorded in the ledger "
+                f"({type(exc).__name__}: the server's log says why)"
+            )
+            raise
+        self._ledger_problem = ""
         self._changed()

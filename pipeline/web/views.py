@@ -13,8 +13,8 @@ No answer says whether an address is on the list.
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 
-import jinja2
 from flask import Blueprint, Flask, Response, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
@@ -23,11 +23,13 @@ from pipeline.messages.unsubscribe import read_token
 from pipeline.web.app import subscriptions_of
 from pipeline.web.one_click import PLACEHOLDER, OneClickPages
 from pipeline.web.subscriptions import (
+    NOT_RECORDED,
     Answer,
     Confirmation,
     SignupForm,
     Visitor,
     mask,
+    not_recorded_line,
 )
 from pipeline.web.tokens import SignupRequest
 from pipeline.web_edition.urls import signup_url
@@ -126,6 +128,9 @@ def healthz() -> tuple[Response, int]:
         ), 503
     if not readable:
         return jsonify(status="error", problem="subscriber list not found"), 503
+    if subscriptions.ledger_problem:
+        # Readable, but not taking opt-outs (a full disk): each is answered 503 meanwhile.
+        return jsonify(status="error", problem=subscriptions.ledger_problem, queued=queued), 503
     if subscriptions.list_problem:
         # Opt-outs are safe in the queue, but the list is not taking them: someone must look.
         return jsonify(status="error", problem=subscriptions.list_problem, queued=queued), 503
@@ -264,9 +269,9 @@ def unsubscribe() -> tuple[str, int]:
         return _invalid_unsubscribe()
     try:
         subscriptions_of(current_app).unsubscribe(key, _visitor())
-    except (sqlite3.Error, OSError, TimeoutError) as exc:
+    except NOT_RECORDED as exc:
         # Not recorded: say so (a mail client retries a 5xx), and ask for mail instead.
-        subscriptions_of(current_app).log(f"{mask(key)}: opt-out NOT recorded: {exc}")
+        subscriptions_of(current_app).log(not_recorded_line(key, exc))
         return _not_recorded()
     return _unsubscribed(key)
 
@@ -284,13 +289,42 @@ def _not_recorded() -> tuple[str, int]:
     )
 
 
+# Two requests as unlike each other as they can be, and two addresses unlike the placeholder:
+# a page that answers them alike, but for the address, can be served from bytes rendered once.
+# Not a different path prefix (SCRIPT_NAME): it is fixed for a deployment, and her footer's
+# ``url_for('public.subscribe_form')`` must keep the fast path.
+_SAMPLE_REQUESTS: list[dict[str, Any]] = [
+    {"base_url": "http://localhost", "environ_base": {"REMOTE_ADDR": "127.0.0.1"}},
+    {
+        "base_url": "https://b.example.net:8443",
+        "query_string": "token=Zm9v.YmFy&from=sample",
+        "headers": {"User-Agent": "sample", "Accept-Language": "de"},
+        "environ_base": {"REMOTE_ADDR": "198.51.100.7"},
+    },
+]
+_SAMPLE_WHO = ("a***@example.org", "<'&\">***@xn--bcher-kva.example")
+
+
 def one_click_pages(app: Flask) -> OneClickPages:
-    """The one-click answers of ``web.one_click``, rendered as this view renders them."""
+    """The one-click answers of ``web.one_click``, rendered as this view renders them.
+
+    Rendered once with a placeholder for the address, and checked against the page the view
+    renders for other requests and other addresses: her own page may use the address in a
+    way a placeholder cannot stand for (``{{ who|upper }}`` beside ``{{ who }}``) or show
+    something of the request (``{{ request.url }}``); such a page is left to Flask."""
     try:
-        with app.test_request_context("/unsubscribe", method="POST"):
+        with app.test_request_context("/unsubscribe", method="POST", **_SAMPLE_REQUESTS[0]):
             done, _ = _page("unsubscribed.html", who=PLACEHOLDER)
             failed, _ = _not_recorded()
-    except jinja2.TemplateError:
-        # Her own page has a mistake: Flask answers every opt-out, and says where it is.
+        pages = OneClickPages(done, failed, [*SAFE_HEADERS, ("Content-Security-Policy", CSP)])
+        for sample, who in zip(_SAMPLE_REQUESTS[::-1], _SAMPLE_WHO, strict=True):
+            with app.test_request_context("/unsubscribe", method="POST", **sample):
+                other_done, _ = _page("unsubscribed.html", who=who)
+                other_failed, _ = _not_recorded()
+            if pages.done(who) != other_done.encode() or pages.failed != other_failed.encode():
+                return OneClickPages("", "", [])
+    except Exception:  # whatever her page raises, the server must start
+        # Her own page has a mistake (a syntax error, ``{{ 1/0 }}``, ``url_for`` of no page):
+        # Flask answers every opt-out, and its log line says where the mistake is.
         return OneClickPages("", "", [])
-    return OneClickPages(done, failed, [*SAFE_HEADERS, ("Content-Security-Policy", CSP)])
+    return pages
