@@ -529,9 +529,19 @@ def send(
                     "when cron would send it. "
                 )
             if plan.resuming and plan.counts is not None:
+                newcomers = ""
+                if plan.joined and plan.include_new:
+                    people = counted(plan.joined, "person", "people")
+                    newcomers = f" (with {people} who joined since)"
+                elif plan.joined:
+                    who = "person has" if plan.joined == 1 else "people have"
+                    newcomers = (
+                        f" ({plan.joined} {who} joined the list since it began: add"
+                        " --include-new to send it to them too)"
+                    )
                 what = (
                     f'Resume "{plan.subject}": {plan.counts.sent} sent, '
-                    f"{plan.audience} still to send via {plan.provider}?"
+                    f"{plan.audience} still to send{newcomers} via {plan.provider}?"
                 )
             else:
                 now_word = "now, early, " if plan.early is not None else ""

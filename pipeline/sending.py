@@ -139,6 +139,8 @@ class SendPlan:
     resuming: bool
     counts: Counts | None
     early: datetime | None = None  # its send_at, when that is still in the future
+    joined: int = 0  # a resume: joined the list since the send began
+    include_new: bool = False  # ... and they are counted in ``audience``
 
 
 @dataclass
@@ -396,7 +398,24 @@ def _send_locked(
         else:
             counts = ledger.counts(slug)
             subject = _audience_preview(compiled, settings, whole=False)[1]
-            plan = SendPlan(slug, subject, provider.name, counts.pending, True, counts)
+            # The list as it is now decides a resume, so the question reads it too: it once
+            # said "80 still to send" with 10 of them deleted since, and "0 still to send"
+            # before --include-new sent the issue to two newcomers.
+            pending, joined = counts.pending, 0
+            if record is not None and record.audience_loaded:
+                pending, joined = ledger.preview_audience(
+                    slug, _AudienceScan().subscribers(settings.subscribers, issue.tags)
+                )
+            plan = SendPlan(
+                slug,
+                subject,
+                provider.name,
+                pending + (joined if include_new else 0),
+                True,
+                counts,
+                joined=joined,
+                include_new=include_new,
+            )
         if not confirm(plan):
             return None
 

@@ -208,3 +208,35 @@ def test_a_list_saved_unreadable_during_the_send_does_not_stop_it(
         list_recheck=0,
     )
     assert report is not None and report.counts.sent == 100 and report.withdrawn == 0
+
+
+def test_the_resume_question_counts_who_will_really_be_sent(
+    make_project: Callable[..., Path],
+) -> None:
+    """The question is read before the list was: it said "80 still to send" with 10 of them
+    deleted since, and "0 still to send" before --include-new sent the issue to newcomers."""
+    root = make_project(
+        provider='name = "outbox"\nbatch_size = 10\nconcurrency = 1',
+        csv=HEADER + "".join(row(i) for i in range(100)),
+    )
+    interrupted_send(root, after=20)
+    rows = [row(i) for i in range(100) if not 50 <= i < 60] + [row(100), row(101)]
+    (root / "subscribers.csv").write_text(HEADER + "".join(rows), encoding="utf-8")
+
+    # Without a terminal, the question is in the refusal: nothing is sent.
+    code, _, err = newsletter(root, "send", SAMPLE_ISSUE)
+    assert code == 2
+    assert "20 sent, 70 still to send (2 people have joined the list since it began" in err
+    assert "--include-new" in err
+    code, _, err = newsletter(root, "send", SAMPLE_ISSUE, "--include-new")
+    assert code == 2 and "20 sent, 72 still to send (with 2 people who joined since)" in err
+    assert len(sent_to(root)) == 20
+
+    # Declined, the newcomers are not queued: a plain resume still leaves them out.
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 0 and "audience 90: sent 90" in out
+    assert "withdrawn: 10 left the list" in out and "2 people have joined" in out
+    code, _, err = newsletter(root, "send", SAMPLE_ISSUE)
+    assert "90 sent, 0 still to send (2 people have joined" in err
+    code, _, err = newsletter(root, "send", SAMPLE_ISSUE, "--include-new")
+    assert "90 sent, 2 still to send (with 2 people who joined since)" in err
