@@ -1149,6 +1149,7 @@ def unsubscribe(ctx: click.Context, target: str) -> None:
     from urllib.parse import parse_qs, urlsplit
 
     from pipeline.audience.list_writer import ListChange, apply_changes
+    from pipeline.ledger.start_record import records_folder
     from pipeline.messages.secret import load_secret
     from pipeline.messages.unsubscribe import read_token
 
@@ -1166,7 +1167,12 @@ def unsubscribe(ctx: click.Context, target: str) -> None:
         if "token=" in token:
             token = parse_qs(urlsplit(token).query).get("token", [""])[0]
         key = read_token(
-            load_secret(settings.state_dir, os.environ), token.removeprefix("unsubscribe ")
+            load_secret(
+                settings.state_dir,
+                os.environ,
+                sent_records=records_folder(settings.newsletters_dir),
+            ),
+            token.removeprefix("unsubscribe "),
         )
         if key is None:
             raise InputError(

@@ -289,7 +289,11 @@ def send_issue(
     """
     refuse_welcome(path, settings)
     compiled = prepare(path, settings)
-    secret = load_secret(settings.state_dir, environ)  # refused before anything is recorded
+    secret = load_secret(
+        settings.state_dir,
+        environ,
+        sent_records=start_record.records_folder(settings.newsletters_dir),
+    )  # refused before anything is recorded
     stop = stop or StopRequest()
     # From here a signal stops the send cleanly (the loop settles what is in flight) instead
     # of killing it; the question at the terminal keeps its usual Ctrl-C.
@@ -738,7 +742,11 @@ def send_tests(
     factory = MessageFactory(
         compiled,
         settings,
-        load_secret(settings.state_dir, environ),
+        load_secret(
+            settings.state_dir,
+            environ,
+            sent_records=start_record.records_folder(settings.newsletters_dir),
+        ),
         managed_unsubscribe=provider.managed_unsubscribe,
     )
     messages = [
@@ -786,7 +794,11 @@ def dry_run(
     factory = MessageFactory(
         compiled,
         settings,
-        load_secret(settings.state_dir, environ),
+        load_secret(
+            settings.state_dir,
+            environ,
+            sent_records=start_record.records_folder(settings.newsletters_dir),
+        ),
         managed_unsubscribe=provider.managed_unsubscribe,
     )
     messages: list[Message] = []

@@ -298,3 +298,49 @@ def test_backup_never_writes_over_her_list_her_settings_or_the_ledger(
     assert newsletter(root, "backup", "--out", "nightly.sqlite3")[0] == 0
     code, out, _ = newsletter(root, "backup", "--out", "nightly.sqlite3")
     assert code == 0 and "1 issue, 100 recipient rows" in out
+
+
+def test_a_new_laptop_without_the_key_is_refused_not_given_a_new_key(
+    make_project: Callable[..., Path],
+) -> None:
+    """Losing `.newsletter/` lost the key too, and the next command silently made a new one:
+    every unsubscribe link in every issue already sent then said "This link is not valid",
+    even once the ledger was put back from a backup as the refusal advised."""
+    from pipeline.web import create_app
+
+    root = project(make_project)
+    partial_send(root, 20)
+    state = root / ".newsletter"
+    old_key = (state / "secret").read_bytes()
+    shutil.copy(state / "ledger.sqlite3", root / "backup.sqlite3")  # no send running
+    shutil.rmtree(state)  # the new laptop: the drafts (and .sent/) came from git
+
+    code, out, err = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in out + err
+    assert ".newsletter/secret" in err and "1 issue went out signed with it" in err
+    assert "would break every unsubscribe link" in err and "NEWSLETTER_SECRET" in err
+    assert not (state / "secret").exists()
+    for command in (("send", SAMPLE_ISSUE, "--dry-run"), ("unsubscribe", "abc.def")):
+        code, _, err = newsletter(root, *command)
+        assert code == 2 and "key that signs unsubscribe links is missing" in err
+    settings = load_settings(root / "newsletter.toml")
+    with pytest.raises(InputError, match="key that signs unsubscribe links is missing"):
+        create_app(settings, environ={})
+    assert not (state / "secret").exists()
+
+    # Put back as advised (key and ledger), the send goes on where it stopped.
+    state.mkdir(mode=0o700)
+    (state / "secret").write_bytes(old_key)
+    shutil.copy(root / "backup.sqlite3", state / "ledger.sqlite3")
+    code, out, err = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 0, out + err
+    assert f"audience {READERS}: sent {READERS}" in out and "this run: 80" in out
+
+
+def test_a_key_given_in_the_environment_needs_no_file(make_project: Callable[..., Path]) -> None:
+    root = project(make_project)
+    key = "k" * 64
+    partial_send(root, 20)
+    shutil.rmtree(root / ".newsletter")
+    code, _, err = newsletter(root, "send", SAMPLE_ISSUE, "--yes", env={"NEWSLETTER_SECRET": key})
+    assert code == 2 and "secret" not in err and "has no record of this issue" in err

@@ -40,6 +40,11 @@ class StartRecord:
     updated_at: str
 
 
+def records_folder(drafts: Path) -> Path:
+    """Where the records of the issues in ``drafts`` are kept."""
+    return drafts / FOLDER
+
+
 def record_path(draft: Path, slug: str) -> Path:
     return draft.parent / FOLDER / f"{slug}.json"
 
