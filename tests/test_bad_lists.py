@@ -62,6 +62,24 @@ BAD_LISTS = [
         'a quote (") opened in this row is never closed',
     ),
     Bad(
+        "text after a closing quote",
+        HEADER + rows(2, 6) + b'ada@example.org,"Ada" Lovelace,,,\n' + rows(7, 9),
+        6,
+        "more text after its closing quote, before the next ','",
+    ),
+    Bad(
+        "a quote opened, closed rows later",
+        HEADER + rows(2, 6) + b'ada@example.org,"Ada,,,\n' + rows(7, 9) + b'"jo@x.org",Jo,,,\n',
+        6,
+        "the quote opened here closes at line 9",
+    ),
+    Bad(
+        "text after a closing quote, semicolons",
+        b'email;first_name\nada@example.org;Ada\n"jo@example.org" x;Jo\n',
+        3,
+        "before the next ';'",
+    ),
+    Bad(
         "duplicated header",
         b"email,first_name,email\nada@example.org,Ada,ada@example.org\n",
         1,
