@@ -557,3 +557,24 @@ def test_markdown_nested_past_the_limit_is_a_problem_with_its_line(
     found = messages(path, settings)
     assert len(found) == 1 and f"more than {MAX_DEPTH} levels deep" in found[0], found
     assert found[0].startswith(f"{path}:")
+
+
+@pytest.mark.parametrize(
+    ("field", "says"),
+    [
+        ("7*7", "arithmetic (+, -, *, /, %, **) is not allowed"),
+        ("-1", "arithmetic"),
+        ("subscriber.first_name ~ 3 + 4", "arithmetic"),
+        ("[1, 2]", "a list or dictionary is not allowed"),
+        ('{"a": 1}', "a list or dictionary is not allowed"),
+    ],
+)
+def test_a_disallowed_expression_is_named_in_words_not_jinja_node_names(
+    write_issue: Callable[..., Path], field: str, says: str
+) -> None:
+    """`{{ 7*7 }}` was refused as "mul is not allowed": Jinja's name for it, not hers."""
+    path = write_issue(f"Hi {{{{ {field} }}}}\n")
+    (message,) = load_problems(path)
+    assert message.startswith(f"{path}:5: merge field") and says in message, message
+    for jargon in ("mul ", "neg ", "add ", "list is", "dict ", "pair "):
+        assert jargon not in message
