@@ -1335,11 +1335,11 @@ def unsubscribe_server(ctx: click.Context, host: str, port: int) -> None:
 @cli.command()
 @click.option(
     "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="File to write (default: .newsletter/backups/ledger-<UTC time>.sqlite3).",
+    help="File to write, or a folder to write it in "
+    "(default: .newsletter/backups/ledger-<UTC time>.sqlite3).",
 )
 @click.pass_context
-def backup(ctx: click.Context, out: Path | None) -> None:
+def backup(ctx: click.Context, out: str | None) -> None:
     """Copy the ledger safely, even while a send is running (SQLite's online backup).
 
     Copying ledger.sqlite3 by hand is not a backup: recent sends may still be in its -wal
@@ -1349,15 +1349,23 @@ def backup(ctx: click.Context, out: Path | None) -> None:
     \b
     newsletter backup
     newsletter backup --out /mnt/backups/newsletter-ledger.sqlite3
+    newsletter backup --out /media/usb/
     """
     from pipeline.ledger.backup import backup_ledger
     from pipeline.sending import LEDGER_NAME
 
     settings = _settings(ctx)
+    name = f"ledger-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.sqlite3"
     if out is None:
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        out = settings.state_dir / "backups" / f"ledger-{stamp}.sqlite3"
-    made = backup_ledger(settings.state_dir / LEDGER_NAME, out)
+        target = settings.state_dir / "backups" / name
+    elif not out.strip():
+        raise InputError("--out is empty: give a file name, or a folder to put the backup in")
+    else:
+        # A folder (a USB stick, a synced folder) gets a dated file inside it, as by default.
+        target = Path(out).expanduser()
+        if out.endswith(("/", os.sep)) or target.is_dir():
+            target = target / name
+    made = backup_ledger(settings.state_dir / LEDGER_NAME, target)
     issues = f"{made.issues} issue{'s' if made.issues != 1 else ''}"
     people = f"{made.recipients} recipient row{'s' if made.recipients != 1 else ''}"
     click.echo(f"backed up the ledger ({issues}, {people}) to {made.path}")

@@ -344,3 +344,32 @@ def test_a_key_given_in_the_environment_needs_no_file(make_project: Callable[...
     shutil.rmtree(root / ".newsletter")
     code, _, err = newsletter(root, "send", SAMPLE_ISSUE, "--yes", env={"NEWSLETTER_SECRET": key})
     assert code == 2 and "secret" not in err and "has no record of this issue" in err
+
+
+def test_backup_into_a_folder_and_odd_out_values(
+    make_project: Callable[..., Path], tmp_path: Path
+) -> None:
+    """`--out /media/usb` (a folder) was refused in click's words, `--out ''` said '.: this file
+    exists', and a file where the folder should be ended in a FileExistsError traceback."""
+    root = project(make_project)
+    partial_send(root, 20)
+    stick = tmp_path / "usb"
+    stick.mkdir()
+    for out in (str(stick), f"{tmp_path}/new-folder/"):
+        code, said, err = newsletter(root, "backup", "--out", out)
+        assert code == 0, err
+        (made,) = Path(out).glob("ledger-*.sqlite3")
+        assert str(made) in said and "1 issue, 100 recipient rows" in said
+        with sqlite3.connect(made) as db:
+            assert db.execute("SELECT count(*) FROM recipients").fetchone()[0] == READERS
+    code, _, err = newsletter(root, "backup", "--out", "")
+    assert (
+        code == 2
+        and err == "error: --out is empty: give a file name, or a folder to put the backup in\n"
+    )
+    (tmp_path / "a-file").write_text("not a folder")
+    for out in (tmp_path / "a-file" / "backup.sqlite3", tmp_path / "a-file" / "sub" / "b.sqlite3"):
+        code, said, err = newsletter(root, "backup", "--out", str(out))
+        assert code == 2 and err.count("\n") == 1 and "Traceback" not in said + err, err
+        assert "cannot make the folder for the backup" in err
+    assert (tmp_path / "a-file").read_text() == "not a folder"
