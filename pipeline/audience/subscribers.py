@@ -67,6 +67,20 @@ def normalise_address(address: str) -> str:
         raise ValueError(str(exc)) from None
 
 
+def _why(raw: str, exc: EmailNotValidError) -> str:
+    """email-validator's reason, but for the one a person meets most (an address such as
+    jürgen@...), what it means for her and what to do."""
+    text = str(exc)
+    if "before the @-sign are not supported" in text:
+        local = raw.rpartition("@")[0]
+        odd = "".join(dict.fromkeys(c for c in local if not c.isascii()))
+        return (
+            f"{raw!r} has {odd!r} before the @, which most email services cannot deliver to "
+            "(it needs SMTPUTF8): ask the reader for another address"
+        )
+    return text
+
+
 def address_key(normalised: str) -> str:
     return normalised.lower()
 
@@ -140,7 +154,7 @@ def scan(path: Path, tags: Sequence[str] = ()) -> Iterator[Subscriber | Skipped]
                 try:
                     email = normalise(raw)
                 except EmailNotValidError as exc:
-                    yield Skipped(line, raw, SkipReason.INVALID, f"email: {exc}")
+                    yield Skipped(line, raw, SkipReason.INVALID, f"email: {_why(raw, exc)}")
                     continue
                 written = values[status_at] if status_at is not None else ""
                 status = _status(written)
