@@ -282,7 +282,9 @@ def _delivered(settings: Settings, slug: str) -> str:
     return f"sent via {settings.provider.name}"
 
 
-def _print_report(report: SendReport, settings: Settings, *, quiet: bool = False) -> None:
+def _print_report(
+    report: SendReport, settings: Settings, *, quiet: bool = False, issue: Path | None = None
+) -> None:
     counts = report.counts
     click.echo(f"{report.slug}: {report.status.value}")
     click.echo(
@@ -316,9 +318,11 @@ def _print_report(report: SendReport, settings: Settings, *, quiet: bool = False
         click.echo(f"  included: {report.added} who joined the list since the send began")
     if report.joined:
         who = "person has" if report.joined == 1 else "people have"
+        # The whole command, as she would type it: a bare "--include-new" left her guessing.
+        where = shlex.quote(shown(issue)) if issue is not None else "ISSUE.md"
         click.echo(
             f"  {report.joined} {who} joined the list since the send began and did not get "
-            "this issue: add --include-new to send it to them"
+            f"this issue: newsletter send {where} --include-new sends it to them"
         )
     limit = 5 if quiet else 50
     for item in report.invalid[:limit]:
@@ -470,8 +474,9 @@ def send(
             )
         for problem in due_run.problems:
             click.echo(f"error: {problem.location_message()}", err=True)
+        drafts = {plan.draft.slug: plan.draft.path for plan in due_run.plans}
         for due_report in due_run.reports:
-            _print_report(due_report, settings, quiet=True)
+            _print_report(due_report, settings, quiet=True, issue=drafts.get(due_report.slug))
             _print_interrupted(due_report, "newsletter send --due")
         abandoned = sum(r.this_run.abandoned for r in due_run.reports)
         _exit_after_abandon(ctx, due_run.exit_code, abandoned)
@@ -575,7 +580,7 @@ def send(
         ctx.exit(1)
     if sys.stderr.isatty():
         click.echo("", err=True)
-    _print_report(report, settings)
+    _print_report(report, settings, issue=issue)
     _print_interrupted(report, f"newsletter send {issue} --yes")
     _exit_after_abandon(ctx, report.exit_code, report.this_run.abandoned)
 

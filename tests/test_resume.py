@@ -69,7 +69,7 @@ def test_a_resume_withdraws_the_deleted_uses_new_values_and_reports_newcomers(
     assert "audience 89: sent 89, failed 0, unknown 0, pending 0" in out
     assert "withdrawn: 11 left the list or unsubscribed since the send began" in out
     assert "5 people have joined the list since the send began" in out
-    assert "--include-new" in out
+    assert f"newsletter send {SAMPLE_ISSUE} --include-new sends it to them" in out
     got = sent_to(root)
     assert not {f"reader{i:03d}@example.org" for i in (*range(50, 60), 80)} & got
     assert not {f"reader{i:03d}@example.org" for i in range(100, 105)} & got
