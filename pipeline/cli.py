@@ -27,7 +27,7 @@ from pipeline.delivery.provider import Outcome
 from pipeline.errors import InputError, NewsletterError
 from pipeline.schedule import Decision
 from pipeline.wording import count as counted
-from pipeline.wording import local_time, shown
+from pipeline.wording import local_time, shown, stopped_by
 
 if TYPE_CHECKING:
     from pipeline.events.sync import SyncReport
@@ -373,7 +373,8 @@ def _print_interrupted(report: SendReport, resume: str) -> None:
         return
     pending = report.counts.pending
     click.echo(
-        f"  stopped by {report.interrupted}: every answer received was recorded; {pending} "
+        f"  stopped by {stopped_by(report.interrupted)}: every answer received was recorded;"
+        f" {pending} "
         f"reader{'s' if pending != 1 else ''} still to send. Resume with: {resume}"
     )
 

@@ -76,7 +76,7 @@ from pipeline.schedule import (
     missed_detail,
     plan_due,
 )
-from pipeline.wording import count, local_time, shown
+from pipeline.wording import count, local_time, shown, stopped_by
 
 LEDGER_NAME = "ledger.sqlite3"
 # How often, at most, a running send reads the list again when it has changed (opt-outs):
@@ -513,7 +513,10 @@ def _send_locked(
     elif counts.pending == 0 and counts.audience > 0:  # never complete with nobody in it
         status, note = IssueStatus.COMPLETE, None
     elif result.interrupted:
-        status, note = IssueStatus.SENDING, f"stopped by {result.interrupted}; run again to resume"
+        status, note = (
+            IssueStatus.SENDING,
+            f"stopped by {stopped_by(result.interrupted)}; run again to resume",
+        )
     else:
         status, note = IssueStatus.SENDING, None
     ledger.set_status(slug, status, note)

@@ -240,3 +240,15 @@ def test_the_resume_question_counts_who_will_really_be_sent(
     assert "90 sent, 0 still to send (2 people have joined" in err
     code, _, err = newsletter(root, "send", SAMPLE_ISSUE, "--include-new")
     assert "90 sent, 2 still to send (with 2 people who joined since)" in err
+
+
+def test_status_says_what_stopped_a_send_in_her_words(make_project: Callable[..., Path]) -> None:
+    """Saying "stopped by SIGINT" used a programmer's name for the Ctrl-C she pressed."""
+    root = make_project(
+        provider='name = "outbox"\nbatch_size = 10\nconcurrency = 1',
+        csv=HEADER + "".join(row(i) for i in range(100)),
+    )
+    interrupted_send(root, after=20)
+    code, out, _ = newsletter(root, "status")
+    assert code == 0
+    assert "stopped by SIGTERM (a shutdown, `systemctl stop` or `kill`); run again" in out

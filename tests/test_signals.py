@@ -83,8 +83,10 @@ def test_a_signal_mid_send_records_every_answer_and_the_next_run_finishes(
         assert process.returncode == EXIT_INTERRUPTED, (process.returncode, out, err)
         assert "Traceback" not in err and "Aborted" not in out + err
         name = signal.Signals(signal_number).name
-        resume = f"stopped by {name}: every answer received was recorded"
-        assert resume in out and f"Resume with: newsletter send {SAMPLE_ISSUE} --yes" in out
+        said = {"SIGINT": "Ctrl-C (SIGINT)", "SIGTERM": "SIGTERM (a shutdown, `systemctl stop`"}
+        resume = f"stopped by {said[name]}"
+        assert resume in out and "every answer received was recorded" in out
+        assert f"Resume with: newsletter send {SAMPLE_ISSUE} --yes" in out
 
         rows = ledger_rows(root)
         statuses = {str(row["status"]) for row in rows}
