@@ -6,6 +6,7 @@ stderr, naming the file, line and field; exit codes: 0 done, 1 problems found, 2
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import errno
 import json
@@ -398,7 +399,9 @@ def _progress() -> Callable[[int, int], None] | None:
         width = 30
         filled = width * done // total if total else width
         bar = "#" * filled + "." * (width - filled)
-        click.echo(f"\r  [{bar}] {done}/{total}", nl=False, err=True)
+        # The terminal may be gone (closed mid-send: SIGHUP); the send goes on to settle.
+        with contextlib.suppress(OSError):
+            click.echo(f"\r  [{bar}] {done}/{total}", nl=False, err=True)
 
     return show
 
@@ -442,7 +445,8 @@ def send(
     to come is cron's to send: sending it by hand says so, and with --yes needs --now.
     Resumes where an interrupted send stopped; never re-sends a recipient recorded as sent.
     Exit codes: 0 all done, 1 some recipients failed, unknown or pending, 2 bad input,
-    75 stopped by SIGTERM or SIGINT (every answer received is recorded): run it again.
+    75 stopped by SIGTERM, SIGINT (Ctrl-C) or SIGHUP (the terminal closed; every answer
+    received is recorded): run it again.
 
     \b
     newsletter send newsletters/*-welcome-to-our-newsletter.md --dry-run
@@ -579,10 +583,12 @@ def send(
     if report is None:
         click.echo("not sent")
         ctx.exit(1)
-    if sys.stderr.isatty():
-        click.echo("", err=True)
-    _print_report(report, settings, issue=issue)
-    _print_interrupted(report, f"newsletter send {issue} --yes")
+    # After SIGHUP the terminal is gone: the ledger has everything, the exit code says the rest.
+    with contextlib.suppress(OSError):
+        if sys.stderr.isatty():
+            click.echo("", err=True)
+        _print_report(report, settings, issue=issue)
+        _print_interrupted(report, f"newsletter send {issue} --yes")
     _exit_after_abandon(ctx, report.exit_code, report.this_run.abandoned)
 
 

@@ -16,6 +16,7 @@ def count(number: int, singular: str, plural: str | None = None) -> str:
 _SIGNALS = {
     "SIGINT": "Ctrl-C (SIGINT)",
     "SIGTERM": "SIGTERM (a shutdown, `systemctl stop` or `kill`)",
+    "SIGHUP": "the terminal closing (SIGHUP)",
 }
 
 

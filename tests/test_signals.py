@@ -67,7 +67,7 @@ def postmark_project(make_project: Callable[..., Path], server: FakePostmark) ->
     )
 
 
-@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_a_signal_mid_send_records_every_answer_and_the_next_run_finishes(
     make_project: Callable[..., Path], signal_number: signal.Signals
 ) -> None:
@@ -83,7 +83,11 @@ def test_a_signal_mid_send_records_every_answer_and_the_next_run_finishes(
         assert process.returncode == EXIT_INTERRUPTED, (process.returncode, out, err)
         assert "Traceback" not in err and "Aborted" not in out + err
         name = signal.Signals(signal_number).name
-        said = {"SIGINT": "Ctrl-C (SIGINT)", "SIGTERM": "SIGTERM (a shutdown, `systemctl stop`"}
+        said = {
+            "SIGINT": "Ctrl-C (SIGINT)",
+            "SIGTERM": "SIGTERM (a shutdown, `systemctl stop`",
+            "SIGHUP": "the terminal closing (SIGHUP)",  # she closed the window mid-send
+        }
         resume = f"stopped by {said[name]}"
         assert resume in out and "every answer received was recorded" in out
         assert f"Resume with: newsletter send {SAMPLE_ISSUE} --yes" in out
