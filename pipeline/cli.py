@@ -31,6 +31,7 @@ from pipeline.wording import count as counted
 from pipeline.wording import local_time, shown, stopped_by
 
 if TYPE_CHECKING:
+    from pipeline.audience.subscribers import Skipped
     from pipeline.events.sync import SyncReport
     from pipeline.sending import SendPlan, SendReport
 
@@ -326,6 +327,7 @@ def _print_report(
             f"this issue: newsletter send {where} --include-new sends it to them"
         )
     limit = 5 if quiet else 50
+    _print_kept_out(report.kept_out, report.skipped["left earlier"], settings, limit)
     for item in report.invalid[:limit]:
         click.echo(f"  invalid row {settings.subscribers}:{item.line}: {item.detail}")
     for email, reason in report.failures[:limit]:
@@ -366,6 +368,22 @@ def _print_report(
         click.echo(f"  paused: {run.paused}. Run again to resume.")
     if run.stopped:
         click.echo(f"  stopped: {run.stopped}. Fix it, then run again to resume.")
+
+
+def _print_kept_out(kept_out: list[Skipped], total: int, settings: Settings, limit: int) -> None:
+    """Rows that say subscribed for someone the consent history says left: what it means
+    and the way back, once; then each row."""
+    if not kept_out:
+        return
+    click.echo(
+        f"  kept out: {counted(total, 'row')} marked subscribed in the list for"
+        " someone who left since (the consent history says so; an older copy of the list put"
+        " back?); if they asked to be back: newsletter subscribers resubscribe ADDRESS"
+    )
+    for item in kept_out[:limit]:
+        click.echo(f"    {settings.subscribers}:{item.line}: {item.email}: {item.detail}")
+    if total > limit:
+        click.echo(f"    ... and {total - limit} more")
 
 
 def _print_interrupted(report: SendReport, resume: str) -> None:
@@ -496,6 +514,7 @@ def send(
             if preview.skipped:
                 reasons = ", ".join(f"{r} {n}" for r, n in sorted(preview.skipped.items()))
                 click.echo(f"  skipped {counted(sum(preview.skipped.values()), 'row')}: {reasons}")
+            _print_kept_out(preview.kept_out, preview.skipped["left earlier"], settings, 20)
             for item in preview.invalid[:20]:
                 click.echo(f"  invalid row {settings.subscribers}:{item.line}: {item.detail}")
             if preview.early is not None:
@@ -1056,13 +1075,36 @@ def subscribers_resubscribe(ctx: click.Context, email: str) -> None:
             path=path,
         )
     result = apply_changes(path, [ListChange(email, status="subscribed")])
-    if result.changed:
+    # A row that says subscribed for someone the history says left (an older copy of the
+    # list put back) is kept out of every send until this command records they are back.
+    left = None if result.changed else _left_for_good(ctx, email)
+    if result.changed or left:
         _record_by_hand(ctx, email, "resubscribed", "newsletter subscribers resubscribe")
     was = ", ".join(sorted({entry.status for entry in before}))
     if result.changed:
         click.echo(f"{email}: subscribed again (was {was})")
+    elif left:
+        click.echo(
+            f"{email}: subscribed again (the list said subscribed, but the history says"
+            f" {left}); the next send includes them"
+        )
     else:
         click.echo(f"{email}: already subscribed; nothing changed")
+
+
+def _left_for_good(ctx: click.Context, email: str) -> str | None:
+    """The opt-out the consent history holds against this address, if nothing undid it."""
+    from pipeline.ledger.consent import consent_key, left_for_good
+    from pipeline.sending import LEDGER_NAME, open_ledger
+
+    settings = _settings(ctx.find_root())
+    if not (settings.state_dir / LEDGER_NAME).exists():
+        return None
+    ledger = open_ledger(settings)
+    try:
+        return left_for_good(ledger.db).get(consent_key(email))
+    finally:
+        ledger.close()
 
 
 @subscribers.command(name="export", short_help="A clean UTF-8 copy of the list.")

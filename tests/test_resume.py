@@ -252,3 +252,50 @@ def test_status_says_what_stopped_a_send_in_her_words(make_project: Callable[...
     code, out, _ = newsletter(root, "status")
     assert code == 0
     assert "stopped by SIGTERM (a shutdown, `systemctl stop` or `kill`); run again" in out
+
+
+def test_an_old_copy_of_the_list_never_mails_someone_who_left(
+    make_project: Callable[..., Path],
+) -> None:
+    """An older subscribers.csv put back (a backup, another laptop) said "subscribed" for
+    someone who had unsubscribed since, and the next issue went to them without a word."""
+    rows = HEADER + "".join(row(i) for i in range(10))
+    root = make_project(csv=rows)
+    old_copy = (root / "subscribers.csv").read_bytes()
+    code, out, err = newsletter(root, "unsubscribe", "reader003@example.org")
+    assert code == 0, out + err
+    (root / "subscribers.csv").write_bytes(old_copy)  # the old copy is back
+
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--dry-run")
+    assert code == 0 and "audience: 9 subscribers" in out, out
+    assert "kept out: 1 row marked subscribed in the list for someone who left since" in out
+    assert "subscribers.csv:5: reader003@example.org: unsubscribed " in out
+    assert "(by-hand)" in out and "newsletter subscribers resubscribe ADDRESS" in out
+
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 0 and "audience 9: sent 9" in out and "left earlier 1" in out, out
+    assert "reader003@example.org" not in sent_to(root)
+
+    # When they ask to be back, the command that says so puts them back on every send.
+    code, out, _ = newsletter(root, "subscribers", "resubscribe", "reader003@example.org")
+    assert code == 0 and "subscribed again (the list said subscribed" in out, out
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes", "--include-new")
+    assert code == 0 and "audience 10: sent 10" in out and "kept out" not in out, out
+    assert "reader003@example.org" in sent_to(root)
+
+
+def test_a_row_kept_out_on_resume_is_withdrawn_before_its_turn(
+    make_project: Callable[..., Path],
+) -> None:
+    root = make_project(
+        provider='name = "outbox"\nbatch_size = 10\nconcurrency = 1',
+        csv=HEADER + "".join(row(i) for i in range(100)),
+    )
+    old_copy = (root / "subscribers.csv").read_bytes()
+    interrupted_send(root, after=20)
+    assert newsletter(root, "unsubscribe", "reader090@example.org")[0] == 0
+    (root / "subscribers.csv").write_bytes(old_copy)
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 0 and "audience 99: sent 99" in out and "withdrawn: 1" in out, out
+    assert "joined" not in out  # a kept-out row is not a newcomer either
+    assert "reader090@example.org" not in sent_to(root)

@@ -37,6 +37,8 @@ class SkipReason(StrEnum):
     COMPLAINED = "complained"
     SUPPRESSED = "suppressed"  # another row for the same address opted out
     NOT_TAGGED = "not tagged"
+    # The row says subscribed, but the consent history says they left (an old copy of the list).
+    LEFT_EARLIER = "left earlier"
 
 
 @dataclass(frozen=True, slots=True)
