@@ -578,3 +578,21 @@ def test_a_disallowed_expression_is_named_in_words_not_jinja_node_names(
     assert message.startswith(f"{path}:5: merge field") and says in message, message
     for jargon in ("mul ", "neg ", "add ", "list is", "dict ", "pair "):
         assert jargon not in message
+
+
+@pytest.mark.parametrize(
+    ("subject", "first_reader_sees"),
+    [
+        ("{{ subscriber.first_name }}", "Ada"),
+        ("{{ subscriber.first_name }}, 3 knee fixes", "Ada, 3 knee fixes"),
+        ('{{ subscriber.first_name | default("Friend") }}: 3 knee fixes', "Ada: 3 knee fixes"),
+    ],
+)
+def test_a_subject_that_starts_with_a_merge_field_needs_no_quotes(
+    write_issue: Callable[..., Path], settings: Settings, subject: str, first_reader_sees: str
+) -> None:
+    """It was read as YAML: "front matter is not valid YAML: found unhashable key"."""
+    path = write_issue("Hi\n", front=f"subject: {subject}\n")
+    assert messages(path, settings) == []
+    compiled = compile_issue(load_issue(path, LA), settings)
+    assert compiled.personalise({"first_name": "Ada"}, "https://x/u").subject == (first_reader_sees)
