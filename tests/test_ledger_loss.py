@@ -10,6 +10,7 @@ import os
 import shutil
 import sqlite3
 import stat
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -320,6 +321,12 @@ def test_a_new_laptop_without_the_key_is_refused_not_given_a_new_key(
     assert ".newsletter/secret" in err and "1 issue went out signed with it" in err
     assert "would break every unsubscribe link" in err and "NEWSLETTER_SECRET" in err
     assert not (state / "secret").exists()
+    # The way out for a key lost for good works as printed, and makes a key only she reads.
+    command = err.rsplit("make a new one: ", 1)[1].strip()
+    subprocess.run(["sh", "-c", command], cwd=root, check=True)
+    made = state / "secret"
+    assert len(made.read_text().strip()) == 64 and stat.S_IMODE(made.stat().st_mode) == 0o600
+    made.unlink()
     for command in (("send", SAMPLE_ISSUE, "--dry-run"), ("unsubscribe", "abc.def")):
         code, _, err = newsletter(root, *command)
         assert code == 2 and "key that signs unsubscribe links is missing" in err
@@ -329,7 +336,7 @@ def test_a_new_laptop_without_the_key_is_refused_not_given_a_new_key(
     assert not (state / "secret").exists()
 
     # Put back as advised (key and ledger), the send goes on where it stopped.
-    state.mkdir(mode=0o700)
+    state.mkdir(mode=0o700, exist_ok=True)
     (state / "secret").write_bytes(old_key)
     shutil.copy(root / "backup.sqlite3", state / "ledger.sqlite3")
     code, out, err = newsletter(root, "send", SAMPLE_ISSUE, "--yes")

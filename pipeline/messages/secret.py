@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shlex
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -65,12 +66,15 @@ def _refuse_a_lost_key(path: Path, sent_records: Path | None) -> None:
     if not sent:
         return
     issues = f"{len(sent)} issue{'' if len(sent) == 1 else 's'}"
+    # The folder is made, so the command below works as printed (a new laptop has none).
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     raise SecretError(
         f"the key that signs unsubscribe links is missing, but {issues} went out signed with "
-        f"it ({sent[-1].name} and others in {sent_records}), and a new key would break every "
-        "unsubscribe link in them: copy this file from the computer (or backup) they were sent "
-        f"from, or set {ENV_NAME} to that key; only if it is lost for good, make a new one "
-        f"with {HOW_TO_MAKE} > {path}",
+        f"it (see {sent_records}), and a new key would break every unsubscribe link in them: "
+        "copy this file from the computer (or backup) they were sent from, or set "
+        f"{ENV_NAME} to that key; only if it is lost for good, make a new one: "
+        f"(umask 077; {HOW_TO_MAKE} > {shlex.quote(str(path))})",
         path=path,
     )
 
