@@ -50,6 +50,13 @@ BAD_LISTS = [
     ),
     Bad("no email column", b"mail,name\nada@example.org,Ada\n", 1, "no 'email' column"),
     Bad(
+        "the header row deleted",
+        b"ada@example.org,Ada,Lovelace\nbob@example.org,Bob,\n",
+        1,
+        "the first line is a reader (ada@example.org), not the column names: add a header line"
+        " above it naming each column, such as email,first_name,last_name",
+    ),
+    Bad(
         "a 200 KB field",
         HEADER + rows(2, 10) + b'big@example.org,"' + b"x" * 200_000 + b'",,,\n' + rows(11, 20),
         10,

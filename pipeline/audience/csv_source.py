@@ -307,6 +307,20 @@ class ListFile:
             )
         if "email" not in names:
             shown = header.delimiter.join(cell.strip() for cell in header.cells)
+            reader = next(
+                (c.strip() for c in header.cells if "@" in c and " " not in c.strip()), None
+            )
+            if reader is not None:
+                # The header row deleted (or never there): the first reader is read as one.
+                columns = header.delimiter.join(
+                    ("email", "first_name", "last_name", "status", "tags")[: len(header.cells)]
+                )
+                raise InputError(
+                    f"the first line is a reader ({reader}), not the column names: add a "
+                    f"header line above it naming each column, such as {columns}",
+                    path=self.path,
+                    line=1,
+                )
             raise InputError(
                 f"the header row has no 'email' column (it has: {shown})", path=self.path, line=1
             )
