@@ -354,3 +354,18 @@ def test_many_merge_fields_on_a_long_value_fail_that_reader_alone(
     finally:
         ledger.close()
     assert "more than a provider takes" in reason, reason
+
+
+def test_adding_a_non_ascii_address_by_hand_says_what_to_do(
+    make_project: Callable[..., Path],
+) -> None:
+    root = make_project(csv=readers(2, {}))
+    before = (root / "subscribers.csv").read_bytes()
+    code, out, err = newsletter(root, "subscribers", "add", "jürgen@bücher.de")
+    assert code == 2 and out == ""
+    assert err == (
+        "error: 'jürgen@bücher.de' is not a valid address: it has 'ü' before the @, which most"
+        " email services cannot deliver to (it needs SMTPUTF8): ask the reader for another"
+        " address\n"
+    )
+    assert (root / "subscribers.csv").read_bytes() == before

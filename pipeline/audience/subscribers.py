@@ -66,10 +66,10 @@ def normalise_address(address: str) -> str:
     try:
         return normalise(address)
     except EmailNotValidError as exc:
-        raise ValueError(str(exc)) from None
+        raise ValueError(_why(address, exc, name_it=False)) from None
 
 
-def _why(raw: str, exc: EmailNotValidError) -> str:
+def _why(raw: str, exc: EmailNotValidError, *, name_it: bool = True) -> str:
     """email-validator's reason, but for the one a person meets most (an address such as
     jürgen@...), what it means for her and what to do."""
     text = str(exc)
@@ -77,8 +77,8 @@ def _why(raw: str, exc: EmailNotValidError) -> str:
         local = raw.rpartition("@")[0]
         odd = "".join(dict.fromkeys(c for c in local if not c.isascii()))
         return (
-            f"{raw!r} has {odd!r} before the @, which most email services cannot deliver to "
-            "(it needs SMTPUTF8): ask the reader for another address"
+            f"{repr(raw) if name_it else 'it'} has {odd!r} before the @, which most email "
+            "services cannot deliver to (it needs SMTPUTF8): ask the reader for another address"
         )
     return text
 
