@@ -48,7 +48,17 @@ BAD_DRAFTS = [
     BadDraft("binary", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff", 1, "not UTF-8"),
     BadDraft("nul-bytes", b"---\nsubject: x\n---\n\x00\x00", None, "not a text file"),
     BadDraft(
-        "latin-1", draft("subject: Caf\xe9\n", GOOD_BODY).decode().encode("cp1252"), 2, "UTF-8"
+        "latin-1",
+        draft("subject: Caf\xe9 talk\n", GOOD_BODY).decode().encode("cp1252"),
+        2,
+        'not UTF-8 text ("Café" is in another encoding); in your editor, Save As with the'
+        " encoding UTF-8",
+    ),
+    BadDraft(
+        "utf-16",
+        draft("subject: Hi\n", GOOD_BODY).decode().encode("utf-16"),
+        1,
+        'the draft is saved as UTF-16 ("Unicode"); in your editor, Save As with the encoding',
     ),
     BadDraft("missing", None, None, "no such file"),
     BadDraft("folder", b"<dir>", None, "is a folder"),
