@@ -583,7 +583,11 @@ def send(
             if not sys.stdin.isatty():
                 needs = "--yes --now" if plan.early is not None and not now else "--yes"
                 raise InputError(f"{what} Add {needs} to send without a terminal.")
-            return click.confirm(what, default=False)
+            try:
+                return click.confirm(what, default=False)
+            except click.Abort:  # Ctrl-C at the question: a "no", said as the "no" is
+                click.echo()
+                return False
 
         report = send_issue(
             issue,
