@@ -671,7 +671,7 @@ def status(ctx: click.Context, issue: Path | None, as_json: bool, who: str | Non
             click.echo(f"  {email}: {reason}" if reason else f"  {email}")
         return
     report = status_rows(settings, issue)
-    from pipeline.ledger.start_record import unmatched
+    from pipeline.ledger.start_record import unmatched, when
 
     known = {row.issue for row in report.rows if row.counts is not None}
     lost = unmatched(settings.newsletters_dir, known)
@@ -683,9 +683,11 @@ def status(ctx: click.Context, issue: Path | None, as_json: bool, who: str | Non
         ]
     for path, record in lost:
         click.echo(
-            f"error: {path}: {record.issue} began sending {record.started_at} "
-            f"({record.sent} sent by {record.updated_at}), but the ledger has no record of "
-            "it: it was lost or replaced (README: Losing the ledger)",
+            f"error: {path}: {record.issue} began sending "
+            f"{when(record.started_at, settings.timezone)} ({record.sent} sent by "
+            f"{when(record.updated_at, settings.timezone)}), but the ledger has no record of "
+            "it: it was lost or replaced; put back the copy `newsletter backup` made "
+            "(README: Losing the ledger)",
             err=True,
         )
     if lost:

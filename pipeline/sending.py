@@ -378,7 +378,7 @@ def _send_locked(
     record = ledger.issue(slug)
     # A lost or older ledger must not look like a fresh start (it re-sent 3,000 of 3,000).
     sent_record = start_record.record_path(issue.path, slug)
-    start_record.check(sent_record, ledger.path, record, ledger.counts(slug))
+    start_record.check(sent_record, ledger.path, record, ledger.counts(slug), settings.timezone)
     # An issue recorded with nobody in it was sent to no one (older versions marked a send to
     # an empty list complete): it starts afresh, as if it had never started.
     fresh = record is None or ledger.counts(slug).audience == 0
@@ -859,6 +859,7 @@ def dry_run(
         settings.state_dir / LEDGER_NAME,
         record,
         counts or Counts(0, 0, 0, 0, 0),
+        settings.timezone,
     )
     if counts is not None and counts.audience == 0:
         # Sent to nobody by an older version: it starts afresh, as the send would.

@@ -12,6 +12,7 @@ import sqlite3
 import stat
 import subprocess
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from pipeline.delivery.stopping import StopRequest
 from pipeline.errors import InputError
 from pipeline.ledger.store import Ledger
 from pipeline.sending import open_ledger, send_issue
+from pipeline.wording import local_time
 
 from .conftest import SAMPLE_ISSUE
 from .test_send import newsletter
@@ -380,3 +382,22 @@ def test_backup_into_a_folder_and_odd_out_values(
         assert code == 2 and err.count("\n") == 1 and "Traceback" not in said + err, err
         assert "cannot make the folder for the backup" in err
     assert (tmp_path / "a-file").read_text() == "not a folder"
+
+
+def test_a_lost_ledger_is_told_in_her_time_zone_with_the_way_back(
+    make_project: Callable[..., Path],
+) -> None:
+    """The times were the record's ISO stamps in UTC ("2026-11-25T16:01:59+00:00"), where
+    every other line she reads says "Wed 25 Nov 2026, 08:01 PST"."""
+    root = project(make_project)
+    partial_send(root, 20)
+    record = json.loads((root / "newsletters" / ".sent" / f"{SLUG}.json").read_text())
+    settings = load_settings(root / "newsletter.toml")
+    began = local_time(datetime.fromisoformat(record["started_at"]), settings.timezone)
+    for path in (root / ".newsletter").glob("ledger.sqlite3*"):
+        path.unlink()
+    code, _, err = newsletter(root, "status")
+    assert code == 2 and f"{SLUG} began sending {began} (20 sent by " in err, err
+    assert "+00:00" not in err and "put back the copy `newsletter backup` made" in err
+    code, _, err = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 2 and f"sending began {began} via outbox" in err and "+00:00" not in err

@@ -15,10 +15,12 @@ import json
 import os
 import tempfile
 from dataclasses import asdict, dataclass
+from datetime import datetime, tzinfo
 from pathlib import Path
 
 from pipeline.errors import InputError
 from pipeline.ledger.store import Counts, IssueRecord
+from pipeline.wording import local_time
 
 FOLDER = ".sent"
 
@@ -92,7 +94,23 @@ def write(path: Path, record: IssueRecord, counts: Counts, now: str) -> None:
             os.unlink(temp)
 
 
-def check(path: Path, ledger_path: Path, ledger_record: IssueRecord | None, counts: Counts) -> None:
+def when(stamp: str, timezone: tzinfo | None) -> str:
+    """A time from the record as she reads times elsewhere (``Wed 25 Nov 2026, 08:02 PST``)."""
+    if timezone is None:
+        return stamp
+    try:
+        return local_time(datetime.fromisoformat(stamp), timezone)
+    except ValueError:
+        return stamp
+
+
+def check(
+    path: Path,
+    ledger_path: Path,
+    ledger_record: IssueRecord | None,
+    counts: Counts,
+    timezone: tzinfo | None = None,
+) -> None:
     """Refuse when the ledger is missing this issue, or knows less than its last run did."""
     start = read(path)
     if start is None:
@@ -100,12 +118,12 @@ def check(path: Path, ledger_path: Path, ledger_record: IssueRecord | None, coun
     if ledger_record is None:
         raise LedgerMismatch(
             f"{ledger_path} has no record of this issue, but this file says its sending began "
-            f"{start.started_at} via {start.provider} ({start.sent} sent by "
-            f"{start.updated_at}; a run stopped after that may have sent more): the ledger was "
-            "lost or replaced, and sending now would mail those readers again. Put the ledger "
-            "back (a copy made by `newsletter backup`), or, only if the provider's activity "
-            "log (or the outbox folder) shows nobody got this issue, delete this file and run "
-            "again",
+            f"{when(start.started_at, timezone)} via {start.provider} ({start.sent} sent by "
+            f"{when(start.updated_at, timezone)}; a run stopped after that may have sent "
+            "more): the ledger was lost or replaced, and sending now would mail those readers "
+            "again. Put the ledger back (a copy made by `newsletter backup`), or, only if the "
+            "provider's activity log (or the outbox folder) shows nobody got this issue, "
+            "delete this file and run again",
             path=path,
         )
     settled = counts.sent + counts.failed
@@ -113,9 +131,9 @@ def check(path: Path, ledger_path: Path, ledger_record: IssueRecord | None, coun
         raise LedgerMismatch(
             f"{ledger_path} is older than the last run of this issue: it has {settled} "
             f"readers sent or failed, and this file recorded {start.settled} at "
-            f"{start.updated_at}, so up to {start.settled - settled} would be mailed again. "
-            "Put back a newer copy of the "
-            "ledger, or, accepting those duplicates, delete this file and run again",
+            f"{when(start.updated_at, timezone)}, so up to {start.settled - settled} would be "
+            "mailed again. Put back a newer copy of the ledger, or, accepting those "
+            "duplicates, delete this file and run again",
             path=path,
         )
 
