@@ -239,7 +239,7 @@ def check(ctx: click.Context, issues: tuple[Path, ...]) -> None:
 
 
 @cli.command()
-@click.argument("issue", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("issue", type=click.Path(path_type=Path))
 @click.option(
     "--port",
     default=8025,
@@ -425,7 +425,7 @@ def _progress() -> Callable[[int, int], None] | None:
 
 
 @cli.command()
-@click.argument("issue", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("issue", required=False, type=click.Path(path_type=Path))
 @click.option("--due", is_flag=True, help="Send every issue whose send_at has passed (for cron).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--dry-run", is_flag=True, help="Show what would happen; send nothing.")
@@ -623,7 +623,7 @@ def provider_folder(settings: Settings) -> Path:
 
 
 @cli.command()
-@click.argument("issue", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("issue", required=False, type=click.Path(path_type=Path))
 @click.option(
     "--json",
     "as_json",
@@ -800,7 +800,7 @@ def archive(ctx: click.Context, out: Path | None, drafts: bool) -> None:
 
 
 @cli.command()
-@click.argument("issue", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("issue", required=False, type=click.Path(path_type=Path))
 @click.option(
     "--html",
     "html_path",

@@ -933,6 +933,8 @@ def status_rows(
     drafts, problems = find_drafts(settings)
     started = started_issues(settings)
     if issue is not None:
+        if issue.is_dir():
+            raise InputError("is a folder, not a draft: name one .md file in it", path=issue)
         problems = []
         drafts = [d for d in drafts if d.slug == issue.stem]
         if not drafts and issue.is_file():

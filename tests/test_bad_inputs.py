@@ -401,3 +401,24 @@ def test_bad_drafts_in_a_real_process(
         assert line.startswith("error: " + where(path, case.line)) and case.says in line
     assert not (project / "outbox").exists()
     assert (project / "subscribers.csv").read_bytes() == listed
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("preview", "--no-open"), ("send", "--dry-run"), ("send", "--yes"), ("status",), ("report",)],
+)
+def test_a_folder_named_instead_of_a_draft_is_one_plain_line(
+    project: Path, command: tuple[str, ...]
+) -> None:
+    """`newsletter send newsletters` said click's "Invalid value for '[ISSUE]': File
+    'newsletters' is a directory", where `check` and `build` already said it plainly."""
+    old = Path.cwd()
+    os.chdir(project)
+    try:
+        result = CliRunner().invoke(cli, [command[0], "newsletters", *command[1:]], obj={})
+    finally:
+        os.chdir(old)
+    assert result.exit_code == 2, result.output
+    assert (
+        result.stderr == "error: newsletters: is a folder, not a draft: name one .md file in it\n"
+    )
