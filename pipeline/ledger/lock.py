@@ -16,7 +16,6 @@ from pathlib import Path
 from types import TracebackType
 
 from pipeline.errors import NewsletterError
-from pipeline.wording import local_time
 
 
 class LockHeld(NewsletterError):
@@ -73,6 +72,8 @@ class SendLock:
 
 
 def _describe(text: str) -> str:
+    from pipeline.wording import local_time  # only when a lock is held: kept off the imports
+
     try:
         info = json.loads(text)
         since = local_time(datetime.fromisoformat(info["since"]), UTC)

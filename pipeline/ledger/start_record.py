@@ -20,7 +20,6 @@ from pathlib import Path
 
 from pipeline.errors import InputError
 from pipeline.ledger.store import Counts, IssueRecord
-from pipeline.wording import local_time
 
 FOLDER = ".sent"
 
@@ -98,6 +97,10 @@ def when(stamp: str, timezone: tzinfo | None) -> str:
     """A time from the record as she reads times elsewhere (``Wed 25 Nov 2026, 08:02 PST``)."""
     if timezone is None:
         return stamp
+    # Here, not at the top: the web edition imports this module, and its page cache is keyed
+    # on every module it loads (tests/test_web_edition_attacks.py).
+    from pipeline.wording import local_time
+
     try:
         return local_time(datetime.fromisoformat(stamp), timezone)
     except ValueError:
