@@ -6,6 +6,7 @@ stderr, naming the file, line and field; exit codes: 0 done, 1 problems found, 2
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import errno
 import json
@@ -27,9 +28,10 @@ from pipeline.delivery.provider import Outcome
 from pipeline.errors import InputError, NewsletterError
 from pipeline.schedule import Decision
 from pipeline.wording import count as counted
-from pipeline.wording import local_time, shown
+from pipeline.wording import local_time, shown, stopped_by
 
 if TYPE_CHECKING:
+    from pipeline.audience.subscribers import Skipped
     from pipeline.events.sync import SyncReport
     from pipeline.sending import SendPlan, SendReport
 
@@ -237,7 +239,7 @@ def check(ctx: click.Context, issues: tuple[Path, ...]) -> None:
 
 
 @cli.command()
-@click.argument("issue", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("issue", type=click.Path(path_type=Path))
 @click.option(
     "--port",
     default=8025,
@@ -282,7 +284,9 @@ def _delivered(settings: Settings, slug: str) -> str:
     return f"sent via {settings.provider.name}"
 
 
-def _print_report(report: SendReport, settings: Settings, *, quiet: bool = False) -> None:
+def _print_report(
+    report: SendReport, settings: Settings, *, quiet: bool = False, issue: Path | None = None
+) -> None:
     counts = report.counts
     click.echo(f"{report.slug}: {report.status.value}")
     click.echo(
@@ -323,11 +327,14 @@ def _print_report(report: SendReport, settings: Settings, *, quiet: bool = False
         click.echo(f"  included: {report.added} who joined the list since the send began")
     if report.joined:
         who = "person has" if report.joined == 1 else "people have"
+        # The whole command, as she would type it: a bare "--include-new" left her guessing.
+        where = shlex.quote(shown(issue)) if issue is not None else "ISSUE.md"
         click.echo(
             f"  {report.joined} {who} joined the list since the send began and did not get "
-            "this issue: add --include-new to send it to them"
+            f"this issue: newsletter send {where} --include-new sends it to them"
         )
     limit = 5 if quiet else 50
+    _print_kept_out(report.kept_out, report.skipped["left earlier"], settings, limit)
     for item in report.invalid[:limit]:
         click.echo(f"  invalid row {settings.subscribers}:{item.line}: {item.detail}")
     for email, reason in report.failures[:limit]:
@@ -370,13 +377,30 @@ def _print_report(report: SendReport, settings: Settings, *, quiet: bool = False
         click.echo(f"  stopped: {run.stopped}. Fix it, then run again to resume.")
 
 
+def _print_kept_out(kept_out: list[Skipped], total: int, settings: Settings, limit: int) -> None:
+    """Rows that say subscribed for someone the consent history says left: what it means
+    and the way back, once; then each row."""
+    if not kept_out:
+        return
+    click.echo(
+        f"  kept out: {counted(total, 'row')} marked subscribed in the list for"
+        " someone who left since (the consent history says so; an older copy of the list put"
+        " back?); if they asked to be back: newsletter subscribers resubscribe ADDRESS"
+    )
+    for item in kept_out[:limit]:
+        click.echo(f"    {settings.subscribers}:{item.line}: {item.email}: {item.detail}")
+    if total > limit:
+        click.echo(f"    ... and {total - limit} more")
+
+
 def _print_interrupted(report: SendReport, resume: str) -> None:
     """One line after a signal: what is left, and the command that goes on from there."""
     if not report.interrupted:
         return
     pending = report.counts.pending
     click.echo(
-        f"  stopped by {report.interrupted}: every answer received was recorded; {pending} "
+        f"  stopped by {stopped_by(report.interrupted)}: every answer received was recorded;"
+        f" {pending} "
         f"reader{'s' if pending != 1 else ''} still to send. Resume with: {resume}"
     )
 
@@ -400,13 +424,15 @@ def _progress() -> Callable[[int, int], None] | None:
         width = 30
         filled = width * done // total if total else width
         bar = "#" * filled + "." * (width - filled)
-        click.echo(f"\r  [{bar}] {done}/{total}", nl=False, err=True)
+        # The terminal may be gone (closed mid-send: SIGHUP); the send goes on to settle.
+        with contextlib.suppress(OSError):
+            click.echo(f"\r  [{bar}] {done}/{total}", nl=False, err=True)
 
     return show
 
 
 @cli.command()
-@click.argument("issue", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("issue", required=False, type=click.Path(path_type=Path))
 @click.option("--due", is_flag=True, help="Send every issue whose send_at has passed (for cron).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--dry-run", is_flag=True, help="Show what would happen; send nothing.")
@@ -444,7 +470,8 @@ def send(
     to come is cron's to send: sending it by hand says so, and with --yes needs --now.
     Resumes where an interrupted send stopped; never re-sends a recipient recorded as sent.
     Exit codes: 0 all done, 1 some recipients failed, unknown or pending, 2 bad input,
-    75 stopped by SIGTERM or SIGINT (every answer received is recorded): run it again.
+    75 stopped by SIGTERM, SIGINT (Ctrl-C) or SIGHUP (the terminal closed; every answer
+    received is recorded): run it again.
 
     \b
     newsletter send newsletters/*-welcome-to-our-newsletter.md --dry-run
@@ -477,8 +504,9 @@ def send(
             )
         for problem in due_run.problems:
             click.echo(f"error: {problem.location_message()}", err=True)
+        drafts = {plan.draft.slug: plan.draft.path for plan in due_run.plans}
         for due_report in due_run.reports:
-            _print_report(due_report, settings, quiet=True)
+            _print_report(due_report, settings, quiet=True, issue=drafts.get(due_report.slug))
             _print_interrupted(due_report, "newsletter send --due")
         abandoned = sum(r.this_run.abandoned for r in due_run.reports)
         _exit_after_abandon(ctx, due_run.exit_code, abandoned)
@@ -493,6 +521,7 @@ def send(
             if preview.skipped:
                 reasons = ", ".join(f"{r} {n}" for r, n in sorted(preview.skipped.items()))
                 click.echo(f"  skipped {counted(sum(preview.skipped.values()), 'row')}: {reasons}")
+            _print_kept_out(preview.kept_out, preview.skipped["left earlier"], settings, 20)
             for item in preview.invalid[:20]:
                 click.echo(f"  invalid row {settings.subscribers}:{item.line}: {item.detail}")
             if preview.early is not None:
@@ -536,9 +565,19 @@ def send(
                     "when cron would send it. "
                 )
             if plan.resuming and plan.counts is not None:
+                newcomers = ""
+                if plan.joined and plan.include_new:
+                    people = counted(plan.joined, "person", "people")
+                    newcomers = f" (with {people} who joined since)"
+                elif plan.joined:
+                    who = "person has" if plan.joined == 1 else "people have"
+                    newcomers = (
+                        f" ({plan.joined} {who} joined the list since it began: add"
+                        " --include-new to send it to them too)"
+                    )
                 what = (
                     f'Resume "{plan.subject}": {plan.counts.sent} sent, '
-                    f"{plan.audience} still to send via {plan.provider}?"
+                    f"{plan.audience} still to send{newcomers} via {plan.provider}?"
                 )
             else:
                 now_word = "now, early, " if plan.early is not None else ""
@@ -551,7 +590,11 @@ def send(
             if not sys.stdin.isatty():
                 needs = "--yes --now" if plan.early is not None and not now else "--yes"
                 raise InputError(f"{what} Add {needs} to send without a terminal.")
-            return click.confirm(what, default=False)
+            try:
+                return click.confirm(what, default=False)
+            except click.Abort:  # Ctrl-C at the question: a "no", said as the "no" is
+                click.echo()
+                return False
 
         report = send_issue(
             issue,
@@ -570,10 +613,12 @@ def send(
     if report is None:
         click.echo("not sent")
         ctx.exit(1)
-    if sys.stderr.isatty():
-        click.echo("", err=True)
-    _print_report(report, settings)
-    _print_interrupted(report, f"newsletter send {issue} --yes")
+    # After SIGHUP the terminal is gone: the ledger has everything, the exit code says the rest.
+    with contextlib.suppress(OSError):
+        if sys.stderr.isatty():
+            click.echo("", err=True)
+        _print_report(report, settings, issue=issue)
+        _print_interrupted(report, f"newsletter send {issue} --yes")
     _exit_after_abandon(ctx, report.exit_code, report.this_run.abandoned)
 
 
@@ -585,7 +630,7 @@ def provider_folder(settings: Settings) -> Path:
 
 
 @cli.command()
-@click.argument("issue", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("issue", required=False, type=click.Path(path_type=Path))
 @click.option(
     "--json",
     "as_json",
@@ -633,7 +678,7 @@ def status(ctx: click.Context, issue: Path | None, as_json: bool, who: str | Non
             click.echo(f"  {email}: {reason}" if reason else f"  {email}")
         return
     report = status_rows(settings, issue)
-    from pipeline.ledger.start_record import unmatched
+    from pipeline.ledger.start_record import unmatched, when
 
     known = {row.issue for row in report.rows if row.counts is not None}
     lost = unmatched(settings.newsletters_dir, known)
@@ -645,9 +690,11 @@ def status(ctx: click.Context, issue: Path | None, as_json: bool, who: str | Non
         ]
     for path, record in lost:
         click.echo(
-            f"error: {path}: {record.issue} began sending {record.started_at} "
-            f"({record.sent} sent by {record.updated_at}), but the ledger has no record of "
-            "it: it was lost or replaced (README: Losing the ledger)",
+            f"error: {path}: {record.issue} began sending "
+            f"{when(record.started_at, settings.timezone)} ({record.sent} sent by "
+            f"{when(record.updated_at, settings.timezone)}), but the ledger has no record of "
+            "it: it was lost or replaced; put back the copy `newsletter backup` made "
+            "(README: Losing the ledger)",
             err=True,
         )
     if lost:
@@ -760,7 +807,7 @@ def archive(ctx: click.Context, out: Path | None, drafts: bool) -> None:
 
 
 @cli.command()
-@click.argument("issue", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("issue", required=False, type=click.Path(path_type=Path))
 @click.option(
     "--html",
     "html_path",
@@ -1041,13 +1088,36 @@ def subscribers_resubscribe(ctx: click.Context, email: str) -> None:
             path=path,
         )
     result = apply_changes(path, [ListChange(email, status="subscribed")])
-    if result.changed:
+    # A row that says subscribed for someone the history says left (an older copy of the
+    # list put back) is kept out of every send until this command records they are back.
+    left = None if result.changed else _left_for_good(ctx, email)
+    if result.changed or left:
         _record_by_hand(ctx, email, "resubscribed", "newsletter subscribers resubscribe")
     was = ", ".join(sorted({entry.status for entry in before}))
     if result.changed:
         click.echo(f"{email}: subscribed again (was {was})")
+    elif left:
+        click.echo(
+            f"{email}: subscribed again (the list said subscribed, but the history says"
+            f" {left}); the next send includes them"
+        )
     else:
         click.echo(f"{email}: already subscribed; nothing changed")
+
+
+def _left_for_good(ctx: click.Context, email: str) -> str | None:
+    """The opt-out the consent history holds against this address, if nothing undid it."""
+    from pipeline.ledger.consent import consent_key, left_for_good
+    from pipeline.sending import LEDGER_NAME, open_ledger
+
+    settings = _settings(ctx.find_root())
+    if not (settings.state_dir / LEDGER_NAME).exists():
+        return None
+    ledger = open_ledger(settings)
+    try:
+        return left_for_good(ledger.db).get(consent_key(email))
+    finally:
+        ledger.close()
 
 
 @subscribers.command(name="export", short_help="A clean UTF-8 copy of the list.")
@@ -1146,6 +1216,7 @@ def unsubscribe(ctx: click.Context, target: str) -> None:
     from urllib.parse import parse_qs, urlsplit
 
     from pipeline.audience.list_writer import ListChange, apply_changes
+    from pipeline.ledger.start_record import records_folder
     from pipeline.messages.secret import load_secret
     from pipeline.messages.unsubscribe import read_token
 
@@ -1163,7 +1234,12 @@ def unsubscribe(ctx: click.Context, target: str) -> None:
         if "token=" in token:
             token = parse_qs(urlsplit(token).query).get("token", [""])[0]
         key = read_token(
-            load_secret(settings.state_dir, os.environ), token.removeprefix("unsubscribe ")
+            load_secret(
+                settings.state_dir,
+                os.environ,
+                sent_records=records_folder(settings.newsletters_dir),
+            ),
+            token.removeprefix("unsubscribe "),
         )
         if key is None:
             raise InputError(
@@ -1326,11 +1402,11 @@ def unsubscribe_server(ctx: click.Context, host: str, port: int) -> None:
 @cli.command()
 @click.option(
     "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="File to write (default: .newsletter/backups/ledger-<UTC time>.sqlite3).",
+    help="File to write, or a folder to write it in "
+    "(default: .newsletter/backups/ledger-<UTC time>.sqlite3).",
 )
 @click.pass_context
-def backup(ctx: click.Context, out: Path | None) -> None:
+def backup(ctx: click.Context, out: str | None) -> None:
     """Copy the ledger safely, even while a send is running (SQLite's online backup).
 
     Copying ledger.sqlite3 by hand is not a backup: recent sends may still be in its -wal
@@ -1340,15 +1416,23 @@ def backup(ctx: click.Context, out: Path | None) -> None:
     \b
     newsletter backup
     newsletter backup --out /mnt/backups/newsletter-ledger.sqlite3
+    newsletter backup --out /media/usb/
     """
     from pipeline.ledger.backup import backup_ledger
     from pipeline.sending import LEDGER_NAME
 
     settings = _settings(ctx)
+    name = f"ledger-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.sqlite3"
     if out is None:
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        out = settings.state_dir / "backups" / f"ledger-{stamp}.sqlite3"
-    made = backup_ledger(settings.state_dir / LEDGER_NAME, out)
+        target = settings.state_dir / "backups" / name
+    elif not out.strip():
+        raise InputError("--out is empty: give a file name, or a folder to put the backup in")
+    else:
+        # A folder (a USB stick, a synced folder) gets a dated file inside it, as by default.
+        target = Path(out).expanduser()
+        if out.endswith(("/", os.sep)) or target.is_dir():
+            target = target / name
+    made = backup_ledger(settings.state_dir / LEDGER_NAME, target)
     issues = f"{made.issues} issue{'s' if made.issues != 1 else ''}"
     people = f"{made.recipients} recipient row{'s' if made.recipients != 1 else ''}"
     click.echo(f"backed up the ledger ({issues}, {people}) to {made.path}")

@@ -50,6 +50,7 @@ from pipeline.delivery.stopping import StopOnSignals, StopRequest
 from pipeline.errors import InputError, InputErrors, NewsletterError
 from pipeline.events.sync import SyncReport
 from pipeline.ledger import start_record
+from pipeline.ledger.consent import left_for_good
 from pipeline.ledger.events import delivery_counts
 from pipeline.ledger.lock import SendLock
 from pipeline.ledger.store import (
@@ -76,7 +77,7 @@ from pipeline.schedule import (
     missed_detail,
     plan_due,
 )
-from pipeline.wording import count, local_time, shown
+from pipeline.wording import count, local_time, shown, stopped_by
 
 LEDGER_NAME = "ledger.sqlite3"
 # How often, at most, a running send reads the list again when it has changed (opt-outs):
@@ -139,6 +140,8 @@ class SendPlan:
     resuming: bool
     counts: Counts | None
     early: datetime | None = None  # its send_at, when that is still in the future
+    joined: int = 0  # a resume: joined the list since the send began
+    include_new: bool = False  # ... and they are counted in ``audience``
 
 
 @dataclass
@@ -155,6 +158,7 @@ class SendReport:
     recovered_unknown: int = 0
     withdrawn: int = 0
     joined: int = 0  # joined the list since the send began; not sent (see --include-new)
+    kept_out: list[Skipped] = field(default_factory=list)  # "subscribed", but left earlier
     added: int = 0  # joined since and included (--include-new)
     reconciled: int = 0
     asked: Asked | None = None  # unknown rows settled by asking the provider
@@ -185,16 +189,25 @@ class _AudienceScan:
     skipped: Counter[str] = field(default_factory=Counter)
     invalid: list[Skipped] = field(default_factory=list)
     opted_out: list[str] = field(default_factory=list)
+    # Who left for good according to the consent history (``left_for_good``): kept out even
+    # where the list, an older copy put back, says subscribed.
+    history: Mapping[str, str] = field(default_factory=dict)
+    kept_out: list[Skipped] = field(default_factory=list)
 
     def subscribers(self, path: Path, tags: tuple[str, ...]) -> Iterator[Subscriber]:
         for item in scan(path, tags):
             if isinstance(item, Subscriber):
-                yield item
-                continue
+                left = self.history.get(item.key)
+                if left is None:
+                    yield item
+                    continue
+                item = Skipped(item.line, item.email, SkipReason.LEFT_EARLIER, left)
+                if len(self.kept_out) < 1000:
+                    self.kept_out.append(item)
             self.skipped[item.reason.value] += 1
             if item.reason is SkipReason.INVALID and len(self.invalid) < 1000:
                 self.invalid.append(item)
-            elif item.reason in OPTED_OUT:
+            elif item.reason in OPTED_OUT or item.reason is SkipReason.LEFT_EARLIER:
                 self.opted_out.append(address_key(item.email))
 
 
@@ -210,12 +223,18 @@ def _early(issue: Issue, now: datetime) -> datetime | None:
 
 
 def _audience_preview(
-    compiled: CompiledEmail, settings: Settings, *, whole: bool = True
+    compiled: CompiledEmail,
+    settings: Settings,
+    *,
+    whole: bool = True,
+    history: Mapping[str, str] | None = None,
 ) -> tuple[int, str]:
     """How many would get the issue, and its subject as the first of them sees it (or the
     sample subscriber, when nobody would): what a person confirms, never a field token."""
     size, subject = 0, None
-    for item in scan(settings.subscribers, compiled.issue.tags):
+    for item in _AudienceScan(history=history or {}).subscribers(
+        settings.subscribers, compiled.issue.tags
+    ):
         if isinstance(item, Subscriber):
             if subject is None:
                 subject = compiled.personalise(item.fields, preview_unsubscribe_url(settings))
@@ -229,9 +248,12 @@ def _audience_preview(
     return size, subject.subject
 
 
-def has_audience(settings: Settings, issue: Issue) -> bool:
+def has_audience(
+    settings: Settings, issue: Issue, history: Mapping[str, str] | None = None
+) -> bool:
     """Whether anyone at all would get the issue: stops at the first who would."""
-    return any(isinstance(item, Subscriber) for item in scan(settings.subscribers, issue.tags))
+    scan_now = _AudienceScan(history=history or {})
+    return any(True for _ in scan_now.subscribers(settings.subscribers, issue.tags))
 
 
 def nobody_to_send_to(settings: Settings, issue: Issue) -> InputError:
@@ -287,7 +309,11 @@ def send_issue(
     """
     refuse_welcome(path, settings)
     compiled = prepare(path, settings)
-    secret = load_secret(settings.state_dir, environ)  # refused before anything is recorded
+    secret = load_secret(
+        settings.state_dir,
+        environ,
+        sent_records=start_record.records_folder(settings.newsletters_dir),
+    )  # refused before anything is recorded
     stop = stop or StopRequest()
     # From here a signal stops the send cleanly (the loop settles what is in flight) instead
     # of killing it; the question at the terminal keeps its usual Ctrl-C.
@@ -348,10 +374,11 @@ def _send_locked(
     recovered = ledger.recover_inflight().get(slug, 0)
     # Opt-outs the web app has answered but not yet written into the list are honoured.
     apply_queued(ledger.db, settings.subscribers, settings.state_dir)
+    history = left_for_good(ledger.db)  # kept out even if an old copy of the list is back
     record = ledger.issue(slug)
     # A lost or older ledger must not look like a fresh start (it re-sent 3,000 of 3,000).
     sent_record = start_record.record_path(issue.path, slug)
-    start_record.check(sent_record, ledger.path, record, ledger.counts(slug))
+    start_record.check(sent_record, ledger.path, record, ledger.counts(slug), settings.timezone)
     # An issue recorded with nobody in it was sent to no one (older versions marked a send to
     # an empty list complete): it starts afresh, as if it had never started.
     fresh = record is None or ledger.counts(slug).audience == 0
@@ -359,9 +386,9 @@ def _send_locked(
     subject = issue.subject
     if fresh:
         if confirm is not None:
-            audience_size, subject = _audience_preview(compiled, settings)
+            audience_size, subject = _audience_preview(compiled, settings, history=history)
         else:
-            audience_size = int(has_audience(settings, issue))
+            audience_size = int(has_audience(settings, issue, history))
         if audience_size == 0:
             raise nobody_to_send_to(settings, issue)
         if early is not None and confirm is None and not allow_early:
@@ -396,7 +423,25 @@ def _send_locked(
         else:
             counts = ledger.counts(slug)
             subject = _audience_preview(compiled, settings, whole=False)[1]
-            plan = SendPlan(slug, subject, provider.name, counts.pending, True, counts)
+            # The list as it is now decides a resume, so the question reads it too: it once
+            # said "80 still to send" with 10 of them deleted since, and "0 still to send"
+            # before --include-new sent the issue to two newcomers.
+            pending, joined = counts.pending, 0
+            if record is not None and record.audience_loaded:
+                pending, joined = ledger.preview_audience(
+                    slug,
+                    _AudienceScan(history=history).subscribers(settings.subscribers, issue.tags),
+                )
+            plan = SendPlan(
+                slug,
+                subject,
+                provider.name,
+                pending + (joined if include_new else 0),
+                True,
+                counts,
+                joined=joined,
+                include_new=include_new,
+            )
         if not confirm(plan):
             return None
 
@@ -405,7 +450,7 @@ def _send_locked(
     elif fresh:
         record = ledger.restart_issue(slug, compiled.fingerprint, provider.name)
     _write_start_record(ledger, slug, sent_record)
-    audience = _AudienceScan()
+    audience = _AudienceScan(history=history)
     change = AudienceChange(0, 0, 0, 0)
     list_seen = _list_stamp(settings.subscribers)  # before the read: a change during it shows
     if not record.audience_loaded:
@@ -459,7 +504,7 @@ def _send_locked(
         # written at this moment) is not reading, and must not put the next reading off.
         began = time.thread_time()
         list_seen = stamp
-        scan_now = _AudienceScan()
+        scan_now = _AudienceScan(history=history)
         try:
             again = ledger.refresh_audience(
                 slug, scan_now.subscribers(settings.subscribers, issue.tags), scan_now.opted_out
@@ -490,7 +535,10 @@ def _send_locked(
     elif counts.pending == 0 and counts.audience > 0:  # never complete with nobody in it
         status, note = IssueStatus.COMPLETE, None
     elif result.interrupted:
-        status, note = IssueStatus.SENDING, f"stopped by {result.interrupted}; run again to resume"
+        status, note = (
+            IssueStatus.SENDING,
+            f"stopped by {stopped_by(result.interrupted)}; run again to resume",
+        )
     else:
         status, note = IssueStatus.SENDING, None
     ledger.set_status(slug, status, note)
@@ -503,6 +551,7 @@ def _send_locked(
         this_run=result,
         skipped=audience.skipped,
         invalid=audience.invalid,
+        kept_out=audience.kept_out,
         failures=ledger.recipients(slug, RecipientStatus.FAILED),
         unknown=ledger.recipients(slug, RecipientStatus.UNKNOWN),
         recovered_unknown=recovered,
@@ -719,7 +768,11 @@ def send_tests(
     factory = MessageFactory(
         compiled,
         settings,
-        load_secret(settings.state_dir, environ),
+        load_secret(
+            settings.state_dir,
+            environ,
+            sent_records=start_record.records_folder(settings.newsletters_dir),
+        ),
         managed_unsubscribe=provider.managed_unsubscribe,
     )
     messages = [
@@ -745,6 +798,7 @@ class DryRun:
     ledger_counts: Counts | None
     ledger_status: IssueStatus | None
     early: datetime | None = None  # its send_at, when a send now would be early
+    kept_out: list[Skipped] = field(default_factory=list)  # "subscribed", but left earlier
 
 
 def dry_run(
@@ -763,11 +817,23 @@ def dry_run(
     delivery_policy(settings, provider)  # batch size, rate, retries: checked, as a send would
     compiled = prepare(path, settings)
     issue = compiled.issue
-    scan_result = _AudienceScan()
+    history: dict[str, str] = {}
+    if (settings.state_dir / LEDGER_NAME).exists():
+        with ledger_errors(settings.state_dir / LEDGER_NAME):
+            ledger = open_ledger(settings)
+            try:
+                history = left_for_good(ledger.db)
+            finally:
+                ledger.close()
+    scan_result = _AudienceScan(history=history)
     factory = MessageFactory(
         compiled,
         settings,
-        load_secret(settings.state_dir, environ),
+        load_secret(
+            settings.state_dir,
+            environ,
+            sent_records=start_record.records_folder(settings.newsletters_dir),
+        ),
         managed_unsubscribe=provider.managed_unsubscribe,
     )
     messages: list[Message] = []
@@ -793,6 +859,7 @@ def dry_run(
         settings.state_dir / LEDGER_NAME,
         record,
         counts or Counts(0, 0, 0, 0, 0),
+        settings.timezone,
     )
     if counts is not None and counts.audience == 0:
         # Sent to nobody by an older version: it starts afresh, as the send would.
@@ -812,6 +879,7 @@ def dry_run(
         counts,
         status,
         _early(issue, now or utc_now()) if record is None else None,
+        scan_result.kept_out,
     )
 
 
@@ -865,6 +933,8 @@ def status_rows(
     drafts, problems = find_drafts(settings)
     started = started_issues(settings)
     if issue is not None:
+        if issue.is_dir():
+            raise InputError("is a folder, not a draft: name one .md file in it", path=issue)
         problems = []
         drafts = [d for d in drafts if d.slug == issue.stem]
         if not drafts and issue.is_file():

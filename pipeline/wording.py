@@ -12,6 +12,19 @@ def count(number: int, singular: str, plural: str | None = None) -> str:
     return f"{number:,} {word}"
 
 
+# What stopped a send, in the words of the person who did it, with the signal's name kept.
+_SIGNALS = {
+    "SIGINT": "Ctrl-C (SIGINT)",
+    "SIGTERM": "SIGTERM (a shutdown, `systemctl stop` or `kill`)",
+    "SIGHUP": "the terminal closing (SIGHUP)",
+}
+
+
+def stopped_by(signal_name: str) -> str:
+    """``stopped_by("SIGINT")`` -> "Ctrl-C (SIGINT)"."""
+    return _SIGNALS.get(signal_name, signal_name)
+
+
 def local_time(moment: datetime, timezone: tzinfo) -> str:
     """``Tue 1 Dec 2026, 07:00 EST``: the newsletter's zone, as she would say it."""
     local = moment.astimezone(timezone)

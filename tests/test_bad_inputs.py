@@ -48,7 +48,17 @@ BAD_DRAFTS = [
     BadDraft("binary", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff", 1, "not UTF-8"),
     BadDraft("nul-bytes", b"---\nsubject: x\n---\n\x00\x00", None, "not a text file"),
     BadDraft(
-        "latin-1", draft("subject: Caf\xe9\n", GOOD_BODY).decode().encode("cp1252"), 2, "UTF-8"
+        "latin-1",
+        draft("subject: Caf\xe9 talk\n", GOOD_BODY).decode().encode("cp1252"),
+        2,
+        'not UTF-8 text ("Café" is in another encoding); in your editor, Save As with the'
+        " encoding UTF-8",
+    ),
+    BadDraft(
+        "utf-16",
+        draft("subject: Hi\n", GOOD_BODY).decode().encode("utf-16"),
+        1,
+        'the draft is saved as UTF-16 ("Unicode"); in your editor, Save As with the encoding',
     ),
     BadDraft("missing", None, None, "no such file"),
     BadDraft("folder", b"<dir>", None, "is a folder"),
@@ -277,10 +287,6 @@ def test_bad_draft_through_every_command(in_project: Path, case: BadDraft) -> No
 
     for command in (["build"], ["send", "--dry-run"], ["send", "--yes"]):
         code, out, err = run(*command, str(path))
-        if case.content == b"<dir>" and command[0] == "send":
-            # click's own argument check (dir_okay=False) answers first, in its words.
-            assert code == 2 and "is a directory" in err and "Traceback" not in err
-            continue
         assert_clean(out + err)
         if command == ["build"] and case.build == 0:
             assert code == 0, (out, err)
@@ -391,3 +397,24 @@ def test_bad_drafts_in_a_real_process(
         assert line.startswith("error: " + where(path, case.line)) and case.says in line
     assert not (project / "outbox").exists()
     assert (project / "subscribers.csv").read_bytes() == listed
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("preview", "--no-open"), ("send", "--dry-run"), ("send", "--yes"), ("status",), ("report",)],
+)
+def test_a_folder_named_instead_of_a_draft_is_one_plain_line(
+    project: Path, command: tuple[str, ...]
+) -> None:
+    """`newsletter send newsletters` said click's "Invalid value for '[ISSUE]': File
+    'newsletters' is a directory", where `check` and `build` already said it plainly."""
+    old = Path.cwd()
+    os.chdir(project)
+    try:
+        result = CliRunner().invoke(cli, [command[0], "newsletters", *command[1:]], obj={})
+    finally:
+        os.chdir(old)
+    assert result.exit_code == 2, result.output
+    assert (
+        result.stderr == "error: newsletters: is a folder, not a draft: name one .md file in it\n"
+    )

@@ -50,6 +50,13 @@ BAD_LISTS = [
     ),
     Bad("no email column", b"mail,name\nada@example.org,Ada\n", 1, "no 'email' column"),
     Bad(
+        "the header row deleted",
+        b"ada@example.org,Ada,Lovelace\nbob@example.org,Bob,\n",
+        1,
+        "the first line is a reader (ada@example.org), not the column names: add a header line"
+        " above it naming each column, such as email,first_name,last_name",
+    ),
+    Bad(
         "a 200 KB field",
         HEADER + rows(2, 10) + b'big@example.org,"' + b"x" * 200_000 + b'",,,\n' + rows(11, 20),
         10,
@@ -60,6 +67,24 @@ BAD_LISTS = [
         HEADER + rows(2, 6) + b'ada@example.org,"Ada,,,\n' + rows(7, 9),
         6,
         'a quote (") opened in this row is never closed',
+    ),
+    Bad(
+        "text after a closing quote",
+        HEADER + rows(2, 6) + b'ada@example.org,"Ada" Lovelace,,,\n' + rows(7, 9),
+        6,
+        "more text after its closing quote, before the next ','",
+    ),
+    Bad(
+        "a quote opened, closed rows later",
+        HEADER + rows(2, 6) + b'ada@example.org,"Ada,,,\n' + rows(7, 9) + b'"jo@x.org",Jo,,,\n',
+        6,
+        "the quote opened here closes at line 9",
+    ),
+    Bad(
+        "text after a closing quote, semicolons",
+        b'email;first_name\nada@example.org;Ada\n"jo@example.org" x;Jo\n',
+        3,
+        "before the next ';'",
     ),
     Bad(
         "duplicated header",

@@ -525,3 +525,74 @@ def test_a_tag_nobody_has_is_a_check_problem(
         "Hi,\n\nText.\n\n" + GOOD_LINK + "\n", name="ok.md", front="tags: [Runners]\nsubject: Hi\n"
     )
     assert messages(ok, settings) == []
+
+
+def _nested_list(depth: int) -> str:
+    return "".join("  " * i + f"- level {i}\n" for i in range(depth))
+
+
+def test_a_list_nested_a_dozen_levels_keeps_the_rest_of_the_issue(
+    in_project: Path, write_issue: Callable[..., Path], settings: Settings
+) -> None:
+    """markdown-it's own limit (20 levels: ten nested lists) used to stop the parse there in
+    silence: every line after it, the rest of the issue, was left out and `check` said ok."""
+    path = write_issue(_nested_list(12) + "\nThe paragraph after the list.\n")
+    assert messages(path, settings) == []
+    code, _out, err = run("build", str(path))
+    assert code == 0, err
+    html = (in_project / "build" / path.stem / "email.html").read_text(encoding="utf-8")
+    text = (in_project / "build" / path.stem / "email.txt").read_text(encoding="utf-8")
+    assert "level 11" in html and "The paragraph after the list." in html
+    assert "level 11" in text and "The paragraph after the list." in text
+
+
+@pytest.mark.parametrize(
+    "body", [_nested_list(40), "> " * 60 + "deep\n", "Hi\n\n" + "> " * 3000 + "deep\n"]
+)
+def test_markdown_nested_past_the_limit_is_a_problem_with_its_line(
+    write_issue: Callable[..., Path], settings: Settings, body: str
+) -> None:
+    """Too deep is said, never silently cut short (40 nested lists, 60 or 3,000 quotes)."""
+    path = write_issue(body + "\nAfter.\n")
+    found = messages(path, settings)
+    assert len(found) == 1 and f"more than {MAX_DEPTH} levels deep" in found[0], found
+    assert found[0].startswith(f"{path}:")
+
+
+@pytest.mark.parametrize(
+    ("field", "says"),
+    [
+        ("7*7", "arithmetic (+, -, *, /, %, **) is not allowed"),
+        ("-1", "arithmetic"),
+        ("subscriber.first_name ~ 3 + 4", "arithmetic"),
+        ("[1, 2]", "a list or dictionary is not allowed"),
+        ('{"a": 1}', "a list or dictionary is not allowed"),
+    ],
+)
+def test_a_disallowed_expression_is_named_in_words_not_jinja_node_names(
+    write_issue: Callable[..., Path], field: str, says: str
+) -> None:
+    """`{{ 7*7 }}` was refused as "mul is not allowed": Jinja's name for it, not hers."""
+    path = write_issue(f"Hi {{{{ {field} }}}}\n")
+    (message,) = load_problems(path)
+    assert message.startswith(f"{path}:5: merge field") and says in message, message
+    for jargon in ("mul ", "neg ", "add ", "list is", "dict ", "pair "):
+        assert jargon not in message
+
+
+@pytest.mark.parametrize(
+    ("subject", "first_reader_sees"),
+    [
+        ("{{ subscriber.first_name }}", "Ada"),
+        ("{{ subscriber.first_name }}, 3 knee fixes", "Ada, 3 knee fixes"),
+        ('{{ subscriber.first_name | default("Friend") }}: 3 knee fixes', "Ada: 3 knee fixes"),
+    ],
+)
+def test_a_subject_that_starts_with_a_merge_field_needs_no_quotes(
+    write_issue: Callable[..., Path], settings: Settings, subject: str, first_reader_sees: str
+) -> None:
+    """It was read as YAML: "front matter is not valid YAML: found unhashable key"."""
+    path = write_issue("Hi\n", front=f"subject: {subject}\n")
+    assert messages(path, settings) == []
+    compiled = compile_issue(load_issue(path, LA), settings)
+    assert compiled.personalise({"first_name": "Ada"}, "https://x/u").subject == (first_reader_sees)

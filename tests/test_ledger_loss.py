@@ -10,7 +10,9 @@ import os
 import shutil
 import sqlite3
 import stat
+import subprocess
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ from pipeline.delivery.stopping import StopRequest
 from pipeline.errors import InputError
 from pipeline.ledger.store import Ledger
 from pipeline.sending import open_ledger, send_issue
+from pipeline.wording import local_time
 
 from .conftest import SAMPLE_ISSUE
 from .test_send import newsletter
@@ -314,3 +317,103 @@ def test_backup_never_writes_over_her_list_her_settings_or_the_ledger(
     assert newsletter(root, "backup", "--out", "nightly.sqlite3")[0] == 0
     code, out, _ = newsletter(root, "backup", "--out", "nightly.sqlite3")
     assert code == 0 and "1 issue, 100 recipient rows" in out
+
+
+def test_a_new_laptop_without_the_key_is_refused_not_given_a_new_key(
+    make_project: Callable[..., Path],
+) -> None:
+    """Losing `.newsletter/` lost the key too, and the next command silently made a new one:
+    every unsubscribe link in every issue already sent then said "This link is not valid",
+    even once the ledger was put back from a backup as the refusal advised."""
+    from pipeline.web import create_app
+
+    root = project(make_project)
+    partial_send(root, 20)
+    state = root / ".newsletter"
+    old_key = (state / "secret").read_bytes()
+    shutil.copy(state / "ledger.sqlite3", root / "backup.sqlite3")  # no send running
+    shutil.rmtree(state)  # the new laptop: the drafts (and .sent/) came from git
+
+    code, out, err = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in out + err
+    assert ".newsletter/secret" in err and "1 issue went out signed with it" in err
+    assert "would break every unsubscribe link" in err and "NEWSLETTER_SECRET" in err
+    assert not (state / "secret").exists()
+    # The way out for a key lost for good works as printed, and makes a key only she reads.
+    command = err.rsplit("make a new one: ", 1)[1].strip()
+    subprocess.run(["sh", "-c", command], cwd=root, check=True)
+    made = state / "secret"
+    assert len(made.read_text().strip()) == 64 and stat.S_IMODE(made.stat().st_mode) == 0o600
+    made.unlink()
+    for command in (("send", SAMPLE_ISSUE, "--dry-run"), ("unsubscribe", "abc.def")):
+        code, _, err = newsletter(root, *command)
+        assert code == 2 and "key that signs unsubscribe links is missing" in err
+    settings = load_settings(root / "newsletter.toml")
+    with pytest.raises(InputError, match="key that signs unsubscribe links is missing"):
+        create_app(settings, environ={})
+    assert not (state / "secret").exists()
+
+    # Put back as advised (key and ledger), the send goes on where it stopped.
+    state.mkdir(mode=0o700, exist_ok=True)
+    (state / "secret").write_bytes(old_key)
+    shutil.copy(root / "backup.sqlite3", state / "ledger.sqlite3")
+    code, out, err = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 0, out + err
+    assert f"audience {READERS}: sent {READERS}" in out and "this run: 80" in out
+
+
+def test_a_key_given_in_the_environment_needs_no_file(make_project: Callable[..., Path]) -> None:
+    root = project(make_project)
+    key = "k" * 64
+    partial_send(root, 20)
+    shutil.rmtree(root / ".newsletter")
+    code, _, err = newsletter(root, "send", SAMPLE_ISSUE, "--yes", env={"NEWSLETTER_SECRET": key})
+    assert code == 2 and "secret" not in err and "has no record of this issue" in err
+
+
+def test_backup_into_a_folder_and_odd_out_values(
+    make_project: Callable[..., Path], tmp_path: Path
+) -> None:
+    """`--out /media/usb` (a folder) was refused in click's words, `--out ''` said '.: this file
+    exists', and a file where the folder should be ended in a FileExistsError traceback."""
+    root = project(make_project)
+    partial_send(root, 20)
+    stick = tmp_path / "usb"
+    stick.mkdir()
+    for out in (str(stick), f"{tmp_path}/new-folder/"):
+        code, said, err = newsletter(root, "backup", "--out", out)
+        assert code == 0, err
+        (made,) = Path(out).glob("ledger-*.sqlite3")
+        assert str(made) in said and "1 issue, 100 recipient rows" in said
+        with sqlite3.connect(made) as db:
+            assert db.execute("SELECT count(*) FROM recipients").fetchone()[0] == READERS
+    code, _, err = newsletter(root, "backup", "--out", "")
+    assert (
+        code == 2
+        and err == "error: --out is empty: give a file name, or a folder to put the backup in\n"
+    )
+    (tmp_path / "a-file").write_text("not a folder")
+    for out in (tmp_path / "a-file" / "backup.sqlite3", tmp_path / "a-file" / "sub" / "b.sqlite3"):
+        code, said, err = newsletter(root, "backup", "--out", str(out))
+        assert code == 2 and err.count("\n") == 1 and "Traceback" not in said + err, err
+        assert "cannot make the folder for the backup" in err
+    assert (tmp_path / "a-file").read_text() == "not a folder"
+
+
+def test_a_lost_ledger_is_told_in_her_time_zone_with_the_way_back(
+    make_project: Callable[..., Path],
+) -> None:
+    """The times were the record's ISO stamps in UTC ("2026-11-25T16:01:59+00:00"), where
+    every other line she reads says "Wed 25 Nov 2026, 08:01 PST"."""
+    root = project(make_project)
+    partial_send(root, 20)
+    record = json.loads((root / "newsletters" / ".sent" / f"{SLUG}.json").read_text())
+    settings = load_settings(root / "newsletter.toml")
+    began = local_time(datetime.fromisoformat(record["started_at"]), settings.timezone)
+    for path in (root / ".newsletter").glob("ledger.sqlite3*"):
+        path.unlink()
+    code, _, err = newsletter(root, "status")
+    assert code == 2 and f"{SLUG} began sending {began} (20 sent by " in err, err
+    assert "+00:00" not in err and "put back the copy `newsletter backup` made" in err
+    code, _, err = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 2 and f"sending began {began} via outbox" in err and "+00:00" not in err

@@ -307,7 +307,8 @@ def test_a_write_that_fails_changes_nothing_and_says_so(make_project: Callable[.
     )
     assert done.returncode == 1
     assert done.stderr == (
-        f"error: {path}: could not rewrite the list (File too large); nothing was changed\n"
+        f"error: {path}: could not rewrite the list (File too large); nothing was changed: "
+        "free some space (or fix the folder's permissions) and try again\n"
     )
     assert path.read_bytes() == before and not stale_temp_files(path)
 

@@ -69,7 +69,7 @@ def test_a_resume_withdraws_the_deleted_uses_new_values_and_reports_newcomers(
     assert "audience 89: sent 89, failed 0, unknown 0, pending 0" in out
     assert "withdrawn: 11 left the list or unsubscribed since the send began" in out
     assert "5 people have joined the list since the send began" in out
-    assert "--include-new" in out
+    assert f"newsletter send {SAMPLE_ISSUE} --include-new sends it to them" in out
     got = sent_to(root)
     assert not {f"reader{i:03d}@example.org" for i in (*range(50, 60), 80)} & got
     assert not {f"reader{i:03d}@example.org" for i in range(100, 105)} & got
@@ -208,3 +208,94 @@ def test_a_list_saved_unreadable_during_the_send_does_not_stop_it(
         list_recheck=0,
     )
     assert report is not None and report.counts.sent == 100 and report.withdrawn == 0
+
+
+def test_the_resume_question_counts_who_will_really_be_sent(
+    make_project: Callable[..., Path],
+) -> None:
+    """The question is read before the list was: it said "80 still to send" with 10 of them
+    deleted since, and "0 still to send" before --include-new sent the issue to newcomers."""
+    root = make_project(
+        provider='name = "outbox"\nbatch_size = 10\nconcurrency = 1',
+        csv=HEADER + "".join(row(i) for i in range(100)),
+    )
+    interrupted_send(root, after=20)
+    rows = [row(i) for i in range(100) if not 50 <= i < 60] + [row(100), row(101)]
+    (root / "subscribers.csv").write_text(HEADER + "".join(rows), encoding="utf-8")
+
+    # Without a terminal, the question is in the refusal: nothing is sent.
+    code, _, err = newsletter(root, "send", SAMPLE_ISSUE)
+    assert code == 2
+    assert "20 sent, 70 still to send (2 people have joined the list since it began" in err
+    assert "--include-new" in err
+    code, _, err = newsletter(root, "send", SAMPLE_ISSUE, "--include-new")
+    assert code == 2 and "20 sent, 72 still to send (with 2 people who joined since)" in err
+    assert len(sent_to(root)) == 20
+
+    # Declined, the newcomers are not queued: a plain resume still leaves them out.
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 0 and "audience 90: sent 90" in out
+    assert "withdrawn: 10 left the list" in out and "2 people have joined" in out
+    code, _, err = newsletter(root, "send", SAMPLE_ISSUE)
+    assert "90 sent, 0 still to send (2 people have joined" in err
+    code, _, err = newsletter(root, "send", SAMPLE_ISSUE, "--include-new")
+    assert "90 sent, 2 still to send (with 2 people who joined since)" in err
+
+
+def test_status_says_what_stopped_a_send_in_her_words(make_project: Callable[..., Path]) -> None:
+    """Saying "stopped by SIGINT" used a programmer's name for the Ctrl-C she pressed."""
+    root = make_project(
+        provider='name = "outbox"\nbatch_size = 10\nconcurrency = 1',
+        csv=HEADER + "".join(row(i) for i in range(100)),
+    )
+    interrupted_send(root, after=20)
+    code, out, _ = newsletter(root, "status")
+    assert code == 0
+    assert "stopped by SIGTERM (a shutdown, `systemctl stop` or `kill`); run again" in out
+
+
+def test_an_old_copy_of_the_list_never_mails_someone_who_left(
+    make_project: Callable[..., Path],
+) -> None:
+    """An older subscribers.csv put back (a backup, another laptop) said "subscribed" for
+    someone who had unsubscribed since, and the next issue went to them without a word."""
+    rows = HEADER + "".join(row(i) for i in range(10))
+    root = make_project(csv=rows)
+    old_copy = (root / "subscribers.csv").read_bytes()
+    code, out, err = newsletter(root, "unsubscribe", "reader003@example.org")
+    assert code == 0, out + err
+    (root / "subscribers.csv").write_bytes(old_copy)  # the old copy is back
+
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--dry-run")
+    assert code == 0 and "audience: 9 subscribers" in out, out
+    assert "kept out: 1 row marked subscribed in the list for someone who left since" in out
+    assert "subscribers.csv:5: reader003@example.org: unsubscribed " in out
+    assert "(by-hand)" in out and "newsletter subscribers resubscribe ADDRESS" in out
+
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 0 and "audience 9: sent 9" in out and "left earlier 1" in out, out
+    assert "reader003@example.org" not in sent_to(root)
+
+    # When they ask to be back, the command that says so puts them back on every send.
+    code, out, _ = newsletter(root, "subscribers", "resubscribe", "reader003@example.org")
+    assert code == 0 and "subscribed again (the list said subscribed" in out, out
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes", "--include-new")
+    assert code == 0 and "audience 10: sent 10" in out and "kept out" not in out, out
+    assert "reader003@example.org" in sent_to(root)
+
+
+def test_a_row_kept_out_on_resume_is_withdrawn_before_its_turn(
+    make_project: Callable[..., Path],
+) -> None:
+    root = make_project(
+        provider='name = "outbox"\nbatch_size = 10\nconcurrency = 1',
+        csv=HEADER + "".join(row(i) for i in range(100)),
+    )
+    old_copy = (root / "subscribers.csv").read_bytes()
+    interrupted_send(root, after=20)
+    assert newsletter(root, "unsubscribe", "reader090@example.org")[0] == 0
+    (root / "subscribers.csv").write_bytes(old_copy)
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 0 and "audience 99: sent 99" in out and "withdrawn: 1" in out, out
+    assert "joined" not in out  # a kept-out row is not a newcomer either
+    assert "reader090@example.org" not in sent_to(root)

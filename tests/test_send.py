@@ -266,6 +266,8 @@ def test_a_second_run_is_refused_while_one_holds_the_lock(
         code, _, err = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
     assert code == 1
     assert f"another send is running (pid {os.getpid()} on " in err
+    assert " UTC: " in err and "+00:00" not in err  # a time she reads, not an ISO stamp
+    assert "let it finish (newsletter status shows how far it is)" in err
     assert newsletter(root, "send", SAMPLE_ISSUE, "--yes")[0] == 0
 
 

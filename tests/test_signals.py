@@ -67,7 +67,7 @@ def postmark_project(make_project: Callable[..., Path], server: FakePostmark) ->
     )
 
 
-@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_a_signal_mid_send_records_every_answer_and_the_next_run_finishes(
     make_project: Callable[..., Path], signal_number: signal.Signals
 ) -> None:
@@ -83,8 +83,14 @@ def test_a_signal_mid_send_records_every_answer_and_the_next_run_finishes(
         assert process.returncode == EXIT_INTERRUPTED, (process.returncode, out, err)
         assert "Traceback" not in err and "Aborted" not in out + err
         name = signal.Signals(signal_number).name
-        resume = f"stopped by {name}: every answer received was recorded"
-        assert resume in out and f"Resume with: newsletter send {SAMPLE_ISSUE} --yes" in out
+        said = {
+            "SIGINT": "Ctrl-C (SIGINT)",
+            "SIGTERM": "SIGTERM (a shutdown, `systemctl stop`",
+            "SIGHUP": "the terminal closing (SIGHUP)",  # she closed the window mid-send
+        }
+        resume = f"stopped by {said[name]}"
+        assert resume in out and "every answer received was recorded" in out
+        assert f"Resume with: newsletter send {SAMPLE_ISSUE} --yes" in out
 
         rows = ledger_rows(root)
         statuses = {str(row["status"]) for row in rows}
@@ -167,3 +173,40 @@ def test_a_batch_waiting_to_be_retried_is_not_retried_after_a_stop(
         assert len(server.requests) == report.counts.sent // 20  # no retry went out
     finally:
         server.close()
+
+
+def test_ctrl_c_at_the_question_is_a_no(make_project: Callable[..., Path]) -> None:
+    """Ctrl-C at "Send ... ? [y/N]" printed click's "Aborted!": she could not tell whether
+    anything had gone out.  It is a "no": "not sent", exit 1, nothing recorded."""
+    import pty
+
+    root = make_project()
+    controller, terminal = pty.openpty()  # stdin is a terminal, so the question is asked
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "send", SAMPLE_ISSUE],
+            cwd=root,
+            env={**os.environ, **ENV, "PYTHONPATH": str(REPO)},
+            stdin=terminal,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert process.stdout is not None
+        asked = ""
+        while "[y/N]: " not in asked:  # the prompt has no newline: read it a character at once
+            char = process.stdout.read(1)
+            assert char, asked
+            asked += char
+        # A person presses Ctrl-C while it waits for the answer: a signal that arrived just
+        # before the read would only be seen once the read returns (never, here).
+        wchan = Path(f"/proc/{process.pid}/wchan")
+        wait_for(lambda: wchan.read_text() in ("wait_woken", "n_tty_read"), "the read")
+        process.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        out, err = process.communicate(timeout=60)
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    assert process.returncode == 1, (out, err)
+    assert "not sent" in out and "Aborted" not in out + err and "Traceback" not in err
+    assert not (root / "outbox").exists() or not list((root / "outbox").rglob("*.eml"))

@@ -181,7 +181,7 @@ def _detect_delimiter(line: str) -> str:
     return best if counts[best] > counts[","] else ","
 
 
-def _csv_problem(exc: csv.Error, reached: int) -> str:
+def _csv_problem(exc: csv.Error, start: int, reached: int) -> str:
     text = str(exc)
     if "field larger than field limit" in text:
         limit = csv.field_size_limit()
@@ -193,6 +193,15 @@ def _csv_problem(exc: csv.Error, reached: int) -> str:
         return f'a quote (") opened in this row is never closed (the file ends at line {reached})'
     if "new-line character seen in unquoted field" in text:
         return "a line break inside a value that is not in quotes (old Mac line endings?)"
+    if (after := re.fullmatch(r"'(.+)' expected after '\"'", text)) is not None:
+        # Python's words ("',' expected after '\"'") are for programmers: say what it means.
+        separator = {"\t": "tab"}.get(after.group(1), repr(after.group(1)))
+        closes = f" (the quote opened here closes at line {reached})" if reached > start else ""
+        return (
+            f"a value in this row has more text after its closing quote, before the next "
+            f"{separator}{closes}: a quote inside a value in quotes is written twice "
+            '("Jo ""JJ"" O\'Connor"), and a value that starts with a quote ends with one'
+        )
     return f"not valid CSV: {text}"
 
 
@@ -298,6 +307,20 @@ class ListFile:
             )
         if "email" not in names:
             shown = header.delimiter.join(cell.strip() for cell in header.cells)
+            reader = next(
+                (c.strip() for c in header.cells if "@" in c and " " not in c.strip()), None
+            )
+            if reader is not None:
+                # The header row deleted (or never there): the first reader is read as one.
+                columns = header.delimiter.join(
+                    ("email", "first_name", "last_name", "status", "tags")[: len(header.cells)]
+                )
+                raise InputError(
+                    f"the first line is a reader ({reader}), not the column names: add a "
+                    f"header line above it naming each column, such as {columns}",
+                    path=self.path,
+                    line=1,
+                )
             raise InputError(
                 f"the header row has no 'email' column (it has: {shown})", path=self.path, line=1
             )
@@ -320,7 +343,7 @@ class ListFile:
         except StopIteration:
             return None
         except csv.Error as exc:
-            problem = _csv_problem(exc, self._reader.line_num + self._offset)
+            problem = _csv_problem(exc, start, self._reader.line_num + self._offset)
             raise InputError(problem, path=self.path, line=start) from None
         except UnicodeDecodeError:
             raise _locate_bad_byte(self.path) from None
@@ -344,7 +367,7 @@ class ListFile:
             except StopIteration:
                 return
             except csv.Error as exc:
-                problem = _csv_problem(exc, reader.line_num + offset)
+                problem = _csv_problem(exc, line, reader.line_num + offset)
                 raise InputError(problem, path=self.path, line=line) from None
             except UnicodeDecodeError:
                 raise _locate_bad_byte(self.path) from None

@@ -352,5 +352,6 @@ def apply_changes(path: Path, changes: Sequence[ListChange]) -> ApplyResult:
     except OSError as exc:
         # A read-only folder, a full disk: the temp file is gone and the list as it was.
         raise ListWriteError(
-            f"{path}: could not rewrite the list ({exc.strerror or exc}); nothing was changed"
+            f"{path}: could not rewrite the list ({exc.strerror or exc}); nothing was changed:"
+            " free some space (or fix the folder's permissions) and try again"
         ) from None

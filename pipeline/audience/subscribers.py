@@ -37,6 +37,8 @@ class SkipReason(StrEnum):
     COMPLAINED = "complained"
     SUPPRESSED = "suppressed"  # another row for the same address opted out
     NOT_TAGGED = "not tagged"
+    # The row says subscribed, but the consent history says they left (an old copy of the list).
+    LEFT_EARLIER = "left earlier"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +66,21 @@ def normalise_address(address: str) -> str:
     try:
         return normalise(address)
     except EmailNotValidError as exc:
-        raise ValueError(str(exc)) from None
+        raise ValueError(_why(address, exc, name_it=False)) from None
+
+
+def _why(raw: str, exc: EmailNotValidError, *, name_it: bool = True) -> str:
+    """email-validator's reason, but for the one a person meets most (an address such as
+    jürgen@...), what it means for her and what to do."""
+    text = str(exc)
+    if "before the @-sign are not supported" in text:
+        local = raw.rpartition("@")[0]
+        odd = "".join(dict.fromkeys(c for c in local if not c.isascii()))
+        return (
+            f"{repr(raw) if name_it else 'it'} has {odd!r} before the @, which most email "
+            "services cannot deliver to (it needs SMTPUTF8): ask the reader for another address"
+        )
+    return text
 
 
 def address_key(normalised: str) -> str:
@@ -140,7 +156,7 @@ def scan(path: Path, tags: Sequence[str] = ()) -> Iterator[Subscriber | Skipped]
                 try:
                     email = normalise(raw)
                 except EmailNotValidError as exc:
-                    yield Skipped(line, raw, SkipReason.INVALID, f"email: {exc}")
+                    yield Skipped(line, raw, SkipReason.INVALID, f"email: {_why(raw, exc)}")
                     continue
                 written = values[status_at] if status_at is not None else ""
                 status = _status(written)

@@ -30,8 +30,12 @@ _Loader.yaml_implicit_resolvers = {
 # Keys whose value is one line of text: a subject such as ``Knee pain: 3 fixes`` is what she
 # means, even though YAML wants it in quotes.
 TEXT_KEYS = ("subject", "preheader", "title")
+# A value may start with a merge field (`subject: {{ subscriber.first_name }}, 3 tips`), which
+# YAML would read as a mapping ("found unhashable key"); any other YAML sign at its start
+# (a quote, [, {, |, >, & ...) means she wrote YAML, and YAML reads it.
 _UNQUOTED_TEXT = re.compile(
-    r"^(?P<key>" + "|".join(TEXT_KEYS) + r")[ \t]*:[ \t]+(?P<value>[^\s\"'|>\[{&*!%@`].*?)[ \t]*$"
+    r"^(?P<key>" + "|".join(TEXT_KEYS) + r")[ \t]*:[ \t]+"
+    r"(?P<value>(?:\{\{|[^\s\"'|>\[{&*!%@`]).*?)[ \t]*$"
 )
 
 

@@ -136,11 +136,7 @@ def read_issue(path: Path, timezone: tzinfo) -> tuple[Issue | None, list[InputEr
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
-        return None, [
-            InputError(
-                f"not UTF-8 text ({exc.reason}): save the draft as UTF-8", path=path, line=line
-            )
-        ]
+        return None, [InputError(_not_utf8(raw, exc), path=path, line=line)]
     if "\x00" in text:
         return None, [InputError("is not a text file (it contains NUL bytes)", path=path)]
     text = text.replace("\r\n", "\n")
@@ -232,3 +228,17 @@ def read_issue(path: Path, timezone: tzinfo) -> tuple[Issue | None, list[InputEr
         key_lines=lines,
     )
     return issue, problems
+
+
+def _not_utf8(raw: bytes, exc: UnicodeDecodeError) -> str:
+    """Which word is in another encoding, shown as the editor meant it (Windows-1252: b"Caf\xe9"
+    is "Café"), rather than the codec's "invalid continuation byte"."""
+    how = "in your editor, Save As with the encoding UTF-8"
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return f'not UTF-8 text: the draft is saved as UTF-16 ("Unicode"); {how}'
+    start = max(raw.rfind(b" ", 0, exc.start), raw.rfind(b"\n", 0, exc.start)) + 1
+    after = re.search(rb"\s", raw[exc.start :])
+    end = exc.start + after.start() if after else len(raw)
+    word = raw[start:end].decode("cp1252", errors="replace")
+    word = "".join(c for c in word if c.isprintable())[:40]
+    return f'not UTF-8 text ("{word}" is in another encoding); {how}'

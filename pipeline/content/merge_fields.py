@@ -100,6 +100,15 @@ _ALLOWED_SUBSET = (
     f"{_FILTER_LIST}"
 )
 
+# Jinja's node names ("mul", "getitem") mean nothing to the person who wrote the draft.
+_ARITHMETIC = "arithmetic (+, -, *, /, %, **)"
+_NODE_WORDS = {
+    **dict.fromkeys(
+        ("Add", "Sub", "Mul", "Div", "FloorDiv", "Mod", "Pow", "Neg", "Pos"), _ARITHMETIC
+    ),
+    **dict.fromkeys(("List", "Tuple", "Dict", "Pair"), "a list or dictionary"),
+}
+
 
 def shown(source: str, limit: int = 80) -> str:
     """A merge field as a message quotes it: a hostile one (3,000 parentheses) is cut, so the
@@ -187,9 +196,8 @@ def _check_node(node: nodes.Node, columns: set[str]) -> None:
         | nodes.Operand
         | nodes.Keyword,
     ):
-        raise FieldNotAllowed(
-            f"{type(node).__name__.lower()} is not allowed in a merge field; {_ALLOWED_SUBSET}"
-        )
+        what = _NODE_WORDS.get(type(node).__name__, "this kind of expression")
+        raise FieldNotAllowed(f"{what} is not allowed in a merge field; {_ALLOWED_SUBSET}")
     if isinstance(node, nodes.Filter | nodes.Test | nodes.Call) and (
         node.dyn_args is not None or node.dyn_kwargs is not None
     ):

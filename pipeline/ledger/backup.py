@@ -38,8 +38,23 @@ def backup_ledger(ledger_path: Path, out: Path) -> Backup:
         )
     _refuse_to_copy_nothing(ledger_path)
     _refuse_to_overwrite(ledger_path, out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")  # 0600
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a stick not mounted, a file where a folder should be
+        why = "a file is in the way" if isinstance(exc, FileExistsError) else exc.strerror
+        raise InputError(
+            f"cannot make the folder for the backup ({why or exc}): give --out a folder "
+            "that exists and you can write to",
+            path=out.parent,
+        ) from None
+    try:
+        fd, temp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")  # 0600
+    except OSError as exc:
+        raise InputError(
+            f"could not write the backup there ({exc.strerror or exc}): give --out a folder "
+            "you can write to",
+            path=out,
+        ) from None
     os.close(fd)
     try:
         source = sqlite3.connect(ledger_path, timeout=30)

@@ -179,3 +179,28 @@ def last_event(
     return ConsentEvent(
         str(at), str(address), ConsentAction(action), ConsentCause(cause), ip, agent, source, detail
     )
+
+
+# What takes someone off the list, and what puts them back on it.
+LEFT = (ConsentAction.UNSUBSCRIBED, ConsentAction.BOUNCED, ConsentAction.COMPLAINED)
+BACK = (ConsentAction.CONFIRMED, ConsentAction.RESUBSCRIBED, ConsentAction.ADDED)
+
+
+def left_for_good(db: sqlite3.Connection) -> dict[str, str]:
+    """Addresses whose last word in the history is an opt-out (unsubscribed, bounced,
+    complained) with nothing since that put them back, each with that event in words
+    (``unsubscribed 2026-11-25 (one-click)``).
+
+    A send keeps them out even when subscribers.csv says ``subscribed``: an older copy of the
+    list put back (from a backup, a laptop, an email attachment) once mailed someone who had
+    unsubscribed, which the law forbids.  Coming back is recorded (a confirmation, or
+    ``newsletter subscribers resubscribe``), and then they are mailed again."""
+    left = ", ".join(f"'{a.value}'" for a in LEFT)
+    either = ", ".join(f"'{a.value}'" for a in (*LEFT, *BACK))
+    rows = db.execute(
+        "SELECT h.key, h.at, h.action, h.cause FROM consent_history AS h"
+        f" WHERE h.action IN ({left}) AND NOT EXISTS (SELECT 1 FROM consent_history AS l"
+        f" WHERE l.key = h.key AND l.action IN ({either})"
+        " AND (l.at > h.at OR (l.at = h.at AND l.id > h.id)))"
+    ).fetchall()
+    return {str(key): f"{action} {str(at)[:10]} ({cause})" for key, at, action, cause in rows}

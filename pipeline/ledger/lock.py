@@ -20,7 +20,10 @@ from pipeline.errors import NewsletterError
 
 class LockHeld(NewsletterError):
     def __init__(self, holder: str) -> None:
-        super().__init__(f"another send is running ({holder}); not starting a second one")
+        super().__init__(
+            f"another send is running ({holder}); not starting a second one: let it finish "
+            "(newsletter status shows how far it is), then run again if anything is left"
+        )
         self.holder = holder
 
 
@@ -69,8 +72,11 @@ class SendLock:
 
 
 def _describe(text: str) -> str:
+    from pipeline.wording import local_time  # only when a lock is held: kept off the imports
+
     try:
         info = json.loads(text)
-        return f"pid {info['pid']} on {info['host']} since {info['since']}: {info['command']}"
+        since = local_time(datetime.fromisoformat(info["since"]), UTC)
+        return f"pid {info['pid']} on {info['host']} since {since}: {info['command']}"
     except (ValueError, KeyError, TypeError):
         return "a process that has not said who it is yet"

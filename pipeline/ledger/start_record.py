@@ -15,6 +15,7 @@ import json
 import os
 import tempfile
 from dataclasses import asdict, dataclass
+from datetime import datetime, tzinfo
 from pathlib import Path
 
 from pipeline.errors import InputError
@@ -38,6 +39,11 @@ class StartRecord:
     settled: int
     sent: int
     updated_at: str
+
+
+def records_folder(drafts: Path) -> Path:
+    """Where the records of the issues in ``drafts`` are kept."""
+    return drafts / FOLDER
 
 
 def record_path(draft: Path, slug: str) -> Path:
@@ -87,7 +93,27 @@ def write(path: Path, record: IssueRecord, counts: Counts, now: str) -> None:
             os.unlink(temp)
 
 
-def check(path: Path, ledger_path: Path, ledger_record: IssueRecord | None, counts: Counts) -> None:
+def when(stamp: str, timezone: tzinfo | None) -> str:
+    """A time from the record as she reads times elsewhere (``Wed 25 Nov 2026, 08:02 PST``)."""
+    if timezone is None:
+        return stamp
+    # Here, not at the top: the web edition imports this module, and its page cache is keyed
+    # on every module it loads (tests/test_web_edition_attacks.py).
+    from pipeline.wording import local_time
+
+    try:
+        return local_time(datetime.fromisoformat(stamp), timezone)
+    except ValueError:
+        return stamp
+
+
+def check(
+    path: Path,
+    ledger_path: Path,
+    ledger_record: IssueRecord | None,
+    counts: Counts,
+    timezone: tzinfo | None = None,
+) -> None:
     """Refuse when the ledger is missing this issue, or knows less than its last run did."""
     start = read(path)
     if start is None:
@@ -95,12 +121,12 @@ def check(path: Path, ledger_path: Path, ledger_record: IssueRecord | None, coun
     if ledger_record is None:
         raise LedgerMismatch(
             f"{ledger_path} has no record of this issue, but this file says its sending began "
-            f"{start.started_at} via {start.provider} ({start.sent} sent by "
-            f"{start.updated_at}; a run stopped after that may have sent more): the ledger was "
-            "lost or replaced, and sending now would mail those readers again. Put the ledger "
-            "back (a copy made by `newsletter backup`), or, only if the provider's activity "
-            "log (or the outbox folder) shows nobody got this issue, delete this file and run "
-            "again",
+            f"{when(start.started_at, timezone)} via {start.provider} ({start.sent} sent by "
+            f"{when(start.updated_at, timezone)}; a run stopped after that may have sent "
+            "more): the ledger was lost or replaced, and sending now would mail those readers "
+            "again. Put the ledger back (a copy made by `newsletter backup`), or, only if the "
+            "provider's activity log (or the outbox folder) shows nobody got this issue, "
+            "delete this file and run again",
             path=path,
         )
     settled = counts.sent + counts.failed
@@ -108,9 +134,9 @@ def check(path: Path, ledger_path: Path, ledger_record: IssueRecord | None, coun
         raise LedgerMismatch(
             f"{ledger_path} is older than the last run of this issue: it has {settled} "
             f"readers sent or failed, and this file recorded {start.settled} at "
-            f"{start.updated_at}, so up to {start.settled - settled} would be mailed again. "
-            "Put back a newer copy of the "
-            "ledger, or, accepting those duplicates, delete this file and run again",
+            f"{when(start.updated_at, timezone)}, so up to {start.settled - settled} would be "
+            "mailed again. Put back a newer copy of the ledger, or, accepting those "
+            "duplicates, delete this file and run again",
             path=path,
         )
 

@@ -389,26 +389,7 @@ class Ledger:
         when ``include_new``.  Rows already sent, failed or unknown are history: untouched.
         """
         db = self.db
-        db.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS current_audience"
-            " (key TEXT PRIMARY KEY, email TEXT, line INTEGER, fields TEXT)"
-        )
-        db.execute("DELETE FROM temp.current_audience")
-        items = iter(subscribers)
-        # Only the temporary table is written: a deferred transaction, no lock on the ledger
-        # while the list is read.
-        db.execute("BEGIN")
-        try:
-            while block := list(islice(items, chunk)):
-                db.executemany(
-                    "INSERT OR IGNORE INTO temp.current_audience VALUES (?, ?, ?, ?)",
-                    [(s.key, s.email, s.line, _fields_json(s.fields)) for s in block],
-                )
-        except BaseException:
-            if db.in_transaction:  # SQLite may have rolled back already (I/O error, full disk)
-                db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        self._load_current_audience(subscribers, chunk)
         now = self._now()
         try:
             with self.transaction():
@@ -478,6 +459,55 @@ class Ledger:
         finally:
             db.execute("DELETE FROM temp.current_audience")
         return AudienceChange(withdrawn, refreshed, joined - added, added)
+
+    def _load_current_audience(self, subscribers: Iterable[Subscriber], chunk: int) -> None:
+        db = self.db
+        db.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS current_audience"
+            " (key TEXT PRIMARY KEY, email TEXT, line INTEGER, fields TEXT)"
+        )
+        db.execute("DELETE FROM temp.current_audience")
+        items = iter(subscribers)
+        # Only the temporary table is written: a deferred transaction, no lock on the ledger
+        # while the list is read.
+        db.execute("BEGIN")
+        try:
+            while block := list(islice(items, chunk)):
+                db.executemany(
+                    "INSERT OR IGNORE INTO temp.current_audience VALUES (?, ?, ?, ?)",
+                    [(s.key, s.email, s.line, _fields_json(s.fields)) for s in block],
+                )
+        except BaseException:
+            if db.in_transaction:  # SQLite may have rolled back already (I/O error, full disk)
+                db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def preview_audience(
+        self, slug: str, subscribers: Iterable[Subscriber], *, chunk: int = 2000
+    ) -> tuple[int, int]:
+        """What ``refresh_audience`` would find, changing nothing (for the question asked
+        before a resume): the pending readers still in the audience, and who joined since."""
+        db = self.db
+        self._load_current_audience(subscribers, chunk)
+        try:
+            pending = int(
+                db.execute(
+                    "SELECT count(*) FROM recipients WHERE issue = ? AND status = ?"
+                    " AND key IN (SELECT key FROM temp.current_audience)",
+                    (slug, RecipientStatus.PENDING),
+                ).fetchone()[0]
+            )
+            joined = int(
+                db.execute(
+                    "SELECT count(*) FROM temp.current_audience c WHERE NOT EXISTS (SELECT 1"
+                    " FROM recipients r WHERE r.issue = ? AND r.key = c.key AND r.status != ?)",
+                    (slug, RecipientStatus.WITHDRAWN),
+                ).fetchone()[0]
+            )
+        finally:
+            db.execute("DELETE FROM temp.current_audience")
+        return pending, joined
 
     def withdraw(self, slug: str, keys: Iterable[str]) -> int:
         """Pending recipients who opted out since the send began leave the audience."""

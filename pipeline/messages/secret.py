@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shlex
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,7 +33,11 @@ class SecretError(ConfigError):
     """The signing key is missing, empty, short or cannot be written: refuse to run."""
 
 
-def load_secret(state_dir: Path, environ: Mapping[str, str]) -> bytes:
+def load_secret(
+    state_dir: Path, environ: Mapping[str, str], *, sent_records: Path | None = None
+) -> bytes:
+    """``sent_records``: the folder of the records of issues already sent (``newsletters/
+    .sent``); with one there, a missing key file is a lost key, not a first run."""
     if ENV_NAME in environ:
         return _from_environment(environ[ENV_NAME])
     path = state_dir / FILE_NAME
@@ -40,11 +45,38 @@ def load_secret(state_dir: Path, environ: Mapping[str, str]) -> bytes:
         try:
             key = _read(path)
         except FileNotFoundError:
+            _refuse_a_lost_key(path, sent_records)
             _create(path)
             continue
         _clean_leftovers(state_dir)
         return key
     raise SecretError(f"could not create {path}: it keeps disappearing", path=path)
+
+
+def _refuse_a_lost_key(path: Path, sent_records: Path | None) -> None:
+    """A new laptop, or a deleted ``.newsletter/``: making a new key there would, without a
+    word, turn every unsubscribe link in every issue already sent into "This link is not
+    valid" (the readers' one way out, which the law requires to keep working)."""
+    if sent_records is None:
+        return
+    try:
+        sent = sorted(sent_records.glob("*.json"))
+    except OSError:
+        return
+    if not sent:
+        return
+    issues = f"{len(sent)} issue{'' if len(sent) == 1 else 's'}"
+    # The folder is made, so the command below works as printed (a new laptop has none).
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    raise SecretError(
+        f"the key that signs unsubscribe links is missing, but {issues} went out signed with "
+        f"it (see {sent_records}), and a new key would break every unsubscribe link in them: "
+        "copy this file from the computer (or backup) they were sent from, or set "
+        f"{ENV_NAME} to that key; only if it is lost for good, make a new one: "
+        f"(umask 077; {HOW_TO_MAKE} > {shlex.quote(str(path))})",
+        path=path,
+    )
 
 
 def _from_environment(value: str) -> bytes:

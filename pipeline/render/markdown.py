@@ -23,11 +23,16 @@ CALLOUT = "container_callout"
 # where the tree and its writers, which recurse, would hit Python's recursion limit: 20,000
 # '*' around a word nest 10,000 emphases and used to end in a RecursionError.
 MAX_DEPTH = 50
+# markdown-it's own guard (20 in its commonmark preset: ten nested lists) does not fail: it
+# stops parsing there and drops the rest of the draft, and `check` said ok.  Set above
+# MAX_DEPTH, the parse always reaches our limit first, which is then reported with its line.
+PARSER_NESTING = 2 * MAX_DEPTH
 
 
 @cache
 def parser() -> MarkdownIt:
-    md = MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"])
+    md = MarkdownIt("commonmark", {"html": False, "maxNesting": PARSER_NESTING})
+    md.enable(["table", "strikethrough"])
     md.use(attrs_plugin, spans=True)
     md.use(container_plugin, name="callout")
     return md

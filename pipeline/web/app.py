@@ -18,6 +18,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from pipeline.config import Settings, load_settings
+from pipeline.ledger.start_record import records_folder
 from pipeline.messages.secret import load_secret
 from pipeline.web.subscriptions import Subscriptions
 
@@ -51,7 +52,9 @@ def create_app(
             jinja2.FileSystemLoader(BUILTIN_TEMPLATES),
         ]
     )
-    secret = load_secret(settings.state_dir, environ)
+    secret = load_secret(
+        settings.state_dir, environ, sent_records=records_folder(settings.newsletters_dir)
+    )
     subscriptions = Subscriptions(settings, secret, environ, log=log)
     app.extensions[EXTENSION] = subscriptions
     app.config["NEWSLETTER_SETTINGS"] = settings
