@@ -14,9 +14,18 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import load_settings
-from pipeline.sending import open_ledger
+from pipeline.delivery.providers import create_provider
+from pipeline.sending import open_ledger, send_issue
 
-from .fake_providers import MAILGUN_KEY, POSTMARK_TOKEN, FakeApi, FakeMailgun, FakePostmark
+from .conftest import SAMPLE_ISSUE
+from .fake_providers import (
+    MAILGUN_KEY,
+    POSTMARK_TOKEN,
+    CallFault,
+    FakeApi,
+    FakeMailgun,
+    FakePostmark,
+)
 from .test_kill import list_of, run
 
 RECIPIENTS = 400
@@ -140,5 +149,58 @@ def test_brevo_after_its_key_expired_is_asked_not_replayed(
         assert second.asked is not None and second.asked.found == 5
         assert second.counts.sent == 10 and second.counts.unknown == 0
         assert server.replayed == 0 and max(server.delivered.values()) == 1
+    finally:
+        server.close()
+
+
+def test_a_mailgun_message_older_than_its_events_is_never_taken_as_not_sent(
+    make_project: Callable[..., Path],
+) -> None:
+    """Mailgun keeps events at least 2 days on a free plan (30 on paid ones): a row handed
+    over longer ago is not asked about (no accepted event would prove nothing) and stays
+    unknown, never sent again; with ``events_days = 30`` it is asked, and what Mailgun
+    never had is sent once.  (Before, Mailgun's search was taken to remember forever: a
+    send resumed three days after a lost answer sent it again.)"""
+    env = {"MAILGUN_API_KEY": MAILGUN_KEY}
+    server = FakeMailgun()
+    try:
+        root = make_project(
+            provider=f'name = "mailgun"\nbase_url = "{server.url}"\ntimeout = 1\n'
+            f'domain = "{FakeMailgun.domain}"\nbatch_size = 10\nconcurrency = 1\n'
+            "search_grace = 0",
+            csv=list_of(30),
+        )
+
+        def send() -> Any:
+            settings = load_settings(root / "newsletter.toml")
+            chosen = create_provider(settings, env)
+            try:
+                return send_issue(
+                    root / SAMPLE_ISSUE, settings, chosen, environ=env, sleep=lambda s: None
+                )
+            finally:
+                chosen.close()
+
+        server.faults = [CallFault(), CallFault(delay=2.0)]  # never processed; answer lost
+        first = send()
+        assert first.counts.unknown == 10 and len(server.delivered) == 20
+        ledger = open_ledger(load_settings(root / "newsletter.toml"))
+        try:
+            three_days_ago = time.strftime(
+                "%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() - 3 * 86400)
+            )
+            with ledger.transaction() as db:
+                db.execute("UPDATE batches SET started_at = ?", (three_days_ago,))
+        finally:
+            ledger.close()
+        second = send()
+        assert second.asked is not None and second.asked.too_old == 10
+        assert second.counts.unknown == 10 and len(server.delivered) == 20
+        config = root / "newsletter.toml"
+        config.write_text(config.read_text(encoding="utf-8") + "events_days = 30\n")
+        third = send()
+        assert third.asked is not None and third.asked.resent == 10
+        assert third.counts.sent == 30 and third.counts.unknown == 0
+        assert len(server.delivered) == 30 and max(server.delivered.values()) == 1
     finally:
         server.close()
