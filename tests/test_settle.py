@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from pipeline.config import load_settings
 from pipeline.delivery.providers import create_provider
 from pipeline.sending import open_ledger, send_issue
@@ -153,21 +155,48 @@ def test_brevo_after_its_key_expired_is_asked_not_replayed(
         server.close()
 
 
-def test_a_mailgun_message_older_than_its_events_is_never_taken_as_not_sent(
+@pytest.mark.parametrize(
+    ("name", "fake", "env", "extra", "days_ago", "longer"),
+    [
+        # Mailgun keeps events at least 2 days on a free plan, 30 on paid ones.
+        (
+            "mailgun",
+            FakeMailgun,
+            {"MAILGUN_API_KEY": MAILGUN_KEY},
+            f'domain = "{FakeMailgun.domain}"',
+            3,
+            "events_days = 30",
+        ),
+        # Postmark keeps messages 45 days by default (7 to 365 with its Retention Add-on).
+        (
+            "postmark",
+            FakePostmark,
+            {"POSTMARK_SERVER_TOKEN": POSTMARK_TOKEN},
+            "",
+            46,
+            "retention_days = 90",
+        ),
+    ],
+)
+def test_a_message_older_than_the_search_remembers_is_never_taken_as_not_sent(
     make_project: Callable[..., Path],
+    name: str,
+    fake: type[FakeApi],
+    env: dict[str, str],
+    extra: str,
+    days_ago: int,
+    longer: str,
 ) -> None:
-    """Mailgun keeps events at least 2 days on a free plan (30 on paid ones): a row handed
-    over longer ago is not asked about (no accepted event would prove nothing) and stays
-    unknown, never sent again; with ``events_days = 30`` it is asked, and what Mailgun
-    never had is sent once.  (Before, Mailgun's search was taken to remember forever: a
-    send resumed three days after a lost answer sent it again.)"""
-    env = {"MAILGUN_API_KEY": MAILGUN_KEY}
-    server = FakeMailgun()
+    """A row handed over longer ago than the provider keeps what it accepted is not asked
+    about (not found would prove nothing) and stays unknown, never sent again; with a
+    longer history set, it is asked, and what the provider never had is sent once.
+    (Before, Postmark's and Mailgun's searches were taken to remember forever: a send
+    resumed days after a lost answer sent again what they had accepted and forgotten.)"""
+    server = fake()
     try:
         root = make_project(
-            provider=f'name = "mailgun"\nbase_url = "{server.url}"\ntimeout = 1\n'
-            f'domain = "{FakeMailgun.domain}"\nbatch_size = 10\nconcurrency = 1\n'
-            "search_grace = 0",
+            provider=f'name = "{name}"\nbase_url = "{server.url}"\ntimeout = 1\n{extra}\n'
+            "batch_size = 10\nconcurrency = 1\nsearch_grace = 0",
             csv=list_of(30),
         )
 
@@ -186,18 +215,18 @@ def test_a_mailgun_message_older_than_its_events_is_never_taken_as_not_sent(
         assert first.counts.unknown == 10 and len(server.delivered) == 20
         ledger = open_ledger(load_settings(root / "newsletter.toml"))
         try:
-            three_days_ago = time.strftime(
-                "%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() - 3 * 86400)
+            then = time.strftime(
+                "%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() - days_ago * 86400)
             )
             with ledger.transaction() as db:
-                db.execute("UPDATE batches SET started_at = ?", (three_days_ago,))
+                db.execute("UPDATE batches SET started_at = ?", (then,))
         finally:
             ledger.close()
         second = send()
         assert second.asked is not None and second.asked.too_old == 10
         assert second.counts.unknown == 10 and len(server.delivered) == 20
         config = root / "newsletter.toml"
-        config.write_text(config.read_text(encoding="utf-8") + "events_days = 30\n")
+        config.write_text(config.read_text(encoding="utf-8") + longer + "\n")
         third = send()
         assert third.asked is not None and third.asked.resent == 10
         assert third.counts.sent == 30 and third.counts.unknown == 0
