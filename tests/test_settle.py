@@ -233,3 +233,115 @@ def test_a_message_older_than_the_search_remembers_is_never_taken_as_not_sent(
         assert len(server.delivered) == 30 and max(server.delivered.values()) == 1
     finally:
         server.close()
+
+
+def brevo_lost_answer(make_project: Callable[..., Path], server: Any) -> tuple[Path, Any]:
+    """Five readers; the first batch of five is accepted by Brevo but its answer is lost."""
+    from .fake_providers import BREVO_KEY
+
+    env = {"BREVO_API_KEY": BREVO_KEY}
+    root = make_project(
+        provider=f'name = "brevo"\nbase_url = "{server.url}"\ntimeout = 1\nbatch_size = 5'
+        "\nconcurrency = 1",
+        csv=list_of(5),
+    )
+    settings = load_settings(root / "newsletter.toml")
+
+    def send() -> Any:
+        provider = create_provider(settings, env)
+        try:
+            return send_issue(
+                root / SAMPLE_ISSUE, settings, provider, environ=env, sleep=lambda s: None
+            )
+        finally:
+            provider.close()
+
+    server.faults = [CallFault(delay=2.0, accept=True)]
+    first = send()
+    assert first.counts.unknown == 5
+    deadline = time.monotonic() + 10
+    while sum(server.delivered.values()) < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    handed_over(root, days=1 / 24)  # an hour ago: its key (30 minutes) has expired
+    return root, send
+
+
+def handed_over(root: Path, days: float) -> None:
+    """As if every batch had been handed over ``days`` ago."""
+    ledger = open_ledger(load_settings(root / "newsletter.toml"))
+    try:
+        then = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() - days * 86400))
+        with ledger.transaction() as db:
+            db.execute("UPDATE batches SET started_at = ?", (then,))
+    finally:
+        ledger.close()
+
+
+def test_brevo_finds_an_issue_behind_a_page_of_the_readers_newer_emails(
+    make_project: Callable[..., Path],
+) -> None:
+    """Brevo lists a reader's emails newest first, a page at a time.  The practice's other
+    mail through the same account (appointment reminders) can fill the first page: only
+    that page was read, so the issue was "not found" and sent a second time."""
+    from .fake_providers import FakeBrevo
+
+    server = FakeBrevo()
+    try:
+        _, send = brevo_lost_answer(make_project, server)
+        for n in range(120):  # newer emails to the first reader, of other kinds
+            server.accepted.append(
+                {
+                    "email": "reader0000@example.org",
+                    "subject": f"Your appointment reminder {n}",
+                    "messageId": f"<other-{n}@smtp-relay.mailin.fr>",
+                    "tags": ["reminders"],
+                }
+            )
+        second = send()
+        assert second.asked is not None and second.asked.found == 5, second.asked
+        assert second.counts.sent == 5 and second.counts.unknown == 0
+        assert max(server.delivered.values()) == 1
+    finally:
+        server.close()
+
+
+def test_brevo_never_takes_an_email_older_than_its_list_as_not_sent(
+    make_project: Callable[..., Path],
+) -> None:
+    """Brevo's list shows the past 30 days: a row handed over longer ago is not asked
+    about, stays unknown, and is never sent again."""
+    from .fake_providers import FakeBrevo
+
+    server = FakeBrevo()
+    try:
+        root, send = brevo_lost_answer(make_project, server)
+        server.accepted.clear()  # as Brevo's list no longer shows it
+        handed_over(root, days=31)
+        second = send()
+        assert second.asked is not None and second.asked.too_old == 5
+        # Not replayed either: its key expired long ago, and Brevo would send it again.
+        assert second.counts.unknown == 5 and server.replayed == 0
+        assert max(server.delivered.values()) == 1 and second.unknown_replayable == 0
+    finally:
+        server.close()
+
+
+def test_brevo_never_replays_a_batch_whose_key_expired_when_its_list_cannot_be_asked(
+    make_project: Callable[..., Path],
+) -> None:
+    """A batch older than Brevo's 30-minute key is asked about, not replayed; when the
+    asking failed (Brevo answered 500), its rows stayed unknown and the loop then replayed
+    them under the expired key, which Brevo no longer recognises: sent a second time."""
+    from .fake_providers import FakeBrevo
+
+    server = FakeBrevo()
+    try:
+        _, send = brevo_lost_answer(make_project, server)
+        server.search = lambda *_: (500, {}, {"code": "internal_error", "message": "down"})  # type: ignore[method-assign]
+        second = send()
+        assert second.asked is not None and second.asked.problem
+        assert second.counts.unknown == 5 and server.replayed == 0
+        assert second.unknown_replayable == 0
+        assert max(server.delivered.values()) == 1
+    finally:
+        server.close()
