@@ -35,6 +35,7 @@ from pipeline.delivery.loop import (
     DeliveryPolicy,
     LoopResult,
     build_each,
+    replayable_since,
 )
 from pipeline.delivery.provider import (
     Options,
@@ -561,7 +562,11 @@ def _send_locked(
         reconciled=reconciled,
         asked=asked,
         unknown_replayable=(
-            ledger.unknown_replayable(slug, provider.name) if provider.idempotent else 0
+            ledger.unknown_replayable(
+                slug, provider.name, replayable_since(provider, ledger.clock())
+            )
+            if provider.idempotent
+            else 0
         ),
     )
 

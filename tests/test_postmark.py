@@ -139,6 +139,37 @@ def test_429_is_retried_after_retry_after(
     assert all(n == 1 for n in postmark.delivered.values())
 
 
+@pytest.mark.parametrize(
+    "when",
+    [
+        "Sun Nov  6 08:49:37 2094",  # asctime: no zone written, GMT by definition
+        "Sat, 06 Nov 2094 08:49:37 -0000",  # "-0000": email.utils reads it as no zone
+    ],
+)
+def test_a_429_whose_retry_after_date_has_no_zone_is_still_retried(
+    make_project: Callable[..., Path], postmark: FakePostmark, when: str
+) -> None:
+    """RFC 9110 section 5.6.7: a recipient MUST accept all three HTTP-date formats, and the
+    asctime one writes no zone (it is GMT).  Read as a date without a zone, it could not be
+    compared with now: the 429 became 'the postmark provider failed', its batch ``unknown``
+    (certainly not sent, yet left for the operator) and the send stopped."""
+    root = project(make_project, postmark, 10)
+    postmark.faults = [
+        CallFault(
+            status=429,
+            headers={"Retry-After": when},
+            body={"ErrorCode": 429, "Message": "Rate limit exceeded"},
+        ),
+    ]
+    sleeps: list[float] = []
+    report = send(root, sleeps)
+    assert (report.counts.sent, report.counts.unknown) == (10, 0)
+    assert report.this_run.stopped is None
+    # A date decades away: waited as long as a retry may (max_retry_seconds), not forever.
+    assert len(sleeps) == 1 and sleeps[0] == 300
+    assert all(n == 1 for n in postmark.delivered.values())
+
+
 def test_5xx_is_retried_with_backoff(
     make_project: Callable[..., Path], postmark: FakePostmark
 ) -> None:

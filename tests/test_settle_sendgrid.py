@@ -255,3 +255,33 @@ def test_a_message_older_than_the_activity_history_is_never_taken_as_not_sent(
     assert third.asked is not None and third.asked.resent == 10 and third.asked.too_old == 0
     assert third.counts.sent == 30 and third.counts.unknown == 0
     assert len(server.delivered) == 30 and max(server.delivered.values()) == 1
+
+
+@pytest.mark.parametrize("days", ["nan", "inf", "1e9"])
+def test_an_activity_history_no_date_can_hold_is_a_clear_error_not_a_traceback(
+    make_project: Callable[..., Path],
+    server: FakeSendGrid,
+    monkeypatch: pytest.MonkeyPatch,
+    days: str,
+) -> None:
+    """TOML has nan and inf, and neither is below a minimum of 0: ``activity_days = nan``
+    (or inf, or a billion days) was taken, then made a traceback of every send that had
+    unknown rows to settle (``timedelta``).  Refused with the file and key named, exit 2,
+    and the unknown rows neither settled nor sent again."""
+    root = project(make_project, server, 30)
+    first = lose_an_answer(root, server)
+    assert first.counts.unknown == 10
+    config = root / "newsletter.toml"
+    config.write_text(config.read_text(encoding="utf-8") + f"activity_days = {days}\n")
+    monkeypatch.setenv("SENDGRID_API_KEY", SENDGRID_KEY)
+    old = Path.cwd()
+    os.chdir(root)
+    try:
+        result = CliRunner().invoke(cli, ["send", SAMPLE_ISSUE, "--yes"], obj={})
+    finally:
+        os.chdir(old)
+    out = result.stdout + result.stderr
+    assert result.exit_code == 2, out
+    assert "Traceback" not in out and isinstance(result.exception, SystemExit)
+    assert "newsletter.toml: [provider] activity_days: must be a number from 0 to 3,650" in out
+    assert len(server.delivered) == 30 and max(server.delivered.values()) == 1

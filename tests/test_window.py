@@ -183,6 +183,13 @@ def test_slow_answer_is_a_setting_with_a_clear_error(make_project: Callable[...,
     try:
         with pytest.raises(ConfigError, match="slow_answer"):
             DeliveryPolicy.from_options(Options(settings, {}), provider)
+        # TOML's nan is not below 0: it was taken, and then no answer was ever slow.
+        for odd in ("nan", "inf", "-inf"):
+            bad = make_project(provider=f'name = "postmark"\nslow_answer = {odd}')
+            with pytest.raises(ConfigError, match=r"\[provider\] slow_answer: must be a number"):
+                DeliveryPolicy.from_options(
+                    Options(load_settings(bad / "newsletter.toml"), {}), provider
+                )
         ok = make_project(provider='name = "postmark"\nslow_answer = 2.5')
         policy = DeliveryPolicy.from_options(
             Options(load_settings(ok / "newsletter.toml"), {}), provider

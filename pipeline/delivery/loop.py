@@ -12,8 +12,16 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from pipeline.delivery.provider import BatchResult, Options, Outcome, Provider, RecipientResult
+from pipeline.delivery.provider import (
+    BatchResult,
+    Options,
+    Outcome,
+    Provider,
+    RecipientResult,
+    Searching,
+)
 from pipeline.delivery.retry import RetryLater, RetryPolicy
 from pipeline.delivery.stopping import StopRequest
 from pipeline.errors import NewsletterError
@@ -163,6 +171,16 @@ class Window:
         else:
             self.open = min(self.most, self.open + 1)
         self.widest = max(self.widest, self.open)
+
+
+def replayable_since(provider: Provider, now: datetime) -> datetime | None:
+    """The oldest batch an idempotent provider may still replay under its key: one handed
+    over longer ago than a searching provider's key lasts (Brevo: 30 minutes) was asked
+    about instead, and if it is still ``unknown`` (the search failed, or no longer
+    remembers) a replay would be sent again, not recognised.  ``None``: every batch."""
+    if isinstance(provider, Searching) and provider.search_after > 0:
+        return now - timedelta(seconds=provider.search_after)
+    return None
 
 
 class _RetryCancelled(Exception):
@@ -342,7 +360,8 @@ class DeliveryLoop:
         """The next batch: for an idempotent provider, first each batch a dead run left
         ``unknown``, exactly as it was sent, so that its idempotency key is the same."""
         if not self._unknown_done:
-            batch, rows = self.ledger.claim_unknown_batch(slug, self.provider.name)
+            since = replayable_since(self.provider, self.ledger.clock())
+            batch, rows = self.ledger.claim_unknown_batch(slug, self.provider.name, since)
             if rows:
                 return batch, rows
             self._unknown_done = True

@@ -19,6 +19,7 @@ A provider is ``idempotent`` when it sends an idempotency key derived from the m
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -130,6 +131,11 @@ class ProviderInfo:
     options: Mapping[str, str] = field(default_factory=dict)
 
 
+def _plain(number: float) -> str:
+    """A bound as a person writes it: 1,000,000,000, not 1e+09."""
+    return f"{number:,.0f}" if number == int(number) else f"{number:,}"
+
+
 class Options:
     """A provider's non-secret settings from [provider], with errors naming the key."""
 
@@ -151,10 +157,21 @@ class Options:
             raise self.error(key, f"must be a string, not {value!r}")
         return value
 
-    def number(self, key: str, default: float, *, minimum: float = 0) -> float:
+    def number(
+        self, key: str, default: float, *, minimum: float = 0, maximum: float = 10**9
+    ) -> float:
         value = self.values.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
-            raise self.error(key, f"must be a number of at least {minimum}, not {value!r}")
+        # TOML has nan and inf: neither is below the minimum, and either (or a number too
+        # large for a date) made a traceback of every send that used it, so both are refused.
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or not minimum <= value <= maximum
+        ):
+            raise self.error(
+                key, f"must be a number from {_plain(minimum)} to {_plain(maximum)}, not {value!r}"
+            )
         return float(value)
 
     def integer(self, key: str, default: int, *, minimum: int = 1, maximum: int = 10**9) -> int:

@@ -137,6 +137,13 @@ def move_counts(db: sqlite3.Connection, slug: str, moves: dict[RecipientStatus, 
 _fields_json = json.JSONEncoder(ensure_ascii=False).encode
 
 
+def _since(moment: datetime | None) -> str:
+    """A bound on ``batches.started_at`` (ISO 8601 UTC text, which sorts as time does)."""
+    if moment is None:
+        return ""  # every batch
+    return moment.astimezone(UTC).isoformat(timespec="seconds")
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -614,12 +621,14 @@ class Ledger:
             move_counts(db, slug, {RecipientStatus.UNKNOWN: -moved, RecipientStatus.PENDING: moved})
         return moved
 
-    def unknown_replayable(self, slug: str, provider: str) -> int:
-        """How many ``unknown`` rows sit in batches ``provider`` was handed."""
+    def unknown_replayable(self, slug: str, provider: str, since: datetime | None = None) -> int:
+        """How many ``unknown`` rows sit in batches ``provider`` was handed (``since``: at
+        or after then, while the provider still knows their key)."""
         row = self.db.execute(
             "SELECT count(*) FROM recipients r JOIN batches b ON b.id = r.batch"
-            " WHERE r.issue = ? AND r.status = 'unknown' AND b.provider = ?",
-            (slug, provider),
+            " WHERE r.issue = ? AND r.status = 'unknown' AND b.provider = ?"
+            " AND b.started_at >= ?",
+            (slug, provider, _since(since)),
         ).fetchone()
         return int(row[0])
 
@@ -664,16 +673,20 @@ class Ledger:
             ClaimedRow(key, email, orjson.loads(fields)) for _, key, email, fields in rows
         ]
 
-    def claim_unknown_batch(self, slug: str, provider: str) -> tuple[int, list[ClaimedRow]]:
+    def claim_unknown_batch(
+        self, slug: str, provider: str, since: datetime | None = None
+    ) -> tuple[int, list[ClaimedRow]]:
         """Claim the ``unknown`` rows of the oldest batch ``provider`` was handed that has
-        any, and only those: the batch as it was sent, to go again under the same key."""
+        any, and only those: the batch as it was sent, to go again under the same key.
+        ``since``: only a batch handed over at or after then (an older one's key has expired
+        at the provider, which would send it again)."""
         with self.transaction() as db:
             rows = db.execute(
                 "SELECT rowid, key, email, fields FROM recipients WHERE issue = ?"
                 " AND status = 'unknown' AND batch = (SELECT min(r.batch) FROM recipients r"
                 " JOIN batches b ON b.id = r.batch WHERE r.issue = ? AND r.status = 'unknown'"
-                " AND b.provider = ?) ORDER BY rowid",
-                (slug, slug, provider),
+                " AND b.provider = ? AND b.started_at >= ?) ORDER BY rowid",
+                (slug, slug, provider, _since(since)),
             ).fetchall()
             return self._hold(db, slug, rows, provider)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from pipeline.config import Settings
 from pipeline.delivery.provider import (
@@ -46,6 +47,12 @@ API_URL = "https://api.brevo.com"
 # key; an older one is looked up in Brevo's list of transactional emails instead.
 KEY_LIFETIME = 1800.0
 SEARCH_GRACE = 900.0
+# The list of transactional emails "will show the list of emails for past 30 days by
+# default" (get-transac-emails-list): an older email is not in it, so not found proves
+# nothing past that.  Read LIST_PAGE at a time, newest first, LIST_PAGES pages at most.
+LIST_KEEPS = 30 * 86400.0
+LIST_PAGE = 100
+LIST_PAGES = 10
 # Brevo wants a UUID: ours is derived from the batch (uuid5), so a retry carries the same one.
 KEY_NAMESPACE = uuid.UUID("6f1d7c52-3b0e-4f7a-9a55-2f4f0b1c9e11")
 # Brevo requires a top-level htmlContent, the default a version without its own would get.
@@ -63,7 +70,7 @@ class BrevoProvider:
     idempotent = True  # within Brevo's 30-minute window; after it, its email list is asked
     search_grace = SEARCH_GRACE
     search_after = KEY_LIFETIME
-    search_keeps: float | None = None
+    search_keeps: float | None = LIST_KEEPS
 
     def __init__(self, api: HttpApi) -> None:
         self.api = api
@@ -139,31 +146,58 @@ class BrevoProvider:
         test copy's subject starts ``[Test]``."""
         found: dict[str, str] = {}
         for message in messages:
-            answer = self.api.get(
-                "/v3/smtp/emails",
-                {"email": message.to_email, "sort": "desc", "limit": 50, "offset": 0},
-            )
-            items = answer.get("transactionalEmails") if isinstance(answer, dict) else None
-            if not isinstance(items, list):
-                raise SearchFailed("Brevo's email list answer has no transactionalEmails")
-            for item in items:
-                # An item of another shape cannot be told apart from ours: the search fails
-                # (the row stays unknown) rather than "not found" (sent again after the grace).
-                tags = item.get("tags", []) if isinstance(item, dict) else None
-                if not isinstance(tags, list):
-                    raise SearchFailed("Brevo's email list answer has an email without tags")
-                if (
-                    isinstance(item, dict)
-                    and item.get("subject") == message.subject
-                    and message.issue in tags
-                    and item.get("messageId")
-                ):
-                    found[message.key] = str(item["messageId"])
+            offset = 0
+            while True:
+                answer = self.api.get(
+                    "/v3/smtp/emails",
+                    {
+                        "email": message.to_email,
+                        "sort": "desc",
+                        "limit": LIST_PAGE,
+                        "offset": offset,
+                    },
+                )
+                items = answer.get("transactionalEmails") if isinstance(answer, dict) else None
+                if not isinstance(items, list):
+                    raise SearchFailed("Brevo's email list answer has no transactionalEmails")
+                message_id = _ours(message, items)
+                if message_id:
+                    found[message.key] = message_id
                     break
+                # Newest first: a reader with a page full of newer emails (the practice's
+                # other mail through the same account) may have ours on a later page, and
+                # "not found" on the first would send it again.
+                if len(items) < LIST_PAGE:
+                    break
+                offset += LIST_PAGE
+                if offset >= LIST_PAGES * LIST_PAGE:
+                    raise SearchFailed(
+                        f"Brevo lists more than {LIST_PAGES * LIST_PAGE} emails to"
+                        f" {message.to_email} in its last 30 days: it cannot be told whether"
+                        " this issue's is among them"
+                    )
         return found
 
     def close(self) -> None:
         self.api.close()
+
+
+def _ours(message: Message, items: list[Any]) -> str | None:
+    """The message id of this issue's email to this reader in one page of Brevo's list."""
+    for item in items:
+        # An item of another shape cannot be told apart from ours: the search fails (the row
+        # stays unknown) rather than "not found" (sent again after the grace).
+        tags = item.get("tags", []) if isinstance(item, dict) else None
+        if not isinstance(tags, list):
+            raise SearchFailed("Brevo's email list answer has an email without tags")
+        if (
+            isinstance(item, dict)
+            and item.get("subject") == message.subject
+            and message.issue in tags
+            and item.get("messageId")
+        ):
+            return str(item["messageId"])
+    return None
 
 
 def create(settings: Settings, environ: Mapping[str, str]) -> BrevoProvider:

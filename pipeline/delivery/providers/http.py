@@ -8,6 +8,7 @@ been processed: its recipients are ``unknown``, never blindly re-sent.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,13 +49,20 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return None if math.isnan(seconds) else max(0.0, seconds)  # inf: the retry's cap
     try:
         moment = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
+    if moment.tzinfo is None:
+        # An HTTP-date is always GMT, and the asctime format (which a recipient must accept)
+        # writes no zone: without one, comparing it with now raised, and the 429 became
+        # "the provider failed", its batch unknown and the send stopped.
+        moment = moment.replace(tzinfo=UTC)
     return max(0.0, (moment - (now or datetime.now(UTC))).total_seconds())
 
 
@@ -145,6 +153,8 @@ def reset_seconds(
     try:
         number = float(value)
     except ValueError:
+        return None
+    if math.isnan(number):
         return None
     if epoch:
         number -= now if now is not None else time.time()

@@ -42,6 +42,12 @@ API_URL = "https://api.mailgun.net"
 # Mailgun's events can take a few minutes to appear; past a quarter of an hour, a message
 # with no ``accepted`` event was not accepted.
 SEARCH_GRACE = 900.0
+# Mailgun keeps events "for at least 30 days for paid accounts and at least 2 days for free
+# accounts" (User manual, Tracking Messages: Introduction to Email Events): past that, a
+# message with no accepted event may have been accepted and forgotten, so it is never taken
+# as not sent.  The least any account keeps, unless [provider] events_days says more.
+EVENTS_DAYS = 2.0
+EVENTS_DAYS_MOST = 3650.0
 
 
 def _var(name: str) -> str:
@@ -57,7 +63,7 @@ class MailgunProvider:
     idempotent = False  # Mailgun has no idempotency key, but its events settle unknowns
     search_grace = SEARCH_GRACE
     search_after = 0.0
-    search_keeps: float | None = None
+    search_keeps: float | None = EVENTS_DAYS * 86400.0
 
     def __init__(self, api: HttpApi, domain: str) -> None:
         self.api = api
@@ -168,6 +174,8 @@ def create(settings: Settings, environ: Mapping[str, str]) -> MailgunProvider:
     api.session.auth = ("api", key)
     provider = MailgunProvider(api, domain)
     provider.search_grace = options.number("search_grace", SEARCH_GRACE)
+    days = options.number("events_days", EVENTS_DAYS, maximum=EVENTS_DAYS_MOST)
+    provider.search_keeps = days * 86400.0
     return provider
 
 
@@ -176,6 +184,8 @@ OPTIONS = {
     "domain": "the sending domain (default: the domain of [newsletter] from)",
     "search_grace": "seconds after a batch before a message with no accepted event is taken"
     " as never sent, when settling unknown recipients (default 900)",
+    "events_days": "days of events your Mailgun plan keeps (default 2, what a free account"
+    " keeps; 30 on paid plans): a message older than that is never taken as not sent",
 }
 INFO = ProviderInfo(
     name="mailgun",

@@ -49,6 +49,10 @@ ACCOUNT_CODES = {
 }
 # Postmark's search shows a message moments after it accepted it; ten minutes is ample.
 SEARCH_GRACE = 600.0
+# Postmark keeps messages and their events "for 45 days by default", 7 to 365 with its
+# Retention Add-on (support article 838, "How long are Inbound and Outbound messages stored
+# in activity?"): past that, a message its search does not find may have been sent.
+RETENTION_DAYS = 45.0
 # Postmark manages these on broadcast streams and refuses them from us.
 MANAGED_HEADERS = {"List-Unsubscribe", "List-Unsubscribe-Post"}
 
@@ -61,7 +65,7 @@ class PostmarkProvider:
     idempotent = False  # Postmark has no idempotency key, but its search settles unknowns
     search_grace = SEARCH_GRACE
     search_after = 0.0
-    search_keeps: float | None = None
+    search_keeps: float | None = RETENTION_DAYS * 86400.0
 
     def __init__(self, api: HttpApi, stream: str, managed_unsubscribe: bool) -> None:
         self.api = api
@@ -217,6 +221,8 @@ def create(settings: Settings, environ: Mapping[str, str]) -> PostmarkProvider:
     managed = options.boolean("managed_unsubscribe", stream == "broadcast")
     provider = PostmarkProvider(api, stream, managed)
     provider.search_grace = options.number("search_grace", SEARCH_GRACE)
+    days = options.number("retention_days", RETENTION_DAYS, minimum=1, maximum=365)
+    provider.search_keeps = days * 86400.0
     return provider
 
 
@@ -234,6 +240,8 @@ OPTIONS = {
     **http_options(API_URL),
     "search_grace": "seconds after a batch before a message Postmark's search does not find is"
     " taken as never sent, when settling unknown recipients (default 600)",
+    "retention_days": "days Postmark keeps your messages (default 45; 7 to 365 with its"
+    " Retention Add-on): a message older than that is never taken as not sent",
     "message_stream": "the stream (default broadcast)",
     "confirm_stream": "the transactional stream for signup confirmations and the welcome"
     " (default outbound)",

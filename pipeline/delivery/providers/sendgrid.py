@@ -63,6 +63,8 @@ SEARCH_GRACE = 600.0
 # Email Activity keeps messages for the account's history (3 days without the extended
 # history add-on, longer with it): older, a message it does not show may still have gone.
 ACTIVITY_DAYS = 3.0
+# Ten years: far past any add-on, and well inside what a date can be counted back by.
+ACTIVITY_DAYS_MOST = 3650.0
 ACTIVITY_LIMIT = 1000  # the most messages one answer holds (the API's largest ``limit``)
 # Recipients asked about per request: a query of 50 addresses stays near 2 KB of URL, and
 # 200 unknown rows (settle.PAGE) take 4 of the 6 requests a minute the API allows.
@@ -264,7 +266,8 @@ def create(settings: Settings, environ: Mapping[str, str]) -> SendGridProvider:
     )
     provider = SendGridProvider(api)
     provider.search_grace = options.number("search_grace", SEARCH_GRACE)
-    provider.search_keeps = options.number("activity_days", ACTIVITY_DAYS) * 86400.0
+    days = options.number("activity_days", ACTIVITY_DAYS, maximum=ACTIVITY_DAYS_MOST)
+    provider.search_keeps = days * 86400.0
     return provider
 
 
