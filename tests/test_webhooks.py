@@ -966,3 +966,35 @@ def test_a_secret_that_is_set_but_refused_is_named_when_the_app_starts(
     assert "RESEND_WEBHOOK_SECRET" in said
     assert "SENDGRID" not in said and "MAILGUN" not in said and "none configured" not in said
     assert "hooks:s3cret" not in said and "c2hvcnQ" not in said  # never the secret itself
+
+
+def test_a_mistyped_provider_in_the_webhook_url_is_logged_with_the_right_name(
+    events_settings: Settings, all_senders: dict[str, Sender], sns: SnsCertServer
+) -> None:
+    # Connie typed the URL into Postmark's dashboard by hand: a typo used to be answered 404
+    # with nothing in the app's log, so every bounce was lost without a word on her side.
+    lines: list[str] = []
+    receiver = WebhookReceiver(
+        events_settings,
+        merged_env(all_senders),
+        sns_fetch=sns.fetch,
+        clock=lambda: NOW,
+        log=lines.append,
+    )
+    app = Flask(__name__)
+    app.register_blueprint(webhooks_blueprint(events_settings, receiver=receiver))
+    client = app.test_client()
+    answer = client.post("/webhooks/postmrk", data=b"{}")
+    assert answer.status_code == 404
+    assert "did you mean /webhooks/postmark?" in answer.get_data(as_text=True)
+    assert lines == [
+        "refused a webhook at /webhooks/postmrk: no provider named 'postmrk' (did you mean"
+        " /webhooks/postmark? the webhook URLs are /webhooks/brevo, /webhooks/mailgun,"
+        " /webhooks/postmark, /webhooks/resend, /webhooks/sendgrid, /webhooks/ses)"
+    ]
+    assert stored_events(events_settings) == 0
+    # The same name with a capital letter is the same provider.
+    sender = all_senders["postmark"]
+    headers, body = sender.signed(event(sender, "hard"), NOW)
+    answer = client.post("/webhooks/Postmark", data=body, headers=headers)
+    assert answer.status_code == 200 and stored_events(events_settings) == 1
