@@ -48,6 +48,7 @@ from .webhook_senders import (
     Sender,
     Ses,
     SnsCertServer,
+    basic,
     merged_env,
     senders,
     sns_cert_server,
@@ -998,3 +999,36 @@ def test_a_mistyped_provider_in_the_webhook_url_is_logged_with_the_right_name(
     headers, body = sender.signed(event(sender, "hard"), NOW)
     answer = client.post("/webhooks/Postmark", data=body, headers=headers)
     assert answer.status_code == 200 and stored_events(events_settings) == 1
+
+
+def test_a_webhook_url_without_its_password_is_logged_with_what_to_change(
+    events_settings: Settings, all_senders: dict[str, Sender], sns: SnsCertServer
+) -> None:
+    # "no basic auth credentials" told Connie nothing she could act on: the fix is the URL she
+    # gave Postmark, so the log says which URL and which variable (never the password).
+    lines: list[str] = []
+    receiver = WebhookReceiver(
+        events_settings,
+        merged_env(all_senders),
+        sns_fetch=sns.fetch,
+        clock=lambda: NOW,
+        log=lines.append,
+    )
+    sender = all_senders["postmark"]
+    _, body = sender.signed(event(sender, "hard"), NOW)
+    bare = receiver.receive("postmark", WebhookRequest.of([], body))
+    wrong = receiver.receive(
+        "postmark", WebhookRequest.of(list(basic("hooks:not-the-password-at-all").items()), body)
+    )
+    assert bare.status == wrong.status == 401
+    assert lines == [
+        "refused a postmark webhook: no user:password came with it: the webhook URL at"
+        " Postmark must be https://USER:PASSWORD@your-site/webhooks/postmark, with"
+        " NEWSLETTER_WEBHOOK_SECRET's user and password",
+        "refused a postmark webhook: its user:password is not NEWSLETTER_WEBHOOK_SECRET's:"
+        " the webhook URL at Postmark must be https://USER:PASSWORD@your-site/webhooks/postmark"
+        " with the same user and password",
+    ]
+    secret = merged_env(all_senders)["NEWSLETTER_WEBHOOK_SECRET"]
+    assert not any(secret.partition(":")[2] in line for line in lines)
+    assert stored_events(events_settings) == 0
