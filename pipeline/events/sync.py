@@ -92,6 +92,22 @@ class ListClient:
             return path_or_url
         return self.base_url + path_or_url
 
+    def unreachable(self, url: str, exc: requests.RequestException) -> str:
+        """In words she can act on: the exception's class name ("ConnectionError") is not."""
+        host = urlsplit(url).netloc
+        if isinstance(exc, requests.Timeout):
+            what = f"no answer from {host} within {self.timeout:g} seconds"
+        elif isinstance(exc, requests.exceptions.SSLError):
+            what = f"the secure connection to {host} failed"
+        elif isinstance(exc, requests.ConnectionError):
+            what = f"no connection to {host}"
+        else:
+            what = f"the request to {host} failed"
+        return (
+            f"could not reach {self.provider} after {MAX_ATTEMPTS} tries ({what}): check this"
+            " computer's internet connection and the provider's status page, then run again"
+        )
+
     def get(self, path_or_url: str, params: Mapping[str, Any] | None = None) -> Any:
         url = self.url(path_or_url)
         if self.pages >= self.max_pages:
@@ -108,9 +124,7 @@ class ListClient:
                 answer = self.session.get(url, params=params, headers=headers, timeout=self.timeout)
             except requests.RequestException as exc:
                 if attempt == MAX_ATTEMPTS:
-                    raise SyncError(
-                        f"could not reach {self.provider} ({type(exc).__name__})"
-                    ) from None
+                    raise SyncError(self.unreachable(url, exc)) from None
                 self.sleep(min(2**attempt, 30))
                 continue
             status = answer.status_code
