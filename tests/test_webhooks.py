@@ -22,6 +22,8 @@ import pytest
 import requests
 import trustme
 from click.testing import CliRunner
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from flask import Flask
 from flask.testing import FlaskClient
 from waitress.wasyncore import close_all
@@ -1032,3 +1034,28 @@ def test_a_webhook_url_without_its_password_is_logged_with_what_to_change(
     secret = merged_env(all_senders)["NEWSLETTER_WEBHOOK_SECRET"]
     assert not any(secret.partition(":")[2] in line for line in lines)
     assert stored_events(events_settings) == 0
+
+
+def test_a_mistyped_sendgrid_or_resend_secret_says_where_to_copy_it_from(
+    events_settings: Settings,
+) -> None:
+    # "is not a base64 public key (Incorrect padding)" was the cryptography library talking;
+    # Connie needs to know the value is wrong and where the right one is.
+    receiver = WebhookReceiver(
+        events_settings,
+        {"SENDGRID_WEBHOOK_VERIFICATION_KEY": "abc", "RESEND_WEBHOOK_SECRET": "mysecret"},
+    )
+    assert receiver.refused_secrets() == [
+        "resend: RESEND_WEBHOOK_SECRET is too short to be a signing secret (copy it from"
+        " Resend: Webhooks > your endpoint > Signing secret)",
+        "sendgrid: SENDGRID_WEBHOOK_VERIFICATION_KEY is not SendGrid's verification key (copy it"
+        " whole from SendGrid: Mail Settings > Event Webhook > Signed Event Webhook >"
+        " verification key)",
+    ]
+    # A key of the wrong kind (an RSA one, say) reads the same.
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    der = rsa_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    wrong = WebhookReceiver(
+        events_settings, {"SENDGRID_WEBHOOK_VERIFICATION_KEY": base64.b64encode(der).decode()}
+    )
+    assert wrong.refused_secrets() == [receiver.refused_secrets()[1]]
