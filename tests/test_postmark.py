@@ -232,7 +232,8 @@ def test_a_bad_token_stops_the_send(
     report = send_issue(root / SAMPLE_ISSUE, settings, provider, environ={}, sleep=lambda s: None)
     assert report is not None
     assert report.this_run.stopped == (
-        "Postmark refused the request (HTTP 401, error 10: Bad or missing Server API token.)"
+        "Postmark refused the request (HTTP 401, error 10: Bad or missing Server API token.):"
+        " check POSTMARK_SERVER_TOKEN in the environment"
     )
     assert report.counts.pending == 10 and report.exit_code == 2
     assert "wrong" not in report.this_run.stopped  # never print a secret

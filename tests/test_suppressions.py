@@ -144,8 +144,13 @@ def test_postmark_refused_token_is_one_clear_error(project: Path, httpserver: HT
     settings = configure(project, "postmark", httpserver.url_for("").rstrip("/"))
     postmark_dump(httpserver)
     before = settings.subscribers.read_bytes()
-    with pytest.raises(SyncError, match=r"Postmark refused .* \(HTTP 401"):
+    with pytest.raises(SyncError, match=r"Postmark refused .* \(HTTP 401") as refused:
         run_sync(settings, {**ENV, "POSTMARK_SERVER_TOKEN": "wrong"}, sleep=lambda s: None)
+    # ... naming the one thing she can change, never the token itself.
+    assert str(refused.value).endswith(
+        ": check POSTMARK_SERVER_TOKEN in the environment (and that the key may read suppressions)"
+    )
+    assert "wrong" not in str(refused.value)
     assert settings.subscribers.read_bytes() == before
 
 

@@ -45,6 +45,16 @@ MAX_WAIT = 120.0  # seconds: a reset further away than this is reported, not sle
 MAX_PAGES = 5_000
 
 
+# The secret each provider's list API refused, to name in a 401 or 403.
+KEY_VARIABLES = {
+    "Postmark": "POSTMARK_SERVER_TOKEN",
+    "SendGrid": "SENDGRID_API_KEY",
+    "Mailgun": "MAILGUN_API_KEY",
+    "Brevo": "BREVO_API_KEY",
+    "Amazon SES": "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+}
+
+
 class SyncError(NewsletterError):
     """The provider's suppression API refused or failed; nothing was changed by this page."""
 
@@ -156,9 +166,16 @@ class ListClient:
                     )
                 self.sleep(wait)
                 continue
+            hint = ""
+            if status in (401, 403) and self.provider in KEY_VARIABLES:
+                # The one thing she can change: the key she put in the environment.
+                hint = (
+                    f": check {KEY_VARIABLES[self.provider]} in the environment (and that"
+                    " the key may read suppressions)"
+                )
             raise SyncError(
                 f"{self.provider} refused the suppression list request"
-                f" (HTTP {status}: {error_text(answer)})"
+                f" (HTTP {status}: {error_text(answer)}){hint}"
             )
         raise SyncError(f"{self.provider} kept failing; try later")  # pragma: no cover
 

@@ -149,6 +149,8 @@ class SendGridProvider:
             else error_text(answer)
         )
         reason = f"SendGrid refused the request (HTTP {status}: {detail})"
+        if status == 401:  # the key is what she can fix, so name where it comes from
+            reason += ": check SENDGRID_API_KEY in the environment"
         return BatchResult.refused(messages, reason)
 
     def find_accepted(self, messages: Sequence[Message]) -> dict[str, str]:
