@@ -6,6 +6,7 @@ stderr, naming the file, line and field; exit codes: 0 done, 1 problems found, 2
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import errno
 import json
@@ -374,11 +375,16 @@ def _print_interrupted(report: SendReport, resume: str) -> None:
     """One line after a signal: what is left, and the command that goes on from there."""
     if not report.interrupted:
         return
+    from pipeline.delivery.stopping import SIGNAL_WORDS
+
     pending = report.counts.pending
-    click.echo(
-        f"  stopped by {report.interrupted}: every answer received was recorded; {pending} "
-        f"reader{'s' if pending != 1 else ''} still to send. Resume with: {resume}"
-    )
+    what = SIGNAL_WORDS.get(report.interrupted, report.interrupted)
+    # The terminal it would go to may be gone (SIGHUP); the ledger has it all anyway.
+    with contextlib.suppress(OSError):
+        click.echo(
+            f"  stopped by {what}: every answer received was recorded; {pending:,} "
+            f"reader{'s' if pending != 1 else ''} still to send. Resume with: {resume}"
+        )
 
 
 def _exit_after_abandon(ctx: click.Context, code: int, abandoned: int) -> None:
@@ -400,7 +406,9 @@ def _progress() -> Callable[[int, int], None] | None:
         width = 30
         filled = width * done // total if total else width
         bar = "#" * filled + "." * (width - filled)
-        click.echo(f"\r  [{bar}] {done}/{total}", nl=False, err=True)
+        # The terminal was closed (SIGHUP): the send goes on to a clean stop regardless.
+        with contextlib.suppress(OSError):
+            click.echo(f"\r  [{bar}] {done}/{total}", nl=False, err=True)
 
     return show
 
@@ -444,7 +452,7 @@ def send(
     to come is cron's to send: sending it by hand says so, and with --yes needs --now.
     Resumes where an interrupted send stopped; never re-sends a recipient recorded as sent.
     Exit codes: 0 all done, 1 some recipients failed, unknown or pending, 2 bad input,
-    75 stopped by SIGTERM or SIGINT (every answer received is recorded): run it again.
+    75 stopped by SIGTERM, SIGINT or SIGHUP (every answer received is recorded): run it again.
 
     \b
     newsletter send newsletters/*-welcome-to-our-newsletter.md --dry-run

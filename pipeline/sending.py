@@ -46,7 +46,7 @@ from pipeline.delivery.provider import (
 )
 from pipeline.delivery.providers import REGISTRY, create_provider
 from pipeline.delivery.settle import Asked, ask_provider
-from pipeline.delivery.stopping import StopOnSignals, StopRequest
+from pipeline.delivery.stopping import SIGNAL_WORDS, StopOnSignals, StopRequest
 from pipeline.errors import InputError, InputErrors, NewsletterError
 from pipeline.events.sync import SyncReport
 from pipeline.ledger import start_record
@@ -490,7 +490,8 @@ def _send_locked(
     elif counts.pending == 0 and counts.audience > 0:  # never complete with nobody in it
         status, note = IssueStatus.COMPLETE, None
     elif result.interrupted:
-        status, note = IssueStatus.SENDING, f"stopped by {result.interrupted}; run again to resume"
+        what = SIGNAL_WORDS.get(result.interrupted, result.interrupted)
+        status, note = IssueStatus.SENDING, f"stopped by {what}; run again to resume"
     else:
         status, note = IssueStatus.SENDING, None
     ledger.set_status(slug, status, note)

@@ -1,4 +1,5 @@
-"""Stopping a send cleanly on SIGTERM (``systemctl stop``) or SIGINT (Ctrl-C).
+"""Stopping a send cleanly on SIGTERM (``systemctl stop``), SIGINT (Ctrl-C) or SIGHUP (the
+terminal it runs in was closed).
 
 A signal does not kill the send: it asks the delivery loop to stop claiming, wait (bounded)
 for the answers already on their way, and record them, so nobody the provider answered for is
@@ -16,7 +17,15 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any, TypeVar
 
-SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# SIGHUP too: closing the terminal window is how a send started by hand is most often ended,
+# and its default action killed the process like SIGKILL, leaving batches to settle.
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# What each was, in words (the report's last line).
+SIGNAL_WORDS = {
+    "SIGINT": "Ctrl-C",
+    "SIGTERM": "a request to stop (SIGTERM: systemctl stop, or kill)",
+    "SIGHUP": "the terminal closing",
+}
 T = TypeVar("T")
 
 
@@ -25,7 +34,7 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.event = threading.Event()
-        self.reason: str | None = None  # "SIGTERM", "SIGINT"
+        self.reason: str | None = None  # "SIGTERM", "SIGINT", "SIGHUP"
         self.now = False  # a second signal: stop waiting for answers in flight
 
     def request(self, reason: str, *, now: bool = False) -> None:
@@ -39,7 +48,7 @@ class StopRequest:
 
 
 class StopOnSignals:
-    """While active (in the main thread), SIGTERM and SIGINT set ``stop`` instead of killing
+    """While active (in the main thread), SIGTERM, SIGINT and SIGHUP set ``stop`` instead of killing
     the process; the handlers that were there before come back on exit."""
 
     def __init__(self, stop: StopRequest) -> None:
