@@ -26,7 +26,7 @@ import click
 from pipeline.config import Settings, load_settings
 from pipeline.delivery.provider import Outcome
 from pipeline.errors import InputError, NewsletterError
-from pipeline.schedule import Decision
+from pipeline.schedule import Decision, IssueState
 from pipeline.wording import count as counted
 from pipeline.wording import local_time, shown
 
@@ -619,6 +619,7 @@ def status(ctx: click.Context, issue: Path | None, as_json: bool, who: str | Non
     newsletter status newsletters/*-welcome-to-our-newsletter.md --failed   # once sent
     newsletter status --json
     """
+    from pipeline.ledger.lock import send_running
     from pipeline.ledger.store import RecipientStatus
     from pipeline.sending import recipients_in, status_rows
 
@@ -675,6 +676,19 @@ def status(ctx: click.Context, issue: Path | None, as_json: bool, who: str | Non
                 click.echo(
                     f"  audience {c.audience}: sent {c.sent}, failed {c.failed}, "
                     f"unknown {c.unknown}, pending {c.pending}"
+                )
+            if (
+                row.state is IssueState.SENDING
+                and row.counts is not None
+                and row.counts.pending + row.counts.unknown > 0
+                and not send_running(settings.state_dir)
+            ):
+                # "sending" with no send running: it was stopped or killed (Ctrl-C, a closed
+                # terminal, a reboot), and nothing goes on until a run picks it up.
+                draft = shown(row.path) if row.path is not None else f"newsletters/{row.issue}.md"
+                click.echo(
+                    f"  not running now (it was stopped): newsletter send {draft} --yes"
+                    " goes on from here (cron does, if it is due)"
                 )
             if row.provider_says:
                 # What the provider's events said since: delivered, bounced, complained...

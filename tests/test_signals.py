@@ -18,10 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from pipeline.cli import cli
 from pipeline.config import load_settings
 from pipeline.delivery.providers import create_provider
 from pipeline.delivery.stopping import StopRequest
+from pipeline.ledger.lock import SendLock
 from pipeline.sending import EXIT_INTERRUPTED, open_ledger, send_issue
 
 from .conftest import REPO, SAMPLE_ISSUE
@@ -173,3 +176,33 @@ def test_a_batch_waiting_to_be_retried_is_not_retried_after_a_stop(
         assert len(server.requests) == report.counts.sent // 20  # no retry went out
     finally:
         server.close()
+
+
+def test_status_says_a_stopped_send_is_not_running_and_how_to_go_on(
+    make_project: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # After Ctrl-C, a closed terminal or a kill, `status` said "sending" as if it still were:
+    # nothing goes on until a run picks it up, so it says so, with the command.
+    root = make_project(csv=list_of(30))
+    settings = load_settings(root / "newsletter.toml")
+    stop = StopRequest()
+    stop.request("SIGINT")  # before the first batch: everyone still to send
+    provider = create_provider(settings, {})
+    try:
+        report = send_issue(root / SAMPLE_ISSUE, settings, provider, environ={}, stop=stop)
+    finally:
+        provider.close()
+    assert report is not None and report.counts.pending == 30
+    monkeypatch.chdir(root)  # where she runs it: the draft is named as she would type it
+    args = ["status", SAMPLE_ISSUE]
+    result = CliRunner().invoke(cli, args)
+    assert result.output.splitlines()[1:] == [
+        "  audience 30: sent 0, failed 0, unknown 0, pending 30",
+        f"  not running now (it was stopped): newsletter send {SAMPLE_ISSUE} --yes goes on from"
+        " here (cron does, if it is due)",
+    ], result.output
+    # While a send holds the lock, it is running: no such line.
+    with SendLock(settings.state_dir):
+        running = CliRunner().invoke(cli, args)
+    assert "not running now" not in running.output
+    assert "sending" in running.output.splitlines()[0]
