@@ -89,7 +89,7 @@ def test_a_signal_mid_send_records_every_answer_and_the_next_run_finishes(
         # closed) used to kill the send at once, leaving its batches in flight to settle.
         words = {
             signal.SIGINT: "Ctrl-C",
-            signal.SIGTERM: "a request to stop (SIGTERM: systemctl stop, or kill)",
+            signal.SIGTERM: "SIGTERM, from systemctl stop or kill",
             signal.SIGHUP: "the terminal closing",
         }[signal_number]
         resume = f"stopped by {words}: every answer received was recorded"
@@ -133,7 +133,10 @@ def test_a_second_signal_stops_waiting_and_records_the_batch_in_flight_as_unknow
         assert process.returncode == EXIT_INTERRUPTED, (out, err)
         rows = ledger_rows(root)
         unknown = [row for row in rows if row["status"] == "unknown"]
-        assert unknown and "the send was stopped (SIGTERM)" in str(unknown[0]["reason"])
+        assert unknown and (
+            "the send was stopped (SIGTERM, from systemctl stop or kill)"
+            in str(unknown[0]["reason"])
+        )
         assert not [row for row in rows if row["status"] == "inflight"]
         # Postmark can say which it accepted: the next run asks it (issue 12), so she is not
         # told to look each one up by hand.

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from pipeline.delivery.provider import BatchResult, Options, Outcome, Provider, RecipientResult
 from pipeline.delivery.retry import RetryLater, RetryPolicy
-from pipeline.delivery.stopping import StopRequest
+from pipeline.delivery.stopping import SIGNAL_WORDS, StopRequest
 from pipeline.errors import NewsletterError
 from pipeline.ledger.store import ClaimedRow, Ledger, RecipientStatus, Settlement
 from pipeline.messages.compose import Message, MessageFactory
@@ -332,8 +332,9 @@ class DeliveryLoop:
         self, slug: str, in_flight: dict[Future[BatchEnd], tuple[int, int]], reason: str | None
     ) -> int:
         """Batches whose answer did not come in time: ``unknown``, said so, now."""
+        what = SIGNAL_WORDS.get(reason or "", reason)  # "Ctrl-C", not "SIGINT"
         why = (
-            f"the send was stopped ({reason}) while the provider had not answered yet: "
+            f"the send was stopped ({what}) while the provider had not answered yet: "
             "may or may not have been delivered"
         )
         return sum(self.ledger.abandon_batch(slug, batch, why) for batch, _ in in_flight.values())
@@ -426,7 +427,8 @@ class DeliveryLoop:
                     Settlement(
                         m.key,
                         self._unsettled(m.key, in_doubt),
-                        reason=f"not retried: the send was stopped ({self.stop.reason})",
+                        reason="not retried: the send was stopped"
+                        f" ({SIGNAL_WORDS.get(self.stop.reason or '', self.stop.reason)})",
                     )
                     for m in remaining
                 ]

@@ -23,7 +23,7 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # What each was, in words (the report's last line).
 SIGNAL_WORDS = {
     "SIGINT": "Ctrl-C",
-    "SIGTERM": "a request to stop (SIGTERM: systemctl stop, or kill)",
+    "SIGTERM": "SIGTERM, from systemctl stop or kill",
     "SIGHUP": "the terminal closing",
 }
 T = TypeVar("T")
