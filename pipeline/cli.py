@@ -301,13 +301,18 @@ def _print_report(report: SendReport, settings: Settings, *, quiet: bool = False
         asked.found or asked.resent or asked.waiting or asked.problem or asked.too_old
     ):
         name = settings.provider.name
-        click.echo(
-            f"  asked {name} about unknown recipients: {asked.found} it had accepted (now"
-            f" sent), {asked.resent} it never had (sent by this run), {asked.waiting} not"
-            " found yet (asked again by the next run)"
-        )
-        if asked.problem:
-            click.echo(f"    could not ask: {asked.problem}")
+        if asked.problem and not (asked.found or asked.resent or asked.waiting):
+            # Nothing was asked at all (SendGrid without its add-on, the provider down):
+            # "asked ... 0 not found yet (asked again by the next run)" said the opposite.
+            click.echo(f"  could not ask {name} about unknown recipients: {asked.problem}")
+        else:
+            click.echo(
+                f"  asked {name} about unknown recipients: {asked.found} it had accepted (now"
+                f" sent), {asked.resent} it never had (sent by this run), {asked.waiting} not"
+                " found yet (asked again by the next run)"
+            )
+            if asked.problem:
+                click.echo(f"    could not ask: {asked.problem}")
         if asked.too_old:
             click.echo(
                 f"    {counted(asked.too_old, 'recipient')} sent longer ago than {name}'s search"
