@@ -209,3 +209,28 @@ def test_status_says_a_stopped_send_is_not_running_and_how_to_go_on(
         running = CliRunner().invoke(cli, args)
     assert "not running now" not in running.output
     assert "sending" in running.output.splitlines()[0]
+
+
+def test_a_send_under_nohup_outlives_the_terminal(make_project: Callable[..., Path]) -> None:
+    # Stopping on SIGHUP must not undo `nohup`, which ignores it so the send can outlive the
+    # terminal: the send goes on to the end.
+    server = FakePostmark()
+    server.latency = 0.2
+    try:
+        root = postmark_project(make_project, server)
+        process = subprocess.Popen(
+            ["nohup", sys.executable, "-m", "pipeline", "send", SAMPLE_ISSUE, "--yes"],
+            cwd=root,
+            env={**os.environ, **ENV, "PYTHONPATH": str(REPO)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_for(lambda: sum(server.delivered.values()) >= 40, "a batch")
+        process.send_signal(signal.SIGHUP)
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, (out, err)
+        assert f"audience {READERS}: sent {READERS}, failed 0, unknown 0, pending 0" in out
+        assert max(server.delivered.values()) == 1
+    finally:
+        server.close()

@@ -63,6 +63,8 @@ class StopOnSignals:
     def __enter__(self) -> StopOnSignals:
         if threading.current_thread() is threading.main_thread():
             for number in SIGNALS:
+                if number == signal.SIGHUP and signal.getsignal(number) == signal.SIG_IGN:
+                    continue  # `nohup newsletter send ...`: asked to outlive the terminal
                 self._saved[number] = signal.signal(number, self._handle)
         return self
 
