@@ -270,6 +270,11 @@ def test_unreachable_api_pauses_without_losing_anyone(make_project: Callable[...
     sleeps: list[float] = []
     report = send(root, sleeps)
     assert report.this_run.paused and "could not reach Postmark" in report.this_run.paused
+    # In words, not requests' class name.
+    assert "ConnectionError" not in report.this_run.paused
+    assert "(the connection failed or was refused: check the internet connection)" in (
+        report.this_run.paused
+    )
     assert report.counts.pending == 4 and len(sleeps) == 2
 
 
