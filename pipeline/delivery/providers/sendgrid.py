@@ -50,6 +50,7 @@ from pipeline.delivery.providers.http import (
     error_text,
     http_options,
     json_body,
+    plain,
     reset_seconds,
     unanswered,
 )
@@ -190,7 +191,7 @@ class SendGridProvider:
                 timeout=self.api.timeout,
             )
         except requests.RequestException as error:
-            raise SearchFailed(f"could not ask SendGrid ({type(error).__name__})") from None
+            raise SearchFailed(f"could not ask SendGrid ({plain(error)})") from None
         status = answer.status_code
         detail = _error_messages(answer)
         if status in (401, 403) or (status == 400 and "authorization required" in detail):
