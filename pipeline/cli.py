@@ -26,7 +26,7 @@ import click
 from pipeline.config import Settings, load_settings
 from pipeline.delivery.provider import Outcome
 from pipeline.errors import InputError, NewsletterError
-from pipeline.schedule import Decision
+from pipeline.schedule import Decision, IssueState
 from pipeline.wording import count as counted
 from pipeline.wording import local_time, shown, stopped_by
 
@@ -304,13 +304,18 @@ def _print_report(
         asked.found or asked.resent or asked.waiting or asked.problem or asked.too_old
     ):
         name = settings.provider.name
-        click.echo(
-            f"  asked {name} about unknown recipients: {asked.found} it had accepted (now"
-            f" sent), {asked.resent} it never had (sent by this run), {asked.waiting} not"
-            " found yet (asked again by the next run)"
-        )
-        if asked.problem:
-            click.echo(f"    could not ask: {asked.problem}")
+        if asked.problem and not (asked.found or asked.resent or asked.waiting):
+            # Nothing was asked at all (SendGrid without its add-on, the provider down):
+            # "asked ... 0 not found yet (asked again by the next run)" said the opposite.
+            click.echo(f"  could not ask {name} about unknown recipients: {asked.problem}")
+        else:
+            click.echo(
+                f"  asked {name} about unknown recipients: {asked.found} it had accepted (now"
+                f" sent), {asked.resent} it never had (sent by this run), {asked.waiting} not"
+                " found yet (asked again by the next run)"
+            )
+            if asked.problem:
+                click.echo(f"    could not ask: {asked.problem}")
         if asked.too_old:
             click.echo(
                 f"    {counted(asked.too_old, 'recipient')} sent longer ago than {name}'s search"
@@ -398,11 +403,13 @@ def _print_interrupted(report: SendReport, resume: str) -> None:
     if not report.interrupted:
         return
     pending = report.counts.pending
-    click.echo(
-        f"  stopped by {stopped_by(report.interrupted)}: every answer received was recorded;"
-        f" {pending} "
-        f"reader{'s' if pending != 1 else ''} still to send. Resume with: {resume}"
-    )
+    # The terminal it would go to may be gone (SIGHUP); the ledger has it all anyway.
+    with contextlib.suppress(OSError):
+        click.echo(
+            f"  stopped by {stopped_by(report.interrupted)}: every answer received was"
+            f" recorded; {pending:,} reader{'s' if pending != 1 else ''} still to send."
+            f" Resume with: {resume}"
+        )
 
 
 def _exit_after_abandon(ctx: click.Context, code: int, abandoned: int) -> None:
@@ -656,6 +663,7 @@ def status(ctx: click.Context, issue: Path | None, as_json: bool, who: str | Non
     newsletter status newsletters/*-welcome-to-our-newsletter.md --failed   # once sent
     newsletter status --json
     """
+    from pipeline.ledger.lock import send_running
     from pipeline.ledger.store import RecipientStatus
     from pipeline.sending import recipients_in, status_rows
 
@@ -714,6 +722,19 @@ def status(ctx: click.Context, issue: Path | None, as_json: bool, who: str | Non
                 click.echo(
                     f"  audience {c.audience}: sent {c.sent}, failed {c.failed}, "
                     f"unknown {c.unknown}, pending {c.pending}"
+                )
+            if (
+                row.state is IssueState.SENDING
+                and row.counts is not None
+                and row.counts.pending + row.counts.unknown > 0
+                and not send_running(settings.state_dir)
+            ):
+                # "sending" with no send running: it was stopped or killed (Ctrl-C, a closed
+                # terminal, a reboot), and nothing goes on until a run picks it up.
+                draft = shown(row.path) if row.path is not None else f"newsletters/{row.issue}.md"
+                click.echo(
+                    f"  not running now (it was stopped): newsletter send {draft} --yes"
+                    " goes on from here (cron does, if it is due)"
                 )
             if row.provider_says:
                 # What the provider's events said since: delivered, bounced, complained...

@@ -15,7 +15,7 @@ def count(number: int, singular: str, plural: str | None = None) -> str:
 # What stopped a send, in the words of the person who did it, with the signal's name kept.
 _SIGNALS = {
     "SIGINT": "Ctrl-C (SIGINT)",
-    "SIGTERM": "SIGTERM (a shutdown, `systemctl stop` or `kill`)",
+    "SIGTERM": "SIGTERM (a shutdown, systemctl stop or kill)",
     "SIGHUP": "the terminal closing (SIGHUP)",
 }
 

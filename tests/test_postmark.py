@@ -263,7 +263,8 @@ def test_a_bad_token_stops_the_send(
     report = send_issue(root / SAMPLE_ISSUE, settings, provider, environ={}, sleep=lambda s: None)
     assert report is not None
     assert report.this_run.stopped == (
-        "Postmark refused the request (HTTP 401, error 10: Bad or missing Server API token.)"
+        "Postmark refused the request (HTTP 401, error 10: Bad or missing Server API token.):"
+        " check POSTMARK_SERVER_TOKEN in the environment"
     )
     assert report.counts.pending == 10 and report.exit_code == 2
     assert "wrong" not in report.this_run.stopped  # never print a secret
@@ -300,6 +301,11 @@ def test_unreachable_api_pauses_without_losing_anyone(make_project: Callable[...
     sleeps: list[float] = []
     report = send(root, sleeps)
     assert report.this_run.paused and "could not reach Postmark" in report.this_run.paused
+    # In words, not requests' class name.
+    assert "ConnectionError" not in report.this_run.paused
+    assert "(the connection failed or was refused: check the internet connection)" in (
+        report.this_run.paused
+    )
     assert report.counts.pending == 4 and len(sleeps) == 2
 
 

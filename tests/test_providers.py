@@ -186,6 +186,15 @@ def test_transient_faults_end_with_everyone_sent_once(
     assert sum(server.delivered.values()) == len(AUDIENCE)
 
 
+# Providers answering a refused key with 401 ("Fix it" alone told her nothing).
+KEY_NAMED = {
+    "postmark": "POSTMARK_SERVER_TOKEN",
+    "mailgun": "MAILGUN_API_KEY",
+    "sendgrid": "SENDGRID_API_KEY",
+    "brevo": "BREVO_API_KEY",
+}
+
+
 def test_a_refused_key_stops_the_send_and_a_fixed_one_finishes_it(
     make_project: Callable[..., Path], spec: Spec, server: FakeApi
 ) -> None:
@@ -199,6 +208,10 @@ def test_a_refused_key_stops_the_send_and_a_fixed_one_finishes_it(
     assert report.this_run.stopped
     for value in wrong.values():
         assert value not in report.this_run.stopped  # the secret is never echoed
+    if spec.name in KEY_NAMED:  # the key is what she can fix: its variable is named
+        assert report.this_run.stopped.endswith(
+            f": check {KEY_NAMED[spec.name]} in the environment"
+        )
     report = send(root, spec.env)
     assert report.status == "complete" and report.counts.sent == len(AUDIENCE)
     assert server.delivered == Counter({a: 1 for a in AUDIENCE})

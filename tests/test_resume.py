@@ -251,7 +251,7 @@ def test_status_says_what_stopped_a_send_in_her_words(make_project: Callable[...
     interrupted_send(root, after=20)
     code, out, _ = newsletter(root, "status")
     assert code == 0
-    assert "stopped by SIGTERM (a shutdown, `systemctl stop` or `kill`); run again" in out
+    assert "stopped by SIGTERM (a shutdown, systemctl stop or kill); run again" in out
 
 
 def test_an_old_copy_of_the_list_never_mails_someone_who_left(

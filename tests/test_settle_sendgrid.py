@@ -212,6 +212,9 @@ def test_without_the_add_on_the_rows_stay_unknown_with_one_line_saying_why(
     assert "paid add-on" in why[0] and "{" not in why[0]  # words, not SendGrid's JSON
     # Not "the next run asks again" (it cannot): the operator looks them up.
     assert "asks sendgrid about them again" not in out
+    # Nor that it asked and found nothing "yet": it could not ask at all.
+    assert "asked sendgrid" not in out and "not found yet" not in out, out
+    assert why[0].startswith("  could not ask sendgrid about unknown recipients: SendGrid's")
     assert "look each one up in sendgrid's log" in out
     assert "unknown 10:" in out
     # Never a duplicate: the ten the lost answer left are neither resent nor settled.

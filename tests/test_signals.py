@@ -18,10 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from pipeline.cli import cli
 from pipeline.config import load_settings
 from pipeline.delivery.providers import create_provider
 from pipeline.delivery.stopping import StopRequest
+from pipeline.ledger.lock import SendLock
 from pipeline.sending import EXIT_INTERRUPTED, open_ledger, send_issue
 
 from .conftest import REPO, SAMPLE_ISSUE
@@ -85,7 +88,7 @@ def test_a_signal_mid_send_records_every_answer_and_the_next_run_finishes(
         name = signal.Signals(signal_number).name
         said = {
             "SIGINT": "Ctrl-C (SIGINT)",
-            "SIGTERM": "SIGTERM (a shutdown, `systemctl stop`",
+            "SIGTERM": "SIGTERM (a shutdown, systemctl stop or kill)",
             "SIGHUP": "the terminal closing (SIGHUP)",  # she closed the window mid-send
         }
         resume = f"stopped by {said[name]}"
@@ -130,7 +133,10 @@ def test_a_second_signal_stops_waiting_and_records_the_batch_in_flight_as_unknow
         assert process.returncode == EXIT_INTERRUPTED, (out, err)
         rows = ledger_rows(root)
         unknown = [row for row in rows if row["status"] == "unknown"]
-        assert unknown and "the send was stopped (SIGTERM)" in str(unknown[0]["reason"])
+        assert unknown and (
+            "the send was stopped by SIGTERM (a shutdown, systemctl stop or kill)"
+            in str(unknown[0]["reason"])
+        )
         assert not [row for row in rows if row["status"] == "inflight"]
         # Postmark can say which it accepted: the next run asks it (issue 12), so she is not
         # told to look each one up by hand.
@@ -210,3 +216,58 @@ def test_ctrl_c_at_the_question_is_a_no(make_project: Callable[..., Path]) -> No
     assert process.returncode == 1, (out, err)
     assert "not sent" in out and "Aborted" not in out + err and "Traceback" not in err
     assert not (root / "outbox").exists() or not list((root / "outbox").rglob("*.eml"))
+
+
+def test_status_says_a_stopped_send_is_not_running_and_how_to_go_on(
+    make_project: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # After Ctrl-C, a closed terminal or a kill, `status` said "sending" as if it still were:
+    # nothing goes on until a run picks it up, so it says so, with the command.
+    root = make_project(csv=list_of(30))
+    settings = load_settings(root / "newsletter.toml")
+    stop = StopRequest()
+    stop.request("SIGINT")  # before the first batch: everyone still to send
+    provider = create_provider(settings, {})
+    try:
+        report = send_issue(root / SAMPLE_ISSUE, settings, provider, environ={}, stop=stop)
+    finally:
+        provider.close()
+    assert report is not None and report.counts.pending == 30
+    monkeypatch.chdir(root)  # where she runs it: the draft is named as she would type it
+    args = ["status", SAMPLE_ISSUE]
+    result = CliRunner().invoke(cli, args)
+    assert result.output.splitlines()[1:] == [
+        "  audience 30: sent 0, failed 0, unknown 0, pending 30",
+        f"  not running now (it was stopped): newsletter send {SAMPLE_ISSUE} --yes goes on from"
+        " here (cron does, if it is due)",
+    ], result.output
+    # While a send holds the lock, it is running: no such line.
+    with SendLock(settings.state_dir):
+        running = CliRunner().invoke(cli, args)
+    assert "not running now" not in running.output
+    assert "sending" in running.output.splitlines()[0]
+
+
+def test_a_send_under_nohup_outlives_the_terminal(make_project: Callable[..., Path]) -> None:
+    # Stopping on SIGHUP must not undo `nohup`, which ignores it so the send can outlive the
+    # terminal: the send goes on to the end.
+    server = FakePostmark()
+    server.latency = 0.2
+    try:
+        root = postmark_project(make_project, server)
+        process = subprocess.Popen(
+            ["nohup", sys.executable, "-m", "pipeline", "send", SAMPLE_ISSUE, "--yes"],
+            cwd=root,
+            env={**os.environ, **ENV, "PYTHONPATH": str(REPO)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_for(lambda: sum(server.delivered.values()) >= 40, "a batch")
+        process.send_signal(signal.SIGHUP)
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, (out, err)
+        assert f"audience {READERS}: sent {READERS}, failed 0, unknown 0, pending 0" in out
+        assert max(server.delivered.values()) == 1
+    finally:
+        server.close()

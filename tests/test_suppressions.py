@@ -5,6 +5,7 @@ first, so that cron alone keeps the list clean."""
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -22,7 +23,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from pipeline.cli import cli
-from pipeline.config import Settings, load_settings
+from pipeline.config import Settings, load_settings, setting_line
 from pipeline.delivery.providers.outbox import OutboxProvider
 from pipeline.errors import ConfigError
 from pipeline.events.suppressions import run_sync
@@ -143,8 +144,13 @@ def test_postmark_refused_token_is_one_clear_error(project: Path, httpserver: HT
     settings = configure(project, "postmark", httpserver.url_for("").rstrip("/"))
     postmark_dump(httpserver)
     before = settings.subscribers.read_bytes()
-    with pytest.raises(SyncError, match=r"Postmark refused .* \(HTTP 401"):
+    with pytest.raises(SyncError, match=r"Postmark refused .* \(HTTP 401") as refused:
         run_sync(settings, {**ENV, "POSTMARK_SERVER_TOKEN": "wrong"}, sleep=lambda s: None)
+    # ... naming the one thing she can change, never the token itself.
+    assert str(refused.value).endswith(
+        ": check POSTMARK_SERVER_TOKEN in the environment (and that the key may read suppressions)"
+    )
+    assert "wrong" not in str(refused.value)
     assert settings.subscribers.read_bytes() == before
 
 
@@ -500,3 +506,36 @@ def test_a_list_that_never_ends_is_stopped_after_the_page_limit(httpserver: HTTP
     with pytest.raises(SyncError, match=r"kept sending pages \(5 read\); stopped there"):
         client.get("/v3/suppression/bounces", {"offset": 5})
     assert served["n"] == 5
+
+
+def test_a_misspelt_provider_is_named_with_the_one_meant(project: Path) -> None:
+    # `send` said "unknown provider 'postmarc' (did you mean 'postmark'? ...)"; `suppressions
+    # sync` said the postmarc provider "has no suppression list this tool can read".
+    settings = configure(project, "postmarc", "http://127.0.0.1:9")
+    result = CliRunner().invoke(
+        cli, ["--config", str(settings.config_path), "suppressions", "sync"], env=ENV
+    )
+    assert result.exit_code == 2
+    line = setting_line(settings.config_path, "provider", "name")
+    assert result.output == (
+        f"error: {settings.config_path}:{line}: [provider] name: unknown provider 'postmarc'"
+        " (did you mean 'postmark'? choose from: brevo, mailgun, outbox, postmark, resend,"
+        " sendgrid, ses, smtp)\n"
+    )
+
+
+def test_cron_with_the_provider_unreachable_says_so_in_plain_words(project: Path) -> None:
+    # Nothing listens on a port just released: the provider is down (or the internet is).
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = configure(project, "postmark", f"http://127.0.0.1:{port}")
+    run = send_due(
+        settings, ENV, now=SEND_TIME, provider_factory=outbox(settings), sleep=lambda s: None
+    )
+    assert run.suppressions is None
+    assert run.suppressions_problem == (
+        f"could not reach Postmark after 6 tries (no connection to 127.0.0.1:{port}): check this"
+        " computer's internet connection and the provider's status page, then run again"
+    )
+    assert run.reports and run.reports[0].counts.sent > 0  # the send went on

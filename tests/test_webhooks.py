@@ -22,6 +22,8 @@ import pytest
 import requests
 import trustme
 from click.testing import CliRunner
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from flask import Flask
 from flask.testing import FlaskClient
 from waitress.wasyncore import close_all
@@ -48,6 +50,7 @@ from .webhook_senders import (
     Sender,
     Ses,
     SnsCertServer,
+    basic,
     merged_env,
     senders,
     sns_cert_server,
@@ -470,9 +473,11 @@ def test_webhooks_over_waitress_with_basic_auth_in_the_url(
             (fact,) = consent_history(ledger.db, ADA)
         finally:
             ledger.close()
-        assert fact.detail is not None and fact.detail.startswith(
+        # Postmark gives a subscription change no id of its own: the history names the message
+        # (which its activity page finds), not our 64-digit hash of the event.
+        assert fact.detail == (
             f"postmark: unsubscribed at the provider (issue {ISSUES[-1]}): ManualSuppression"
-            " (Recipient) [event sha256:"
+            f" (Recipient) [message {message_id('postmark', ISSUES[-1], ADA)}]"
         )
         wrong = f"http://hooks:nope@127.0.0.1:{port}/webhooks/postmark"
         assert requests.post(wrong, data=body, timeout=10).status_code == 401
@@ -538,7 +543,8 @@ def test_the_app_of_newsletter_serve_takes_webhooks_beyond_its_form_limit(
     )
     taken = [line for line in lines if line.startswith("webhooks: ")]
     assert taken == [
-        "webhooks: taking /webhooks/{brevo,mailgun,postmark,resend,sendgrid,ses}"
+        "webhooks: taking /webhooks/brevo, /webhooks/mailgun, /webhooks/postmark,"
+        " /webhooks/resend, /webhooks/sendgrid, /webhooks/ses"
         " (see README: Bounces, complaints and provider events)"
     ]
     # SendGrid posts events in batches: this one is far over the app's 16 KB form limit.
@@ -966,3 +972,93 @@ def test_a_secret_that_is_set_but_refused_is_named_when_the_app_starts(
     assert "RESEND_WEBHOOK_SECRET" in said
     assert "SENDGRID" not in said and "MAILGUN" not in said and "none configured" not in said
     assert "hooks:s3cret" not in said and "c2hvcnQ" not in said  # never the secret itself
+
+
+def test_a_mistyped_provider_in_the_webhook_url_is_logged_with_the_right_name(
+    events_settings: Settings, all_senders: dict[str, Sender], sns: SnsCertServer
+) -> None:
+    # Connie typed the URL into Postmark's dashboard by hand: a typo used to be answered 404
+    # with nothing in the app's log, so every bounce was lost without a word on her side.
+    lines: list[str] = []
+    receiver = WebhookReceiver(
+        events_settings,
+        merged_env(all_senders),
+        sns_fetch=sns.fetch,
+        clock=lambda: NOW,
+        log=lines.append,
+    )
+    app = Flask(__name__)
+    app.register_blueprint(webhooks_blueprint(events_settings, receiver=receiver))
+    client = app.test_client()
+    answer = client.post("/webhooks/postmrk", data=b"{}")
+    assert answer.status_code == 404
+    assert "did you mean /webhooks/postmark?" in answer.get_data(as_text=True)
+    assert lines == [
+        "refused a webhook at /webhooks/postmrk: no provider named 'postmrk' (did you mean"
+        " /webhooks/postmark? the webhook URLs are /webhooks/brevo, /webhooks/mailgun,"
+        " /webhooks/postmark, /webhooks/resend, /webhooks/sendgrid, /webhooks/ses)"
+    ]
+    assert stored_events(events_settings) == 0
+    # The same name with a capital letter is the same provider.
+    sender = all_senders["postmark"]
+    headers, body = sender.signed(event(sender, "hard"), NOW)
+    answer = client.post("/webhooks/Postmark", data=body, headers=headers)
+    assert answer.status_code == 200 and stored_events(events_settings) == 1
+
+
+def test_a_webhook_url_without_its_password_is_logged_with_what_to_change(
+    events_settings: Settings, all_senders: dict[str, Sender], sns: SnsCertServer
+) -> None:
+    # "no basic auth credentials" told Connie nothing she could act on: the fix is the URL she
+    # gave Postmark, so the log says which URL and which variable (never the password).
+    lines: list[str] = []
+    receiver = WebhookReceiver(
+        events_settings,
+        merged_env(all_senders),
+        sns_fetch=sns.fetch,
+        clock=lambda: NOW,
+        log=lines.append,
+    )
+    sender = all_senders["postmark"]
+    _, body = sender.signed(event(sender, "hard"), NOW)
+    bare = receiver.receive("postmark", WebhookRequest.of([], body))
+    wrong = receiver.receive(
+        "postmark", WebhookRequest.of(list(basic("hooks:not-the-password-at-all").items()), body)
+    )
+    assert bare.status == wrong.status == 401
+    assert lines == [
+        "refused a postmark webhook: no user:password came with it: the webhook URL at"
+        " Postmark must be https://USER:PASSWORD@your-site/webhooks/postmark, with"
+        " NEWSLETTER_WEBHOOK_SECRET's user and password",
+        "refused a postmark webhook: its user:password is not NEWSLETTER_WEBHOOK_SECRET's:"
+        " the webhook URL at Postmark must be https://USER:PASSWORD@your-site/webhooks/postmark"
+        " with the same user and password",
+    ]
+    secret = merged_env(all_senders)["NEWSLETTER_WEBHOOK_SECRET"]
+    assert not any(secret.partition(":")[2] in line for line in lines)
+    assert stored_events(events_settings) == 0
+
+
+def test_a_mistyped_sendgrid_or_resend_secret_says_where_to_copy_it_from(
+    events_settings: Settings,
+) -> None:
+    # "is not a base64 public key (Incorrect padding)" was the cryptography library talking;
+    # Connie needs to know the value is wrong and where the right one is.
+    receiver = WebhookReceiver(
+        events_settings,
+        {"SENDGRID_WEBHOOK_VERIFICATION_KEY": "abc", "RESEND_WEBHOOK_SECRET": "mysecret"},
+    )
+    assert receiver.refused_secrets() == [
+        "resend: RESEND_WEBHOOK_SECRET is too short to be a signing secret (copy it from"
+        " Resend: Webhooks > your endpoint > Signing secret)",
+        "sendgrid: SENDGRID_WEBHOOK_VERIFICATION_KEY is not SendGrid's verification key (copy it"
+        " whole from SendGrid: Mail Settings > Event Webhook > Signed Event Webhook >"
+        " verification key)",
+    ]
+    # A key of the wrong kind (an RSA one, say) reads the same.
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    der = rsa_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    wrong = WebhookReceiver(
+        events_settings, {"SENDGRID_WEBHOOK_VERIFICATION_KEY": base64.b64encode(der).decode()}
+    )
+    assert wrong.refused_secrets() == [receiver.refused_secrets()[1]]

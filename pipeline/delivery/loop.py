@@ -27,7 +27,7 @@ from pipeline.delivery.stopping import StopRequest
 from pipeline.errors import NewsletterError
 from pipeline.ledger.store import ClaimedRow, Ledger, RecipientStatus, Settlement
 from pipeline.messages.compose import Message, MessageFactory
-from pipeline.wording import count
+from pipeline.wording import count, stopped_by
 
 SETTLED_AS = {
     Outcome.SENT: RecipientStatus.SENT,
@@ -351,7 +351,8 @@ class DeliveryLoop:
     ) -> int:
         """Batches whose answer did not come in time: ``unknown``, said so, now."""
         why = (
-            f"the send was stopped ({reason}) while the provider had not answered yet: "
+            f"the send was stopped by {stopped_by(reason or 'a stop')} while the provider had"
+            " not answered yet: "
             "may or may not have been delivered"
         )
         return sum(self.ledger.abandon_batch(slug, batch, why) for batch, _ in in_flight.values())
@@ -445,7 +446,8 @@ class DeliveryLoop:
                     Settlement(
                         m.key,
                         self._unsettled(m.key, in_doubt),
-                        reason=f"not retried: the send was stopped ({self.stop.reason})",
+                        reason="not retried: the send was stopped by "
+                        + stopped_by(self.stop.reason or "a stop"),
                     )
                     for m in remaining
                 ]

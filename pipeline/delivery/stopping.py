@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any, TypeVar
 
-# SIGHUP too: closing the terminal mid-send used to kill it at once, the batches in flight
-# left for the operator as `unknown`.
+# SIGHUP too: closing the terminal window is how a send started by hand is most often ended,
+# and its default action killed the process like SIGKILL, leaving batches to settle.
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 T = TypeVar("T")
 
@@ -57,6 +57,8 @@ class StopOnSignals:
     def __enter__(self) -> StopOnSignals:
         if threading.current_thread() is threading.main_thread():
             for number in SIGNALS:
+                if number == signal.SIGHUP and signal.getsignal(number) == signal.SIG_IGN:
+                    continue  # `nohup newsletter send ...`: asked to outlive the terminal
                 self._saved[number] = signal.signal(number, self._handle)
         return self
 

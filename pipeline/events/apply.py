@@ -116,7 +116,13 @@ def describe(event: ProviderEvent, soft_streak: bool = False) -> str:
             what = f"soft bounces on {SOFT_BOUNCE_STREAK} issues in a row"
     issue = f" (issue {event.issue})" if event.issue else ""
     reason = f": {event.reason}" if event.reason else ""
-    return f"{event.provider}: {what}{issue}{reason} [event {event.event_id}]"
+    # The provider's own event id is something to look up in its dashboard; our hash (for a
+    # provider that gives none) is not, and 64 hex digits read as noise: the message id is.
+    if not event.event_id.startswith("sha256:"):
+        ref = f" [event {event.event_id}]"
+    else:
+        ref = f" [message {event.message_id}]" if event.message_id else ""
+    return f"{event.provider}: {what}{issue}{reason}{ref}"
 
 
 def _before_consent(db: sqlite3.Connection, event: ProviderEvent) -> bool:

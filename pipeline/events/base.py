@@ -116,18 +116,28 @@ class NotConfigured(Exception):
     """The secret a provider's webhook needs is not set: its requests are all refused."""
 
 
-def check_basic_auth(request: WebhookRequest, secret: str) -> None:
-    """HTTP basic auth against ``user:password`` (RFC 7617), compared in constant time."""
+def check_basic_auth(request: WebhookRequest, secret: str, provider: str) -> None:
+    """HTTP basic auth against ``user:password`` (RFC 7617), compared in constant time.
+
+    The reasons go to the app's log, where the operator reads them: each says what to change
+    at the provider (the URL she gave it), never the secret itself."""
+    url = f"https://USER:PASSWORD@your-site/webhooks/{provider}"
     header = request.headers.get("authorization", "")
     scheme, _, encoded = header.partition(" ")
     if scheme.lower() != "basic" or not encoded:
-        raise Refused("no basic auth credentials")
+        raise Refused(
+            f"no user:password came with it: the webhook URL at {provider.capitalize()} must"
+            f" be {url}, with NEWSLETTER_WEBHOOK_SECRET's user and password"
+        )
     try:
         given = base64.b64decode(encoded.strip(), validate=True)
     except ValueError:
-        raise Refused("malformed basic auth credentials") from None
+        raise Refused("the user:password that came with it could not be read") from None
     if not hmac.compare_digest(given, secret.encode("utf-8")):
-        raise Refused("wrong basic auth credentials")
+        raise Refused(
+            f"its user:password is not NEWSLETTER_WEBHOOK_SECRET's: the webhook URL at"
+            f" {provider.capitalize()} must be {url} with the same user and password"
+        )
 
 
 MIN_PASSWORD = 16

@@ -10,6 +10,7 @@ cannot be read), the events are already stored: the next request, the app's next
 
 from __future__ import annotations
 
+import difflib
 import logging
 import threading
 import time
@@ -134,9 +135,21 @@ class WebhookReceiver:
         return sorted(n for n, s in self.sources.items() if not isinstance(s, NotConfigured))
 
     def receive(self, provider: str, request: WebhookRequest) -> Answer:
-        source = self.sources.get(provider)
+        # The name is typed by hand into the provider's dashboard: "Postmark" is postmark.
+        source = self.sources.get(provider.lower())
         if source is None:
-            return Answer(404, f"no provider named {provider!r}")
+            close = difflib.get_close_matches(provider.lower(), list(self.sources), n=1)
+            hint = f"did you mean /webhooks/{close[0]}? " if close else ""
+            why = (
+                f"no provider named {provider!r} ({hint}the webhook URLs are /webhooks/"
+                + ", /webhooks/".join(sorted(self.sources))
+                + ")"
+            )
+            # Logged too: a typo in the URL at the provider would otherwise only ever be
+            # seen in its own delivery log, and every bounce would be lost without a word.
+            self.log(f"refused a webhook at /webhooks/{provider}: {why}")
+            return Answer(404, why)
+        provider = provider.lower()
         if isinstance(source, NotConfigured):
             self.log(f"refused a {provider} webhook: {source}")
             return Answer(401, f"{provider} webhooks are not configured on this server")

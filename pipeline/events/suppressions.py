@@ -6,13 +6,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 
-from pipeline.config import Settings
+from pipeline.config import Settings, setting_line
 from pipeline.delivery.provider import Options
 from pipeline.delivery.providers import (
     REGISTRY,
     brevo_events,
     mailgun_events,
     postmark_events,
+    registered,
     sendgrid_events,
     ses_events,
 )
@@ -57,12 +58,14 @@ def run_sync(
 ) -> SyncReport:
     """Read the configured provider's suppression lists into the list; idempotent."""
     name = settings.provider.name
+    registered(settings)  # a misspelt name says so, with the name it was probably meant to be
     factory = READERS.get(name)
     if factory is None:
         why = NOT_OFFERED.get(name, "it has no suppression list this tool can read")
         raise ConfigError(
             f"the {name} provider has no suppression list to sync: {why}",
             path=settings.config_path,
+            line=setting_line(settings.config_path, "provider", "name"),
             field="[provider] name",
         )
     reader = factory(settings, environ, sleep)

@@ -45,6 +45,16 @@ MAX_WAIT = 120.0  # seconds: a reset further away than this is reported, not sle
 MAX_PAGES = 5_000
 
 
+# The secret each provider's list API refused, to name in a 401 or 403.
+KEY_VARIABLES = {
+    "Postmark": "POSTMARK_SERVER_TOKEN",
+    "SendGrid": "SENDGRID_API_KEY",
+    "Mailgun": "MAILGUN_API_KEY",
+    "Brevo": "BREVO_API_KEY",
+    "Amazon SES": "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+}
+
+
 class SyncError(NewsletterError):
     """The provider's suppression API refused or failed; nothing was changed by this page."""
 
@@ -92,6 +102,22 @@ class ListClient:
             return path_or_url
         return self.base_url + path_or_url
 
+    def unreachable(self, url: str, exc: requests.RequestException) -> str:
+        """In words she can act on: the exception's class name ("ConnectionError") is not."""
+        host = urlsplit(url).netloc
+        if isinstance(exc, requests.Timeout):
+            what = f"no answer from {host} within {self.timeout:g} seconds"
+        elif isinstance(exc, requests.exceptions.SSLError):
+            what = f"the secure connection to {host} failed"
+        elif isinstance(exc, requests.ConnectionError):
+            what = f"no connection to {host}"
+        else:
+            what = f"the request to {host} failed"
+        return (
+            f"could not reach {self.provider} after {MAX_ATTEMPTS} tries ({what}): check this"
+            " computer's internet connection and the provider's status page, then run again"
+        )
+
     def get(self, path_or_url: str, params: Mapping[str, Any] | None = None) -> Any:
         url = self.url(path_or_url)
         if self.pages >= self.max_pages:
@@ -108,9 +134,7 @@ class ListClient:
                 answer = self.session.get(url, params=params, headers=headers, timeout=self.timeout)
             except requests.RequestException as exc:
                 if attempt == MAX_ATTEMPTS:
-                    raise SyncError(
-                        f"could not reach {self.provider} ({type(exc).__name__})"
-                    ) from None
+                    raise SyncError(self.unreachable(url, exc)) from None
                 self.sleep(min(2**attempt, 30))
                 continue
             status = answer.status_code
@@ -142,9 +166,16 @@ class ListClient:
                     )
                 self.sleep(wait)
                 continue
+            hint = ""
+            if status in (401, 403) and self.provider in KEY_VARIABLES:
+                # The one thing she can change: the key she put in the environment.
+                hint = (
+                    f": check {KEY_VARIABLES[self.provider]} in the environment (and that"
+                    " the key may read suppressions)"
+                )
             raise SyncError(
                 f"{self.provider} refused the suppression list request"
-                f" (HTTP {status}: {error_text(answer)})"
+                f" (HTTP {status}: {error_text(answer)}){hint}"
             )
         raise SyncError(f"{self.provider} kept failing; try later")  # pragma: no cover
 

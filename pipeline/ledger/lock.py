@@ -71,6 +71,25 @@ class SendLock:
         self.release()
 
 
+def send_running(state_dir: Path) -> bool:
+    """Whether a send holds the lock now (for ``status``: a send that is "sending" with
+    nobody running it was stopped or killed, and waits for the next run)."""
+    path = state_dir / "send.lock"
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False  # no lock file: no send has ever run here
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
 def _describe(text: str) -> str:
     from pipeline.wording import local_time  # only when a lock is held: kept off the imports
 

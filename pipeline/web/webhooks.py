@@ -41,7 +41,9 @@ def webhooks_blueprint(
         none = "none working" if refused else "none configured"
         log(
             "webhooks: "
-            + (f"taking /webhooks/{{{','.join(taken)}}}" if taken else none)
+            # Each URL written out whole, as she will paste it at the provider (a shell's
+            # "{a,b}" is not something to paste).
+            + ("taking " + ", ".join(f"/webhooks/{name}" for name in taken) if taken else none)
             + " (see README: Bounces, complaints and provider events)"
         )
         for reason in refused:

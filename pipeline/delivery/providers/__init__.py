@@ -36,6 +36,11 @@ REGISTRY: dict[str, ProviderInfo] = {
 
 def create_provider(settings: Settings, environ: Mapping[str, str]) -> Provider:
     """The configured provider, its settings and secrets checked; nothing is sent."""
+    return registered(settings).create(settings, environ)
+
+
+def registered(settings: Settings) -> ProviderInfo:
+    """The configured provider's entry, or one line naming the setting and the close name."""
     name = settings.provider.name
     info = REGISTRY.get(name)
     if info is None:
@@ -47,4 +52,4 @@ def create_provider(settings: Settings, environ: Mapping[str, str]) -> Provider:
             line=setting_line(settings.config_path, "provider", "name"),
             field="[provider] name",
         )
-    return info.create(settings, environ)
+    return info

@@ -136,6 +136,8 @@ class BrevoProvider:
                 retry_after=reset_seconds(answer, "x-sib-ratelimit-reset"),
             )
         reason = f"Brevo refused the request (HTTP {status} {detail})"
+        if status == 401:  # the key is what she can fix, so name where it comes from
+            reason += ": check BREVO_API_KEY in the environment"
         return BatchResult.refused(messages, reason)
 
     def find_accepted(self, messages: Sequence[Message]) -> dict[str, str]:

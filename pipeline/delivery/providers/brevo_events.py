@@ -67,9 +67,11 @@ class BrevoWebhook:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer":
             if not hmac.compare_digest(token.strip().encode(), self.secret.encode()):
-                raise Refused("wrong bearer token")
+                raise Refused(
+                    "its token is not NEWSLETTER_WEBHOOK_SECRET: give Brevo the same user:password"
+                )
             return None
-        check_basic_auth(request, self.secret)
+        check_basic_auth(request, self.secret, self.provider)
         return None
 
     def parse(self, request: WebhookRequest) -> list[ProviderEvent]:

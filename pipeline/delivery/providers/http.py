@@ -43,6 +43,20 @@ def _never_sent(error: requests.RequestException) -> bool:
     return False
 
 
+def plain(error: requests.RequestException) -> str:
+    """What went wrong, in words: the exception's class name ("ConnectionError") means
+    nothing to the person reading the report."""
+    if isinstance(error, requests.ConnectTimeout):
+        return "no connection within the time allowed"
+    if isinstance(error, requests.Timeout):
+        return "no answer within the time allowed"
+    if isinstance(error, requests.exceptions.SSLError):
+        return "the secure connection failed"
+    if isinstance(error, requests.ConnectionError):
+        return "the connection failed or was refused: check the internet connection"
+    return "the request failed"
+
+
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
     """``Retry-After``: seconds, or an HTTP date (RFC 9110 section 10.2.3)."""
     if not value:
@@ -100,14 +114,14 @@ class HttpApi:
         except requests.RequestException as error:
             never_sent = _never_sent(error)
             what = "could not reach" if never_sent else "got no answer from"
-            return NoAnswer(never_sent, f"{what} {self.provider} ({type(error).__name__})")
+            return NoAnswer(never_sent, f"{what} {self.provider} ({plain(error)})")
 
     def get(self, path: str, params: dict[str, Any]) -> Any:
         """A read (a search): the JSON answer, or SearchFailed naming what went wrong."""
         try:
             answer = self.session.get(self.base_url + path, params=params, timeout=self.timeout)
         except requests.RequestException as error:
-            raise SearchFailed(f"could not ask {self.provider} ({type(error).__name__})") from None
+            raise SearchFailed(f"could not ask {self.provider} ({plain(error)})") from None
         if answer.status_code != 200:
             raise SearchFailed(
                 f"{self.provider} refused the search (HTTP {answer.status_code}:"

@@ -121,6 +121,8 @@ class MailgunProvider:
             )
         detail = body.get("message") if isinstance(body, dict) else error_text(answer)
         reason = f"Mailgun refused the request (HTTP {status}: {detail})"
+        if status == 401:  # the key is what she can fix, so name where it comes from
+            reason += ": check MAILGUN_API_KEY in the environment"
         return BatchResult.refused(messages, reason)
 
     def find_accepted(self, messages: Sequence[Message]) -> dict[str, str]:

@@ -131,6 +131,8 @@ class PostmarkProvider:
             except ValueError:
                 detail = error_text(answer)
             reason = f"Postmark refused the request (HTTP {status}, {detail})"
+            if status == 401:  # the key is what she can fix, so name where it comes from
+                reason += ": check POSTMARK_SERVER_TOKEN in the environment"
             return BatchResult.refused(messages, reason)
         try:
             items = answer.json()

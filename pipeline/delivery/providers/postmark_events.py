@@ -80,7 +80,7 @@ class PostmarkWebhook:
         self.secret = secret
 
     def verify(self, request: WebhookRequest, now: float) -> Nonce | None:
-        check_basic_auth(request, self.secret)
+        check_basic_auth(request, self.secret, self.provider)
         return None
 
     def parse(self, request: WebhookRequest) -> list[ProviderEvent]:

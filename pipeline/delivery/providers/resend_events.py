@@ -67,7 +67,10 @@ def svix_key(secret: str) -> bytes:
     try:
         return base64.b64decode(secret.strip().removeprefix("whsec_"), validate=True)
     except (binascii.Error, ValueError):
-        raise NotConfigured("RESEND_WEBHOOK_SECRET is not a whsec_... signing secret") from None
+        raise NotConfigured(
+            "RESEND_WEBHOOK_SECRET is not a whsec_... signing secret"
+            " (copy it from Resend: Webhooks > your endpoint > Signing secret)"
+        ) from None
 
 
 class ResendWebhook:
@@ -148,5 +151,8 @@ def webhook(settings: Settings, environ: Mapping[str, str]) -> ResendWebhook:
         )
     key = svix_key(secret)
     if len(key) < 16:
-        raise NotConfigured("RESEND_WEBHOOK_SECRET is too short to be a signing secret")
+        raise NotConfigured(
+            "RESEND_WEBHOOK_SECRET is too short to be a signing secret"
+            " (copy it from Resend: Webhooks > your endpoint > Signing secret)"
+        )
     return ResendWebhook(key)

@@ -50,6 +50,7 @@ from pipeline.delivery.providers.http import (
     error_text,
     http_options,
     json_body,
+    plain,
     reset_seconds,
     unanswered,
 )
@@ -151,6 +152,8 @@ class SendGridProvider:
             else error_text(answer)
         )
         reason = f"SendGrid refused the request (HTTP {status}: {detail})"
+        if status == 401:  # the key is what she can fix, so name where it comes from
+            reason += ": check SENDGRID_API_KEY in the environment"
         return BatchResult.refused(messages, reason)
 
     def find_accepted(self, messages: Sequence[Message]) -> dict[str, str]:
@@ -190,7 +193,7 @@ class SendGridProvider:
                 timeout=self.api.timeout,
             )
         except requests.RequestException as error:
-            raise SearchFailed(f"could not ask SendGrid ({type(error).__name__})") from None
+            raise SearchFailed(f"could not ask SendGrid ({plain(error)})") from None
         status = answer.status_code
         detail = _error_messages(answer)
         if status in (401, 403) or (status == 400 and "authorization required" in detail):

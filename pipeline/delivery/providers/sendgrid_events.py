@@ -136,12 +136,20 @@ def load_key(text_key: str) -> ec.EllipticCurvePublicKey:
     """The verification key as the dashboard shows it: base64 DER (SubjectPublicKeyInfo)."""
     try:
         key = load_der_public_key(base64.b64decode(text_key.strip(), validate=True))
-    except (binascii.Error, ValueError) as exc:
+    except (binascii.Error, ValueError):
+        # The library's reason ("Incorrect padding") means nothing to her; where to copy
+        # the key from does.
         raise NotConfigured(
-            f"SENDGRID_WEBHOOK_VERIFICATION_KEY is not a base64 public key ({exc})"
+            "SENDGRID_WEBHOOK_VERIFICATION_KEY is not SendGrid's verification key"
+            " (copy it whole from SendGrid: Mail Settings > Event Webhook > Signed Event Webhook >"
+            " verification key)"
         ) from None
     if not isinstance(key, ec.EllipticCurvePublicKey):
-        raise NotConfigured("SENDGRID_WEBHOOK_VERIFICATION_KEY is not an ECDSA public key")
+        raise NotConfigured(
+            "SENDGRID_WEBHOOK_VERIFICATION_KEY is not SendGrid's verification key"
+            " (copy it whole from SendGrid: Mail Settings > Event Webhook > Signed Event Webhook >"
+            " verification key)"
+        )
     return key
 
 
