@@ -82,7 +82,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--threads", type=int, default=8, help="serve --threads")
+    parser.add_argument("--threads", type=int, default=16, help="serve --threads (its default)")
     parser.add_argument("--small", action="store_true", help="50 opt-outs, 3,000 rows (CI)")
     args = parser.parse_args()
     if args.small:
