@@ -55,6 +55,63 @@ def post(port: int, token: str, start: threading.Barrier) -> tuple[int, float]:
     return status, time.perf_counter() - began
 
 
+def burst(port: int, tokens: list[str]) -> tuple[list[tuple[int, float]], float]:
+    """Every token posted at the same moment, one client thread each: (status, seconds) per
+    request, and the seconds until the last was answered."""
+    start = threading.Barrier(len(tokens))
+    results: list[tuple[int, float]] = []
+    lock = threading.Lock()
+
+    def client(token: str) -> None:
+        outcome = post(port, token, start)
+        with lock:
+            results.append(outcome)
+
+    threads = [threading.Thread(target=client, args=(t,)) for t in tokens]
+    began = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results, time.perf_counter() - began
+
+
+# The floor: the same server (waitress, as `serve` sets it up) answering a page of the same
+# size with nothing behind it, to the same clients on the same two cores.
+BARE_SERVER = """
+import sys
+from pipeline.web.server import make_server
+page = b"x" * int(sys.argv[2])
+def app(environ, start_response):
+    environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    start_response("200 OK", [("Content-Type", "text/html"), ("Content-Length", str(len(page)))])
+    return [page]
+server = make_server(app, "127.0.0.1", int(sys.argv[1]))
+print("serving", flush=True)
+server.run()
+"""
+
+
+PAGE_SIZE = 2_300  # the "You are unsubscribed" page (1,969 bytes) and its safety headers
+
+
+def bare_floor(tokens: list[str], page_size: int) -> list[float]:
+    port = free_port()
+    server = subprocess.Popen(
+        [PYTHON, "-c", BARE_SERVER, str(port), str(page_size)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        server.stdout.readline()
+        results, _ = burst(port, tokens)
+    finally:
+        server.kill()
+        server.wait()
+    return [seconds * 1000 for status, seconds in results if status == 200]
+
+
 def cpu_seconds(pid: int) -> float | None:
     """The process's user + system CPU time (Linux), to show what each answer costs the
     server whatever else the machine is doing."""
@@ -119,27 +176,13 @@ def main() -> None:
                     break
             else:
                 raise SystemExit("the server did not start")
-            start = threading.Barrier(len(tokens))
-            results: list[tuple[int, float]] = []
-            lock = threading.Lock()
-
-            def client(token: str) -> None:
-                outcome = post(port, token, start)
-                with lock:
-                    results.append(outcome)
-
-            threads = [threading.Thread(target=client, args=(t,)) for t in tokens]
             cpu_before = cpu_seconds(server.pid)
-            began = time.perf_counter()
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            answered = time.perf_counter() - began
+            results, answered = burst(port, tokens)
             cpu_after = cpu_seconds(server.pid)
+            settled_from = time.perf_counter()
             while queued(port) > 0:
                 time.sleep(0.05)
-            applied = time.perf_counter() - began
+            applied = answered + time.perf_counter() - settled_from
         finally:
             server.send_signal(signal.SIGTERM)
             output, _ = server.communicate(timeout=60)
@@ -170,6 +213,12 @@ def main() -> None:
     )
     updates = [line for line in output.splitlines() if "list updated" in line]
     print(f"rewrites of the list: {len(updates)}")
+    floor = bare_floor(tokens, PAGE_SIZE)
+    print(
+        f"the floor, the same clients against waitress alone (a fixed {PAGE_SIZE:,}-byte page, "
+        f"nothing behind it): {len(floor)}/{len(tokens)} answered, "
+        f"p50 {percentile(floor, 0.5):.0f} ms, max {max(floor):.0f} ms"
+    )
     per_answer = 0.0
     if cpu_before is not None and cpu_after is not None:
         per_answer = (cpu_after - cpu_before) * 1000 / len(tokens)
@@ -184,6 +233,8 @@ def main() -> None:
             "max_ms": max(latencies) if latencies else 0.0,
             "rewrites": float(len(updates)),
             "server_cpu_ms": per_answer,
+            "floor_p50_ms": percentile(floor, 0.5),
+            "floor_max_ms": max(floor),
         }
     )
 
