@@ -1336,7 +1336,12 @@ def _log_line(line: str) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8026, show_default=True, help="Port (0: any free).")
 @click.option(
-    "--threads", default=16, show_default=True, help="Requests handled at once (worker threads)."
+    "--threads",
+    default=16,
+    show_default=True,
+    # 0 started a server that accepted every request and answered none.
+    type=click.IntRange(1, 256),
+    help="Requests handled at once (worker threads, 1 to 256).",
 )
 @click.option(
     "--proxies",

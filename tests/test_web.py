@@ -1226,3 +1226,14 @@ def test_an_answer_written_in_parts_arrives_whole_once_its_task_ends(project: Pa
     finally:
         stop_server(server)
         thread.join(timeout=10)
+
+
+def test_serve_refuses_a_thread_count_that_could_answer_nobody(project: Path) -> None:
+    # --threads 0 started a server that accepted every request and answered none.
+    for bad in ("0", "-3", "100000"):
+        result = CliRunner().invoke(
+            cli, ["--config", str(project / "newsletter.toml"), "serve", "--threads", bad]
+        )
+        assert result.exit_code == 2, result.output
+        assert "'--threads'" in result.output and "1<=x<=256" in result.output
+        assert "serving" not in result.output
