@@ -642,36 +642,19 @@ class Ledger:
         """Mark up to ``limit`` rows (pending ones, by default) in flight, durably, as one
         batch handed to ``provider``, and return them in list order.
 
-        The rows are read, then marked by one UPDATE choosing the same rows the same way, in
-        one write transaction (so they cannot differ; the count is checked).  The status is
-        written into the SQL, not bound: only then can SQLite use the partial index of
-        pending (or unknown) rows, instead of reading the issue's every row."""
+        The rows are read, then marked by one UPDATE of exactly those rows (by rowid, and
+        only while still in ``status``), in one write transaction (so they cannot differ;
+        the count is checked).  The status is written into the SQL, not bound: only then can
+        SQLite use the partial index of pending (or unknown) rows, instead of reading the
+        issue's every row."""
         status = RecipientStatus(status)
-        first = (
-            f"FROM recipients WHERE issue = ? AND status = '{status.value}' ORDER BY rowid LIMIT ?"
-        )
         with self.transaction() as db:
-            rows = db.execute(f"SELECT rowid, key, email, fields {first}", (slug, limit)).fetchall()
-            if not rows:
-                return 0, []
-            now = self._now()
-            batch = db.execute(
-                "INSERT INTO batches (issue, size, started_at, provider) VALUES (?, ?, ?, ?)",
-                (slug, len(rows), now, provider),
-            ).lastrowid
-            assert batch is not None
-            held = db.execute(
-                "UPDATE recipients SET status = ?, batch = ?, updated_at = ?"
-                f" WHERE rowid IN (SELECT rowid {first})",
-                (RecipientStatus.INFLIGHT, batch, now, slug, len(rows)),
-            ).rowcount
-            if held != len(rows):  # cannot happen under the write lock: never send unmarked
-                raise sqlite3.DatabaseError(f"damaged: claimed {held} of {len(rows)} rows")
-            move_counts(db, slug, {status: -held, RecipientStatus.INFLIGHT: held})
-        self._held[batch] = {key: rowid for rowid, key, _, _ in rows}
-        return batch, [
-            ClaimedRow(key, email, orjson.loads(fields)) for _, key, email, fields in rows
-        ]
+            rows = db.execute(
+                "SELECT rowid, key, email, fields FROM recipients WHERE issue = ?"
+                f" AND status = '{status.value}' ORDER BY rowid LIMIT ?",
+                (slug, limit),
+            ).fetchall()
+            return self._hold(db, slug, rows, status, provider)
 
     def claim_unknown_batch(
         self, slug: str, provider: str, since: datetime | None = None
@@ -688,12 +671,22 @@ class Ledger:
                 " AND b.provider = ? AND b.started_at >= ?) ORDER BY rowid",
                 (slug, slug, provider, _since(since)),
             ).fetchall()
-            return self._hold(db, slug, rows, provider)
+            return self._hold(db, slug, rows, RecipientStatus.UNKNOWN, provider)
 
     def _hold(
-        self, db: sqlite3.Connection, slug: str, rows: list[Any], provider: str | None
+        self,
+        db: sqlite3.Connection,
+        slug: str,
+        rows: list[Any],
+        status: RecipientStatus,
+        provider: str | None,
     ) -> tuple[int, list[ClaimedRow]]:
-        """Mark ``unknown`` ``rows`` (rowid, key, email, fields) in flight as one new batch."""
+        """Mark ``rows`` (rowid, key, email, fields), read in this write transaction in
+        ``status``, in flight as one new batch.
+
+        One UPDATE for the batch, of the rows whose rowids it is given as one JSON array
+        (``NOT INDEXED``: each found by its rowid, never through an index of the issue's
+        rows), each only if still in ``status``."""
         if not rows:
             return 0, []
         now = self._now()
@@ -702,18 +695,22 @@ class Ledger:
             (slug, len(rows), now, provider),
         ).lastrowid
         assert batch is not None
-        held = db.executemany(
-            "UPDATE recipients SET status = ?, batch = ?, updated_at = ? WHERE rowid = ?"
-            " AND status = ?",
-            [
-                (RecipientStatus.INFLIGHT, batch, now, row[0], RecipientStatus.UNKNOWN)
-                for row in rows
-            ],
+        held = db.execute(
+            "UPDATE recipients NOT INDEXED SET status = ?, batch = ?, updated_at = ?"
+            " WHERE rowid IN (SELECT value FROM json_each(?)) AND issue = ?"
+            f" AND status = '{status.value}'",
+            (
+                RecipientStatus.INFLIGHT,
+                batch,
+                now,
+                orjson.dumps([row[0] for row in rows]).decode(),
+                slug,
+            ),
         ).rowcount
         if held != len(rows):  # read in this same write transaction: cannot happen
-            raise sqlite3.DatabaseError(f"damaged: held {held} of {len(rows)} rows")
-        move_counts(db, slug, {RecipientStatus.UNKNOWN: -held, RecipientStatus.INFLIGHT: held})
-        self._held[batch] = {row[1]: row[0] for row in rows}
+            raise sqlite3.DatabaseError(f"damaged: claimed {held} of {len(rows)} rows")
+        move_counts(db, slug, {status: -held, RecipientStatus.INFLIGHT: held})
+        self._held[batch] = {key: rowid for rowid, key, _, _ in rows}
         return batch, [
             ClaimedRow(key, email, orjson.loads(fields)) for _, key, email, fields in rows
         ]
@@ -727,21 +724,27 @@ class Ledger:
         flight, which the next run reports as ``unknown``: never sent twice.  The claim,
         which is what stops a second send, keeps its fsync before the provider is called.
 
-        Each row is found by the rowid its claim kept (by its key when another connection
-        claimed it), and changed only if this batch still holds it in flight.  One
-        statement a status, so that its rowcount says how many rows moved, for the counts
-        and for the batch, which is settled once all its rows are."""
+        Each row is changed only if this batch still holds it in flight.  One statement a
+        status, so that its rowcount says how many rows moved, for the counts and for the
+        batch, which is settled once all its rows are.  The rows this connection claimed
+        are found by the rowids the claim kept, all of a status in one UPDATE joined with
+        one JSON array of ``[rowid, provider id, reason]`` (not an UPDATE a row, each with
+        its parameters bound from Python).  Any other row (claimed by another connection)
+        is found by its key."""
         now = self._now()
         held = self._held.get(batch, {})
-        by_rowid: dict[RecipientStatus, list[tuple[Any, ...]]] = {}
+        by_rowid: dict[RecipientStatus, list[tuple[int, str | None, str | None]]] = {}
         by_key: dict[RecipientStatus, list[tuple[Any, ...]]] = {}
         for s in settlements:
             rowid = held.pop(s.key, None)
-            values = (s.provider_id or None, s.reason or None, now)
             if rowid is None:
-                by_key.setdefault(s.status, []).append((*values, slug, s.key, batch))
+                by_key.setdefault(s.status, []).append(
+                    (s.provider_id or None, s.reason or None, now, slug, s.key, batch)
+                )
             else:
-                by_rowid.setdefault(s.status, []).append((*values, rowid, batch))
+                by_rowid.setdefault(s.status, []).append(
+                    (rowid, s.provider_id or None, s.reason or None)
+                )
         if not held:
             self._held.pop(batch, None)
         with self.transaction(fsync=False) as db:
@@ -749,11 +752,14 @@ class Ledger:
             for status in {*by_rowid, *by_key}:
                 moved = 0
                 if status in by_rowid:
-                    moved += db.executemany(
-                        f"UPDATE recipients SET status = '{status.value}', provider_id = ?,"
-                        " reason = ?, updated_at = ? WHERE rowid = ? AND status = 'inflight'"
-                        " AND batch = ?",
-                        by_rowid[status],
+                    moved += db.execute(
+                        f"UPDATE recipients NOT INDEXED SET status = '{status.value}',"
+                        " provider_id = json_extract(j.value, '$[1]'),"
+                        " reason = json_extract(j.value, '$[2]'), updated_at = ?"
+                        " FROM json_each(?) AS j"
+                        " WHERE recipients.rowid = json_extract(j.value, '$[0]')"
+                        " AND recipients.status = 'inflight' AND recipients.batch = ?",
+                        (now, orjson.dumps(by_rowid[status]).decode(), batch),
                     ).rowcount
                 if status in by_key:
                     moved += db.executemany(
