@@ -97,6 +97,9 @@ def test_a_claim_is_one_batch_in_list_order_and_keeps_its_fsync(tmp_path: Path) 
     ledger.claim("issue", 4)
     assert ledger.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL for a claim
     assert ledger.counts("issue").sent == 4
-    stored = ledger.db.execute("SELECT fields FROM recipients WHERE key = 'p3@example.org'")
+    stored = ledger.db.execute(
+        "SELECT d.fields FROM recipients r JOIN recipient_data d ON d.id = r.id"
+        " WHERE r.key = 'p3@example.org'"
+    )
     assert stored.fetchone()[0] == '{"first_name": "Zoë", "x": "é"}'  # json.dumps' own form
     ledger.close()

@@ -178,6 +178,53 @@ MIGRATIONS: list[tuple[str, ...]] = [
         FROM recipients GROUP BY 1, 2
         """,
     ),
+    # 8: a recipient's address, list line and fields move to recipient_data, written once
+    # when the audience is recorded and only read after; recipients keeps what a claim and a
+    # settlement change.  Both rewrite every row of the batch, twice a send, and SQLite
+    # rewrites a row whole: with the address and fields (JSON, about 150 bytes) in it, 250
+    # rows took about 20 pages to write to the WAL at each commit, and to the file again at
+    # each checkpoint; narrow, about 7 (bench/ledger.py's rows).  Each row keeps its rowid,
+    # now a column (id): the list order and the key of its data (an implicit rowid may be
+    # renumbered by a VACUUM).
+    (
+        "ALTER TABLE recipients RENAME TO recipients_v7",
+        """
+        CREATE TABLE recipients (
+            id INTEGER PRIMARY KEY,          -- list order; recipient_data.id
+            issue TEXT NOT NULL REFERENCES issues (slug),
+            key TEXT NOT NULL,               -- lower-cased address: one message per key
+            status TEXT NOT NULL,            -- RecipientStatus
+            batch INTEGER,                   -- the batch that last held it in flight
+            provider_id TEXT,
+            reason TEXT,
+            updated_at TEXT,
+            delivery TEXT,                   -- Delivery, from provider events
+            delivery_at TEXT,
+            UNIQUE (issue, key)
+        )
+        """,
+        """
+        CREATE TABLE recipient_data (
+            id INTEGER PRIMARY KEY REFERENCES recipients (id),
+            email TEXT NOT NULL,
+            line INTEGER NOT NULL,           -- in subscribers.csv when the send began
+            fields TEXT NOT NULL             -- the row, as JSON, for merge fields
+        )
+        """,
+        """
+        INSERT INTO recipients (id, issue, key, status, batch, provider_id, reason, updated_at,
+            delivery, delivery_at)
+        SELECT rowid, issue, key, status, batch, provider_id, reason, updated_at, delivery,
+            delivery_at FROM recipients_v7 ORDER BY rowid
+        """,
+        """
+        INSERT INTO recipient_data (id, email, line, fields)
+        SELECT rowid, email, line, fields FROM recipients_v7 ORDER BY rowid
+        """,
+        "DROP TABLE recipients_v7",
+        "CREATE INDEX recipients_pending ON recipients (issue) WHERE status = 'pending'",
+        "CREATE INDEX recipients_unknown ON recipients (issue, batch) WHERE status = 'unknown'",
+    ),
 ]
 
 

@@ -31,11 +31,11 @@ def unknown_rows(
 ) -> list[UnknownRow]:
     """The next ``limit`` unknown rows (by rowid, after ``after``) that ``provider`` had."""
     rows = ledger.db.execute(
-        "SELECT r.rowid, r.key, r.email, r.fields, b.started_at FROM recipients r"
-        " JOIN batches b ON b.id = r.batch"
+        "SELECT r.id, r.key, d.email, d.fields, b.started_at FROM recipients r"
+        " JOIN recipient_data d ON d.id = r.id JOIN batches b ON b.id = r.batch"
         # 'unknown' in the SQL, not bound, so that the partial index of unknown rows is used.
-        " WHERE r.issue = ? AND r.status = 'unknown' AND b.provider = ? AND r.rowid > ?"
-        " ORDER BY r.rowid LIMIT ?",
+        " WHERE r.issue = ? AND r.status = 'unknown' AND b.provider = ? AND r.id > ?"
+        " ORDER BY r.id LIMIT ?",
         (slug, provider, after, limit),
     ).fetchall()
     return [

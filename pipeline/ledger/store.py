@@ -13,10 +13,15 @@ when asked.  Nothing is ever deleted: audience = sent + failed + unknown + pendi
 counts as pending).
 
 Claim and settle are the hot path (two writes a recipient), so they touch as little as
-possible: a claim finds pending rows through a partial index of pending rows only, and a
-settle finds each row by its rowid (kept from the claim) and changes no index at all; the
-counts per status a send reads after every batch are kept in ``recipient_counts``, moved by
-every method here that changes a status, in the same transaction (see ``_move``).
+possible: a row of ``recipients`` holds only what they change (status, batch, provider id,
+reason, time) and the keys, while the address, list line and fields, written once with the
+audience, are in ``recipient_data`` under the same id (a row is rewritten whole, so 250 of
+them made three times the pages to write with the fields in them); a claim finds pending
+rows through a partial index of pending rows only and marks them by one UPDATE of their
+rowids; a settle finds each row by its rowid (kept from the claim), all the rows of a
+status by one UPDATE, and changes no index at all; the counts per status a send reads after
+every batch are kept in ``recipient_counts``, moved by every method here that changes a
+status, in the same transaction (see ``move_counts``).
 """
 
 from __future__ import annotations
@@ -135,6 +140,11 @@ def move_counts(db: sqlite3.Connection, slug: str, moves: dict[RecipientStatus, 
 # exactly (resumes compare the stored text with the list's), without building an encoder per
 # row as json.dumps with options does.  Read back with orjson, several times faster.
 _fields_json = json.JSONEncoder(ensure_ascii=False).encode
+
+
+# A recipient's row with its data (migration 8): a LEFT JOIN, so that a row missing its data
+# is seen (its email NULL), never silently left out of a claim.
+_WITH_DATA = "FROM recipients AS r LEFT JOIN recipient_data AS d ON d.id = r.id"
 
 
 def _since(moment: datetime | None) -> str:
@@ -357,23 +367,35 @@ class Ledger:
         while True:
             block = list(islice(items, chunk))
             with self.transaction() as db:
-                cursor = db.executemany(
-                    "INSERT OR IGNORE INTO recipients (issue, key, email, line, fields, status)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
+                kept = {
+                    str(key)
+                    for (key,) in db.execute(
+                        "SELECT key FROM recipients WHERE issue = ?"
+                        " AND key IN (SELECT value FROM json_each(?))",
+                        (slug, orjson.dumps([s.key for s in block]).decode()),
+                    )
+                }
+                new: dict[str, Subscriber] = {}
+                for s in block:
+                    if s.key not in kept:
+                        new.setdefault(s.key, s)  # the first of two rows with one key
+                # Each row's id chosen here, so that its data row has the same one.
+                first = int(
+                    db.execute("SELECT coalesce(max(id), 0) + 1 FROM recipients").fetchone()[0]
+                )
+                db.executemany(
+                    "INSERT INTO recipients (id, issue, key, status) VALUES (?, ?, ?, 'pending')",
+                    [(first + i, slug, key) for i, key in enumerate(new)],
+                )
+                db.executemany(
+                    "INSERT INTO recipient_data (id, email, line, fields) VALUES (?, ?, ?, ?)",
                     [
-                        (
-                            slug,
-                            s.key,
-                            s.email,
-                            s.line,
-                            _fields_json(s.fields),
-                            RecipientStatus.PENDING,
-                        )
-                        for s in block
+                        (first + i, s.email, s.line, _fields_json(s.fields))
+                        for i, s in enumerate(new.values())
                     ],
                 )
-                added += max(cursor.rowcount, 0)
-                move_counts(db, slug, {RecipientStatus.PENDING: max(cursor.rowcount, 0)})
+                added += len(new)
+                move_counts(db, slug, {RecipientStatus.PENDING: len(new)})
                 if len(block) < chunk:
                     db.execute("UPDATE issues SET audience_loaded = 1 WHERE slug = ?", (slug,))
                     return added
@@ -420,10 +442,11 @@ class Ledger:
                     {RecipientStatus.PENDING: -withdrawn, RecipientStatus.WITHDRAWN: withdrawn},
                 )
                 refreshed = db.execute(
-                    "UPDATE recipients SET email = c.email, line = c.line, fields = c.fields"
-                    " FROM temp.current_audience AS c WHERE recipients.issue = ?"
-                    " AND recipients.status = ? AND recipients.key = c.key"
-                    " AND (recipients.fields != c.fields OR recipients.email != c.email)",
+                    "UPDATE recipient_data SET email = c.email, line = c.line, fields = c.fields"
+                    " FROM recipients AS r, temp.current_audience AS c"
+                    " WHERE recipient_data.id = r.id AND r.issue = ? AND r.status = ?"
+                    " AND r.key = c.key"
+                    " AND (recipient_data.fields != c.fields OR recipient_data.email != c.email)",
                     (slug, RecipientStatus.PENDING),
                 ).rowcount
                 new = (
@@ -434,10 +457,6 @@ class Ledger:
                 # Withdrawn readers who are in the audience again (the list was saved empty by
                 # accident, then put back; or they resubscribed) count as joined, so a
                 # withdrawal is never a reader lost for good.  Withdrawn rows were never sent.
-                back = (
-                    "FROM temp.current_audience AS c WHERE recipients.issue = ?"
-                    " AND recipients.status = ? AND recipients.key = c.key"
-                )
                 joined += int(
                     db.execute(
                         "SELECT count(*) FROM recipients WHERE issue = ? AND status = ?"
@@ -447,16 +466,31 @@ class Ledger:
                 )
                 added = 0
                 if include_new and joined:
+                    db.execute(
+                        "UPDATE recipient_data SET email = c.email, line = c.line,"
+                        " fields = c.fields FROM recipients AS r, temp.current_audience AS c"
+                        " WHERE recipient_data.id = r.id AND r.issue = ? AND r.status = ?"
+                        " AND r.key = c.key",
+                        (slug, RecipientStatus.WITHDRAWN),
+                    )
                     back_again = db.execute(
-                        "UPDATE recipients SET status = ?, reason = NULL, updated_at = ?,"
-                        f" email = c.email, line = c.line, fields = c.fields {back}",
+                        "UPDATE recipients SET status = ?, reason = NULL, updated_at = ?"
+                        " FROM temp.current_audience AS c WHERE recipients.issue = ?"
+                        " AND recipients.status = ? AND recipients.key = c.key",
                         (RecipientStatus.PENDING, now, slug, RecipientStatus.WITHDRAWN),
                     ).rowcount
                     inserted = db.execute(
-                        "INSERT INTO recipients (issue, key, email, line, fields, status)"
-                        f" SELECT ?, c.key, c.email, c.line, c.fields, ? {new} ORDER BY c.line",
+                        "INSERT INTO recipients (issue, key, status)"
+                        f" SELECT ?, c.key, ? {new} ORDER BY c.line",
                         (slug, RecipientStatus.PENDING, slug),
                     ).rowcount
+                    db.execute(
+                        "INSERT INTO recipient_data (id, email, line, fields)"
+                        " SELECT r.id, c.email, c.line, c.fields FROM temp.current_audience AS c"
+                        " JOIN recipients AS r ON r.issue = ? AND r.key = c.key"
+                        " WHERE NOT EXISTS (SELECT 1 FROM recipient_data AS d WHERE d.id = r.id)",
+                        (slug,),
+                    )
                     added = back_again + inserted
                     move_counts(
                         db,
@@ -650,8 +684,8 @@ class Ledger:
         status = RecipientStatus(status)
         with self.transaction() as db:
             rows = db.execute(
-                "SELECT rowid, key, email, fields FROM recipients WHERE issue = ?"
-                f" AND status = '{status.value}' ORDER BY rowid LIMIT ?",
+                f"SELECT r.id, r.key, d.email, d.fields {_WITH_DATA} WHERE r.issue = ?"
+                f" AND r.status = '{status.value}' ORDER BY r.id LIMIT ?",
                 (slug, limit),
             ).fetchall()
             return self._hold(db, slug, rows, status, provider)
@@ -665,10 +699,10 @@ class Ledger:
         at the provider, which would send it again)."""
         with self.transaction() as db:
             rows = db.execute(
-                "SELECT rowid, key, email, fields FROM recipients WHERE issue = ?"
-                " AND status = 'unknown' AND batch = (SELECT min(r.batch) FROM recipients r"
-                " JOIN batches b ON b.id = r.batch WHERE r.issue = ? AND r.status = 'unknown'"
-                " AND b.provider = ? AND b.started_at >= ?) ORDER BY rowid",
+                f"SELECT r.id, r.key, d.email, d.fields {_WITH_DATA} WHERE r.issue = ?"
+                " AND r.status = 'unknown' AND r.batch = (SELECT min(u.batch) FROM recipients u"
+                " JOIN batches b ON b.id = u.batch WHERE u.issue = ? AND u.status = 'unknown'"
+                " AND b.provider = ? AND b.started_at >= ?) ORDER BY r.id",
                 (slug, slug, provider, _since(since)),
             ).fetchall()
             return self._hold(db, slug, rows, RecipientStatus.UNKNOWN, provider)
@@ -689,6 +723,8 @@ class Ledger:
         rows), each only if still in ``status``."""
         if not rows:
             return 0, []
+        if any(email is None for _, _, email, _ in rows):
+            raise sqlite3.DatabaseError("damaged: a recipient without its recipient_data row")
         now = self._now()
         batch = db.execute(
             "INSERT INTO batches (issue, size, started_at, provider) VALUES (?, ?, ?, ?)",
@@ -800,8 +836,8 @@ class Ledger:
         """(email, reason) of recipients in a status, in list order."""
         # The status in the SQL: pending and unknown rows are then read from their index.
         rows = self.db.execute(
-            "SELECT email, coalesce(reason, '') FROM recipients WHERE issue = ?"
-            f" AND status = '{RecipientStatus(status).value}' ORDER BY rowid LIMIT ?",
+            f"SELECT d.email, coalesce(r.reason, '') {_WITH_DATA} WHERE r.issue = ?"
+            f" AND r.status = '{RecipientStatus(status).value}' ORDER BY r.id LIMIT ?",
             (slug, limit),
         ).fetchall()
         return [(str(email), str(reason)) for email, reason in rows]
@@ -809,8 +845,8 @@ class Ledger:
     def history(self, slug: str) -> list[dict[str, Any]]:
         """Every recipient row of an issue (for tests and audits)."""
         cursor = self.db.execute(
-            "SELECT key, email, status, provider_id, reason FROM recipients WHERE issue = ?"
-            " ORDER BY rowid",
+            f"SELECT r.key, d.email, r.status, r.provider_id, r.reason {_WITH_DATA}"
+            " WHERE r.issue = ? ORDER BY r.id",
             (slug,),
         )
         names = [d[0] for d in cursor.description]

@@ -1,0 +1,262 @@
+"""Migration 8: a recipient's address, line and fields live in recipient_data, apart from the
+columns a claim and a settlement change.  A ledger written by schema 7 in the middle of a
+send (rows pending, in flight, sent, unknown) must carry on where it was, nobody mailed
+twice; the migration is one transaction."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pipeline.audience.subscribers import Subscriber
+from pipeline.config import load_settings
+from pipeline.ledger.migrations import MIGRATIONS
+from pipeline.ledger.settle import settle_asked, unknown_rows
+from pipeline.ledger.store import Counts, Ledger, LedgerError, RecipientStatus, Settlement
+from pipeline.sending import LEDGER_NAME
+
+from .conftest import SAMPLE_ISSUE
+from .test_ledger_counts import counted_from_rows
+from .test_send import newsletter, outbox_files
+
+SCHEMA_7 = len(MIGRATIONS[:7])
+STATES = ["sent", "failed", "sent", "sent", "unknown", "unknown", "inflight", "inflight"]
+STATES += ["withdrawn"] + ["pending"] * 6
+
+
+def schema_7_mid_send(path: Path) -> None:
+    """A ledger as schema 7 left it when a run died: batch 1 settled, batch 2 (Resend's)
+    answered for one row and in doubt for two, batch 3 in flight, the rest pending."""
+    db = sqlite3.connect(path, isolation_level=None)
+    for migration in MIGRATIONS[:SCHEMA_7]:
+        for statement in migration:
+            db.execute(statement)
+    db.execute(f"PRAGMA user_version = {SCHEMA_7}")
+    db.execute(
+        "INSERT INTO issues (slug, content_hash, provider, status, started_at)"
+        " VALUES ('old', 'hash', 'resend', 'sending', '2026-11-01T10:00:00+00:00')"
+    )
+    db.executemany(
+        "INSERT INTO batches (id, issue, size, started_at, settled_at, provider, settled)"
+        " VALUES (?, 'old', 4, '2026-11-01T10:00:00+00:00', ?, 'resend', ?)",
+        [(1, "2026-11-01T10:00:01+00:00", 4), (2, None, 1), (3, None, 0)],
+    )
+    # Rowids with gaps (another issue's rows leave them): ids and order must survive.
+    db.executemany(
+        "INSERT INTO recipients (rowid, issue, key, email, line, fields, status, batch,"
+        " provider_id, reason) VALUES (?, 'old', ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                10 + 2 * i,
+                f"p{i}@example.org",
+                f"P{i}@Example.org",
+                i + 2,
+                json.dumps({"first_name": f"Zoë {i}"}, ensure_ascii=False),
+                state,
+                1 if i < 4 else 2 if i < 7 else 3 if i < 8 else None,
+                f"id-{i}" if state == "sent" else None,
+                "inactive" if state == "failed" else None,
+            )
+            for i, state in enumerate(STATES)
+        ],
+    )
+    db.execute(
+        "INSERT INTO recipient_counts (issue, status, n) SELECT issue, CASE status WHEN"
+        " 'inflight' THEN 'pending' ELSE status END, count(*) FROM recipients GROUP BY 1, 2"
+    )
+    db.close()
+
+
+def test_a_schema_7_ledger_mid_send_carries_on_after_migrating(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    schema_7_mid_send(path)
+    ledger = Ledger(path)
+    db = ledger.db
+    assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"recipients", "recipient_data"} <= tables and "recipients_v7" not in tables
+    columns = [row[1] for row in db.execute("PRAGMA table_info(recipients)")]
+    assert not {"email", "line", "fields"} & set(columns)
+    assert db.execute("PRAGMA foreign_key_check").fetchall() == []
+    # Every row kept its rowid, status, batch and provider id; its data is beside it.
+    ids = [row[0] for row in db.execute("SELECT id FROM recipients ORDER BY id")]
+    assert ids == [10 + 2 * i for i in range(len(STATES))]
+    assert [row["status"] for row in ledger.history("old")] == STATES
+    assert ledger.history("old")[0] == {
+        "key": "p0@example.org",
+        "email": "P0@Example.org",
+        "status": "sent",
+        "provider_id": "id-0",
+        "reason": None,
+    }
+    assert ledger.recipients("old", RecipientStatus.FAILED) == [("P1@Example.org", "inactive")]
+    assert ledger.counts("old") == Counts(14, 3, 1, 2, 8)  # in flight counts as pending
+    assert ledger.counts("old") == counted_from_rows(ledger, "old")
+
+    # The next run: what was in flight is in doubt, Resend's batch goes again as it was.
+    assert ledger.recover_inflight() == {"old": 2}
+    assert ledger.counts("old") == Counts(14, 3, 1, 4, 6)
+    batch, rows = ledger.claim_unknown_batch("old", "resend")
+    assert [r.key for r in rows] == ["p4@example.org", "p5@example.org", "p6@example.org"]
+    assert rows[0] == ("p4@example.org", "P4@Example.org", {"first_name": "Zoë 4"})
+    ledger.settle("old", batch, [Settlement(r.key, RecipientStatus.SENT, "again") for r in rows])
+    # Then the pending rows, in list order, each once.
+    claimed: list[str] = []
+    while True:
+        batch, rows = ledger.claim("old", 4, provider="resend")
+        if not rows:
+            break
+        claimed += [r.key for r in rows]
+        assert all(r.fields == {"first_name": f"Zoë {r.key[1:-12]}"} for r in rows)
+        ledger.settle("old", batch, [Settlement(r.key, RecipientStatus.SENT, r.key) for r in rows])
+    assert claimed == [f"p{i}@example.org" for i in range(9, 15)]
+    # Batch 3's row, asked about (the way Postmark's are), was not there: sent again once.
+    [left] = unknown_rows(ledger, "old", "resend")
+    assert (left.key, left.email, left.fields) == (
+        "p7@example.org",
+        "P7@Example.org",
+        {"first_name": "Zoë 7"},
+    )
+    settle_asked(ledger, "old", {}, [left.key], "resend")
+    batch, rows = ledger.claim("old", 4, provider="resend")
+    assert [r.key for r in rows] == ["p7@example.org"]
+    ledger.settle("old", batch, [Settlement(rows[0].key, RecipientStatus.SENT, "p7")])
+    assert ledger.claim("old", 4) == (0, [])
+    assert ledger.counts("old") == Counts(14, 13, 1, 0, 0)
+    assert ledger.counts("old") == counted_from_rows(ledger, "old")
+    ledger.close()
+
+
+def test_migration_8_is_one_transaction(tmp_path: Path) -> None:
+    """A migration that fails half way (here: a table in the way of the one it makes)
+    leaves the schema 7 ledger exactly as it was, then applies once the way is clear."""
+    path = tmp_path / "ledger.sqlite3"
+    schema_7_mid_send(path)
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("CREATE TABLE recipient_data (x)")
+    db.close()
+    with pytest.raises(LedgerError, match="recipient_data already exists"):
+        Ledger(path)
+    db = sqlite3.connect(path, isolation_level=None)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_7
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "recipients_v7" not in tables
+    assert db.execute("SELECT count(*), count(fields) FROM recipients").fetchone() == (15, 15)
+    db.execute("DROP TABLE recipient_data")
+    db.close()
+    ledger = Ledger(path)
+    assert ledger.counts("old") == counted_from_rows(ledger, "old")
+    assert len(ledger.history("old")) == 15
+    ledger.close()
+
+
+def _back_to_schema_7(path: Path) -> None:
+    """Rewrite a ledger made by this program as schema 7 kept it: one wide recipients table
+    (migration 1's, with migration 6's columns and migration 7's indexes)."""
+    [create] = [s for s in MIGRATIONS[0] if "CREATE TABLE recipients" in s]
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("BEGIN")
+    db.execute("ALTER TABLE recipients RENAME TO r8")
+    db.execute("ALTER TABLE recipient_data RENAME TO d8")
+    db.execute(create)
+    db.execute("ALTER TABLE recipients ADD COLUMN delivery TEXT")
+    db.execute("ALTER TABLE recipients ADD COLUMN delivery_at TEXT")
+    db.execute(
+        "INSERT INTO recipients (rowid, issue, key, email, line, fields, status, batch,"
+        " provider_id, reason, updated_at, delivery, delivery_at) SELECT r.id, r.issue, r.key,"
+        " d.email, d.line, d.fields, r.status, r.batch, r.provider_id, r.reason, r.updated_at,"
+        " r.delivery, r.delivery_at FROM r8 r JOIN d8 d ON d.id = r.id ORDER BY r.id"
+    )
+    db.execute("DROP TABLE d8")
+    db.execute("DROP TABLE r8")
+    db.execute("CREATE INDEX recipients_pending ON recipients (issue) WHERE status = 'pending'")
+    db.execute(
+        "CREATE INDEX recipients_unknown ON recipients (issue, batch) WHERE status = 'unknown'"
+    )
+    db.execute(f"PRAGMA user_version = {SCHEMA_7}")
+    db.execute("COMMIT")
+    db.close()
+
+
+def test_a_send_cut_short_under_schema_7_is_finished_after_migrating(
+    make_project: Callable[..., Path],
+) -> None:
+    """The whole command: a send that died under schema 7 (two rows pending, one in flight
+    whose message was written, one in flight whose message was not) is finished by the next
+    `newsletter send`, which migrates first: every reader has exactly one message."""
+    root = make_project()
+    settings = load_settings(root / "newsletter.toml")
+    assert newsletter(root, "send", SAMPLE_ISSUE, "--yes")[0] == 0
+    folder = root / "outbox" / "2025-07-21-hip-rotation"
+    everyone = outbox_files(root)
+    assert len(everyone) == 9
+    path = settings.state_dir / LEDGER_NAME
+    _back_to_schema_7(path)
+    db = sqlite3.connect(path, isolation_level=None)
+    keys = [row[0] for row in db.execute("SELECT key FROM recipients ORDER BY rowid")]
+    states = {keys[-1]: "pending", keys[-2]: "pending", keys[-3]: "inflight", keys[-4]: "inflight"}
+    for key, state in states.items():
+        db.execute("UPDATE recipients SET status = ? WHERE key = ?", (state, key))
+    db.execute("UPDATE issues SET status = 'sending'")
+    db.execute("DELETE FROM recipient_counts")
+    db.execute(
+        "INSERT INTO recipient_counts (issue, status, n) SELECT issue, CASE status WHEN"
+        " 'inflight' THEN 'pending' ELSE status END, count(*) FROM recipients GROUP BY 1, 2"
+    )
+    db.close()
+    for key in (keys[-1], keys[-2], keys[-4]):  # never written; keys[-3]'s was
+        (folder / f"{key}.eml").unlink()
+    (root / "newsletters" / ".sent" / "2025-07-21-hip-rotation.json").unlink()
+
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 0, out
+    assert "audience 9: sent 9, failed 0, unknown 0, pending 0" in out
+    assert outbox_files(root) == everyone
+    ledger = Ledger(path)
+    assert ledger.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert {row["status"] for row in ledger.history("2025-07-21-hip-rotation")} == {"sent"}
+    ledger.close()
+
+
+def test_a_claimed_row_without_its_data_stops_the_claim(tmp_path: Path) -> None:
+    """A row whose recipient_data is gone (a hand edit, damage) is never claimed without its
+    address and fields, nor silently left out: the claim fails, nothing is marked."""
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    ledger.start_issue("issue", "hash", "postmark")
+    ledger.add_recipients(
+        "issue", [Subscriber(i + 2, f"p{i}@example.org", f"p{i}@example.org", {}) for i in range(3)]
+    )
+    ledger.db.execute("DELETE FROM recipient_data WHERE id = 2")
+    with pytest.raises(sqlite3.DatabaseError, match="damaged"):
+        ledger.claim("issue", 3)
+    assert ledger.counts("issue") == counted_from_rows(ledger, "issue")
+    assert {row["status"] for row in ledger.history("issue")} == {"pending"}
+    ledger.close()
+
+
+def test_the_audience_keeps_rows_already_recorded_and_the_first_of_a_key(tmp_path: Path) -> None:
+    """Recording the audience again (a load cut short, continued) adds only the new rows,
+    each with its data under its own id; a key twice in one load is recorded once."""
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    ledger.start_issue("issue", "hash", "postmark")
+
+    def reader(i: int, name: str) -> Subscriber:
+        return Subscriber(i + 2, f"P{i}@example.org", f"p{i}@example.org", {"name": name})
+
+    assert ledger.add_recipients("issue", [reader(i, "first") for i in range(3)], chunk=2) == 3
+    again = [reader(i, "again") for i in range(5)] + [reader(4, "twice")]
+    assert ledger.add_recipients("issue", again, chunk=4) == 2
+    rows = ledger.db.execute(
+        "SELECT r.key, d.email, d.fields FROM recipients r JOIN recipient_data d"
+        " ON d.id = r.id ORDER BY r.id"
+    ).fetchall()
+    assert rows == [
+        (f"p{i}@example.org", f"P{i}@example.org", json.dumps({"name": name}))
+        for i, name in enumerate(["first"] * 3 + ["again"] * 2)
+    ]
+    assert ledger.counts("issue") == counted_from_rows(ledger, "issue")
+    ledger.close()
