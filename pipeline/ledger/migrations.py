@@ -185,7 +185,9 @@ MIGRATIONS: list[tuple[str, ...]] = [
     # rows took about 20 pages to write to the WAL at each commit, and to the file again at
     # each checkpoint; narrow, about 7 (bench/ledger.py's rows).  Each row keeps its rowid,
     # now a column (id): the list order and the key of its data (an implicit rowid may be
-    # renumbered by a VACUUM).
+    # renumbered by a VACUUM).  The index of pending rows goes too: a claim removed every
+    # row it marked from it; claims read the rows in id order from where the last one
+    # stopped instead (pipeline/ledger/store.py, ``Ledger._pending``).
     (
         "ALTER TABLE recipients RENAME TO recipients_v7",
         """
@@ -222,7 +224,6 @@ MIGRATIONS: list[tuple[str, ...]] = [
         SELECT rowid, email, line, fields FROM recipients_v7 ORDER BY rowid
         """,
         "DROP TABLE recipients_v7",
-        "CREATE INDEX recipients_pending ON recipients (issue) WHERE status = 'pending'",
         "CREATE INDEX recipients_unknown ON recipients (issue, batch) WHERE status = 'unknown'",
     ),
 ]

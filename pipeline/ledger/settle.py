@@ -94,3 +94,4 @@ def settle_asked(
                 RecipientStatus.PENDING: resent,
             },
         )
+    ledger.pending_again(slug)

@@ -146,6 +146,14 @@ _fields_json = json.JSONEncoder(ensure_ascii=False).encode
 # is seen (its email NULL), never silently left out of a claim.
 _WITH_DATA = "FROM recipients AS r LEFT JOIN recipient_data AS d ON d.id = r.id"
 
+# An issue's pending rows from a rowid on, in list order: read by rowid (NOT INDEXED), not
+# through the (issue, key) index, which holds every row of the issue in another order.
+_PENDING = (
+    "SELECT r.id, r.key, d.email, d.fields FROM recipients AS r NOT INDEXED"
+    " LEFT JOIN recipient_data AS d ON d.id = r.id"
+    " WHERE r.id >= ? AND r.issue = ? AND r.status = 'pending' ORDER BY r.id LIMIT ?"
+)
+
 
 def _since(moment: datetime | None) -> str:
     """A bound on ``batches.started_at`` (ISO 8601 UTC text, which sorts as time does)."""
@@ -258,6 +266,9 @@ class Ledger:
         # batch -> {key: rowid} of the rows this connection claimed and has not settled yet:
         # a settle finds each row by rowid, one b-tree search instead of two.
         self._held: dict[int, dict[str, int]] = {}
+        # issue -> a rowid no pending row of it is below, as far as this connection knows
+        # (see ``_pending``).
+        self._pending_from: dict[str, int] = {}
 
     def verify(self) -> None:
         """Refuse a damaged ledger: a damaged one once reported 921 readers for 3,000."""
@@ -492,6 +503,7 @@ class Ledger:
                         (slug,),
                     )
                     added = back_again + inserted
+                    self.pending_again(slug)
                     move_counts(
                         db,
                         slug,
@@ -588,9 +600,9 @@ class Ledger:
         """
         with self.transaction() as db:
             rows = db.execute(
-                "SELECT issue, status, count(*) FROM recipients GROUP BY issue, status"
+                "SELECT issue, status, count(*), min(id) FROM recipients GROUP BY issue, status"
             ).fetchall()
-            found = {str(issue): int(n) for issue, status, n in rows if status == "inflight"}
+            found = {str(issue): int(n) for issue, status, n, _ in rows if status == "inflight"}
             if found:
                 db.execute(
                     "UPDATE recipients SET status = ?, reason = ?, updated_at = ? WHERE status = ?",
@@ -602,7 +614,7 @@ class Ledger:
                     ),
                 )
             counts: dict[tuple[str, str], int] = {}
-            for issue, status, n in rows:
+            for issue, status, n, _ in rows:
                 if status == RecipientStatus.INFLIGHT:
                     status = RecipientStatus.UNKNOWN  # as just recorded
                 counts[(issue, status)] = counts.get((issue, status), 0) + int(n)
@@ -612,6 +624,10 @@ class Ledger:
                 [(issue, status, n) for (issue, status), n in counts.items()],
             )
         self._held.clear()
+        # Where each issue's claims start: its first pending row, as just read.
+        self._pending_from = {
+            str(issue): int(first) for issue, status, _, first in rows if status == "pending"
+        }
         return found
 
     def abandon_batch(self, slug: str, batch: int, reason: str) -> int:
@@ -653,6 +669,7 @@ class Ledger:
                 (RecipientStatus.PENDING, self._now(), slug, keep_provider),
             ).rowcount
             move_counts(db, slug, {RecipientStatus.UNKNOWN: -moved, RecipientStatus.PENDING: moved})
+        self.pending_again(slug)
         return moved
 
     def unknown_replayable(self, slug: str, provider: str, since: datetime | None = None) -> int:
@@ -683,12 +700,46 @@ class Ledger:
         issue's every row."""
         status = RecipientStatus(status)
         with self.transaction() as db:
-            rows = db.execute(
-                f"SELECT r.id, r.key, d.email, d.fields {_WITH_DATA} WHERE r.issue = ?"
-                f" AND r.status = '{status.value}' ORDER BY r.id LIMIT ?",
-                (slug, limit),
-            ).fetchall()
+            if status is RecipientStatus.PENDING:
+                rows = self._pending(db, slug, limit)
+            else:
+                rows = db.execute(
+                    f"SELECT r.id, r.key, d.email, d.fields {_WITH_DATA} WHERE r.issue = ?"
+                    f" AND r.status = '{status.value}' ORDER BY r.id LIMIT ?",
+                    (slug, limit),
+                ).fetchall()
             return self._hold(db, slug, rows, status, provider)
+
+    def _pending(self, db: sqlite3.Connection, slug: str, limit: int) -> list[Any]:
+        """The first ``limit`` pending rows of the issue (rowid, key, email, fields).
+
+        No index holds the pending rows (a claim rewrote it for every row it marked): they
+        are read in rowid order from where the last claim stopped, which no pending row is
+        below unless one was made pending since, and every change here that makes rows
+        pending says so (``pending_again``).  When none is found from there, the issue is
+        read again from its first row before the claim says there are none: a row made
+        pending by another connection, or by hand, is found then (once a send, at its end).
+        """
+        start = self._pending_from.get(slug)
+        rows = [] if start is None else db.execute(_PENDING, (start, slug, limit)).fetchall()
+        if not rows:
+            first = db.execute(
+                "SELECT min(id) FROM recipients WHERE issue = ?", (slug,)
+            ).fetchone()[0]
+            if first is not None and (start is None or first < start):
+                rows = db.execute(_PENDING, (first, slug, limit)).fetchall()
+        if rows:
+            self._pending_from[slug] = rows[-1][0] + 1
+        return rows
+
+    def pending_again(self, slug: str, rowid: int | None = None) -> None:
+        """Rows of ``slug`` were made pending again (``rowid``: none below it; None: the
+        lowest is not known), by this connection: the next claim looks from there."""
+        start = self._pending_from.get(slug)
+        if rowid is None:
+            self._pending_from.pop(slug, None)
+        elif start is not None and rowid < start:
+            self._pending_from[slug] = rowid
 
     def claim_unknown_batch(
         self, slug: str, provider: str, since: datetime | None = None
@@ -783,6 +834,10 @@ class Ledger:
                 )
         if not held:
             self._held.pop(batch, None)
+        if RecipientStatus.PENDING in by_key:
+            self.pending_again(slug)
+        elif RecipientStatus.PENDING in by_rowid:
+            self.pending_again(slug, min(row[0] for row in by_rowid[RecipientStatus.PENDING]))
         with self.transaction(fsync=False) as db:
             settled = 0
             for status in {*by_rowid, *by_key}:
@@ -834,7 +889,7 @@ class Ledger:
         self, slug: str, status: RecipientStatus, limit: int = 50
     ) -> list[tuple[str, str]]:
         """(email, reason) of recipients in a status, in list order."""
-        # The status in the SQL: pending and unknown rows are then read from their index.
+        # The status in the SQL: unknown rows are then read from their index.
         rows = self.db.execute(
             f"SELECT d.email, coalesce(r.reason, '') {_WITH_DATA} WHERE r.issue = ?"
             f" AND r.status = '{RecipientStatus(status).value}' ORDER BY r.id LIMIT ?",
