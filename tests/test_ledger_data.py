@@ -292,7 +292,18 @@ def test_claims_find_pending_rows_without_an_index_of_them(tmp_path: Path) -> No
     ledger.settle("a", first, [Settlement(rows[0].key, RecipientStatus.SENT, "m")])
     batch, rows = ledger.claim("a", 3)  # the two back to pending first, in list order
     assert keys(rows) == ["p1@example.org", "p2@example.org", "p3@example.org"]
-    ledger.settle("a", batch, [Settlement(r.key, RecipientStatus.UNKNOWN) for r in rows])
+    ledger.settle(
+        "a",
+        batch,
+        [Settlement(rows[0].key, RecipientStatus.UNKNOWN, "m-1", "lost: 'a' \"b\" é")]
+        + [Settlement(r.key, RecipientStatus.UNKNOWN) for r in rows[1:]],
+    )
+    assert ledger.recipients("a", RecipientStatus.UNKNOWN) == [
+        ("p1@example.org", "lost: 'a' \"b\" é"),
+        ("p2@example.org", ""),
+        ("p3@example.org", ""),
+    ]
+    assert [row["provider_id"] for row in ledger.history("a")[1:4]] == ["m-1", None, None]
     batch, rows = ledger.claim("a", 10)
     assert keys(rows) == [f"p{i}@example.org" for i in (4, 5, 6, 7)]  # across "b"'s rows
     ledger.settle("a", batch, [Settlement(r.key, RecipientStatus.SENT, "m") for r in rows])
@@ -330,19 +341,9 @@ def test_claims_and_settlements_find_rows_by_rowid(tmp_path: Path) -> None:
         return " / ".join(row[3] for row in ledger.db.execute(f"EXPLAIN QUERY PLAN {sql}", args))
 
     assert "SEARCH r USING INTEGER PRIMARY KEY (rowid>?)" in plan(store._PENDING, 1, "a", 250)
-    claim = plan(
-        "UPDATE recipients NOT INDEXED SET status = 'inflight' WHERE rowid IN"
-        " (SELECT value FROM json_each(?)) AND issue = ? AND status = 'pending'",
-        "[]",
-        "a",
-    )
+    claim = plan(store._MARK.format(status="pending"), "inflight", 1, "now", "[]", "a")
     assert "SEARCH recipients USING INTEGER PRIMARY KEY (rowid=?)" in claim, claim
-    settle = plan(
-        "UPDATE recipients NOT INDEXED SET status = 'sent', provider_id = json_extract(j.value,"
-        " '$[1]') FROM json_each(?) AS j WHERE recipients.rowid = json_extract(j.value, '$[0]')"
-        " AND recipients.status = 'inflight' AND recipients.batch = ?",
-        "[]",
-        1,
-    )
-    assert settle.index("SCAN j") < settle.index("SEARCH recipients USING INTEGER PRIMARY KEY")
+    for sql in (store._SETTLE, store._SETTLE_WITH_REASONS):
+        settle = plan(sql.format(status="sent"), "now", "{}", 1)
+        assert settle.index("SCAN j") < settle.index("SEARCH recipients USING INTEGER PRIMARY KEY")
     ledger.close()

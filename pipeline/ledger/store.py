@@ -146,6 +146,31 @@ _fields_json = json.JSONEncoder(ensure_ascii=False).encode
 # is seen (its email NULL), never silently left out of a claim.
 _WITH_DATA = "FROM recipients AS r LEFT JOIN recipient_data AS d ON d.id = r.id"
 
+# A claim marks its rows: one UPDATE of the rowids it read (a JSON array), each only if still
+# in the status it was read in.  NOT INDEXED: each row found by its rowid, never through an
+# index holding the issue's every row.
+_MARK = (
+    "UPDATE recipients NOT INDEXED SET status = ?, batch = ?, updated_at = ?"
+    " WHERE rowid IN (SELECT value FROM json_each(?)) AND issue = ? AND status = '{status}'"
+)
+
+# A settlement's rows of one status: one UPDATE joined with a JSON object of rowid -> provider
+# id (or -> [provider id, reason]), each row found by its rowid, only while this batch holds
+# it in flight.
+_SETTLE = (
+    "UPDATE recipients NOT INDEXED SET status = '{status}', provider_id = j.value,"
+    " reason = NULL, updated_at = ? FROM json_each(?) AS j"
+    " WHERE recipients.rowid = CAST(j.key AS INTEGER) AND recipients.status = 'inflight'"
+    " AND recipients.batch = ?"
+)
+_SETTLE_WITH_REASONS = (
+    "UPDATE recipients NOT INDEXED SET status = '{status}',"
+    " provider_id = json_extract(j.value, '$[0]'), reason = json_extract(j.value, '$[1]'),"
+    " updated_at = ? FROM json_each(?) AS j"
+    " WHERE recipients.rowid = CAST(j.key AS INTEGER) AND recipients.status = 'inflight'"
+    " AND recipients.batch = ?"
+)
+
 # An issue's pending rows from a rowid on, in list order: read by rowid (NOT INDEXED), not
 # through the (issue, key) index, which holds every row of the issue in another order.
 _PENDING = (
@@ -783,9 +808,7 @@ class Ledger:
         ).lastrowid
         assert batch is not None
         held = db.execute(
-            "UPDATE recipients NOT INDEXED SET status = ?, batch = ?, updated_at = ?"
-            " WHERE rowid IN (SELECT value FROM json_each(?)) AND issue = ?"
-            f" AND status = '{status.value}'",
+            _MARK.format(status=status.value),
             (
                 RecipientStatus.INFLIGHT,
                 batch,
@@ -815,12 +838,13 @@ class Ledger:
         status, so that its rowcount says how many rows moved, for the counts and for the
         batch, which is settled once all its rows are.  The rows this connection claimed
         are found by the rowids the claim kept, all of a status in one UPDATE joined with
-        one JSON array of ``[rowid, provider id, reason]`` (not an UPDATE a row, each with
-        its parameters bound from Python).  Any other row (claimed by another connection)
-        is found by its key."""
+        one JSON object of rowid -> provider id (and reason, when there is one), not an
+        UPDATE a row, each with its parameters bound from Python.  Any other row (claimed
+        by another connection) is found by its key."""
         now = self._now()
         held = self._held.get(batch, {})
-        by_rowid: dict[RecipientStatus, list[tuple[int, str | None, str | None]]] = {}
+        ids: dict[RecipientStatus, dict[int, str | None]] = {}  # rowid -> provider id
+        reasons: dict[RecipientStatus, dict[int, str]] = {}  # rowid -> reason, when one
         by_key: dict[RecipientStatus, list[tuple[Any, ...]]] = {}
         for s in settlements:
             rowid = held.pop(s.key, None)
@@ -829,28 +853,30 @@ class Ledger:
                     (s.provider_id or None, s.reason or None, now, slug, s.key, batch)
                 )
             else:
-                by_rowid.setdefault(s.status, []).append(
-                    (rowid, s.provider_id or None, s.reason or None)
-                )
+                ids.setdefault(s.status, {})[rowid] = s.provider_id or None
+                if s.reason:
+                    reasons.setdefault(s.status, {})[rowid] = s.reason
         if not held:
             self._held.pop(batch, None)
         if RecipientStatus.PENDING in by_key:
             self.pending_again(slug)
-        elif RecipientStatus.PENDING in by_rowid:
-            self.pending_again(slug, min(row[0] for row in by_rowid[RecipientStatus.PENDING]))
+        elif RecipientStatus.PENDING in ids:
+            self.pending_again(slug, min(ids[RecipientStatus.PENDING]))
         with self.transaction(fsync=False) as db:
             settled = 0
-            for status in {*by_rowid, *by_key}:
+            for status in {*ids, *by_key}:
                 moved = 0
-                if status in by_rowid:
+                if status in ids:
+                    if status in reasons:  # {rowid: [provider id, reason]}
+                        why = reasons[status]
+                        sql = _SETTLE_WITH_REASONS
+                        values: Any = {r: (i, why.get(r)) for r, i in ids[status].items()}
+                    else:  # {rowid: provider id}: no JSON read for each row (0.6 us a row)
+                        sql, values = _SETTLE, ids[status]
+                    as_json = orjson.dumps(values, option=orjson.OPT_NON_STR_KEYS).decode()
                     moved += db.execute(
-                        f"UPDATE recipients NOT INDEXED SET status = '{status.value}',"
-                        " provider_id = json_extract(j.value, '$[1]'),"
-                        " reason = json_extract(j.value, '$[2]'), updated_at = ?"
-                        " FROM json_each(?) AS j"
-                        " WHERE recipients.rowid = json_extract(j.value, '$[0]')"
-                        " AND recipients.status = 'inflight' AND recipients.batch = ?",
-                        (now, orjson.dumps(by_rowid[status]).decode(), batch),
+                        sql.format(status=status.value),
+                        (now, as_json, batch),
                     ).rowcount
                 if status in by_key:
                     moved += db.executemany(
