@@ -403,35 +403,28 @@ class Ledger:
         while True:
             block = list(islice(items, chunk))
             with self.transaction() as db:
-                kept = {
-                    str(key)
-                    for (key,) in db.execute(
-                        "SELECT key FROM recipients WHERE issue = ?"
-                        " AND key IN (SELECT value FROM json_each(?))",
-                        (slug, orjson.dumps([s.key for s in block]).decode()),
-                    )
-                }
-                new: dict[str, Subscriber] = {}
-                for s in block:
-                    if s.key not in kept:
-                        new.setdefault(s.key, s)  # the first of two rows with one key
-                # Each row's id chosen here, so that its data row has the same one.
+                # Each row's id chosen here, so that its data row has the same one; a row
+                # already there (a load cut short, continued; a key twice in the list) is
+                # kept as it is, its id left unused and its data row not written.
                 first = int(
                     db.execute("SELECT coalesce(max(id), 0) + 1 FROM recipients").fetchone()[0]
                 )
-                db.executemany(
-                    "INSERT INTO recipients (id, issue, key, status) VALUES (?, ?, ?, 'pending')",
-                    [(first + i, slug, key) for i, key in enumerate(new)],
+                cursor = db.executemany(
+                    "INSERT OR IGNORE INTO recipients (id, issue, key, status)"
+                    " VALUES (?, ?, ?, 'pending')",
+                    [(first + i, slug, s.key) for i, s in enumerate(block)],
                 )
+                new = max(cursor.rowcount, 0)
                 db.executemany(
-                    "INSERT INTO recipient_data (id, email, line, fields) VALUES (?, ?, ?, ?)",
+                    "INSERT INTO recipient_data (id, email, line, fields) SELECT ?1, ?2, ?3, ?4"
+                    " WHERE EXISTS (SELECT 1 FROM recipients WHERE id = ?1)",
                     [
                         (first + i, s.email, s.line, _fields_json(s.fields))
-                        for i, s in enumerate(new.values())
+                        for i, s in enumerate(block)
                     ],
                 )
-                added += len(new)
-                move_counts(db, slug, {RecipientStatus.PENDING: len(new)})
+                added += new
+                move_counts(db, slug, {RecipientStatus.PENDING: new})
                 if len(block) < chunk:
                     db.execute("UPDATE issues SET audience_loaded = 1 WHERE slug = ?", (slug,))
                     return added
