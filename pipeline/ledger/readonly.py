@@ -31,7 +31,10 @@ def orphaned_wal(path: Path) -> bool:
     empty main file and throw the WAL away, and with it the only record of the latest sends
     (which the deleted main file, put back from the trash, would still have needed)."""
     wal = path.with_name(path.name + "-wal")
-    return not path.exists() and wal.is_file() and wal.stat().st_size > 0
+    # The WAL first: a WAL is only ever made after its main file, so one with data and no
+    # main file after it is a deleted main file.  Read the other way round, a ledger made by
+    # another thread between the two looks (absent, then with a WAL) deleted.
+    return wal.is_file() and wal.stat().st_size > 0 and not path.exists()
 
 
 class LedgerDamaged(ValueError):
