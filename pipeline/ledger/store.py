@@ -612,9 +612,9 @@ class Ledger:
         The counts per status are recounted from the rows here, at the start of every send
         (a ledger edited by hand is counted right from then on), by the one scan that also
         finds the rows in flight; the update runs only when there are some.  With no index
-        on every row's status this reads the table: 0.6 s at 1,000,000 rows, once a send
-        (0.2 s through the status index before migration 7, which every claim and settle
-        paid for).
+        on every row's status this reads the table: 0.6-0.7 s at 1,000,000 rows, once a
+        send (0.2 s through the status index before migration 7, which every claim and
+        settle paid for).  The same scan says where each issue's claims start.
         """
         with self.transaction() as db:
             rows = db.execute(
@@ -713,9 +713,9 @@ class Ledger:
 
         The rows are read, then marked by one UPDATE of exactly those rows (by rowid, and
         only while still in ``status``), in one write transaction (so they cannot differ;
-        the count is checked).  The status is written into the SQL, not bound: only then can
-        SQLite use the partial index of pending (or unknown) rows, instead of reading the
-        issue's every row."""
+        the count is checked).  Pending rows are read in list order from where the last
+        claim stopped (``_pending``); other ones through their partial index (the status is
+        written into the SQL, not bound: only then can SQLite use it)."""
         status = RecipientStatus(status)
         with self.transaction() as db:
             if status is RecipientStatus.PENDING:
