@@ -178,6 +178,12 @@ MIGRATIONS: list[tuple[str, ...]] = [
         FROM recipients GROUP BY 1, 2
         """,
     ),
+    # 8: an opt-out asks for the address's last queued change (``_already_leaving``), and
+    # the queue's only index was by id: every opt-out read every change still queued, so a
+    # burst of 200 cost 200 x 100 rows on average, and a list that could not be rewritten
+    # (its changes stay queued) made each opt-out slower than the last (63 us a query at 400
+    # queued; 7 with this index).
+    ("CREATE INDEX list_changes_queued_by_key ON list_changes (key, id) WHERE applied_at IS NULL",),
 ]
 
 
