@@ -744,13 +744,18 @@ def test_serve_snippet_prints_a_form_for_any_page(project: Path) -> None:
 def test_an_opt_out_the_ledger_cannot_record_is_a_503_and_says_so(
     served: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def full_disk(write: object, timeout: float = 30) -> None:
+    """The disk fills inside the ledger's transaction: the front door's answer (a mail
+    client's one-click) and the view's (the page's button) both say so."""
+
+    def full_disk(*args: object) -> int:
         raise sqlite3.OperationalError("database or disk is full")
 
-    monkeypatch.setattr(served.subscriptions.writer, "commit", full_disk)
-    answer = requests.post(leave_url(served, "ada.runner@example.org"), data=ONE_CLICK)
-    assert answer.status_code == 503 and "Nothing was changed" in answer.text
-    assert any("a***@example.org: opt-out NOT recorded" in line for line in served.log)
+    monkeypatch.setattr("pipeline.web.subscriptions.queue_change", full_disk)
+    for body in (ONE_CLICK, {**ONE_CLICK, "from": "page"}):
+        answer = requests.post(leave_url(served, "ada.runner@example.org"), data=body)
+        assert answer.status_code == 503 and "Nothing was changed" in answer.text
+    lines = [line for line in served.log if "a***@example.org: opt-out NOT recorded" in line]
+    assert len(lines) == 2 and "disk is full" in lines[0]
 
 
 def test_half_open_connections_do_not_hold_the_workers(project: Path) -> None:

@@ -24,11 +24,23 @@ Write = Callable[[sqlite3.Connection], None]
 MAX_GROUP = 500
 
 
+Done = Callable[[BaseException | None], None]
+
+
 @dataclass
 class _Pending:
     write: Write
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
+    then: Done | None = None  # called in the writer's thread once committed or failed
+
+    def finish(self, error: BaseException | None = None) -> None:
+        self.error = error
+        self.done.set()
+        if self.then is not None:
+            # Never lets the writer's thread die, or the rest of its group wait for nobody.
+            with contextlib.suppress(Exception):
+                self.then(error)
 
 
 class GroupCommitter:
@@ -41,16 +53,26 @@ class GroupCommitter:
 
     def commit(self, write: Write, timeout: float = 30) -> None:
         """Run ``write`` in a transaction and return once it is committed (or raise)."""
-        with self._lock:
-            if not self._started:
-                self._thread.start()
-                self._started = True
-        pending = _Pending(write)
-        self._queue.put(pending)
+        pending = self._submit(_Pending(write))
         if not pending.done.wait(timeout):
             raise TimeoutError("the ledger did not answer in time")
         if pending.error is not None:
             raise pending.error
+
+    def submit(self, write: Write, then: Done) -> None:
+        """Run ``write`` in a transaction without waiting for it: ``then(None)`` once it is
+        committed, ``then(error)`` if it failed, called in the writer's thread (so it must
+        be quick and never raise).  For a caller that must not block: the web app's front
+        door answers opt-outs from one event loop."""
+        self._submit(_Pending(write, then=then))
+
+    def _submit(self, pending: _Pending) -> _Pending:
+        with self._lock:
+            if not self._started:
+                self._thread.start()
+                self._started = True
+        self._queue.put(pending)
+        return pending
 
     def close(self) -> None:
         with self._lock:
@@ -86,8 +108,7 @@ class GroupCommitter:
                 except Exception as exc:  # the ledger failed under us (even its ROLLBACK)
                     for item in group:
                         if not item.done.is_set():
-                            item.error = exc
-                            item.done.set()
+                            item.finish(exc)
                     if ledger is not None:
                         with contextlib.suppress(sqlite3.Error):
                             ledger.close()
@@ -110,6 +131,7 @@ class GroupCommitter:
                 for item in group:
                     self._write(db, [item])
                 return
-            group[0].error = exc
+            group[0].finish(exc)
+            return
         for item in group:
-            item.done.set()
+            item.finish()
