@@ -1242,3 +1242,40 @@ def test_serve_refuses_a_thread_count_that_could_answer_nobody(project: Path) ->
         assert result.exit_code == 2, result.output
         assert "'--threads'" in result.output and "1<=x<=256" in result.output
         assert "serving" not in result.output
+
+
+def test_serve_refuses_a_port_no_address_can_have(project: Path) -> None:
+    # --port 99999 served on 34463 (99999 - 65536), with no word of it.
+    for command in ("serve", "unsubscribe-server"):
+        result = CliRunner().invoke(
+            cli, ["--config", str(project / "newsletter.toml"), command, "--port", "99999"]
+        )
+        assert result.exit_code == 2, result.output
+        assert "'--port'" in result.output and "0<=x<=65535" in result.output
+        assert "serving" not in result.output
+
+
+def test_serve_on_ipv6_names_a_url_that_opens(project: Path) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "serve", "--host", "::1", "--port", "0"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert server.stdout is not None
+        for line in server.stdout:
+            if "serving" in line or "error" in line:
+                break
+        if "cannot listen" in line:
+            pytest.skip("no IPv6 loopback here")
+        found = re.search(r"at (http://\[::1\]:\d+)/subscribe", line)
+        assert found, line  # was http://::1:8026, which no browser opens
+        assert requests.get(f"{found.group(1)}/healthz", timeout=10).status_code == 200
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=60)
