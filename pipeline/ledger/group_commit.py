@@ -11,6 +11,7 @@ still on disk before its answer.
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import sqlite3
 import threading
@@ -86,6 +87,7 @@ class GroupCommitter:
         # that group, not the thread.  A dead thread left every later opt-out waiting its
         # 30 s for nobody, and holding a server thread, long after the ledger was back.
         ledger: Ledger | None = None
+        opened: tuple[int, int] | None = None
         try:
             while True:
                 first = self._queue.get()
@@ -102,8 +104,15 @@ class GroupCommitter:
                         break
                     group.append(item)
                 try:
+                    if ledger is not None and _file_of(self.ledger_path) != opened:
+                        # Deleted or replaced under us (a folder in its place, a copy put
+                        # back): the open connection wrote on into a file nobody could read
+                        # any more, and answered 200.  Open what is there now, or fail.
+                        ledger.close()
+                        ledger = None
                     if ledger is None:
                         ledger = Ledger(self.ledger_path)
+                        opened = _file_of(self.ledger_path)
                     self._write(ledger.db, group)
                 except Exception as exc:  # the ledger failed under us (even its ROLLBACK)
                     for item in group:
@@ -135,3 +144,12 @@ class GroupCommitter:
             return
         for item in group:
             item.finish()
+
+
+def _file_of(path: Path) -> tuple[int, int] | None:
+    """Which file ``path`` is now (device, inode), or None if there is none."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino

@@ -14,12 +14,14 @@ What it answers, exactly: ``POST /unsubscribe?<query> HTTP/1.1`` (or 1.0) with o
 26``, no ``Transfer-Encoding`` or ``Expect``, plain ASCII header lines, and the body RFC 8058
 prescribes, nothing after it, whose token verifies (``OneClick.take_soon``: the same checks,
 write and page as the WSGI middleware and the Flask view).  Anything else, and anything
-unusual about it (a header twice, a folded line, a byte outside ASCII, a request that has not
-arrived whole within ``WAIT`` seconds), goes to waitress with the bytes read so far, as if
-waitress had accepted it: its parser, limits and deadlines apply as before (``_hand_over``).
+unusual about it (a header twice, a folded line, a byte outside ASCII or a bare CR or LF, a
+request that has not arrived whole within ``WAIT`` seconds), goes to waitress with the
+bytes read so far, as if waitress had accepted it: its parser, limits and deadlines apply as
+before (``_hand_over``).
 So the front door never has to parse HTTP well, only to recognise one request for certain.
 
-Each answer closes its connection (``Connection: close``): a mail client posts once.
+After the answer, a connection the client asked to keep (HTTP/1.1 without ``Connection:
+close``) is handed to waitress too, for whatever it asks next; any other is closed.
 """
 
 from __future__ import annotations
@@ -43,14 +45,13 @@ ANSWER_WAIT = 30.0  # seconds an opt-out may wait for the ledger (GroupCommitter
 STOP_WAIT = 10.0  # seconds a stop waits for the opt-outs in hand (waitress's own wait)
 MAX_HEAD = 16 * 1024  # waitress's max_request_header_size: a bigger head is waitress's (431)
 
-_PATH = b"/unsubscribe?"
-_START = b"POST " + _PATH
+_START = b"POST /unsubscribe?"
 # A header line as the front door takes it: a plain name, and a value without leading or
 # trailing spaces (a tab, or any byte outside printable ASCII, was handed over already).
 _HEADER = re.compile(rb"([A-Za-z0-9-]+): *([\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?)? *")
-# HTTP/1.0 too: nginx speaks it to the app unless told otherwise (proxy_http_version).
-_VERSIONS = (b"HTTP/1.1", b"HTTP/1.0")
-_NOT_PLAIN = re.compile(rb"[^\x20-\x7e\r\n]")  # a control byte, or one outside ASCII
+# The query: printable ASCII, no space, no fragment.  HTTP/1.0 too: nginx speaks it to the
+# app unless told otherwise (proxy_http_version).
+_REQUEST_LINE = re.compile(rb"POST /unsubscribe\?([\x21-\x22\x24-\x7e]*) HTTP/(1\.[01])")
 
 
 class FrontDoorPlan(NamedTuple):
@@ -72,6 +73,7 @@ class OneClickPost:
     user_agent: str | None
     forwarded_for: str | None
     version: str = "1.1"  # of HTTP: the answer's is the request's, as waitress answers
+    keep_alive: bool = False  # the connection stays open after the answer (waitress's)
 
 
 NOT_YET = "not yet"  # could still become a one-click request: read on
@@ -80,7 +82,9 @@ HAND_OVER = "hand over"  # not one, or not for certain: waitress's
 
 def recognise(data: bytes) -> OneClickPost | str:
     """``data`` (a connection's bytes so far) as a whole one-click POST, ``NOT_YET``, or
-    ``HAND_OVER``.  Strict on purpose: whatever it does not take, waitress serves."""
+    ``HAND_OVER``.  Strict on purpose: whatever it does not take, waitress serves.  The head
+    is judged as soon as it is whole, before any body: a request that will not be one (no
+    body to come, ``Expect: 100-continue``) goes to waitress at once, not after ``WAIT``."""
     if not data.startswith(_START):
         return NOT_YET if _START.startswith(data) else HAND_OVER
     end = data.find(b"\r\n\r\n")
@@ -88,42 +92,50 @@ def recognise(data: bytes) -> OneClickPost | str:
         return NOT_YET if len(data) <= MAX_HEAD else HAND_OVER
     if end > MAX_HEAD:
         return HAND_OVER
+    post = _head(data[:end])
+    if post is None:
+        return HAND_OVER
     body = data[end + 4 :]
-    if body != ONE_CLICK_BODY:
-        arriving = len(body) < len(ONE_CLICK_BODY) and ONE_CLICK_BODY.startswith(body)
-        return NOT_YET if arriving else HAND_OVER
-    head = data[:end]
-    if _NOT_PLAIN.search(head):
-        return HAND_OVER
+    if body == ONE_CLICK_BODY:
+        return post
+    arriving = len(body) < len(ONE_CLICK_BODY) and ONE_CLICK_BODY.startswith(body)
+    return NOT_YET if arriving else HAND_OVER
+
+
+def _head(head: bytes) -> OneClickPost | None:
+    """The request line and headers of a one-click POST, or None for anything else."""
     first, *lines = head.split(b"\r\n")
-    parts = first.split(b" ")
-    if len(parts) != 3 or parts[0] != b"POST" or parts[2] not in _VERSIONS or b"#" in parts[1]:
-        return HAND_OVER
-    target = parts[1]
+    request = _REQUEST_LINE.fullmatch(first)
+    if request is None:  # a bare CR or LF, a space too many, a byte outside ASCII...
+        return None
     seen: dict[bytes, bytes] = {}
     for line in lines:
         header = _HEADER.fullmatch(line)
         if header is None:  # a folded line, no colon, a name waitress reads otherwise
-            return HAND_OVER
+            return None
         name = header[1].lower()
         if name in seen:  # twice: how each reader joins them is a question not worth asking
-            return HAND_OVER
+            return None
         seen[name] = header[2] or b""
     if seen.get(b"content-length") != b"26" or b"transfer-encoding" in seen or b"expect" in seen:
-        return HAND_OVER
+        return None
     agent, forwarded = seen.get(b"user-agent"), seen.get(b"x-forwarded-for")
+    version = request[2].decode("ascii")
     return OneClickPost(
-        query=target[len(_PATH) :].decode("ascii"),
+        query=request[1].decode("ascii"),
         user_agent=agent.decode("ascii") if agent is not None else None,
         forwarded_for=forwarded.decode("ascii") if forwarded is not None else None,
-        version=parts[2][5:].decode("ascii"),
+        version=version,
+        # HTTP/1.1 keeps the connection unless told not to: waitress takes it on after the
+        # answer.  HTTP/1.0 (nginx) closes, as waitress closes it without keep-alive.
+        keep_alive=version == "1.1" and seen.get(b"connection", b"").lower() != b"close",
     )
 
 
 class Answers:
     """The whole answers, as waitress writes one: the page's headers, waitress's Server and
-    Date, ``Connection: close``, every header in name order.  The lines are put together
-    once per status; only the length and the date (once a second) change."""
+    Date, ``Connection: close`` unless the connection stays open, every header in name
+    order.  The lines are put together once; only the length and the date change."""
 
     def __init__(self, one_click: OneClick, ident: str) -> None:
         self.one_click = one_click
@@ -131,16 +143,17 @@ class Answers:
         self._heads: dict[str, str] = {}
         self._date = (0, "")
 
-    def reply(self, version: str, status: str, body: bytes) -> bytes:
-        head = self._heads.get(version + status)
+    def reply(self, version: str, status: str, body: bytes, *, close: bool = True) -> bytes:
+        which = f"{version} {status} {close}"
+        head = self._heads.get(which)
         if head is None:
-            head = self._heads[version + status] = self._head(version, status)
+            head = self._heads[which] = self._head(version, status, close)
         now = int(time.time())
         if self._date[0] != now:
             self._date = (now, formatdate(now, usegmt=True))
         return (head % (len(body), self._date[1])).encode("latin-1") + body
 
-    def _head(self, version: str, status: str) -> str:
+    def _head(self, version: str, status: str, close: bool) -> str:
         headers = [
             (name, value.replace("%", "%%"))
             for name, value in self.one_click.headers(b"")
@@ -150,7 +163,7 @@ class Answers:
             [
                 *headers,
                 ("Content-Length", "%d"),
-                ("Connection", "close"),
+                *([("Connection", "close")] if close else []),  # HTTP/1.1 keeps it by default
                 ("Server", self.ident.replace("%", "%%")),
                 ("Date", "%s"),
             ],
@@ -182,8 +195,11 @@ class FrontDoor:
         self._in_hand: set[asyncio.Task[None]] = set()
         self._waiting: dict[asyncio.Future[tuple[str, bytes] | None], float] = {}
         self._answers = Answers(one_click, listeners[0].adj.ident if listeners else "")
-        self._accepting: list[asyncio.Task[None]] = []
+        self._background: list[asyncio.Task[None]] = []
         self._ready = threading.Event()
+        self._stopping = False
+        self._handing = 0  # handed to waitress, not yet adopted by its thread
+        self._handing_lock = threading.Lock()
 
     # Start and stop -----------------------------------------------------------------------
 
@@ -205,17 +221,20 @@ class FrontDoor:
         self._thread.join(timeout=5)
 
     async def _stop(self, timeout: float) -> None:
-        for task in self._accepting:
+        self._stopping = True
+        for listener in self.listeners:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(listener.socket.fileno())
+        for task in self._background:
             task.cancel()
         if self._in_hand:
             await asyncio.wait(set(self._in_hand), timeout=timeout)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        self._accepting = [
-            self._loop.create_task(self._accept(listener)) for listener in self.listeners
-        ]
-        self._accepting.append(self._loop.create_task(self._watch()))
+        for listener in self.listeners:
+            self._listen(listener)
+        self._background.append(self._loop.create_task(self._watch()))
         self._loop.call_soon(self._ready.set)
         try:
             self._loop.run_forever()
@@ -228,27 +247,39 @@ class FrontDoor:
 
     # Connections --------------------------------------------------------------------------
 
-    async def _accept(self, listener: Any) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            # waitress's limit, counted as waitress counts it (its map holds the listening
-            # socket and its trigger too), plus the connections still in our hands.
-            while len(listener._map) + len(self._in_hand) >= self.connection_limit:
-                await asyncio.sleep(0.05)
+    def _listen(self, listener: Any) -> None:
+        """Accept whenever the listening socket is readable.  A reader callback, not an
+        awaited ``sock_accept``: cancelling that at a stop raced with a connection arriving
+        (Python 3.11), which was accepted and dropped with a traceback in the log."""
+        if not self._stopping:
+            self._loop.add_reader(listener.socket.fileno(), self._accept, listener)
+
+    def _open(self, listener: Any) -> int:
+        """Connections open, counted as waitress counts them (its map holds its listening
+        socket and trigger too), with ours: in hand, or handed on and not yet adopted."""
+        with self._handing_lock:
+            handing = self._handing
+        return len(listener._map) + len(self._in_hand) + handing
+
+    def _accept(self, listener: Any) -> None:
+        while self._open(listener) < self.connection_limit:
             try:
-                connection, address = await loop.sock_accept(listener.socket)
-            except asyncio.CancelledError:
-                raise
+                connection, address = listener.socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return
             except OSError:  # the client left before it was accepted; the socket was closed
-                if listener.socket.fileno() < 0:
-                    return
-                await asyncio.sleep(0.01)
-                continue
+                return
+            connection.setblocking(False)
             with contextlib.suppress(OSError):
                 listener.set_socket_options(connection)
-            task = loop.create_task(self._guarded(listener, connection, address))
+            task = self._loop.create_task(self._guarded(listener, connection, address))
             self._in_hand.add(task)
             task.add_done_callback(self._in_hand.discard)
+        # At the limit: the kernel's backlog holds the rest (as waitress does) until a
+        # connection closes; look again in a moment.
+        with contextlib.suppress(Exception):
+            self._loop.remove_reader(listener.socket.fileno())
+        self._loop.call_later(0.05, self._listen, listener)
 
     async def _guarded(self, listener: Any, connection: socket.socket, address: Any) -> None:
         try:
@@ -269,7 +300,7 @@ class FrontDoor:
             # A mail client's request is usually there by the time it is accepted: read it
             # without a timer or a future (a burst is 200 of these).
             data = connection.recv(65536)
-            if not data:  # the client closed its side: nothing to answer
+            if not data:  # the client closed without a word: nothing to answer
                 connection.close()
                 return
         except BlockingIOError:
@@ -283,9 +314,8 @@ class FrontDoor:
             while found is NOT_YET and (left := deadline - loop.time()) > 0:
                 async with asyncio.timeout(left):
                     chunk = await loop.sock_recv(connection, 65536)
-                if not chunk:
-                    connection.close()
-                    return
+                if not chunk:  # half-closed after a request that is not one: waitress's
+                    break
                 data += chunk
                 found = recognise(data)
         except TimeoutError:
@@ -312,34 +342,35 @@ class FrontDoor:
 
         peer = address[0] if isinstance(address, tuple) else None
         visitor = self.visitor(peer, post.forwarded_for, post.user_agent)
-        if not self.one_click.take_soon(post.query, visitor, settle):
+        too_long = self.one_click.take_soon(post.query, visitor, settle)
+        if too_long is None:
             return False
         self._waiting[answered] = loop.time() + ANSWER_WAIT  # see _watch
         try:
             outcome = await answered
         finally:
             self._waiting.pop(answered, None)
-        if outcome is None:
-            self.one_click.subscriptions.log(
-                f"an opt-out waited {ANSWER_WAIT:g} s for the ledger and was answered 503 (a "
-                "mail client asks again; it is recorded once)"
-            )
-            outcome = "503 Service Unavailable", self.one_click.pages.failed
-        status, page = outcome
-        reply = self._answers.reply(post.version, status, page)
+        status, page = outcome if outcome is not None else too_long()
+        keep = post.keep_alive and not self._stopping
+        reply = self._answers.reply(post.version, status, page, close=not keep)
         try:
             sent = connection.send(reply)  # 2 KB: almost always all of it, at once
             if sent < len(reply):
                 await loop.sock_sendall(connection, reply[sent:])
         except OSError:
-            pass  # the client left: the opt-out is recorded all the same
-        finally:
-            connection.close()
+            connection.close()  # the client left: the opt-out is recorded all the same
+            return True
+        if keep:  # its next request, if it sends one, is waitress's to answer
+            self._hand_over(listener, connection, address, b"")
+            return True
+        with contextlib.suppress(OSError):
+            connection.shutdown(socket.SHUT_WR)  # the answer, then a clean end
+        connection.close()
         return True
 
     async def _watch(self) -> None:
-        """Answer 503 to an opt-out the ledger has not answered in ``ANSWER_WAIT`` seconds
-        (a disk that hangs): one timer for them all, not one each."""
+        """Give up on an opt-out the ledger has not answered in ``ANSWER_WAIT`` seconds (a
+        disk that hangs: it is answered 503): one timer for them all, not one each."""
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(1)
@@ -355,6 +386,8 @@ class FrontDoor:
         ``adopt`` there), as its own accept would have, with the bytes already read."""
 
         def adopt() -> None:
+            with self._handing_lock:
+                self._handing -= 1
             try:
                 channel = listener.channel_class(
                     listener,
@@ -368,6 +401,8 @@ class FrontDoor:
             except Exception:
                 connection.close()
 
+        with self._handing_lock:
+            self._handing += 1
         listener.trigger.pull_trigger(adopt)
 
 

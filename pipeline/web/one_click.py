@@ -121,26 +121,35 @@ class OneClick:
     def _key(self, environ: WSGIEnvironment) -> str | None:
         return read_key(self.subscriptions.mailer.secret, environ.get("QUERY_STRING", ""))
 
-    def take_soon(self, query_string: str, visitor: Visitor, answered: Answered) -> bool:
+    def take_soon(
+        self, query_string: str, visitor: Visitor, answered: Answered
+    ) -> Callable[[], tuple[str, bytes]] | None:
         """The front door's way in: for a one-click POST (method, path and body already
         checked) with this query, record the opt-out and call ``answered(status, page)``
-        once it is recorded or refused, without waiting here.  False: not ours to answer
-        (no valid token, or her page cannot be filled): the request goes on to Flask."""
+        once it is recorded or refused, without waiting here.  Returns what to call if the
+        ledger takes too long (it says so, for /healthz and the log, and gives the 503
+        answer); None when it is not ours to answer (no valid token, or her page cannot be
+        filled): the request goes on to Flask."""
         key = read_key(self.subscriptions.mailer.secret, query_string)
         pages = self.pages
         if key is None or not pages.usable:
-            return False
+            return None
 
-        def recorded(error: BaseException | None) -> None:
-            if error is None:
-                answered("200 OK", pages.done(mask(key)))
-                return
+        def refused(error: BaseException) -> tuple[str, bytes]:
             # Not recorded: say so (a mail client retries a 5xx), as the view does.
             self.subscriptions.log(not_recorded_line(key, error))
-            answered("503 Service Unavailable", pages.failed)
+            return "503 Service Unavailable", pages.failed
+
+        def recorded(error: BaseException | None) -> None:
+            answered(*(("200 OK", pages.done(mask(key))) if error is None else refused(error)))
+
+        def too_long() -> tuple[str, bytes]:
+            late = TimeoutError("the ledger did not answer in time")
+            self.subscriptions.not_recorded(late)
+            return refused(late)
 
         self.subscriptions.unsubscribe_soon(key, visitor, recorded)
-        return True
+        return too_long
 
     def headers(self, body: bytes) -> list[tuple[str, str]]:
         """The answer's headers (the server adds its own: Date, Server, Connection)."""

@@ -533,6 +533,10 @@ class Subscriptions:
 
         return write
 
+    def not_recorded(self, error: BaseException) -> None:
+        """An opt-out that could not be recorded (or not in time): /healthz says so."""
+        self._recorded(error)
+
     def _recorded(self, error: BaseException | None) -> None:
         if error is not None:
             # For /healthz until one is recorded again: every opt-out a 503 on a full disk,
