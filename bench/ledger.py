@@ -1,11 +1,11 @@
 """9. The ledger: microseconds per recipient to claim a batch (mark it in flight, durably,
 and read it back) and to settle it, amortised over batches of 250, through
 ``pipeline.ledger.store.Ledger``; in the same run, against SQLite alone doing the same
-writes the plainest way on the ledger's tables and indexes (migration 8: the rows a claim
+writes the plainest way on the ledger's tables and indexes (migration 9: the rows a claim
 and a settle rewrite apart from each recipient's address and fields): a claim of one
 UPDATE ... RETURNING of the next 250 pending rows and one SELECT of their data, committed
 with an fsync, a settlement of one UPDATE a row by its key, committed without; the same
-on the table as it was before migration 8 (address and fields in the row, an index of
+on the table as it was before migration 9 (address and fields in the row, an index of
 pending rows: what the schema change saved); and the floor: the same commits on a table
 of nothing but (rowid, status, batch, provider id), a claim of one range of rowids, a
 settlement of one UPDATE joined with the ids, no data read back.  Target: claim and settle
@@ -93,7 +93,7 @@ def _schema_7_table(db: sqlite3.Connection, people: list[Subscriber]) -> None:
 
 
 def _tables(db: sqlite3.Connection, people: list[Subscriber]) -> None:
-    """The ledger's tables (migration 8): the columns a claim and a settle change, with the
+    """The ledger's tables (migration 9): the columns a claim and a settle change, with the
     keys; each recipient's address, line and fields apart, under the same id."""
     db.execute("PRAGMA journal_mode=WAL")
     db.execute(
@@ -167,7 +167,7 @@ def bare(folder: Path, people: list[Subscriber]) -> tuple[float, float]:
 
 
 def before(folder: Path, people: list[Subscriber]) -> tuple[float, float]:
-    """The same, on the table before migration 8: a claim of one UPDATE ... RETURNING the
+    """The same, on the table before migration 9: a claim of one UPDATE ... RETURNING the
     rows with their address and fields, found through the index of pending rows; the same
     settlement."""
     db = sqlite3.connect(folder / "before.sqlite3", isolation_level=None)
@@ -306,7 +306,7 @@ def main() -> None:
 SIDES = {
     "ours": "Ledger (pipeline/ledger/store.py)",
     "bare": "SQLite alone, the same writes, the ledger's tables and indexes",
-    "before": "SQLite alone, the same writes, the table before migration 8",
+    "before": "SQLite alone, the same writes, the table before migration 9",
     "floor": "floor: (rowid, status, batch, provider id) only, no index",
 }
 

@@ -1334,7 +1334,13 @@ def _log_line(line: str) -> None:
 
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8026, show_default=True, help="Port (0: any free).")
+@click.option(
+    "--port",
+    default=8026,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port (0: any free).",
+)
 @click.option(
     "--threads",
     default=16,
@@ -1392,7 +1398,8 @@ def serve(
         raise InputError(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}", field="--host"
         ) from None
-    where = f"http://{host}:{server.effective_port}"  # type: ignore[union-attr]
+    shown_host = f"[{host}]" if ":" in host else host  # an IPv6 address, as a URL writes it
+    where = f"http://{shown_host}:{server.effective_port}"  # type: ignore[union-attr]
     click.echo(
         f"serving {settings.name} at {where}/subscribe (and /confirm, /unsubscribe, /healthz) "
         f"for {settings.subscribers} (Ctrl-C to stop)"
@@ -1414,7 +1421,13 @@ def serve(
 
 @cli.command("unsubscribe-server")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8026, show_default=True, help="Port (0: any free).")
+@click.option(
+    "--port",
+    default=8026,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port (0: any free).",
+)
 @click.pass_context
 def unsubscribe_server(ctx: click.Context, host: str, port: int) -> None:
     """The old name of `newsletter serve`, kept so existing setups keep working.

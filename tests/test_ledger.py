@@ -25,7 +25,7 @@ def test_migrations_apply_in_order_and_only_once(tmp_path: Path) -> None:
     indexes = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     # Replays find unknown rows by a partial index; the full status, batch and provider-id
     # indexes a claim or settle rewrote are gone (7), and so is the index of pending rows,
-    # which a claim rewrote for every row it marked (8).
+    # which a claim rewrote for every row it marked (9).
     assert "recipients_unknown" in indexes
     assert not {"recipients_by_status", "recipients_by_batch", "recipients_pending"} & indexes
     db.close()

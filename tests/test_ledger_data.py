@@ -1,6 +1,6 @@
-"""Migration 8: a recipient's address, line and fields live in recipient_data, apart from the
-columns a claim and a settlement change.  A ledger written by schema 7 in the middle of a
-send (rows pending, in flight, sent, unknown) must carry on where it was, nobody mailed
+"""Migration 9: a recipient's address, line and fields live in recipient_data, apart from the
+columns a claim and a settlement change.  A ledger written by schema 7 or 8 in the middle of
+a send (rows pending, in flight, sent, unknown) must carry on where it was, nobody mailed
 twice; the migration is one transaction."""
 
 from __future__ import annotations
@@ -25,19 +25,23 @@ from .conftest import SAMPLE_ISSUE
 from .test_ledger_counts import counted_from_rows
 from .test_send import newsletter, outbox_files
 
-SCHEMA_7 = len(MIGRATIONS[:7])
+# The schema just before migration 9 (8: an index of queued list changes), and 7, the one
+# before that, which a ledger may also come from.
+BEFORE = next(i for i, m in enumerate(MIGRATIONS) if any("recipient_data" in s for s in m))
+assert BEFORE == 8
 STATES = ["sent", "failed", "sent", "sent", "unknown", "unknown", "inflight", "inflight"]
 STATES += ["withdrawn"] + ["pending"] * 6
 
 
-def schema_7_mid_send(path: Path) -> None:
-    """A ledger as schema 7 left it when a run died: batch 1 settled, batch 2 (Resend's)
-    answered for one row and in doubt for two, batch 3 in flight, the rest pending."""
+def mid_send(path: Path, version: int = BEFORE) -> None:
+    """A ledger as schema ``version`` left it when a run died: batch 1 settled, batch 2
+    (Resend's) answered for one row and in doubt for two, batch 3 in flight, the rest
+    pending."""
     db = sqlite3.connect(path, isolation_level=None)
-    for migration in MIGRATIONS[:SCHEMA_7]:
+    for migration in MIGRATIONS[:version]:
         for statement in migration:
             db.execute(statement)
-    db.execute(f"PRAGMA user_version = {SCHEMA_7}")
+    db.execute(f"PRAGMA user_version = {version}")
     db.execute(
         "INSERT INTO issues (slug, content_hash, provider, status, started_at)"
         " VALUES ('old', 'hash', 'resend', 'sending', '2026-11-01T10:00:00+00:00')"
@@ -73,14 +77,15 @@ def schema_7_mid_send(path: Path) -> None:
     db.close()
 
 
-def test_a_schema_7_ledger_mid_send_carries_on_after_migrating(tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", [7, BEFORE])
+def test_a_ledger_mid_send_carries_on_after_migrating(tmp_path: Path, version: int) -> None:
     path = tmp_path / "ledger.sqlite3"
-    schema_7_mid_send(path)
+    mid_send(path, version)
     ledger = Ledger(path)
     db = ledger.db
     assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"recipients", "recipient_data"} <= tables and "recipients_v7" not in tables
+    assert {"recipients", "recipient_data"} <= tables and "recipients_old" not in tables
     columns = [row[1] for row in db.execute("PRAGMA table_info(recipients)")]
     assert not {"email", "line", "fields"} & set(columns)
     assert db.execute("PRAGMA foreign_key_check").fetchall() == []
@@ -133,20 +138,20 @@ def test_a_schema_7_ledger_mid_send_carries_on_after_migrating(tmp_path: Path) -
     ledger.close()
 
 
-def test_migration_8_is_one_transaction(tmp_path: Path) -> None:
+def test_migration_9_is_one_transaction(tmp_path: Path) -> None:
     """A migration that fails half way (here: a table in the way of the one it makes)
-    leaves the schema 7 ledger exactly as it was, then applies once the way is clear."""
+    leaves the ledger exactly as it was, then applies once the way is clear."""
     path = tmp_path / "ledger.sqlite3"
-    schema_7_mid_send(path)
+    mid_send(path)
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("CREATE TABLE recipient_data (x)")
     db.close()
     with pytest.raises(LedgerError, match="recipient_data already exists"):
         Ledger(path)
     db = sqlite3.connect(path, isolation_level=None)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_7
+    assert db.execute("PRAGMA user_version").fetchone()[0] == BEFORE
     tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert "recipients_v7" not in tables
+    assert "recipients_old" not in tables
     assert db.execute("SELECT count(*), count(fields) FROM recipients").fetchone() == (15, 15)
     db.execute("DROP TABLE recipient_data")
     db.close()
@@ -156,9 +161,9 @@ def test_migration_8_is_one_transaction(tmp_path: Path) -> None:
     ledger.close()
 
 
-def _back_to_schema_7(path: Path) -> None:
-    """Rewrite a ledger made by this program as schema 7 kept it: one wide recipients table
-    (migration 1's, with migration 6's columns and migration 7's indexes)."""
+def _back_to(path: Path, version: int) -> None:
+    """Rewrite a ledger made by this program as schema ``version`` (7 or 8) kept it: one wide
+    recipients table (migration 1's, with migration 6's columns and migration 7's indexes)."""
     [create] = [s for s in MIGRATIONS[0] if "CREATE TABLE recipients" in s]
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("BEGIN")
@@ -179,17 +184,20 @@ def _back_to_schema_7(path: Path) -> None:
     db.execute(
         "CREATE INDEX recipients_unknown ON recipients (issue, batch) WHERE status = 'unknown'"
     )
-    db.execute(f"PRAGMA user_version = {SCHEMA_7}")
+    if version < 8:
+        db.execute("DROP INDEX list_changes_queued_by_key")
+    db.execute(f"PRAGMA user_version = {version}")
     db.execute("COMMIT")
     db.close()
 
 
-def test_a_send_cut_short_under_schema_7_is_finished_after_migrating(
-    make_project: Callable[..., Path],
+@pytest.mark.parametrize("version", [7, BEFORE])
+def test_a_send_cut_short_under_an_older_schema_is_finished_after_migrating(
+    make_project: Callable[..., Path], version: int
 ) -> None:
-    """The whole command: a send that died under schema 7 (two rows pending, one in flight
-    whose message was written, one in flight whose message was not) is finished by the next
-    `newsletter send`, which migrates first: every reader has exactly one message."""
+    """The whole command: a send that died under schema 7 or 8 (two rows pending, one in
+    flight whose message was written, one in flight whose message was not) is finished by
+    the next `newsletter send`, which migrates first: every reader has exactly one message."""
     root = make_project()
     settings = load_settings(root / "newsletter.toml")
     assert newsletter(root, "send", SAMPLE_ISSUE, "--yes")[0] == 0
@@ -197,7 +205,7 @@ def test_a_send_cut_short_under_schema_7_is_finished_after_migrating(
     everyone = outbox_files(root)
     assert len(everyone) == 9
     path = settings.state_dir / LEDGER_NAME
-    _back_to_schema_7(path)
+    _back_to(path, version)
     db = sqlite3.connect(path, isolation_level=None)
     keys = [row[0] for row in db.execute("SELECT key FROM recipients ORDER BY rowid")]
     states = {keys[-1]: "pending", keys[-2]: "pending", keys[-3]: "inflight", keys[-4]: "inflight"}

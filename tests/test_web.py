@@ -744,13 +744,18 @@ def test_serve_snippet_prints_a_form_for_any_page(project: Path) -> None:
 def test_an_opt_out_the_ledger_cannot_record_is_a_503_and_says_so(
     served: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def full_disk(write: object, timeout: float = 30) -> None:
+    """The disk fills inside the ledger's transaction: the front door's answer (a mail
+    client's one-click) and the view's (the page's button) both say so."""
+
+    def full_disk(*args: object) -> int:
         raise sqlite3.OperationalError("database or disk is full")
 
-    monkeypatch.setattr(served.subscriptions.writer, "commit", full_disk)
-    answer = requests.post(leave_url(served, "ada.runner@example.org"), data=ONE_CLICK)
-    assert answer.status_code == 503 and "Nothing was changed" in answer.text
-    assert any("a***@example.org: opt-out NOT recorded" in line for line in served.log)
+    monkeypatch.setattr("pipeline.web.subscriptions.queue_change", full_disk)
+    for body in (ONE_CLICK, {**ONE_CLICK, "from": "page"}):
+        answer = requests.post(leave_url(served, "ada.runner@example.org"), data=body)
+        assert answer.status_code == 503 and "Nothing was changed" in answer.text
+    lines = [line for line in served.log if "a***@example.org: opt-out NOT recorded" in line]
+    assert len(lines) == 2 and "disk is full" in lines[0]
 
 
 def test_half_open_connections_do_not_hold_the_workers(project: Path) -> None:
@@ -1237,3 +1242,40 @@ def test_serve_refuses_a_thread_count_that_could_answer_nobody(project: Path) ->
         assert result.exit_code == 2, result.output
         assert "'--threads'" in result.output and "1<=x<=256" in result.output
         assert "serving" not in result.output
+
+
+def test_serve_refuses_a_port_no_address_can_have(project: Path) -> None:
+    # --port 99999 served on 34463 (99999 - 65536), with no word of it.
+    for command in ("serve", "unsubscribe-server"):
+        result = CliRunner().invoke(
+            cli, ["--config", str(project / "newsletter.toml"), command, "--port", "99999"]
+        )
+        assert result.exit_code == 2, result.output
+        assert "'--port'" in result.output and "0<=x<=65535" in result.output
+        assert "serving" not in result.output
+
+
+def test_serve_on_ipv6_names_a_url_that_opens(project: Path) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "serve", "--host", "::1", "--port", "0"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert server.stdout is not None
+        for line in server.stdout:
+            if "serving" in line or "error" in line:
+                break
+        if "cannot listen" in line:
+            pytest.skip("no IPv6 loopback here")
+        found = re.search(r"at (http://\[::1\]:\d+)/subscribe", line)
+        assert found, line  # was http://::1:8026, which no browser opens
+        assert requests.get(f"{found.group(1)}/healthz", timeout=10).status_code == 200
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=60)

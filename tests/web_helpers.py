@@ -46,9 +46,13 @@ def with_signup(project: Path, extra: str = SIGNUP_CONFIG) -> Settings:
 
 
 @contextmanager
-def serve(settings: Settings, *, background: bool = False, threads: int = 8) -> Iterator[Served]:
+def serve(
+    settings: Settings, *, background: bool = False, threads: int = 8, proxies: int = 0
+) -> Iterator[Served]:
     lines: list[str] = []
-    app = create_app(settings, environ={}, log=lines.append, background=background)
+    app = create_app(
+        settings, environ={}, log=lines.append, background=background, trusted_proxies=proxies
+    )
     server = make_server(app, "127.0.0.1", 0, threads=threads)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -11,6 +11,7 @@ still on disk before its answer.
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import sqlite3
 import threading
@@ -24,11 +25,23 @@ Write = Callable[[sqlite3.Connection], None]
 MAX_GROUP = 500
 
 
+Done = Callable[[BaseException | None], None]
+
+
 @dataclass
 class _Pending:
     write: Write
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
+    then: Done | None = None  # called in the writer's thread once committed or failed
+
+    def finish(self, error: BaseException | None = None) -> None:
+        self.error = error
+        self.done.set()
+        if self.then is not None:
+            # Never lets the writer's thread die, or the rest of its group wait for nobody.
+            with contextlib.suppress(Exception):
+                self.then(error)
 
 
 class GroupCommitter:
@@ -41,16 +54,26 @@ class GroupCommitter:
 
     def commit(self, write: Write, timeout: float = 30) -> None:
         """Run ``write`` in a transaction and return once it is committed (or raise)."""
-        with self._lock:
-            if not self._started:
-                self._thread.start()
-                self._started = True
-        pending = _Pending(write)
-        self._queue.put(pending)
+        pending = self._submit(_Pending(write))
         if not pending.done.wait(timeout):
             raise TimeoutError("the ledger did not answer in time")
         if pending.error is not None:
             raise pending.error
+
+    def submit(self, write: Write, then: Done) -> None:
+        """Run ``write`` in a transaction without waiting for it: ``then(None)`` once it is
+        committed, ``then(error)`` if it failed, called in the writer's thread (so it must
+        be quick and never raise).  For a caller that must not block: the web app's front
+        door answers opt-outs from one event loop."""
+        self._submit(_Pending(write, then=then))
+
+    def _submit(self, pending: _Pending) -> _Pending:
+        with self._lock:
+            if not self._started:
+                self._thread.start()
+                self._started = True
+        self._queue.put(pending)
+        return pending
 
     def close(self) -> None:
         with self._lock:
@@ -64,6 +87,7 @@ class GroupCommitter:
         # that group, not the thread.  A dead thread left every later opt-out waiting its
         # 30 s for nobody, and holding a server thread, long after the ledger was back.
         ledger: Ledger | None = None
+        opened: tuple[int, int] | None = None
         try:
             while True:
                 first = self._queue.get()
@@ -80,14 +104,20 @@ class GroupCommitter:
                         break
                     group.append(item)
                 try:
+                    if ledger is not None and _file_of(self.ledger_path) != opened:
+                        # Deleted or replaced under us (a folder in its place, a copy put
+                        # back): the open connection wrote on into a file nobody could read
+                        # any more, and answered 200.  Open what is there now, or fail.
+                        ledger.close()
+                        ledger = None
                     if ledger is None:
                         ledger = Ledger(self.ledger_path)
+                        opened = _file_of(self.ledger_path)
                     self._write(ledger.db, group)
                 except Exception as exc:  # the ledger failed under us (even its ROLLBACK)
                     for item in group:
                         if not item.done.is_set():
-                            item.error = exc
-                            item.done.set()
+                            item.finish(exc)
                     if ledger is not None:
                         with contextlib.suppress(sqlite3.Error):
                             ledger.close()
@@ -110,6 +140,16 @@ class GroupCommitter:
                 for item in group:
                     self._write(db, [item])
                 return
-            group[0].error = exc
+            group[0].finish(exc)
+            return
         for item in group:
-            item.done.set()
+            item.finish()
+
+
+def _file_of(path: Path) -> tuple[int, int] | None:
+    """Which file ``path`` is now (device, inode), or None if there is none."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino

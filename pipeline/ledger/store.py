@@ -142,7 +142,7 @@ def move_counts(db: sqlite3.Connection, slug: str, moves: dict[RecipientStatus, 
 _fields_json = json.JSONEncoder(ensure_ascii=False).encode
 
 
-# A recipient's row with its data (migration 8): a LEFT JOIN, so that a row missing its data
+# A recipient's row with its data (migration 9): a LEFT JOIN, so that a row missing its data
 # is seen (its email NULL), never silently left out of a claim.
 _WITH_DATA = "FROM recipients AS r LEFT JOIN recipient_data AS d ON d.id = r.id"
 

@@ -63,6 +63,8 @@ def create_app(
     def theme() -> dict[str, object]:
         return {"settings": settings, "theme": settings.theme}
 
+    from pipeline.web.front_door import EXTENSION as FRONT_DOOR
+    from pipeline.web.front_door import FrontDoorPlan
     from pipeline.web.one_click import OneClick
     from pipeline.web.views import one_click_pages, public
     from pipeline.web.webhooks import webhooks_blueprint
@@ -71,9 +73,10 @@ def create_app(
     app.register_blueprint(webhooks_blueprint(settings, environ, log=log, background=background))
     # In front of Flask, inside ProxyFix (which sets the client's address first).  Its pages
     # are rendered now: a page rendered at the first opt-out made the first burst wait.
-    app.wsgi_app = OneClick(  # type: ignore[method-assign]
-        app.wsgi_app, subscriptions, one_click_pages(app)
-    )
+    one_click = OneClick(app.wsgi_app, subscriptions, one_click_pages(app))
+    app.wsgi_app = one_click  # type: ignore[method-assign]
+    # ``make_server`` answers the one-click POST before any of this (its front door).
+    app.extensions[FRONT_DOOR] = FrontDoorPlan(one_click, trusted_proxies)
     if trusted_proxies:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=trusted_proxies, x_proto=trusted_proxies, x_host=trusted_proxies

@@ -13,12 +13,18 @@ calls, and answers with the same page, rendered once at start with a placeholder
 masked address (as the email is rendered once and filled per reader).  Everything else
 (a GET, a forged token, another body, a custom page the placeholder cannot fill) goes on to
 Flask unchanged, which answers it as before.
+
+``newsletter serve`` answers the same request one step earlier still, in its front door
+(``pipeline.web.front_door``), which calls ``take_soon`` here: the same checks, the same
+write, the same page, without a server thread waiting on the ledger.  This middleware answers
+it under any other WSGI server, and whatever the front door hands on.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from markupsafe import escape
@@ -57,6 +63,31 @@ class OneClickPages:
         return f"{self.before}{escape(who)}{self.after}".encode()
 
 
+_PLAIN_QUERY = re.compile(r"token=([A-Za-z0-9_.-]+)")
+
+
+def read_key(secret: bytes, query_string: str) -> str | None:
+    """The address a one-click URL's ``token`` stands for (None: no token, or not ours).
+
+    The query read exactly as the view reads it (werkzeug's ``request.args``): with
+    ``?token=&token=<valid>`` the view takes the first, empty, value and refuses, and so must
+    this (urllib's parse_qs drops blank values and took the second).  A query of nothing
+    but ``token=`` and a token's own characters reads the same either way, without building
+    a request (the front door's every opt-out)."""
+    plain = _PLAIN_QUERY.fullmatch(query_string)
+    if plain is not None:
+        return read_token(secret, plain[1])
+    try:
+        args = Request({"QUERY_STRING": query_string}, populate_request=False).args
+        token = args.get("token", "")
+    except ValueError:  # bytes that are not UTF-8: the view answers that
+        return None
+    return read_token(secret, token) if token else None
+
+
+Answered = Callable[[str, bytes], None]  # (the status line's code and words, the page)
+
+
 class OneClick:
     def __init__(
         self, app: WSGIApplication, subscriptions: Subscriptions, pages: OneClickPages
@@ -88,23 +119,49 @@ class OneClick:
         return self._answer(start_response, "200 OK", pages.done(mask(key)), pages)
 
     def _key(self, environ: WSGIEnvironment) -> str | None:
-        # The query read exactly as the view reads it (werkzeug's ``request.args``): with
-        # ``?token=&token=<valid>`` the view takes the first, empty, value and refuses, and
-        # so must this (urllib's parse_qs drops blank values and took the second).
-        try:
-            token = Request(environ, populate_request=False).args.get("token", "")
-        except ValueError:  # bytes that are not UTF-8: the view answers that
-            return None
-        return read_token(self.subscriptions.mailer.secret, token) if token else None
+        return read_key(self.subscriptions.mailer.secret, environ.get("QUERY_STRING", ""))
 
-    @staticmethod
-    def _answer(
-        start_response: StartResponse, status: str, body: bytes, pages: OneClickPages
-    ) -> list[bytes]:
-        headers: list[Any] = [
+    def take_soon(
+        self, query_string: str, visitor: Visitor, answered: Answered
+    ) -> Callable[[], tuple[str, bytes]] | None:
+        """The front door's way in: for a one-click POST (method, path and body already
+        checked) with this query, record the opt-out and call ``answered(status, page)``
+        once it is recorded or refused, without waiting here.  Returns what to call if the
+        ledger takes too long (it says so, for /healthz and the log, and gives the 503
+        answer); None when it is not ours to answer (no valid token, or her page cannot be
+        filled): the request goes on to Flask."""
+        key = read_key(self.subscriptions.mailer.secret, query_string)
+        pages = self.pages
+        if key is None or not pages.usable:
+            return None
+
+        def refused(error: BaseException) -> tuple[str, bytes]:
+            # Not recorded: say so (a mail client retries a 5xx), as the view does.
+            self.subscriptions.log(not_recorded_line(key, error))
+            return "503 Service Unavailable", pages.failed
+
+        def recorded(error: BaseException | None) -> None:
+            answered(*(("200 OK", pages.done(mask(key))) if error is None else refused(error)))
+
+        def too_long() -> tuple[str, bytes]:
+            late = TimeoutError("the ledger did not answer in time")
+            self.subscriptions.not_recorded(late)
+            return refused(late)
+
+        self.subscriptions.unsubscribe_soon(key, visitor, recorded)
+        return too_long
+
+    def headers(self, body: bytes) -> list[tuple[str, str]]:
+        """The answer's headers (the server adds its own: Date, Server, Connection)."""
+        return [
             ("Content-Type", "text/html; charset=utf-8"),
             ("Content-Length", str(len(body))),
-            *pages.headers,
+            *self.pages.headers,
         ]
+
+    def _answer(
+        self, start_response: StartResponse, status: str, body: bytes, pages: OneClickPages
+    ) -> list[bytes]:
+        headers: list[Any] = self.headers(body)
         start_response(status, headers)
         return [body]

@@ -28,6 +28,8 @@ from waitress.server import BaseWSGIServer, MultiSocketServer, create_server
 
 from pipeline.config import Settings
 from pipeline.web.app import MAX_BODY
+from pipeline.web.front_door import EXTENSION as FRONT_DOOR
+from pipeline.web.front_door import FrontDoor, FrontDoorPlan
 from pipeline.web.webhooks import MAX_BODY as MAX_WEBHOOK_BODY
 
 THREADS = 16  # a burst of opt-outs shares one commit among the threads waiting for it
@@ -46,11 +48,21 @@ def make_server(
     *,
     threads: int = THREADS,
     deadline: float = REQUEST_DEADLINE,
+    front_door: bool = True,
 ) -> BaseWSGIServer | MultiSocketServer:
-    """Bound and listening; ``.run()`` serves, ``.close()`` stops."""
+    """Bound and listening; ``.run()`` serves, ``stop_server`` stops.  For the newsletter's
+    app, connections come in through its front door (``pipeline.web.front_door``), which
+    answers one-click opt-outs and hands the rest to waitress (``front_door=False``:
+    waitress accepts them all itself, as a plain WSGI server)."""
     # "Task queue depth is 8" on every burst: requests waiting their turn is the design
     # (they are answered in order, none is lost), not something to warn the operator about.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    plan = getattr(app, "extensions", {}).get(FRONT_DOOR)
+    # Behind nginx (``serve --proxies N``) the app's ProxyFix reads X-Forwarded-For/-Proto,
+    # so waitress must pass them on: by default it deletes them before the app sees them,
+    # and every reader's consent was recorded as nginx's address (and every signup shared
+    # nginx's hourly limit).  Without proxies they are still deleted: anyone can send them.
+    behind_proxies = isinstance(plan, FrontDoorPlan) and plan.trusted_proxies > 0
     server = create_server(
         app,
         host=host,
@@ -66,12 +78,22 @@ def make_server(
         # poll(), not select(): no 1024-descriptor ceiling under many connections.
         asyncore_use_poll=True,
         cleanup_interval=CLEANUP_INTERVAL,
+        clear_untrusted_proxy_headers=not behind_proxies,
     )
-    listeners = (server.map or {}).values() if isinstance(server, MultiSocketServer) else [server]
+    found = (server.map or {}).values() if isinstance(server, MultiSocketServer) else [server]
+    listeners = [listener for listener in found if isinstance(listener, BaseWSGIServer)]
     for listener in listeners:
-        if isinstance(listener, BaseWSGIServer):
-            listener.channel_class = PatientChannel
-            _enforce_deadline(listener, deadline)
+        listener.channel_class = PatientChannel
+        _enforce_deadline(listener, deadline)
+    if isinstance(plan, FrontDoorPlan) and front_door:
+        door = FrontDoor(
+            listeners,
+            plan.one_click,
+            trusted_proxies=plan.trusted_proxies,
+            connection_limit=CONNECTION_LIMIT,
+        )
+        door.start()
+        server.front_door = door  # type: ignore[union-attr]
     return server
 
 
@@ -143,6 +165,9 @@ def stop_server(server: BaseWSGIServer | MultiSocketServer) -> None:
     """Let the requests in hand finish (bounded), then close the sockets: the listening one
     and the clients' idle keep-alive connections, which would otherwise keep waitress's
     loop running until each timed out."""
+    door = getattr(server, "front_door", None)
+    if isinstance(door, FrontDoor):
+        door.stop()  # first: nothing more is handed to waitress, opt-outs in hand answered
     server.task_dispatcher.shutdown(timeout=10)
     server.close()
     # A single socket's server keeps its channels in ``_map``; several sockets share ``map``.

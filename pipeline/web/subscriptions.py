@@ -494,6 +494,27 @@ class Subscriptions:
 
     def unsubscribe(self, key: str, visitor: Visitor) -> None:
         """Recorded durably, with its evidence, before the answer; the list follows."""
+        try:
+            self.writer.commit(self._opt_out(key, visitor))
+        except NOT_RECORDED as exc:
+            self._recorded(exc)
+            raise
+        self._recorded(None)
+
+    def unsubscribe_soon(
+        self, key: str, visitor: Visitor, then: Callable[[BaseException | None], None]
+    ) -> None:
+        """``unsubscribe`` without waiting: the same write, and ``then(None)`` once it is on
+        disk or ``then(error)`` if it is not (called in the ledger's thread, so it must be
+        quick: the front door hands the answer back to its event loop)."""
+
+        def recorded(error: BaseException | None) -> None:
+            self._recorded(error)
+            then(error)
+
+        self.writer.submit(self._opt_out(key, visitor), recorded)
+
+    def _opt_out(self, key: str, visitor: Visitor) -> Callable[[sqlite3.Connection], None]:
         at = self.clock()
 
         def write(db: sqlite3.Connection) -> None:
@@ -510,15 +531,20 @@ class Subscriptions:
                 user_agent=visitor.user_agent,
             )
 
-        try:
-            self.writer.commit(write)
-        except NOT_RECORDED as exc:
+        return write
+
+    def not_recorded(self, error: BaseException) -> None:
+        """An opt-out that could not be recorded (or not in time): /healthz says so."""
+        self._recorded(error)
+
+    def _recorded(self, error: BaseException | None) -> None:
+        if error is not None:
             # For /healthz until one is recorded again: every opt-out a 503 on a full disk,
             # while the health check (which only reads) said "ok", and nobody looked.
             self._ledger_problem = (
                 "the last opt-out could not be recorded in the ledger "
-                f"({type(exc).__name__}: the server's log says why)"
+                f"({type(error).__name__}: the server's log says why)"
             )
-            raise
+            return
         self._ledger_problem = ""
         self._changed()
