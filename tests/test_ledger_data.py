@@ -355,3 +355,31 @@ def test_claims_and_settlements_find_rows_by_rowid(tmp_path: Path) -> None:
         settle = plan(sql.format(status="sent"), "now", "{}", 1)
         assert settle.index("SCAN j") < settle.index("SEARCH recipients USING INTEGER PRIMARY KEY")
     ledger.close()
+
+
+def test_a_provider_id_with_a_nul_is_stored_whole_and_found_by_webhooks(tmp_path: Path) -> None:
+    """The settlement's JSON object (json_each) cut a provider id at a NUL, and the webhook
+    carrying the whole id then found no issue; the bound parameter keeps it whole."""
+    from pipeline.audience.subscribers import Subscriber
+    from pipeline.events.base import EventType, ProviderEvent
+    from pipeline.ledger.events import find_issue
+    from pipeline.ledger.store import Ledger, RecipientStatus, Settlement
+
+    ledger = Ledger(tmp_path / "l.sqlite3")
+    ledger.start_issue("i", "h", "postmark")
+    ledger.add_recipients(
+        "i",
+        [Subscriber(n + 2, f"r{n}@x.org", f"r{n}@x.org", {"email": f"r{n}@x.org"}) for n in (0, 1)],
+    )
+    ledger.recover_inflight()
+    batch, rows = ledger.claim("i", 2)
+    ids = ["plain-id", "nul\x00inside"]
+    ledger.settle(
+        "i",
+        batch,
+        [Settlement(r.key, RecipientStatus.SENT, i) for r, i in zip(rows, ids, strict=True)],
+    )
+    assert [row["provider_id"] for row in ledger.history("i")] == ids
+    event = ProviderEvent("postmark", "e1", EventType.DELIVERED, rows[1].email, None, ids[1])
+    assert find_issue(ledger.db, event) == "i"
+    ledger.close()

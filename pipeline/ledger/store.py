@@ -841,7 +841,9 @@ class Ledger:
         by_key: dict[RecipientStatus, list[tuple[Any, ...]]] = {}
         for s in settlements:
             rowid = held.pop(s.key, None)
-            if rowid is None:
+            # SQLite's JSON functions end a text at a NUL: such an id or reason (no provider
+            # sends one, but it is theirs to send) goes the bound way, kept whole.
+            if rowid is None or "\x00" in f"{s.provider_id}{s.reason}":
                 by_key.setdefault(s.status, []).append(
                     (s.provider_id or None, s.reason or None, now, slug, s.key, batch)
                 )
