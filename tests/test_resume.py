@@ -299,3 +299,39 @@ def test_a_row_kept_out_on_resume_is_withdrawn_before_its_turn(
     assert code == 0 and "audience 99: sent 99" in out and "withdrawn: 1" in out, out
     assert "joined" not in out  # a kept-out row is not a newcomer either
     assert "reader090@example.org" not in sent_to(root)
+
+
+def test_readers_withdrawn_before_anyone_was_sent_get_the_issue_when_the_list_is_back(
+    make_project: Callable[..., Path],
+) -> None:
+    # Stopped before its first batch, resumed with the list saved empty: all 100 withdrawn,
+    # nobody sent, so the next run starts afresh.  That fresh start kept every withdrawn row
+    # as it was (its load skips rows already there): with the list put back, "nobody to
+    # send to", for good.
+    root = make_project(
+        provider='name = "outbox"\nbatch_size = 10\nconcurrency = 1',
+        csv=HEADER + "".join(row(i) for i in range(100)),
+    )
+    settings = load_settings(root / "newsletter.toml")
+    stop = StopRequest()
+    stop.request("SIGTERM")
+    report = send_issue(
+        root / SAMPLE_ISSUE, settings, create_provider(settings, {}), environ={}, stop=stop
+    )
+    assert report is not None and report.counts.sent == 0 and report.counts.pending == 100
+    full = (root / "subscribers.csv").read_text(encoding="utf-8")
+    (root / "subscribers.csv").write_text(HEADER, encoding="utf-8")
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert "withdrawn: 100" in out, out
+    renamed = full.replace("reader007@example.org,Reader7", "reader007@example.org,Julia")
+    (root / "subscribers.csv").write_text(renamed, encoding="utf-8")
+    code, out, err = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 0 and "audience 100: sent 100" in out, out + err
+    assert len(sent_to(root)) == 100
+    julia = (root / "outbox" / SLUG / "reader007@example.org.eml").read_text(encoding="utf-8")
+    assert "Julia" in julia  # the list as it is now, not as it was at the first load
+    ledger = open_ledger(settings)
+    try:
+        assert ledger.counts(SLUG).sent == 100
+    finally:
+        ledger.close()

@@ -393,13 +393,23 @@ class Ledger:
     def add_recipients(
         self, slug: str, subscribers: Iterable[Subscriber], chunk: int = 2000
     ) -> int:
-        """Record the audience (idempotent: rows already there are kept as they are).
+        """Record the audience (idempotent: rows already there are kept as they are, but
+        for withdrawn ones, which come back pending with the list's values now).
 
         Marks the audience loaded in the last transaction, so a load cut short by a kill is
         simply continued by the next run.
+
+        Withdrawn rows are there when an issue starts again that nobody was sent: every
+        reader withdrawn on a resume (the list saved empty by accident) before the first
+        batch.  Skipped as rows already there, they could never be sent the issue.
         """
         added = 0
         items = iter(subscribers)
+        withdrawn = self.db.execute(
+            "SELECT n FROM recipient_counts WHERE issue = ? AND status = ?",
+            (slug, RecipientStatus.WITHDRAWN),
+        ).fetchone()
+        bring_back = bool(withdrawn and withdrawn[0])
         while True:
             block = list(islice(items, chunk))
             with self.transaction() as db:
@@ -423,11 +433,37 @@ class Ledger:
                         for i, s in enumerate(block)
                     ],
                 )
-                added += new
-                move_counts(db, slug, {RecipientStatus.PENDING: new})
+                back = self._bring_back(db, slug, block) if bring_back else 0
+                added += new + back
+                move_counts(
+                    db,
+                    slug,
+                    {RecipientStatus.PENDING: new + back, RecipientStatus.WITHDRAWN: -back},
+                )
                 if len(block) < chunk:
                     db.execute("UPDATE issues SET audience_loaded = 1 WHERE slug = ?", (slug,))
                     return added
+
+    def _bring_back(self, db: sqlite3.Connection, slug: str, block: list[Subscriber]) -> int:
+        """Rows of ``block`` withdrawn from ``slug`` made pending again, with their values
+        as the list has them now; how many."""
+        now = self._now()
+        back = 0
+        for s in block:
+            row = db.execute(
+                "UPDATE recipients SET status = ?, reason = NULL, updated_at = ?"
+                " WHERE issue = ? AND key = ? AND status = ? RETURNING id",
+                (RecipientStatus.PENDING, now, slug, s.key, RecipientStatus.WITHDRAWN),
+            ).fetchone()
+            if row is not None:
+                db.execute(
+                    "UPDATE recipient_data SET email = ?, line = ?, fields = ? WHERE id = ?",
+                    (s.email, s.line, _fields_json(s.fields), row[0]),
+                )
+                back += 1
+        if back:
+            self.pending_again(slug)
+        return back
 
     def refresh_audience(
         self,
