@@ -179,7 +179,10 @@ def _optout(runs: list[Figures]) -> tuple[str, str, str]:
         f"{spread(runs, 'floor_p50_ms', '{:.0f}')} ms, max {spread(runs, 'floor_max_ms', '{:.0f}')}"
         " ms; waitress alone (serve before its front door, at best): max "
         f"{spread(runs, 'waitress_max_ms', '{:.0f}')} ms (target: each answered in under 100 ms)",
-        f"**{spread(runs, 'recorded', '{:.0f}')} of {count}** recorded in the list",
+        f"**{spread(runs, 'recorded', '{:.0f}')} of {int(runs[0].get('everyone', count))}**"
+        " recorded in the list (all waves); the waves after the first, meeting the list's"
+        f" rewrite: max {spread(runs, 'waves_max_ms', '{:.0f}')} ms (the rewrite in the"
+        f" server's thread, as before: {spread(runs, 'waves_before_max_ms', '{:.0f}')} ms)",
     )
 
 

@@ -33,6 +33,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from _common import PYTHON, emit, free_port, machine, make_project, table
 
@@ -223,11 +224,116 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
+# `newsletter serve` with the list's background rewrite kept in the server's own thread, as
+# before pipeline/web/list_applier.py: what the waves meet without the child process.
+IN_THREAD_SERVE = """
+import sys
+import pipeline.web.list_applier as applier
+applier.IN_A_CHILD_FROM = float("inf")
+from pipeline.cli import main
+sys.argv = ["newsletter", *sys.argv[1:]]
+main()
+"""
+
+WAVE_GAP = 0.35  # seconds between waves: the list's rewrite starts 0.3 s after a burst
+
+
+class ServerRun(NamedTuple):
+    waves: list[list[tuple[int, float]]]  # (status, seconds) of each request, by wave
+    answered: float  # seconds until the first wave's last answer
+    applied: float  # seconds until the list had every opt-out
+    cpu_ms: float  # the server's CPU per answer of the first wave (0: not known)
+    unsubscribed: int  # rows unsubscribed in the list at the end
+    rewrites: int
+    children: bool  # the rewrites ran in a child process
+
+
+def run_server(
+    rows: int, waves: list[list[str]], threads: int, clients: str, *, in_thread: bool = False
+) -> ServerRun:
+    """A fresh project of ``rows`` rows served as `newsletter serve` runs (or with the list's
+    rewrite in the server's thread: ``in_thread``); each wave of addresses posted at once,
+    ``WAVE_GAP`` seconds apart, so that every wave after the first meets the rewrite of the
+    one before."""
+    with tempfile.TemporaryDirectory() as tmp:
+        project = make_project(Path(tmp) / "project", rows, 'name = "outbox"')
+        secret = load_secret(project / ".newsletter", {})
+        port = free_port()
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        launch = [PYTHON, "-c", IN_THREAD_SERVE] if in_thread else [PYTHON, "-m", "pipeline"]
+        server = subprocess.Popen(
+            [*launch, "serve", "--port", str(port), "--threads", str(threads)],
+            cwd=project,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        results: list[list[tuple[int, float]]] = []
+        try:
+            assert server.stdout is not None
+            for line in server.stdout:  # lines before "serving": what the start applied
+                if "serving" in line:
+                    break
+            else:
+                raise SystemExit("the server did not start")
+            answered = 0.0
+            cpu_before = cpu_seconds(server.pid)
+            cpu_after = None
+            for number, addresses in enumerate(waves):
+                if number:
+                    time.sleep(WAVE_GAP)
+                tokens = [make_token(secret, a) for a in addresses]
+                wave, span = burst(port, tokens, clients)
+                results.append(wave)
+                if not number:
+                    answered, cpu_after = span, cpu_seconds(server.pid)
+            settled_from = time.perf_counter()
+            while queued(port) > 0:
+                time.sleep(0.05)
+            applied = answered + time.perf_counter() - settled_from
+            children = _has_children(server.pid)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            output, _ = server.communicate(timeout=60)
+        with (project / "subscribers.csv").open(newline="", encoding="utf-8") as handle:
+            unsubscribed = sum(
+                1 for row in csv.DictReader(handle) if row["status"] == "unsubscribed"
+            )
+    per_answer = 0.0
+    if cpu_before is not None and cpu_after is not None:
+        per_answer = (cpu_after - cpu_before) * 1000 / len(waves[0])
+    rewrites = sum(1 for line in output.splitlines() if "list updated" in line)
+    return ServerRun(results, answered, applied, per_answer, unsubscribed, rewrites, children)
+
+
+def _has_children(pid: int) -> bool:
+    """Whether the server has a child process now (its list applier's), from /proc."""
+    try:
+        tasks = Path(f"/proc/{pid}/task").iterdir()
+        return any((task / "children").read_text().split() for task in tasks if task.is_dir())
+    except OSError:
+        return False
+
+
+def later_max(run: ServerRun) -> float:
+    """The slowest answer of the waves after the first (those that met a rewrite), in ms."""
+    later = [s * 1000 for wave in run.waves[1:] for status, s in wave if status == 200]
+    return max(later) if later else 0.0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--threads", type=int, default=16, help="serve --threads (its default)")
+    parser.add_argument(
+        "--waves",
+        type=int,
+        default=4,
+        help="waves of --clients opt-outs, 0.35 s apart (the first is the one measured at "
+        "once; the others meet the list's rewrite)",
+    )
     parser.add_argument("--small", action="store_true", help="50 opt-outs, 3,000 rows (CI)")
     parser.add_argument(
         "--client-kind",
@@ -241,57 +347,17 @@ def main() -> None:
         async_clients(args.async_clients)
         return
     if args.small:
-        args.clients, args.rows = 50, 3000
-    with tempfile.TemporaryDirectory() as tmp:
-        project = make_project(Path(tmp) / "project", args.rows, 'name = "outbox"')
-        secret = load_secret(project / ".newsletter", {})
-        step = max(1, args.rows // args.clients)
-        addresses = [f"reader{i:07d}@example.org" for i in range(0, args.rows, step)]
-        tokens = [make_token(secret, a) for a in addresses[: args.clients]]
-        port = free_port()
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        server = subprocess.Popen(
-            [
-                PYTHON,
-                "-m",
-                "pipeline",
-                "serve",
-                "--port",
-                str(port),
-                "--threads",
-                str(args.threads),
-            ],
-            cwd=project,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        try:
-            assert server.stdout is not None
-            for line in server.stdout:  # lines before "serving": what the start applied
-                if "serving" in line:
-                    break
-            else:
-                raise SystemExit("the server did not start")
-            cpu_before = cpu_seconds(server.pid)
-            results, answered = burst(port, tokens, args.client_kind)
-            cpu_after = cpu_seconds(server.pid)
-            settled_from = time.perf_counter()
-            while queued(port) > 0:
-                time.sleep(0.05)
-            applied = answered + time.perf_counter() - settled_from
-        finally:
-            server.send_signal(signal.SIGTERM)
-            output, _ = server.communicate(timeout=60)
-        with (project / "subscribers.csv").open(newline="", encoding="utf-8") as handle:
-            unsubscribed = sum(
-                1 for row in csv.DictReader(handle) if row["status"] == "unsubscribed"
-            )
-    latencies = [seconds * 1000 for status, seconds in results if status == 200]
-    ok = len(latencies)
+        args.clients, args.rows, args.waves = 50, 3000, 2
+    waves_of = max(1, args.waves)
+    step = max(1, args.rows // (args.clients * waves_of))
+    addresses = [f"reader{i:07d}@example.org" for i in range(0, args.rows, step)]
+    waves = [addresses[n * args.clients : (n + 1) * args.clients] for n in range(waves_of)]
+    ours = run_server(args.rows, waves, args.threads, args.client_kind)
+    first = [seconds * 1000 for status, seconds in ours.waves[0] if status == 200]
+    everyone = sum(len(w) for w in waves)
+    ok = len(first)
     print(
-        f"# one-click opt-outs: {len(tokens)} at once, {args.rows:,} rows, "
+        f"# one-click opt-outs: {len(waves[0])} at once, {args.rows:,} rows, "
         f"{args.threads} server threads, clients: {args.client_kind} ({machine()})"
     )
     print(
@@ -299,45 +365,56 @@ def main() -> None:
             [
                 ("answered 200", "p50 ms", "p95 ms", "max ms", "all answered s", "in the list"),
                 (
-                    f"{ok}/{len(tokens)}",
-                    f"{percentile(latencies, 0.5):.0f}" if latencies else "-",
-                    f"{percentile(latencies, 0.95):.0f}" if latencies else "-",
-                    f"{max(latencies):.0f}" if latencies else "-",
-                    f"{answered:.2f}",
-                    f"{unsubscribed}/{len(tokens)} after {applied:.2f} s",
+                    f"{ok}/{len(waves[0])}",
+                    f"{percentile(first, 0.5):.0f}" if first else "-",
+                    f"{percentile(first, 0.95):.0f}" if first else "-",
+                    f"{max(first):.0f}" if first else "-",
+                    f"{ours.answered:.2f}",
+                    f"{ours.unsubscribed}/{everyone} after {ours.applied:.2f} s (all waves)",
                 ),
             ]
         )
     )
-    updates = [line for line in output.splitlines() if "list updated" in line]
-    print(f"rewrites of the list: {len(updates)}")
-    floor = bare_floor(tokens, PAGE_SIZE, BARE_FRONT_DOOR, args.client_kind)
+    print(f"rewrites of the list: {ours.rewrites}")
+    before = None
+    if len(waves) > 1:
+        before = run_server(args.rows, waves, args.threads, args.client_kind, in_thread=True)
+        print(
+            f"waves 2-{len(waves)}, {WAVE_GAP} s apart, each meeting the list's rewrite: "
+            f"max {later_max(ours):.0f} ms with the rewrite in a child process (serve; "
+            f"{'it had one' if ours.children else 'the list too short for one'}), "
+            f"{later_max(before):.0f} ms with it in the server's thread (before); "
+            f"answered 200: {sum(1 for w in ours.waves[1:] for c, _ in w if c == 200)}/"
+            f"{sum(len(w) for w in waves[1:])}"
+        )
+    floor = bare_floor(waves[0], PAGE_SIZE, BARE_FRONT_DOOR, args.client_kind)
     print(
         f"the floor, the same clients against the front door alone (a fixed {PAGE_SIZE:,}-byte "
-        f"page at once, nothing behind it): {len(floor)}/{len(tokens)} answered, "
+        f"page at once, nothing behind it): {len(floor)}/{len(waves[0])} answered, "
         f"p50 {percentile(floor, 0.5):.0f} ms, max {max(floor):.0f} ms"
     )
-    waitress = bare_floor(tokens, PAGE_SIZE, BARE_SERVER, args.client_kind)
+    waitress = bare_floor(waves[0], PAGE_SIZE, BARE_SERVER, args.client_kind)
     print(
         f"waitress alone, the same clients and page (how `serve` answered before its front "
-        f"door, at best): {len(waitress)}/{len(tokens)} answered, "
+        f"door, at best): {len(waitress)}/{len(waves[0])} answered, "
         f"p50 {percentile(waitress, 0.5):.0f} ms, max {max(waitress):.0f} ms"
     )
-    per_answer = 0.0
-    if cpu_before is not None and cpu_after is not None:
-        per_answer = (cpu_after - cpu_before) * 1000 / len(tokens)
-        rough = "rough" if per_answer else "under one tick for them all"
-        print(f"server CPU per answer: {per_answer:.2f} ms (clock ticks of 10 ms: {rough})")
+    if ours.cpu_ms:
+        print(f"server CPU per answer: {ours.cpu_ms:.2f} ms (clock ticks of 10 ms: rough)")
     emit(
         {
-            "count": float(len(tokens)),
+            "count": float(len(waves[0])),
             "answered": float(ok),
-            "recorded": float(unsubscribed),
-            "p50_ms": percentile(latencies, 0.5) if latencies else 0.0,
-            "p95_ms": percentile(latencies, 0.95) if latencies else 0.0,
-            "max_ms": max(latencies) if latencies else 0.0,
-            "rewrites": float(len(updates)),
-            "server_cpu_ms": per_answer,
+            "recorded": float(ours.unsubscribed),
+            "everyone": float(everyone),
+            "p50_ms": percentile(first, 0.5) if first else 0.0,
+            "p95_ms": percentile(first, 0.95) if first else 0.0,
+            "max_ms": max(first) if first else 0.0,
+            "waves": float(len(waves)),
+            "waves_max_ms": later_max(ours),
+            "waves_before_max_ms": later_max(before) if before else 0.0,
+            "rewrites": float(ours.rewrites),
+            "server_cpu_ms": ours.cpu_ms,
             "floor_p50_ms": percentile(floor, 0.5),
             "floor_max_ms": max(floor),
             "waitress_p50_ms": percentile(waitress, 0.5),

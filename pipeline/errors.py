@@ -31,6 +31,11 @@ class InputError(NewsletterError):
         self.field = field
         super().__init__(self.location_message())
 
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        # Sent back from another process (the web app's list applier): rebuilt with where it
+        # comes from, not from its one-line text (pickle's default, args[0], lost the line).
+        return _rebuilt, (self.message, self.path, self.line, self.field)
+
     def location_message(self) -> str:
         where = ""
         if self.path:
@@ -38,6 +43,10 @@ class InputError(NewsletterError):
             where += ": "
         field = f"{self.field}: " if self.field else ""
         return f"{where}{field}{self.message}"
+
+
+def _rebuilt(message: str, path: str | None, line: int | None, field: str | None) -> InputError:
+    return InputError(message, path=path, line=line, field=field)
 
 
 class ConfigError(InputError):
@@ -51,6 +60,9 @@ class InputErrors(InputError):
         self.problems = problems
         first = problems[0]
         super().__init__(first.message, path=first.path, line=first.line, field=first.field)
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return InputErrors, (self.problems,)
 
     def location_message(self) -> str:
         return "\n".join(problem.location_message() for problem in self.problems)

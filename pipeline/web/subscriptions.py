@@ -50,6 +50,7 @@ from pipeline.ledger.group_commit import GroupCommitter
 from pipeline.ledger.store import Ledger
 from pipeline.messages.headers import clean_header
 from pipeline.web.limits import SlidingWindow
+from pipeline.web.list_applier import ChildApplier
 from pipeline.web.mail import Mailer, confirmations_within, inbox_key
 from pipeline.web.tokens import Signer, SignupRequest, TokenProblem
 
@@ -209,6 +210,9 @@ class Subscriptions:
         self._stopping = threading.Event()
         self._applier: threading.Thread | None = None
         self.writer = GroupCommitter(settings.state_dir / LEDGER_NAME)
+        # The background rewrites of a long list run in a child process (list_applier's
+        # docstring says why).
+        self.elsewhere = ChildApplier(settings.state_dir / LEDGER_NAME)
         self._last_problem = ""
         self._public_problem = ""
         self._ledger_problem = ""
@@ -249,6 +253,7 @@ class Subscriptions:
         self._wake.set()
         if self._applier is not None:
             self._applier.join(timeout=30)
+        self.elsewhere.close()
         self._mail.shutdown(wait=True)
         self.writer.close()
         self._flush_logged()
@@ -264,9 +269,14 @@ class Subscriptions:
         """Apply every queued change to the list now."""
         return apply_queued(self.db(), self.settings.subscribers, self.settings.state_dir)
 
-    def _flush_logged(self) -> None:
+    def _flush_logged(self, *, in_background: bool = False) -> None:
         try:
-            flushed = self.flush()
+            if in_background:  # while answering: a long list is rewritten by the child
+                flushed = self.elsewhere.apply(
+                    self.flush, self.settings.subscribers, self.settings.state_dir
+                )
+            else:
+                flushed = self.flush()
         except (NewsletterError, OSError, sqlite3.Error) as exc:
             problem = exc.location_message() if isinstance(exc, InputError) else str(exc)
             if problem != self._last_problem:  # once, not every few seconds
@@ -317,7 +327,7 @@ class Subscriptions:
                         break
             if self._stopping.is_set():
                 return
-            self._flush_logged()
+            self._flush_logged(in_background=True)
 
     def _in_background(self, job: Callable[[], None]) -> None:
         def run() -> None:
