@@ -383,3 +383,46 @@ def test_a_provider_id_with_a_nul_is_stored_whole_and_found_by_webhooks(tmp_path
     event = ProviderEvent("postmark", "e1", EventType.DELIVERED, rows[1].email, None, ids[1])
     assert find_issue(ledger.db, event) == "i"
     ledger.close()
+
+
+def test_a_provider_id_with_a_lone_surrogate_does_not_stop_the_settlement(
+    tmp_path: Path,
+) -> None:
+    """A provider's JSON may escape half a UTF-16 pair ("\\ud800"), which json.loads turns
+    into a lone surrogate: no UTF-8 can hold it, and the settlement raised (orjson, and
+    SQLite's binding), leaving the batch in flight, to be reported unknown.  It is stored
+    with the half pair replaced; the rest of the batch as it came."""
+    from pipeline.audience.subscribers import Subscriber
+    from pipeline.ledger.store import Ledger, RecipientStatus, Settlement
+
+    ledger = Ledger(tmp_path / "l.sqlite3")
+    ledger.start_issue("i", "h", "postmark")
+    ledger.add_recipients(
+        "i",
+        [
+            Subscriber(n + 2, f"r{n}@x.org", f"r{n}@x.org", {"email": f"r{n}@x.org"})
+            for n in range(4)
+        ],
+    )
+    ledger.recover_inflight()
+    batch, rows = ledger.claim("i", 4)
+    ledger.settle(
+        "i",
+        batch,
+        [
+            Settlement(rows[0].key, RecipientStatus.SENT, "plain-id"),
+            Settlement(rows[1].key, RecipientStatus.SENT, "half-\ud800-pair"),
+            Settlement(rows[2].key, RecipientStatus.FAILED, "", "bad \udfff reason"),
+            Settlement("not-claimed@x.org", RecipientStatus.SENT, "other-\ud800"),
+        ],
+    )
+    history = {row["email"]: row for row in ledger.history("i")}
+    assert history["r0@x.org"]["provider_id"] == "plain-id"
+    assert history["r1@x.org"]["status"] == "sent"
+    assert history["r1@x.org"]["provider_id"] == "half-\ufffd-pair"
+    assert history["r2@x.org"]["status"] == "failed"
+    assert history["r2@x.org"]["reason"] == "bad \ufffd reason"
+    assert history["r3@x.org"]["status"] == "inflight"  # not settled: still held
+    counts = ledger.counts("i")
+    assert (counts.sent, counts.failed) == (2, 1)
+    ledger.close()

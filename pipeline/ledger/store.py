@@ -114,6 +114,30 @@ class Settlement(NamedTuple):
     reason: str = ""
 
 
+def _storable(text: str) -> str | None:
+    """``text`` as SQLite can store it (None for ""): a lone surrogate, half a UTF-16 pair
+    (what json.loads makes of a provider's "\\ud800"), replaced by U+FFFD; no UTF-8 holds
+    one, and binding it raised, leaving a settled batch in flight."""
+    if not text:
+        return None
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+def _storable_json(value: Any) -> Any:
+    """A settlement's JSON value (a provider id, or [provider id, reason]), storable."""
+    if isinstance(value, str):
+        return _storable(value)
+    if isinstance(value, tuple | list):
+        return [_storable(v) if isinstance(v, str) else v for v in value]
+    return value
+
+
 def _counted(status: RecipientStatus) -> RecipientStatus:
     """The status a row is counted under in ``recipient_counts``: in flight is pending."""
     return RecipientStatus.PENDING if status is RecipientStatus.INFLIGHT else status
@@ -894,7 +918,7 @@ class Ledger:
             rowid = held.pop(s.key, None)
             if rowid is None:
                 by_key.setdefault(s.status, []).append(
-                    (s.provider_id or None, s.reason or None, now, slug, s.key, batch)
+                    (_storable(s.provider_id), _storable(s.reason), now, slug, s.key, batch)
                 )
             else:
                 ids.setdefault(s.status, {})[rowid] = s.provider_id or None
@@ -917,7 +941,14 @@ class Ledger:
                         values: Any = {r: (i, why.get(r)) for r, i in ids[status].items()}
                     else:  # {rowid: provider id}: no JSON read for each row (0.6 us a row)
                         sql, values = _SETTLE, ids[status]
-                    as_json = orjson.dumps(values, option=orjson.OPT_NON_STR_KEYS).decode()
+                    try:
+                        dumped = orjson.dumps(values, option=orjson.OPT_NON_STR_KEYS)
+                    except TypeError:  # a lone surrogate, which no UTF-8 holds: replaced
+                        dumped = orjson.dumps(
+                            {r: _storable_json(v) for r, v in values.items()},
+                            option=orjson.OPT_NON_STR_KEYS,
+                        )
+                    as_json = dumped.decode()
                     if "\\u0000" in as_json:
                         # SQLite's JSON functions end a text at a NUL: an id or reason with
                         # one (no provider sends one, but it is theirs to send) makes the
@@ -925,7 +956,7 @@ class Ledger:
                         # one a row.
                         bound = {row[4] for row in by_key.get(status, [])}
                         by_key.setdefault(status, []).extend(
-                            (s.provider_id or None, s.reason or None, now, slug, s.key, batch)
+                            (_storable(s.provider_id), _storable(s.reason), now, slug, s.key, batch)
                             for s in settlements
                             if s.status == status and s.key not in bound
                         )
