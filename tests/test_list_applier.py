@@ -7,10 +7,14 @@ runs there, that its errors come back whole, and that a child that dies costs no
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -157,3 +161,105 @@ def test_the_server_rewrites_a_long_list_in_its_child(project: Path) -> None:
     with sqlite3.connect(settings.state_dir / "ledger.sqlite3") as db:
         left = db.execute("SELECT count(*) FROM list_changes WHERE applied_at IS NULL")
         assert left.fetchone()[0] == 0
+
+
+def children_of_this_process() -> list[int]:
+    found: list[int] = []
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError):
+            found += [int(pid) for pid in (task / "children").read_text().split()]
+    return found
+
+
+def test_ctrl_c_while_the_child_starts_is_not_a_traceback(tmp_path: Path) -> None:
+    # Ctrl-C reaches the whole process group: the child, importing for its first 0.4 s,
+    # died of it with a traceback in the server's log.  Now it starts with SIGINT blocked.
+    subscribers, state, ledger = a_list(tmp_path)
+    queue(ledger, "reader003@example.org")
+    applier = ChildApplier(ledger.path, in_a_child_from=0)
+    before = set(children_of_this_process())
+    done = threading.Event()
+
+    def press_ctrl_c() -> None:
+        while not done.is_set():
+            for pid in set(children_of_this_process()) - before:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGINT)
+            time.sleep(0.005)
+
+    presser = threading.Thread(target=press_ctrl_c)
+    presser.start()
+    try:
+        flushed = applier.apply(nowhere, subscribers, state)  # `nowhere`: the child survived
+    finally:
+        done.set()
+        presser.join()
+        applier.close()
+        ledger.close()
+    assert flushed.applied == 1 and applier.children_started == 1
+
+
+SERVER_KILLED_OUTRIGHT = """
+import sys
+from pathlib import Path
+from pipeline.web.list_applier import ChildApplier
+if __name__ == "__main__":
+    applier = ChildApplier(Path(sys.argv[1]), in_a_child_from=0)
+    def here():
+        raise SystemExit("the child did not run")
+    applier.apply(here, Path(sys.argv[2]), Path(sys.argv[3]))
+    print(*applier._pool._processes, flush=True)
+    sys.stdin.read()  # until killed
+"""
+
+
+def test_a_child_ends_when_its_server_is_killed_outright(tmp_path: Path) -> None:
+    # SIGKILL of the server (no systemd to clean up after it) left its child waiting for
+    # work for good, with 46 MB.
+    subscribers, state, ledger = a_list(tmp_path)
+    ledger.close()
+    script = tmp_path / "server.py"
+    script.write_text(SERVER_KILLED_OUTRIGHT, encoding="utf-8")
+    server = subprocess.Popen(
+        [sys.executable, str(script), str(ledger.path), str(subscribers), str(state)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdout is not None
+    (child,) = (int(pid) for pid in server.stdout.readline().split())
+    server.kill()
+    server.wait()
+    for _ in range(100):  # bounded: the child looks for its parent every second
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(child, os.WNOHANG)
+        time.sleep(0.1)
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)
+
+
+def test_the_log_accounts_for_an_opt_out_of_someone_no_longer_on_the_list(
+    tmp_path: Path,
+) -> None:
+    # "1 queued change applied (0 changed, 0 added, 0 unchanged)": the one change was for
+    # an address deleted from the list meanwhile, and the line added up to nothing.
+    from pipeline.audience.list_writer import ApplyResult
+    from pipeline.web.subscriptions import applied_line
+
+    line = applied_line(2, ApplyResult(1, 0, 0, 0, ("gone@example.org",)))
+    assert line == (
+        "list updated: 2 queued changes applied (1 changed, 0 added, 0 unchanged, "
+        "1 not on the list any more)"
+    )
+    subscribers, state, ledger = a_list(tmp_path)
+    queue(ledger, "reader001@example.org", "nobody@example.org")
+    flushed = apply_queued(ledger.db, subscribers, state)
+    ledger.close()
+    assert flushed.result is not None
+    assert applied_line(flushed.applied, flushed.result).endswith(
+        "(1 changed, 0 added, 0 unchanged, 1 not on the list any more)"
+    )

@@ -18,11 +18,14 @@ thread, and a new child started for the next.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from pathlib import Path
 
 from pipeline.audience.change_queue import Flushed, apply_queued
@@ -32,8 +35,31 @@ IN_A_CHILD_FROM: float = 1_000_000  # bytes of list (about 15,000 rows): a rewri
 
 def _child_start() -> None:
     # Ctrl-C in a terminal reaches the whole process group: the server decides when its
-    # child stops (after the rewrite in hand), not the key press.
+    # child stops (after the rewrite in hand), not the key press.  The child was started
+    # with SIGINT blocked (``_starting``), so a key press during its imports was held, not
+    # a traceback in the log; once ignored, it can be let through (and is dropped).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    # A server killed outright (SIGKILL, a crash) cannot end its child, which would wait for
+    # work forever (its queue's pipe stays open: it holds both ends): it ends itself.
+    threading.Thread(target=_end_with, args=(os.getppid(),), daemon=True).start()
+
+
+def _end_with(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(0)  # a rewrite cut short leaves its temporary file to the next one's clean-up
+
+
+@contextmanager
+def _starting() -> Iterator[None]:
+    """SIGINT blocked in this thread while it starts a child, which inherits the mask (the
+    process's handlers, in the main thread, are untouched)."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _apply_here(ledger: str, subscribers: str, state_dir: str) -> Flushed:
@@ -78,7 +104,8 @@ class ChildApplier:
                 )
                 self.children_started += 1
         try:
-            job = pool.submit(_apply_here, str(self.ledger), str(subscribers), str(state_dir))
+            with _starting():  # submit starts the child, the first time
+                job = pool.submit(_apply_here, str(self.ledger), str(subscribers), str(state_dir))
         except (OSError, RuntimeError):  # no child could be started (no memory, no process)
             self._discard(pool)
             return here()

@@ -34,7 +34,7 @@ from pathlib import Path
 from email_validator import EmailNotValidError, validate_email
 
 from pipeline.audience.change_queue import Flushed, apply_queued, queue_change
-from pipeline.audience.list_writer import ListChange
+from pipeline.audience.list_writer import ApplyResult, ListChange
 from pipeline.audience.listing import status_of
 from pipeline.config import Settings
 from pipeline.errors import InputError, NewsletterError
@@ -53,6 +53,7 @@ from pipeline.web.limits import SlidingWindow
 from pipeline.web.list_applier import ChildApplier
 from pipeline.web.mail import Mailer, confirmations_within, inbox_key
 from pipeline.web.tokens import Signer, SignupRequest, TokenProblem
+from pipeline.wording import count
 
 LEDGER_NAME = "ledger.sqlite3"  # the same file as sending.LEDGER_NAME
 SUBSCRIBED = "subscribed"
@@ -173,6 +174,18 @@ def _already_leaving(db: sqlite3.Connection, key: str) -> bool:
     return last is not None and last[0] == ConsentAction.UNSUBSCRIBED.value
 
 
+def applied_line(applied: int, r: ApplyResult) -> str:
+    """The log's line for a rewrite: every queued change accounted for (an opt-out for an
+    address no longer on the list was "0 changed, 0 added, 0 unchanged", which added up to
+    nothing)."""
+    parts = [f"{r.changed} changed", f"{r.added} added", f"{r.unchanged} unchanged"]
+    if r.removed:
+        parts.append(f"{r.removed} removed")
+    if r.missing:
+        parts.append(f"{len(r.missing)} not on the list any more")
+    return f"list updated: {count(applied, 'queued change')} applied ({', '.join(parts)})"
+
+
 def _public(exc: Exception) -> str:
     """A list problem for /healthz: where, not what (the log has the rest)."""
     if isinstance(exc, InputError) and exc.path:
@@ -289,12 +302,7 @@ class Subscriptions:
             self._last_problem = ""
             self._public_problem = ""
         if flushed.applied and flushed.result is not None:
-            r = flushed.result
-            self.log(
-                f"list updated: {flushed.applied} queued change"
-                f"{'s' if flushed.applied != 1 else ''} applied ({r.changed} changed, "
-                f"{r.added} added, {r.unchanged} unchanged)"
-            )
+            self.log(applied_line(flushed.applied, flushed.result))
 
     @property
     def ledger_problem(self) -> str:
