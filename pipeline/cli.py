@@ -328,6 +328,11 @@ def _print_report(
         click.echo(
             f"  withdrawn: {report.withdrawn} left the list or unsubscribed since the send began"
         )
+    if report.returned:
+        click.echo(
+            f"  back: {report.returned} withdrawn earlier (not on the list, or not subscribed,"
+            " when it was read) are on it again, so they get the issue after all"
+        )
     if report.added:
         click.echo(f"  included: {report.added} who joined the list since the send began")
     if report.joined:

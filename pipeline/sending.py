@@ -158,6 +158,7 @@ class SendReport:
     unknown: list[tuple[str, str]] = field(default_factory=list)
     recovered_unknown: int = 0
     withdrawn: int = 0
+    returned: int = 0  # withdrawn earlier, on the list again: sent after all
     joined: int = 0  # joined the list since the send began; not sent (see --include-new)
     kept_out: list[Skipped] = field(default_factory=list)  # "subscribed", but left earlier
     added: int = 0  # joined since and included (--include-new)
@@ -467,6 +468,11 @@ def _send_locked(
             audience.opted_out,
             include_new=include_new,
         )
+        if change.empty and ledger.counts(slug).pending:
+            # The list saved empty (or with nobody subscribed left): withdrawing everyone
+            # still to send made the issue complete without them.  Refused, as a first send
+            # to such a list is; nothing changed, so the resume goes on once it is put right.
+            raise nobody_to_send_to(settings, issue)
 
     factory = MessageFactory(
         compiled, settings, secret, managed_unsubscribe=provider.managed_unsubscribe
@@ -482,11 +488,11 @@ def _send_locked(
     reconciled = _reconcile_unknown(ledger, slug, provider, factory)
     ledger.set_status(slug, IssueStatus.SENDING)
     told = progress or (lambda done, total: None)
-    withdrawn_since = 0
+    withdrawn_since = returned_since = 0
     list_read_at, list_interval = monotonic(), list_recheck
 
     def progress_and_record(done: int, total: int) -> None:
-        nonlocal list_seen, list_read_at, list_interval, withdrawn_since
+        nonlocal list_seen, list_read_at, list_interval, withdrawn_since, returned_since
         # After each batch is settled in the ledger (so the record is never ahead of it): a
         # SIGKILL or power cut leaves the record saying who was sent, not "0" from the start.
         if done:
@@ -511,6 +517,7 @@ def _send_locked(
                 slug, scan_now.subscribers(settings.subscribers, issue.tags), scan_now.opted_out
             )
             withdrawn_since += again.withdrawn
+            returned_since += again.returned
         except InputError:
             pass  # a list saved half-edited: the send goes on; a resume reads it again
         list_read_at = monotonic()
@@ -557,6 +564,7 @@ def _send_locked(
         unknown=ledger.recipients(slug, RecipientStatus.UNKNOWN),
         recovered_unknown=recovered,
         withdrawn=change.withdrawn + withdrawn_since,
+        returned=change.returned + returned_since,
         joined=change.joined,
         added=change.added,
         reconciled=reconciled,

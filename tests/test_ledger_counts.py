@@ -95,8 +95,9 @@ def test_the_kept_counts_follow_every_change_of_status(tmp_path: Path) -> None:
     change = ledger.refresh_audience(
         "two", people(25, start=1) + people(3, start=40), ["p26@example.org"], include_new=True
     )
-    # p1 withdrawn before and back; p26-p29 withdrawn now; p40-p42 added.
-    assert (change.withdrawn, change.added) == (4, 4)
+    # p1 withdrawn before and back (returned, not added); p26-p29 withdrawn now; p40-p42
+    # added.
+    assert (change.withdrawn, change.returned, change.added) == (4, 1, 3)
     same()
     # A hand edit is counted right from the next send's start (recover_inflight).
     ledger.db.execute("UPDATE recipients SET status = 'unknown' WHERE issue = 'two'")

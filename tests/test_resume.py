@@ -158,12 +158,12 @@ def test_an_opt_out_or_erasure_during_the_send_is_honoured_before_their_turn(
     assert "no longer on the list" in rows["reader060@example.org"]["reason"]
 
 
-def test_readers_withdrawn_by_an_emptied_list_come_back_with_the_list(
+def test_a_resume_to_a_list_saved_empty_is_refused_and_changes_nothing(
     make_project: Callable[..., Path],
 ) -> None:
-    # The list saved empty by accident (an export of the wrong sheet) before a resume withdrew
-    # the 80 still to send; putting the list back and --include-new sent them nothing: the
-    # issue was "complete" with 80 readers lost for good.
+    # The list saved empty by accident (an export of the wrong sheet) before a resume: it
+    # withdrew the 80 still to send and marked the issue complete; cron then sent nothing,
+    # and putting the list back left them to --include-new, called people who "joined".
     root = make_project(
         provider='name = "outbox"\nbatch_size = 10\nconcurrency = 1',
         csv=HEADER + "".join(row(i) for i in range(100)),
@@ -171,17 +171,43 @@ def test_readers_withdrawn_by_an_emptied_list_come_back_with_the_list(
     interrupted_send(root, after=20)
     full = (root / "subscribers.csv").read_text(encoding="utf-8")
     (root / "subscribers.csv").write_text(HEADER, encoding="utf-8")
-    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
-    assert "withdrawn: 80" in out, out
+    code, out, err = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 2 and "nobody to send to: the list has only its header row" in err, out
+    assert "withdrawn" not in out and "complete" not in out, out
     (root / "subscribers.csv").write_text(full, encoding="utf-8")
-    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
-    assert code == 0 and "80 people have joined the list since the send began" in out, out
     stamps = {p: p.stat().st_mtime_ns for p in (root / "outbox" / SLUG).glob("*.eml")}
     assert len(stamps) == 20
-    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes", "--include-new")
-    assert code == 0 and "audience 100: sent 100" in out, out
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 0 and "audience 100: sent 100" in out and "joined" not in out, out
     assert len(sent_to(root)) == 100
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # the first 20 not again
+
+
+def test_readers_withdrawn_by_rows_lost_from_the_list_come_back_with_them(
+    make_project: Callable[..., Path],
+) -> None:
+    # The list saved with most of its rows missing: those still to send are withdrawn
+    # (a deletion may be an erasure request).  Put back, they are readers of this issue
+    # again, sent by the next run (cron's too), not "people who joined" left to
+    # --include-new.
+    root = make_project(
+        provider='name = "outbox"\nbatch_size = 10\nconcurrency = 1',
+        csv=HEADER + "".join(row(i) for i in range(100)),
+    )
+    interrupted_send(root, after=20)
+    full = (root / "subscribers.csv").read_text(encoding="utf-8")
+    partial = HEADER + "".join(row(i) for i in range(30))  # rows 30-99 lost
+    (root / "subscribers.csv").write_text(partial, encoding="utf-8")
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 0 and "withdrawn: 70" in out and len(sent_to(root)) == 30, out
+    renamed = full.replace("reader077@example.org,Reader77", "reader077@example.org,Julia")
+    (root / "subscribers.csv").write_text(renamed, encoding="utf-8")
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 0 and "audience 100: sent 100" in out, out
+    assert "back: 70 withdrawn earlier" in out and "joined" not in out, out
+    assert len(sent_to(root)) == 100
+    julia = (root / "outbox" / SLUG / "reader077@example.org.eml").read_text(encoding="utf-8")
+    assert "Julia" in julia  # the list's values now
 
 
 def test_a_list_saved_unreadable_during_the_send_does_not_stop_it(
@@ -304,10 +330,10 @@ def test_a_row_kept_out_on_resume_is_withdrawn_before_its_turn(
 def test_readers_withdrawn_before_anyone_was_sent_get_the_issue_when_the_list_is_back(
     make_project: Callable[..., Path],
 ) -> None:
-    # Stopped before its first batch, resumed with the list saved empty: all 100 withdrawn,
-    # nobody sent, so the next run starts afresh.  That fresh start kept every withdrawn row
-    # as it was (its load skips rows already there): with the list put back, "nobody to
-    # send to", for good.
+    # Stopped before its first batch, resumed with a list of someone else only: all 100
+    # withdrawn, nobody sent, so the next run starts afresh.  That fresh start kept every
+    # withdrawn row as it was (its load skips rows already there): with the list put back,
+    # "nobody to send to", for good.
     root = make_project(
         provider='name = "outbox"\nbatch_size = 10\nconcurrency = 1',
         csv=HEADER + "".join(row(i) for i in range(100)),
@@ -320,7 +346,7 @@ def test_readers_withdrawn_before_anyone_was_sent_get_the_issue_when_the_list_is
     )
     assert report is not None and report.counts.sent == 0 and report.counts.pending == 100
     full = (root / "subscribers.csv").read_text(encoding="utf-8")
-    (root / "subscribers.csv").write_text(HEADER, encoding="utf-8")
+    (root / "subscribers.csv").write_text(HEADER + row(500), encoding="utf-8")
     code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
     assert "withdrawn: 100" in out, out
     renamed = full.replace("reader007@example.org,Reader7", "reader007@example.org,Julia")

@@ -97,6 +97,8 @@ class AudienceChange:
     refreshed: int  # still to send, with the list's current values
     joined: int  # joined since the send began, not included (``--include-new`` includes them)
     added: int  # joined since, included in this send
+    returned: int = 0  # withdrawn earlier, in the audience again: to send after all
+    empty: bool = False  # the audience now is nobody: nothing was changed (see refresh_audience)
 
 
 # Named tuples, not frozen dataclasses: one of each is made per recipient, and a frozen
@@ -511,13 +513,21 @@ class Ledger:
 
         Pending readers no longer in the issue's audience (deleted, which may be an erasure
         request; unsubscribed; untagged) are withdrawn; the others get their current values
-        (a corrected name); people who joined since the send began are counted, and added
-        when ``include_new``.  Rows already sent, failed or unknown are history: untouched.
+        (a corrected name); readers withdrawn earlier who are in the audience again (the
+        list saved with rows missing, then put right) are to send again; people who joined
+        since the send began are counted, and added when ``include_new``.  Rows already
+        sent, failed or unknown are history: untouched.
+
+        An audience of nobody changes nothing (``empty``): a list saved empty (the wrong
+        sheet exported, a header row alone) withdrew everyone still to send, and the issue
+        was complete with all of them lost to it.  The caller says what to do.
         """
         db = self.db
         self._load_current_audience(subscribers, chunk)
         now = self._now()
         try:
+            if db.execute("SELECT 1 FROM temp.current_audience LIMIT 1").fetchone() is None:
+                return AudienceChange(0, 0, 0, 0, empty=True)
             with self.transaction():
                 db.execute("CREATE TEMP TABLE IF NOT EXISTS left_list (key TEXT PRIMARY KEY)")
                 db.execute("DELETE FROM temp.left_list")
@@ -546,37 +556,31 @@ class Ledger:
                     " AND (recipient_data.fields != c.fields OR recipient_data.email != c.email)",
                     (slug, RecipientStatus.PENDING),
                 ).rowcount
+                # Withdrawn readers who are in the audience again (the list was saved with
+                # rows missing by accident, then put back; or they resubscribed) are to send
+                # after all, with the list's values now: a withdrawal is never a reader lost
+                # for good, nor one left to `--include-new` as if new.  Never sent, any of them.
+                db.execute(
+                    "UPDATE recipient_data SET email = c.email, line = c.line,"
+                    " fields = c.fields FROM recipients AS r, temp.current_audience AS c"
+                    " WHERE recipient_data.id = r.id AND r.issue = ? AND r.status = ?"
+                    " AND r.key = c.key",
+                    (slug, RecipientStatus.WITHDRAWN),
+                )
+                returned = db.execute(
+                    "UPDATE recipients SET status = ?, reason = NULL, updated_at = ?"
+                    " FROM temp.current_audience AS c WHERE recipients.issue = ?"
+                    " AND recipients.status = ? AND recipients.key = c.key",
+                    (RecipientStatus.PENDING, now, slug, RecipientStatus.WITHDRAWN),
+                ).rowcount
                 new = (
                     "FROM temp.current_audience c WHERE NOT EXISTS (SELECT 1 FROM recipients r"
                     " WHERE r.issue = ? AND r.key = c.key)"
                 )
                 joined = int(db.execute(f"SELECT count(*) {new}", (slug,)).fetchone()[0])
-                # Withdrawn readers who are in the audience again (the list was saved empty by
-                # accident, then put back; or they resubscribed) count as joined, so a
-                # withdrawal is never a reader lost for good.  Withdrawn rows were never sent.
-                joined += int(
-                    db.execute(
-                        "SELECT count(*) FROM recipients WHERE issue = ? AND status = ?"
-                        " AND key IN (SELECT key FROM temp.current_audience)",
-                        (slug, RecipientStatus.WITHDRAWN),
-                    ).fetchone()[0]
-                )
                 added = 0
                 if include_new and joined:
-                    db.execute(
-                        "UPDATE recipient_data SET email = c.email, line = c.line,"
-                        " fields = c.fields FROM recipients AS r, temp.current_audience AS c"
-                        " WHERE recipient_data.id = r.id AND r.issue = ? AND r.status = ?"
-                        " AND r.key = c.key",
-                        (slug, RecipientStatus.WITHDRAWN),
-                    )
-                    back_again = db.execute(
-                        "UPDATE recipients SET status = ?, reason = NULL, updated_at = ?"
-                        " FROM temp.current_audience AS c WHERE recipients.issue = ?"
-                        " AND recipients.status = ? AND recipients.key = c.key",
-                        (RecipientStatus.PENDING, now, slug, RecipientStatus.WITHDRAWN),
-                    ).rowcount
-                    inserted = db.execute(
+                    added = db.execute(
                         "INSERT INTO recipients (issue, key, status)"
                         f" SELECT ?, c.key, ? {new} ORDER BY c.line",
                         (slug, RecipientStatus.PENDING, slug),
@@ -588,16 +592,19 @@ class Ledger:
                         " WHERE NOT EXISTS (SELECT 1 FROM recipient_data AS d WHERE d.id = r.id)",
                         (slug,),
                     )
-                    added = back_again + inserted
+                if returned or added:
                     self.pending_again(slug)
-                    move_counts(
-                        db,
-                        slug,
-                        {RecipientStatus.WITHDRAWN: -back_again, RecipientStatus.PENDING: added},
-                    )
+                move_counts(
+                    db,
+                    slug,
+                    {
+                        RecipientStatus.WITHDRAWN: -returned,
+                        RecipientStatus.PENDING: returned + added,
+                    },
+                )
         finally:
             db.execute("DELETE FROM temp.current_audience")
-        return AudienceChange(withdrawn, refreshed, joined - added, added)
+        return AudienceChange(withdrawn, refreshed, joined - added, added, returned)
 
     def _load_current_audience(self, subscribers: Iterable[Subscriber], chunk: int) -> None:
         db = self.db
@@ -626,22 +633,23 @@ class Ledger:
         self, slug: str, subscribers: Iterable[Subscriber], *, chunk: int = 2000
     ) -> tuple[int, int]:
         """What ``refresh_audience`` would find, changing nothing (for the question asked
-        before a resume): the pending readers still in the audience, and who joined since."""
+        before a resume): the readers still to send in the audience (pending, or withdrawn
+        and back), and who joined since."""
         db = self.db
         self._load_current_audience(subscribers, chunk)
         try:
             pending = int(
                 db.execute(
-                    "SELECT count(*) FROM recipients WHERE issue = ? AND status = ?"
+                    "SELECT count(*) FROM recipients WHERE issue = ? AND status IN (?, ?)"
                     " AND key IN (SELECT key FROM temp.current_audience)",
-                    (slug, RecipientStatus.PENDING),
+                    (slug, RecipientStatus.PENDING, RecipientStatus.WITHDRAWN),
                 ).fetchone()[0]
             )
             joined = int(
                 db.execute(
                     "SELECT count(*) FROM temp.current_audience c WHERE NOT EXISTS (SELECT 1"
-                    " FROM recipients r WHERE r.issue = ? AND r.key = c.key AND r.status != ?)",
-                    (slug, RecipientStatus.WITHDRAWN),
+                    " FROM recipients r WHERE r.issue = ? AND r.key = c.key)",
+                    (slug,),
                 ).fetchone()[0]
             )
         finally:
