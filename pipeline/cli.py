@@ -670,7 +670,7 @@ def status(ctx: click.Context, issue: Path | None, as_json: bool, who: str | Non
     """
     from pipeline.ledger.lock import send_running
     from pipeline.ledger.store import RecipientStatus
-    from pipeline.sending import recipients_in, status_rows
+    from pipeline.sending import recipients_in, recorded_issues, status_rows
 
     settings = _settings(ctx)
     if who is not None:
@@ -694,6 +694,8 @@ def status(ctx: click.Context, issue: Path | None, as_json: bool, who: str | Non
     from pipeline.ledger.start_record import unmatched, when
 
     known = {row.issue for row in report.rows if row.counts is not None}
+    if unmatched(settings.newsletters_dir, known):  # look again, with every issue recorded
+        known |= recorded_issues(settings)
     lost = unmatched(settings.newsletters_dir, known)
     if issue is not None:  # only that issue's record: the others are not in this report
         lost = [

@@ -664,6 +664,21 @@ def started_issues(settings: Settings) -> dict[str, IssueRecord]:
             ledger.close()
 
 
+def recorded_issues(settings: Settings) -> set[str]:
+    """Every issue the ledger has a record of, with an audience or not: one whose readers
+    were all withdrawn is in the ledger all the same (its record beside the drafts is
+    not a lost ledger's)."""
+    path = settings.state_dir / LEDGER_NAME
+    if not path.exists():
+        return set()
+    with ledger_errors(path):
+        ledger = open_ledger(settings)
+        try:
+            return {r.slug for r in ledger.issues()}
+        finally:
+            ledger.close()
+
+
 def find_drafts(settings: Settings) -> tuple[list[Draft], list[InputError]]:
     drafts, problems = [], []
     for path in sorted(settings.newsletters_dir.glob("*.md")):

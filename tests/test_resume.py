@@ -361,3 +361,24 @@ def test_readers_withdrawn_before_anyone_was_sent_get_the_issue_when_the_list_is
         assert ledger.counts(SLUG).sent == 100
     finally:
         ledger.close()
+
+
+def test_status_after_everyone_was_withdrawn_does_not_call_the_ledger_lost(
+    make_project: Callable[..., Path],
+) -> None:
+    # Stopped before its first batch, resumed with a list of someone else: all withdrawn,
+    # the issue in the ledger with nobody in its audience.  `status` then said the ledger
+    # "was lost or replaced" and told her to restore a backup (exit 2).
+    root = make_project(
+        provider='name = "outbox"\nbatch_size = 10\nconcurrency = 1',
+        csv=HEADER + "".join(row(i) for i in range(10)),
+    )
+    settings = load_settings(root / "newsletter.toml")
+    stop = StopRequest()
+    stop.request("SIGINT")
+    send_issue(root / SAMPLE_ISSUE, settings, create_provider(settings, {}), environ={}, stop=stop)
+    (root / "subscribers.csv").write_text(HEADER + row(500), encoding="utf-8")
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert "withdrawn: 10" in out, out
+    code, out, err = newsletter(root, "status")
+    assert code == 0 and "lost" not in err and "backup" not in err, out + err
