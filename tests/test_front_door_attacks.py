@@ -252,3 +252,29 @@ def test_a_ledger_deleted_while_serving_is_not_written_into_the_void(project: Pa
         assert again.startswith(b"HTTP/1.1 200")
         assert ledger.is_file()
         assert [event[0] for event in consent(served, other)] == ["unsubscribed/one-click"]
+
+
+def test_the_applier_reads_a_ledger_recreated_while_serving(project: Path) -> None:
+    """The opt-outs written into a ledger recreated while serving were answered 200, but
+    the applier's own connection read on from the deleted file: the list never had them
+    until the server was started again."""
+    from .web_helpers import rows_for
+
+    settings = with_signup(project)
+
+    def unsubscribed(address: str) -> bool:
+        for _ in range(200):  # bounded wait for the applier thread, not a timing assertion
+            if rows_for(settings, address)[0]["status"] == "unsubscribed":
+                return True
+            threading.Event().wait(0.05)
+        return False
+
+    with serve(settings, background=True) as served:
+        first = raw(served, post(query=token_query(served)))
+        assert first.startswith(b"HTTP/1.1 200") and unsubscribed(ADA)  # its connection open
+        for name in ("ledger.sqlite3", "ledger.sqlite3-wal", "ledger.sqlite3-shm"):
+            (settings.state_dir / name).unlink(missing_ok=True)
+        other = "ben.lifter@example.org"
+        answer = raw(served, post(query=token_query(served, other)))
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:80]
+        assert unsubscribed(other)

@@ -263,3 +263,66 @@ def test_the_log_accounts_for_an_opt_out_of_someone_no_longer_on_the_list(
     assert applied_line(flushed.applied, flushed.result).endswith(
         "(1 changed, 0 added, 0 unchanged, 1 not on the list any more)"
     )
+
+
+def test_no_process_to_start_means_the_rewrite_is_done_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # At a process limit, the pool's own start raised outside the fallback: the list was
+    # "NOT updated" every 30 s for as long as the server ran, /healthz blaming the list.
+    import pipeline.web.list_applier as list_applier
+
+    starts: list[int] = []
+
+    class NoProcesses:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            starts.append(1)
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(list_applier, "ProcessPoolExecutor", NoProcesses)
+    subscribers, state, ledger = a_list(tmp_path)
+    lines: list[str] = []
+    applier = ChildApplier(ledger.path, in_a_child_from=0, log=lines.append)
+
+    def here() -> Flushed:
+        return apply_queued(ledger.db, subscribers, state)
+
+    try:
+        queue(ledger, "reader001@example.org")
+        assert applier.apply(here, subscribers, state).applied == 1
+        queue(ledger, "reader002@example.org")
+        assert applier.apply(here, subscribers, state).applied == 1
+    finally:
+        applier.close()
+        ledger.close()
+    assert starts == [1]  # not tried again at every rewrite
+    assert len(lines) == 1 and "rewritten by the server itself for now" in lines[0]
+    assert "Traceback" not in lines[0]
+
+
+def test_a_child_that_hangs_is_ended_and_the_rewrite_done_here(tmp_path: Path) -> None:
+    subscribers, state, ledger = a_list(tmp_path)
+    lines: list[str] = []
+    applier = ChildApplier(ledger.path, in_a_child_from=0, log=lines.append, wait=2)
+
+    def here() -> Flushed:
+        return apply_queued(ledger.db, subscribers, state)
+
+    try:
+        queue(ledger, "reader001@example.org")
+        assert applier.apply(nowhere, subscribers, state).applied == 1
+        assert applier._pool is not None
+        (stopped,) = applier._pool._processes.values()
+        os.kill(stopped.pid, signal.SIGSTOP)  # a disk that hangs, or a debugger
+        queue(ledger, "reader002@example.org")
+        assert applier.apply(here, subscribers, state).applied == 1
+        stopped.join(10)
+        assert not stopped.is_alive()
+        assert any("did not finish in 2 s" in line for line in lines), lines
+        queue(ledger, "reader003@example.org")
+        assert applier.apply(nowhere, subscribers, state).applied == 1  # a new child
+    finally:
+        applier.close()
+        ledger.close()
+    for n in (1, 2, 3):
+        assert f"reader00{n}@example.org,R{n},,unsubscribed," in subscribers.read_text()

@@ -104,7 +104,7 @@ class GroupCommitter:
                         break
                     group.append(item)
                 try:
-                    if ledger is not None and _file_of(self.ledger_path) != opened:
+                    if ledger is not None and file_of(self.ledger_path) != opened:
                         # Deleted or replaced under us (a folder in its place, a copy put
                         # back): the open connection wrote on into a file nobody could read
                         # any more, and answered 200.  Open what is there now, or fail.
@@ -112,7 +112,7 @@ class GroupCommitter:
                         ledger = None
                     if ledger is None:
                         ledger = Ledger(self.ledger_path)
-                        opened = _file_of(self.ledger_path)
+                        opened = file_of(self.ledger_path)
                     self._write(ledger.db, group)
                 except Exception as exc:  # the ledger failed under us (even its ROLLBACK)
                     for item in group:
@@ -146,7 +146,7 @@ class GroupCommitter:
             item.finish()
 
 
-def _file_of(path: Path) -> tuple[int, int] | None:
+def file_of(path: Path) -> tuple[int, int] | None:
     """Which file ``path`` is now (device, inode), or None if there is none."""
     try:
         found = os.stat(path)

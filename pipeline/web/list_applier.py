@@ -31,6 +31,8 @@ from pathlib import Path
 from pipeline.audience.change_queue import Flushed, apply_queued
 
 IN_A_CHILD_FROM: float = 1_000_000  # bytes of list (about 15,000 rows): a rewrite of 50 ms or more
+CHILD_WAIT = 600.0  # seconds a rewrite may take in the child (1,000,000 rows: about 3)
+RETRY_CHILD_AFTER = 300.0  # seconds before a child is tried again, after none could start
 
 
 def _child_start() -> None:
@@ -76,13 +78,26 @@ def _apply_here(ledger: str, subscribers: str, state_dir: str) -> Flushed:
 class ChildApplier:
     """Applies the queued changes to a long list in a child process (started when first
     needed, kept for the next rewrite); to a short one, or when no child can run, with the
-    connection it is given."""
+    connection it is given.  What goes wrong with the child (not with the list) is said in
+    the log, once, and the rewrite is done in the thread."""
 
-    def __init__(self, ledger: Path, in_a_child_from: float | None = None) -> None:
+    def __init__(
+        self,
+        ledger: Path,
+        in_a_child_from: float | None = None,
+        *,
+        log: Callable[[str], None] = lambda line: None,
+        wait: float = CHILD_WAIT,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.ledger = ledger
         self.in_a_child_from = IN_A_CHILD_FROM if in_a_child_from is None else in_a_child_from
+        self.log = log
+        self.wait = wait
+        self.monotonic = monotonic
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._no_child_until = 0.0  # after a child could not be started: not tried before
         self.children_started = 0  # for the tests and the log
 
     def apply(self, here: Callable[[], Flushed], subscribers: Path, state_dir: Path) -> Flushed:
@@ -92,40 +107,70 @@ class ChildApplier:
             long = subscribers.stat().st_size >= self.in_a_child_from
         except OSError:
             long = False  # missing or unreadable: the rewrite in the thread says why
-        if not long:
+        if not long or self.monotonic() < self._no_child_until:
             return here()
+        try:
+            with _starting():  # the pool starts processes: its lock's tracker, the child
+                pool = self._running_pool()
+                job = pool.submit(_apply_here, str(self.ledger), str(subscribers), str(state_dir))
+        except BrokenProcessPool:  # the child died since the last rewrite: a new one next time
+            self._end(self._pool)
+            self.log(
+                "the list's rewriting process had ended unexpectedly; this rewrite is done here"
+            )
+            return here()
+        except (OSError, RuntimeError) as exc:  # no process can be started (a limit, memory)
+            self._no_child_until = self.monotonic() + RETRY_CHILD_AFTER
+            self._end(self._pool)
+            self.log(
+                "the list is rewritten by the server itself for now: no process could be "
+                f"started for it ({type(exc).__name__}: {exc}); answers may be slower meanwhile"
+            )
+            return here()
+        try:
+            return job.result(timeout=self.wait)  # what the rewrite raised, it raises here
+        except BrokenProcessPool:
+            # The child died (killed, out of memory), or what it answered could not be read
+            # back: a new child next time; this time, here.
+            self._end(pool)
+            self.log("the list's rewriting process ended unexpectedly; this rewrite is done here")
+            return here()
+        except TimeoutError:  # stopped (SIGSTOP) or hung on its disk: ended, done here
+            self._end(pool)
+            self.log(
+                f"the list's rewriting process did not finish in {self.wait:.0f} s and was "
+                "ended; this rewrite is done here"
+            )
+            return here()
+
+    def _running_pool(self) -> ProcessPoolExecutor:
         with self._lock:
-            pool = self._pool
-            if pool is None:
-                pool = self._pool = ProcessPoolExecutor(
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(
                     max_workers=1,
                     mp_context=multiprocessing.get_context("spawn"),
                     initializer=_child_start,
                 )
                 self.children_started += 1
-        try:
-            with _starting():  # submit starts the child, the first time
-                job = pool.submit(_apply_here, str(self.ledger), str(subscribers), str(state_dir))
-        except (OSError, RuntimeError):  # no child could be started (no memory, no process)
-            self._discard(pool)
-            return here()
-        try:
-            return job.result()  # what the rewrite raised, it raises here (the list's problem)
-        except BrokenProcessPool:
-            # The child died (killed, out of memory), or what it answered could not be read
-            # back: a new child next time; this time, here.
-            self._discard(pool)
-            return here()
+            return self._pool
 
-    def _discard(self, pool: ProcessPoolExecutor) -> None:
+    def _end(self, pool: ProcessPoolExecutor | None, grace: float = 0.0) -> None:
+        """Forget ``pool`` and end its child: at once, or after ``grace`` seconds for the
+        rewrite in hand."""
+        if pool is None:
+            return
         with self._lock:
             if self._pool is pool:
                 self._pool = None
+        processes = list(getattr(pool, "_processes", {}).values())
         pool.shutdown(wait=False, cancel_futures=True)
+        deadline = self.monotonic() + grace
+        for process in processes:
+            process.join(max(0.0, deadline - self.monotonic()))
+            if process.is_alive():
+                process.kill()  # a temporary file it leaves is the next rewrite's to remove
+                process.join(5)
 
-    def close(self) -> None:
-        """Wait for the rewrite in hand, if any, and end the child."""
-        with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True)
+    def close(self, grace: float = 30.0) -> None:
+        """Let the rewrite in hand finish (``grace`` seconds at most), and end the child."""
+        self._end(self._pool, grace)

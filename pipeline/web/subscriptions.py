@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -46,7 +46,7 @@ from pipeline.ledger.consent import (
     record_consent,
     timestamp,
 )
-from pipeline.ledger.group_commit import GroupCommitter
+from pipeline.ledger.group_commit import GroupCommitter, file_of
 from pipeline.ledger.store import Ledger
 from pipeline.messages.headers import clean_header
 from pipeline.web.limits import SlidingWindow
@@ -225,7 +225,7 @@ class Subscriptions:
         self.writer = GroupCommitter(settings.state_dir / LEDGER_NAME)
         # The background rewrites of a long list run in a child process (list_applier's
         # docstring says why).
-        self.elsewhere = ChildApplier(settings.state_dir / LEDGER_NAME)
+        self.elsewhere = ChildApplier(settings.state_dir / LEDGER_NAME, log=log)
         self._last_problem = ""
         self._public_problem = ""
         self._ledger_problem = ""
@@ -233,11 +233,19 @@ class Subscriptions:
     # Plumbing ---------------------------------------------------------------------------
 
     def db(self) -> sqlite3.Connection:
-        """This thread's ledger connection (sqlite3 connections stay in their thread)."""
+        """This thread's ledger connection (sqlite3 connections stay in their thread), to
+        the ledger file there is now: one deleted or replaced while serving (a copy put
+        back) is opened afresh, as the group commit does, or the applier read on from the
+        old file and never saw the opt-outs written into the new one."""
+        path = self.settings.state_dir / LEDGER_NAME
         ledger: Ledger | None = getattr(self._local, "ledger", None)
+        if ledger is not None and file_of(path) != self._local.opened:
+            with suppress(sqlite3.Error):
+                ledger.close()
+            ledger = None
         if ledger is None:
-            ledger = Ledger(self.settings.state_dir / LEDGER_NAME)
-            self._local.ledger = ledger
+            ledger = Ledger(path)
+            self._local.ledger, self._local.opened = ledger, file_of(path)
         return ledger.db
 
     @contextmanager
