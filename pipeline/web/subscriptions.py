@@ -240,7 +240,8 @@ class Subscriptions:
         path = self.settings.state_dir / LEDGER_NAME
         ledger: Ledger | None = getattr(self._local, "ledger", None)
         if ledger is not None and file_of(path) != self._local.opened:
-            with suppress(sqlite3.Error):
+            self._local.ledger = None  # closed below: never handed out again, even if
+            with suppress(sqlite3.Error):  # opening what is there now fails
                 ledger.close()
             ledger = None
         if ledger is None:
