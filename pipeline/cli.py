@@ -25,7 +25,7 @@ import click
 
 from pipeline.config import Settings, load_settings
 from pipeline.delivery.provider import Outcome
-from pipeline.errors import InputError, NewsletterError
+from pipeline.errors import InputError, NewsletterError, StoppedEarly
 from pipeline.schedule import Decision, IssueState
 from pipeline.wording import count as counted
 from pipeline.wording import local_time, shown, stopped_by
@@ -81,6 +81,11 @@ class NewsletterGroup(click.Group):
         except InputError as exc:
             click.echo(f"error: {exc.location_message()}", err=True)
             ctx.exit(EXIT_BAD_INPUT)
+        except StoppedEarly as exc:
+            from pipeline.sending import EXIT_INTERRUPTED  # run it again: as a stopped send
+
+            click.echo(f"not sent: {exc}", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
         except NewsletterError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(EXIT_PROBLEMS)

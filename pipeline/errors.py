@@ -66,3 +66,8 @@ class InputErrors(InputError):
 
     def location_message(self) -> str:
         return "\n".join(problem.location_message() for problem in self.problems)
+
+
+class StoppedEarly(NewsletterError):
+    """A person stopped a command (Ctrl-C) before it had changed or sent anything: said in
+    one line ("not sent: ..."), not click's bare "Aborted!"."""

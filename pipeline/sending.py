@@ -48,7 +48,7 @@ from pipeline.delivery.provider import (
 from pipeline.delivery.providers import REGISTRY, create_provider
 from pipeline.delivery.settle import Asked, ask_provider
 from pipeline.delivery.stopping import StopOnSignals, StopRequest
-from pipeline.errors import InputError, InputErrors, NewsletterError
+from pipeline.errors import InputError, InputErrors, NewsletterError, StoppedEarly
 from pipeline.events.sync import SyncReport
 from pipeline.ledger import start_record
 from pipeline.ledger.consent import left_for_good
@@ -309,13 +309,16 @@ def send_issue(
     issue whose ``send_at`` is still to come (unless ``early``, or ``confirm`` asks a person,
     who is told).
     """
-    refuse_welcome(path, settings)
-    compiled = prepare(path, settings)
-    secret = load_secret(
-        settings.state_dir,
-        environ,
-        sent_records=start_record.records_folder(settings.newsletters_dir),
-    )  # refused before anything is recorded
+    try:
+        refuse_welcome(path, settings)
+        compiled = prepare(path, settings)  # the draft and the whole list: seconds, at 300,000
+        secret = load_secret(
+            settings.state_dir,
+            environ,
+            sent_records=start_record.records_folder(settings.newsletters_dir),
+        )  # refused before anything is recorded
+    except KeyboardInterrupt:
+        raise StoppedEarly("stopped by Ctrl-C before sending began; nothing was sent") from None
     stop = stop or StopRequest()
     # From here a signal stops the send cleanly (the loop settles what is in flight) instead
     # of killing it; the question at the terminal keeps its usual Ctrl-C.

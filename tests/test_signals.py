@@ -36,6 +36,14 @@ READERS = 400
 ENV = {"POSTMARK_SERVER_TOKEN": POSTMARK_TOKEN}
 
 
+def default_signals() -> None:
+    """In the child, before it runs: SIGINT and SIGHUP as a terminal gives them.  Tests run
+    under `nohup` (or from a shell script's background job) inherit them ignored, and the
+    sends then never saw the signals these tests send."""
+    for number in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(number, signal.SIG_DFL)
+
+
 def start_send(root: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "pipeline", "send", SAMPLE_ISSUE, "--yes"],
@@ -44,6 +52,7 @@ def start_send(root: Path) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_signals,
     )
 
 
@@ -197,6 +206,7 @@ def test_ctrl_c_at_the_question_is_a_no(make_project: Callable[..., Path]) -> No
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=default_signals,
         )
         assert process.stdout is not None
         asked = ""
@@ -271,3 +281,28 @@ def test_a_send_under_nohup_outlives_the_terminal(make_project: Callable[..., Pa
         assert max(server.delivered.values()) == 1
     finally:
         server.close()
+
+
+def test_ctrl_c_before_sending_began_says_not_sent(
+    make_project: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while the draft and a 300,000-row list were being checked (a second or two,
+    before the send takes signals itself) printed click's "Aborted!", exit 1."""
+    import pipeline.sending
+
+    root = make_project()
+
+    def checking_the_list(*args: object) -> None:
+        raise KeyboardInterrupt  # what Ctrl-C raises, there
+
+    monkeypatch.setattr(pipeline.sending, "prepare", checking_the_list)
+    old = Path.cwd()
+    os.chdir(root)
+    try:
+        result = CliRunner().invoke(cli, ["send", SAMPLE_ISSUE, "--yes"], obj={})
+    finally:
+        os.chdir(old)
+    assert result.exit_code == EXIT_INTERRUPTED, result.output
+    assert "not sent: stopped by Ctrl-C before sending began; nothing was sent" in result.stderr
+    assert "Aborted" not in result.output + result.stderr
+    assert not (root / ".newsletter" / "ledger.sqlite3").exists()
