@@ -1,7 +1,7 @@
 """The web app rewrites a long list in a child process.
 
 A 100,000-row rewrite held the server's interpreter for 0.3 s: opt-outs that arrived during
-it (a second wave after the first) were answered in 160-290 ms instead of 40-80.  Now the
+it (a second wave after the first) were answered in 98-209 ms instead of 37-67.  Now the
 background rewrite of a long list runs in a child process; these tests check that it really
 runs there, that its errors come back whole, and that a child that dies costs nothing."""
 

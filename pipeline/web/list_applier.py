@@ -4,8 +4,9 @@ Why: ``newsletter serve`` answers opt-outs from one event loop (``front_door``),
 list applier rewrites ``subscribers.csv`` in a thread of the same process.  Rewriting a
 100,000-row list is 0.3 s of pure Python, holding the interpreter's one lock: the opt-outs
 that arrived while it ran (a second wave, a few tenths of a second after the first) waited
-for it, and their answers took 160-290 ms instead of 40-60 (``bench/optout_load.py
---waves``).  In a child process the rewrite holds no lock of the server's; the file locks
+for it: the slowest answer of such a wave took 98-209 ms, against 37-67 with the rewrite
+in a child (``bench/optout_load.py``'s waves, three runs, 2026-12-07).  In a child process
+the rewrite holds no lock of the server's; the file locks
 (``list_writer.locked``, ``change_queue._applying``) already keep every writer in every
 process one at a time, so nothing else changes.
 
