@@ -158,18 +158,23 @@ def test_an_opt_out_or_erasure_during_the_send_is_honoured_before_their_turn(
     assert "no longer on the list" in rows["reader060@example.org"]["reason"]
 
 
+def twenty_sent_of_a_hundred(make_project: Callable[..., Path]) -> tuple[Path, str]:
+    """A send of 100 stopped after 20: the project, and its list as it was."""
+    root = make_project(
+        provider='name = "outbox"\nbatch_size = 10\nconcurrency = 1',
+        csv=HEADER + "".join(row(i) for i in range(100)),
+    )
+    interrupted_send(root, after=20)
+    return root, (root / "subscribers.csv").read_text(encoding="utf-8")
+
+
 def test_a_resume_to_a_list_saved_empty_is_refused_and_changes_nothing(
     make_project: Callable[..., Path],
 ) -> None:
     # The list saved empty by accident (an export of the wrong sheet) before a resume: it
     # withdrew the 80 still to send and marked the issue complete; cron then sent nothing,
     # and putting the list back left them to --include-new, called people who "joined".
-    root = make_project(
-        provider='name = "outbox"\nbatch_size = 10\nconcurrency = 1',
-        csv=HEADER + "".join(row(i) for i in range(100)),
-    )
-    interrupted_send(root, after=20)
-    full = (root / "subscribers.csv").read_text(encoding="utf-8")
+    root, full = twenty_sent_of_a_hundred(make_project)
     (root / "subscribers.csv").write_text(HEADER, encoding="utf-8")
     code, out, err = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
     assert code == 2 and "nobody to send to: the list has only its header row" in err, out
@@ -190,12 +195,7 @@ def test_readers_withdrawn_by_rows_lost_from_the_list_come_back_with_them(
     # (a deletion may be an erasure request).  Put back, they are readers of this issue
     # again, sent by the next run (cron's too), not "people who joined" left to
     # --include-new.
-    root = make_project(
-        provider='name = "outbox"\nbatch_size = 10\nconcurrency = 1',
-        csv=HEADER + "".join(row(i) for i in range(100)),
-    )
-    interrupted_send(root, after=20)
-    full = (root / "subscribers.csv").read_text(encoding="utf-8")
+    root, full = twenty_sent_of_a_hundred(make_project)
     partial = HEADER + "".join(row(i) for i in range(30))  # rows 30-99 lost
     (root / "subscribers.csv").write_text(partial, encoding="utf-8")
     code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
@@ -327,16 +327,14 @@ def test_a_row_kept_out_on_resume_is_withdrawn_before_its_turn(
     assert "reader090@example.org" not in sent_to(root)
 
 
-def test_readers_withdrawn_before_anyone_was_sent_get_the_issue_when_the_list_is_back(
-    make_project: Callable[..., Path],
-) -> None:
-    # Stopped before its first batch, resumed with a list of someone else only: all 100
-    # withdrawn, nobody sent, so the next run starts afresh.  That fresh start kept every
-    # withdrawn row as it was (its load skips rows already there): with the list put back,
-    # "nobody to send to", for good.
+def everyone_withdrawn_before_the_first_batch(
+    make_project: Callable[..., Path], readers: int
+) -> tuple[Path, str]:
+    """A send stopped before its first batch, then resumed with a list of someone else
+    only: every reader withdrawn, nobody sent.  The project, and its list as it was."""
     root = make_project(
         provider='name = "outbox"\nbatch_size = 10\nconcurrency = 1',
-        csv=HEADER + "".join(row(i) for i in range(100)),
+        csv=HEADER + "".join(row(i) for i in range(readers)),
     )
     settings = load_settings(root / "newsletter.toml")
     stop = StopRequest()
@@ -344,11 +342,22 @@ def test_readers_withdrawn_before_anyone_was_sent_get_the_issue_when_the_list_is
     report = send_issue(
         root / SAMPLE_ISSUE, settings, create_provider(settings, {}), environ={}, stop=stop
     )
-    assert report is not None and report.counts.sent == 0 and report.counts.pending == 100
+    assert report is not None and report.counts.sent == 0 and report.counts.pending == readers
     full = (root / "subscribers.csv").read_text(encoding="utf-8")
     (root / "subscribers.csv").write_text(HEADER + row(500), encoding="utf-8")
-    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
-    assert "withdrawn: 100" in out, out
+    _, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert f"withdrawn: {readers}" in out, out
+    return root, full
+
+
+def test_readers_withdrawn_before_anyone_was_sent_get_the_issue_when_the_list_is_back(
+    make_project: Callable[..., Path],
+) -> None:
+    # All 100 withdrawn, nobody sent, so the next run starts afresh.  That fresh start kept
+    # every withdrawn row as it was (its load skips rows already there): with the list put
+    # back, "nobody to send to", for good.
+    root, full = everyone_withdrawn_before_the_first_batch(make_project, 100)
+    settings = load_settings(root / "newsletter.toml")
     renamed = full.replace("reader007@example.org,Reader7", "reader007@example.org,Julia")
     (root / "subscribers.csv").write_text(renamed, encoding="utf-8")
     code, out, err = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
@@ -366,19 +375,8 @@ def test_readers_withdrawn_before_anyone_was_sent_get_the_issue_when_the_list_is
 def test_status_after_everyone_was_withdrawn_does_not_call_the_ledger_lost(
     make_project: Callable[..., Path],
 ) -> None:
-    # Stopped before its first batch, resumed with a list of someone else: all withdrawn,
-    # the issue in the ledger with nobody in its audience.  `status` then said the ledger
-    # "was lost or replaced" and told her to restore a backup (exit 2).
-    root = make_project(
-        provider='name = "outbox"\nbatch_size = 10\nconcurrency = 1',
-        csv=HEADER + "".join(row(i) for i in range(10)),
-    )
-    settings = load_settings(root / "newsletter.toml")
-    stop = StopRequest()
-    stop.request("SIGINT")
-    send_issue(root / SAMPLE_ISSUE, settings, create_provider(settings, {}), environ={}, stop=stop)
-    (root / "subscribers.csv").write_text(HEADER + row(500), encoding="utf-8")
-    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
-    assert "withdrawn: 10" in out, out
+    # All withdrawn, the issue in the ledger with nobody in its audience: `status` said the
+    # ledger "was lost or replaced" and told her to restore a backup (exit 2).
+    root, _ = everyone_withdrawn_before_the_first_batch(make_project, 10)
     code, out, err = newsletter(root, "status")
     assert code == 0 and "lost" not in err and "backup" not in err, out + err

@@ -30,6 +30,7 @@ from pipeline.sending import EXIT_INTERRUPTED, open_ledger, send_issue
 from .conftest import REPO, SAMPLE_ISSUE
 from .fake_providers import POSTMARK_TOKEN, CallFault, FakePostmark
 from .test_kill import list_of
+from .test_send import newsletter
 
 SLUG = "2025-07-21-hip-rotation"
 READERS = 400
@@ -296,13 +297,8 @@ def test_ctrl_c_before_sending_began_says_not_sent(
         raise KeyboardInterrupt  # what Ctrl-C raises, there
 
     monkeypatch.setattr(pipeline.sending, "prepare", checking_the_list)
-    old = Path.cwd()
-    os.chdir(root)
-    try:
-        result = CliRunner().invoke(cli, ["send", SAMPLE_ISSUE, "--yes"], obj={})
-    finally:
-        os.chdir(old)
-    assert result.exit_code == EXIT_INTERRUPTED, result.output
-    assert "not sent: stopped by Ctrl-C before sending began; nothing was sent" in result.stderr
-    assert "Aborted" not in result.output + result.stderr
+    code, out, err = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == EXIT_INTERRUPTED, out + err
+    assert "not sent: stopped by Ctrl-C before sending began; nothing was sent" in err
+    assert "Aborted" not in out + err
     assert not (root / ".newsletter" / "ledger.sqlite3").exists()
