@@ -51,7 +51,7 @@ from pipeline.delivery.stopping import StopOnSignals, StopRequest
 from pipeline.errors import InputError, InputErrors, NewsletterError, StoppedEarly
 from pipeline.events.sync import SyncReport
 from pipeline.ledger import start_record
-from pipeline.ledger.consent import left_for_good
+from pipeline.ledger.consent import left_for_good, removed_for_good
 from pipeline.ledger.events import delivery_counts
 from pipeline.ledger.lock import SendLock
 from pipeline.ledger.store import (
@@ -470,6 +470,7 @@ def _send_locked(
             audience.subscribers(settings.subscribers, issue.tags),
             audience.opted_out,
             include_new=include_new,
+            stay_withdrawn=removed_for_good(ledger.db),
         )
         if change.empty and ledger.counts(slug).pending:
             # The list saved empty (or with nobody subscribed left): withdrawing everyone
@@ -517,7 +518,10 @@ def _send_locked(
         scan_now = _AudienceScan(history=history)
         try:
             again = ledger.refresh_audience(
-                slug, scan_now.subscribers(settings.subscribers, issue.tags), scan_now.opted_out
+                slug,
+                scan_now.subscribers(settings.subscribers, issue.tags),
+                scan_now.opted_out,
+                bring_back=False,  # its history is the start's: a resume brings them back
             )
             withdrawn_since += again.withdrawn
             returned_since += again.returned

@@ -380,3 +380,55 @@ def test_status_after_everyone_was_withdrawn_does_not_call_the_ledger_lost(
     root, _ = everyone_withdrawn_before_the_first_batch(make_project, 10)
     code, out, err = newsletter(root, "status")
     assert code == 0 and "lost" not in err and "backup" not in err, out + err
+
+
+def test_an_opt_out_during_the_send_stays_out_when_an_old_copy_is_put_back_meanwhile(
+    make_project: Callable[..., Path],
+) -> None:
+    # Mid-send: she unsubscribes (withdrawn at the next reading of the list), then an old
+    # copy of the list with her still subscribed is put back, still mid-send.  The reading
+    # after that brought her back (its consent history was the send's start's) and mailed
+    # her.
+    root = make_project(
+        provider='name = "outbox"\nbatch_size = 10\nconcurrency = 1',
+        csv=HEADER + "".join(row(i) for i in range(100)),
+    )
+    old_copy = (root / "subscribers.csv").read_bytes()
+    settings = load_settings(root / "newsletter.toml")
+    steps: list[int] = []
+
+    def progress(done: int, total: int) -> None:
+        if done == 20:
+            assert newsletter(root, "unsubscribe", "reader090@example.org")[0] == 0
+            steps.append(done)
+        elif done == 40:
+            (root / "subscribers.csv").write_bytes(old_copy + b"\n")  # a new stamp
+            steps.append(done)
+
+    report = send_issue(
+        root / SAMPLE_ISSUE,
+        settings,
+        create_provider(settings, {}),
+        environ={},
+        progress=progress,
+        list_recheck=0,
+    )
+    assert steps == [20, 40]
+    assert report is not None and report.withdrawn == 1 and report.returned == 0
+    assert "reader090@example.org" not in sent_to(root)
+    assert len(sent_to(root)) == 99
+
+
+def test_a_reader_removed_on_request_is_not_brought_back_by_an_old_copy(
+    make_project: Callable[..., Path],
+) -> None:
+    # Removed from the list mid-way (an erasure request: `subscribers remove`), withdrawn;
+    # an old copy of the list put back before the resume brought them back, and mailed.
+    root, full = twenty_sent_of_a_hundred(make_project)
+    assert newsletter(root, "subscribers", "remove", "reader050@example.org")[0] == 0
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 0 and "withdrawn: 1" in out, out
+    (root / "subscribers.csv").write_text(full, encoding="utf-8")  # the old copy
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 0 and "back:" not in out, out
+    assert "reader050@example.org" not in sent_to(root)

@@ -186,6 +186,20 @@ LEFT = (ConsentAction.UNSUBSCRIBED, ConsentAction.BOUNCED, ConsentAction.COMPLAI
 BACK = (ConsentAction.CONFIRMED, ConsentAction.RESUBSCRIBED, ConsentAction.ADDED)
 
 
+def removed_for_good(db: sqlite3.Connection) -> set[str]:
+    """Addresses whose last word in the history is ``removed`` (an erasure request, a
+    clean-up), with nothing since that put them back: a resume never brings such a reader
+    back to an issue, even when an older copy of the list has them again."""
+    back = ", ".join(f"'{a.value}'" for a in (*BACK, ConsentAction.REMOVED))
+    rows = db.execute(
+        "SELECT h.key FROM consent_history AS h WHERE h.action = ? AND NOT EXISTS (SELECT 1"
+        f" FROM consent_history AS l WHERE l.key = h.key AND l.action IN ({back})"
+        " AND (l.at > h.at OR (l.at = h.at AND l.id > h.id)))",
+        (ConsentAction.REMOVED,),
+    ).fetchall()
+    return {str(key) for (key,) in rows}
+
+
 def left_for_good(db: sqlite3.Connection) -> dict[str, str]:
     """Addresses whose last word in the history is an opt-out (unsubscribed, bounced,
     complained) with nothing since that put them back, each with that event in words

@@ -506,10 +506,18 @@ class Ledger:
         opted_out: Iterable[str],
         *,
         include_new: bool = False,
+        bring_back: bool = True,
+        stay_withdrawn: Iterable[str] = (),
         chunk: int = 2000,
     ) -> AudienceChange:
         """On a resume (or when the list changes during a send), the list as it is now
         decides who is still to be sent, and how.
+
+        ``bring_back``: whether withdrawn readers in the audience again are to send (a
+        resume's, whose caller has read the consent history afresh; not a re-read during
+        the send, whose history is the one of its start: someone who unsubscribed since,
+        withdrawn, was brought back by an old copy of the list put back and mailed).
+        ``stay_withdrawn``: keys never brought back (removed from the list by request).
 
         Pending readers no longer in the issue's audience (deleted, which may be an erasure
         request; unsubscribed; untagged) are withdrawn; the others get their current values
@@ -560,19 +568,26 @@ class Ledger:
                 # rows missing by accident, then put back; or they resubscribed) are to send
                 # after all, with the list's values now: a withdrawal is never a reader lost
                 # for good, nor one left to `--include-new` as if new.  Never sent, any of them.
-                db.execute(
-                    "UPDATE recipient_data SET email = c.email, line = c.line,"
-                    " fields = c.fields FROM recipients AS r, temp.current_audience AS c"
-                    " WHERE recipient_data.id = r.id AND r.issue = ? AND r.status = ?"
-                    " AND r.key = c.key",
-                    (slug, RecipientStatus.WITHDRAWN),
-                )
-                returned = db.execute(
-                    "UPDATE recipients SET status = ?, reason = NULL, updated_at = ?"
-                    " FROM temp.current_audience AS c WHERE recipients.issue = ?"
-                    " AND recipients.status = ? AND recipients.key = c.key",
-                    (RecipientStatus.PENDING, now, slug, RecipientStatus.WITHDRAWN),
-                ).rowcount
+                returned = 0
+                if bring_back:
+                    db.execute("DELETE FROM temp.left_list")  # now: who stays withdrawn
+                    db.executemany(
+                        "INSERT OR IGNORE INTO temp.left_list VALUES (?)",
+                        ((k,) for k in stay_withdrawn),
+                    )
+                    back = " AND r.key = c.key AND r.key NOT IN (SELECT key FROM temp.left_list)"
+                    db.execute(
+                        "UPDATE recipient_data SET email = c.email, line = c.line,"
+                        " fields = c.fields FROM recipients AS r, temp.current_audience AS c"
+                        f" WHERE recipient_data.id = r.id AND r.issue = ? AND r.status = ?{back}",
+                        (slug, RecipientStatus.WITHDRAWN),
+                    )
+                    returned = db.execute(
+                        "UPDATE recipients AS r SET status = ?, reason = NULL, updated_at = ?"
+                        " FROM temp.current_audience AS c WHERE r.issue = ?"
+                        f" AND r.status = ?{back}",
+                        (RecipientStatus.PENDING, now, slug, RecipientStatus.WITHDRAWN),
+                    ).rowcount
                 new = (
                     "FROM temp.current_audience c WHERE NOT EXISTS (SELECT 1 FROM recipients r"
                     " WHERE r.issue = ? AND r.key = c.key)"
