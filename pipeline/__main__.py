@@ -1,5 +1,5 @@
 """``python -m pipeline`` is the ``newsletter`` command."""
 
-from pipeline.cli import main
+from pipeline.entry import main
 
 main()

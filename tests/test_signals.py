@@ -302,3 +302,23 @@ def test_ctrl_c_before_sending_began_says_not_sent(
     assert "not sent: stopped by Ctrl-C before sending began; nothing was sent" in err
     assert "Aborted" not in out + err
     assert not (root / ".newsletter" / "ledger.sqlite3").exists()
+
+
+def test_ctrl_c_while_the_command_loads_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C in the first few tenths of a second, while Python loads the CLI, was a
+    KeyboardInterrupt traceback."""
+    import types
+
+    from pipeline import entry
+
+    class Loading(types.ModuleType):
+        def __getattr__(self, name: str) -> object:
+            raise KeyboardInterrupt  # what Ctrl-C raises, in the middle of an import
+
+    monkeypatch.setitem(sys.modules, "pipeline.cli", Loading("pipeline.cli"))
+    with pytest.raises(SystemExit) as exited:
+        entry.main()
+    assert exited.value.code == 130
+    assert capsys.readouterr().err == "stopped by Ctrl-C while starting: nothing was done\n"
