@@ -42,6 +42,13 @@ EXIT_BAD_INPUT = 2
 _READING = "newsletter.command_being_read"
 
 
+def port_option(default: int, help: str) -> Callable[[Any], Any]:
+    """``--port`` of the commands that serve (preview, serve): a TCP port, 0 for any free."""
+    return click.option(
+        "--port", default=default, show_default=True, type=click.IntRange(0, 65535), help=help
+    )
+
+
 class NewsletterGroup(click.Group):
     """Turns pipeline errors into one clear line and exit code 2, never a traceback."""
 
@@ -245,13 +252,7 @@ def check(ctx: click.Context, issues: tuple[Path, ...]) -> None:
 
 @cli.command()
 @click.argument("issue", type=click.Path(path_type=Path))
-@click.option(
-    "--port",
-    default=8025,
-    show_default=True,
-    type=click.IntRange(0, 65535),
-    help="Port on 127.0.0.1 (0: any free).",
-)
+@port_option(8025, "Port on 127.0.0.1 (0: any free).")
 @click.option("--no-open", is_flag=True, help="Do not open a browser.")
 @click.pass_context
 def preview(ctx: click.Context, issue: Path, port: int, no_open: bool) -> None:
@@ -1346,13 +1347,7 @@ def _log_line(line: str) -> None:
 
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option(
-    "--port",
-    default=8026,
-    show_default=True,
-    type=click.IntRange(0, 65535),
-    help="Port (0: any free).",
-)
+@port_option(8026, "Port (0: any free).")
 @click.option(
     "--threads",
     default=16,
@@ -1433,13 +1428,7 @@ def serve(
 
 @cli.command("unsubscribe-server")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option(
-    "--port",
-    default=8026,
-    show_default=True,
-    type=click.IntRange(0, 65535),
-    help="Port (0: any free).",
-)
+@port_option(8026, "Port (0: any free).")
 @click.pass_context
 def unsubscribe_server(ctx: click.Context, host: str, port: int) -> None:
     """The old name of `newsletter serve`, kept so existing setups keep working.
