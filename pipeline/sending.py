@@ -459,7 +459,11 @@ def _send_locked(
     change = AudienceChange(0, 0, 0, 0)
     list_seen = _list_stamp(settings.subscribers)  # before the read: a change during it shows
     if not record.audience_loaded:
-        ledger.add_recipients(slug, audience.subscribers(settings.subscribers, issue.tags))
+        ledger.add_recipients(
+            slug,
+            audience.subscribers(settings.subscribers, issue.tags),
+            stay_withdrawn=removed_for_good(ledger.db),
+        )
         if ledger.counts(slug).audience == 0:  # the list changed since the look above
             raise nobody_to_send_to(settings, issue)
     else:

@@ -26,6 +26,14 @@ def row(i: int, name: str | None = None, status: str = "") -> str:
     return f"reader{i:03d}@example.org,{name or f'Reader{i}'},,{status},\n"
 
 
+def hundred_readers(make_project: Callable[..., Path]) -> Path:
+    """A project of 100 readers, sent through the outbox a batch of 10 at a time."""
+    return make_project(
+        provider='name = "outbox"\nbatch_size = 10\nconcurrency = 1',
+        csv=HEADER + "".join(row(i) for i in range(100)),
+    )
+
+
 def interrupted_send(root: Path, after: int) -> None:
     """Send until ``after`` readers are done, then stop as a signal would."""
     settings = load_settings(root / "newsletter.toml")
@@ -50,10 +58,7 @@ def sent_to(root: Path) -> set[str]:
 def test_a_resume_withdraws_the_deleted_uses_new_values_and_reports_newcomers(
     make_project: Callable[..., Path],
 ) -> None:
-    root = make_project(
-        provider='name = "outbox"\nbatch_size = 10\nconcurrency = 1',
-        csv=HEADER + "".join(row(i) for i in range(100)),
-    )
+    root = hundred_readers(make_project)
     interrupted_send(root, after=20)
     assert len(sent_to(root)) == 20
 
@@ -118,10 +123,7 @@ def test_an_opt_out_or_erasure_during_the_send_is_honoured_before_their_turn(
     # read when the send began.
     from pipeline.audience.list_writer import ListChange, apply_changes
 
-    root = make_project(
-        provider='name = "outbox"\nbatch_size = 10\nconcurrency = 1',
-        csv=HEADER + "".join(row(i) for i in range(100)),
-    )
+    root = hundred_readers(make_project)
     settings = load_settings(root / "newsletter.toml")
     changed = False
 
@@ -160,10 +162,7 @@ def test_an_opt_out_or_erasure_during_the_send_is_honoured_before_their_turn(
 
 def twenty_sent_of_a_hundred(make_project: Callable[..., Path]) -> tuple[Path, str]:
     """A send of 100 stopped after 20: the project, and its list as it was."""
-    root = make_project(
-        provider='name = "outbox"\nbatch_size = 10\nconcurrency = 1',
-        csv=HEADER + "".join(row(i) for i in range(100)),
-    )
+    root = hundred_readers(make_project)
     interrupted_send(root, after=20)
     return root, (root / "subscribers.csv").read_text(encoding="utf-8")
 
@@ -215,10 +214,7 @@ def test_a_list_saved_unreadable_during_the_send_does_not_stop_it(
 ) -> None:
     # Re-reading the list mid-send (for opt-outs) meets whatever is on disk: a list half
     # saved from Excel is skipped, and the send goes on with what it read at the start.
-    root = make_project(
-        provider='name = "outbox"\nbatch_size = 10\nconcurrency = 1',
-        csv=HEADER + "".join(row(i) for i in range(100)),
-    )
+    root = hundred_readers(make_project)
     settings = load_settings(root / "newsletter.toml")
 
     def progress(done: int, total: int) -> None:
@@ -241,10 +237,7 @@ def test_the_resume_question_counts_who_will_really_be_sent(
 ) -> None:
     """The question is read before the list was: it said "80 still to send" with 10 of them
     deleted since, and "0 still to send" before --include-new sent the issue to newcomers."""
-    root = make_project(
-        provider='name = "outbox"\nbatch_size = 10\nconcurrency = 1',
-        csv=HEADER + "".join(row(i) for i in range(100)),
-    )
+    root = hundred_readers(make_project)
     interrupted_send(root, after=20)
     rows = [row(i) for i in range(100) if not 50 <= i < 60] + [row(100), row(101)]
     (root / "subscribers.csv").write_text(HEADER + "".join(rows), encoding="utf-8")
@@ -270,10 +263,7 @@ def test_the_resume_question_counts_who_will_really_be_sent(
 
 def test_status_says_what_stopped_a_send_in_her_words(make_project: Callable[..., Path]) -> None:
     """Saying "stopped by SIGINT" used a programmer's name for the Ctrl-C she pressed."""
-    root = make_project(
-        provider='name = "outbox"\nbatch_size = 10\nconcurrency = 1',
-        csv=HEADER + "".join(row(i) for i in range(100)),
-    )
+    root = hundred_readers(make_project)
     interrupted_send(root, after=20)
     code, out, _ = newsletter(root, "status")
     assert code == 0
@@ -313,10 +303,7 @@ def test_an_old_copy_of_the_list_never_mails_someone_who_left(
 def test_a_row_kept_out_on_resume_is_withdrawn_before_its_turn(
     make_project: Callable[..., Path],
 ) -> None:
-    root = make_project(
-        provider='name = "outbox"\nbatch_size = 10\nconcurrency = 1',
-        csv=HEADER + "".join(row(i) for i in range(100)),
-    )
+    root = hundred_readers(make_project)
     old_copy = (root / "subscribers.csv").read_bytes()
     interrupted_send(root, after=20)
     assert newsletter(root, "unsubscribe", "reader090@example.org")[0] == 0
@@ -389,10 +376,7 @@ def test_an_opt_out_during_the_send_stays_out_when_an_old_copy_is_put_back_meanw
     # copy of the list with her still subscribed is put back, still mid-send.  The reading
     # after that brought her back (its consent history was the send's start's) and mailed
     # her.
-    root = make_project(
-        provider='name = "outbox"\nbatch_size = 10\nconcurrency = 1',
-        csv=HEADER + "".join(row(i) for i in range(100)),
-    )
+    root = hundred_readers(make_project)
     old_copy = (root / "subscribers.csv").read_bytes()
     settings = load_settings(root / "newsletter.toml")
     steps: list[int] = []
@@ -432,3 +416,18 @@ def test_a_reader_removed_on_request_is_not_brought_back_by_an_old_copy(
     code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
     assert code == 0 and "back:" not in out, out
     assert "reader050@example.org" not in sent_to(root)
+
+
+def test_a_reader_removed_on_request_stays_out_of_an_issue_started_again(
+    make_project: Callable[..., Path],
+) -> None:
+    # Everyone withdrawn before the first batch, so the issue starts again from its list;
+    # one reader removed on request meanwhile, then an old copy of the list put back: the
+    # fresh start brought every withdrawn reader back, that one too.
+    root, full = everyone_withdrawn_before_the_first_batch(make_project, 10)
+    (root / "subscribers.csv").write_text(full, encoding="utf-8")
+    assert newsletter(root, "subscribers", "remove", "reader003@example.org")[0] == 0
+    (root / "subscribers.csv").write_text(full, encoding="utf-8")  # the old copy
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 0 and "audience 9: sent 9" in out, out
+    assert "reader003@example.org" not in sent_to(root)

@@ -31,7 +31,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -425,7 +425,12 @@ class Ledger:
     # Audience -----------------------------------------------------------------------------
 
     def add_recipients(
-        self, slug: str, subscribers: Iterable[Subscriber], chunk: int = 2000
+        self,
+        slug: str,
+        subscribers: Iterable[Subscriber],
+        chunk: int = 2000,
+        *,
+        stay_withdrawn: Collection[str] = (),
     ) -> int:
         """Record the audience (idempotent: rows already there are kept as they are, but
         for withdrawn ones, which come back pending with the list's values now).
@@ -435,7 +440,8 @@ class Ledger:
 
         Withdrawn rows are there when an issue starts again that nobody was sent: every
         reader withdrawn on a resume (the list saved empty by accident) before the first
-        batch.  Skipped as rows already there, they could never be sent the issue.
+        batch.  Skipped as rows already there, they could never be sent the issue.  Those
+        in ``stay_withdrawn`` (removed on request) stay withdrawn, as on a resume.
         """
         added = 0
         items = iter(subscribers)
@@ -467,7 +473,7 @@ class Ledger:
                         for i, s in enumerate(block)
                     ],
                 )
-                back = self._bring_back(db, slug, block) if bring_back else 0
+                back = self._bring_back(db, slug, block, stay_withdrawn) if bring_back else 0
                 added += new + back
                 move_counts(
                     db,
@@ -478,12 +484,20 @@ class Ledger:
                     db.execute("UPDATE issues SET audience_loaded = 1 WHERE slug = ?", (slug,))
                     return added
 
-    def _bring_back(self, db: sqlite3.Connection, slug: str, block: list[Subscriber]) -> int:
-        """Rows of ``block`` withdrawn from ``slug`` made pending again, with their values
-        as the list has them now; how many."""
+    def _bring_back(
+        self,
+        db: sqlite3.Connection,
+        slug: str,
+        block: list[Subscriber],
+        stay_withdrawn: Collection[str],
+    ) -> int:
+        """Rows of ``block`` withdrawn from ``slug`` made pending again (but those in
+        ``stay_withdrawn``), with their values as the list has them now; how many."""
         now = self._now()
         back = 0
         for s in block:
+            if s.key in stay_withdrawn:
+                continue
             row = db.execute(
                 "UPDATE recipients SET status = ?, reason = NULL, updated_at = ?"
                 " WHERE issue = ? AND key = ? AND status = ? RETURNING id",
