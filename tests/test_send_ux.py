@@ -196,14 +196,16 @@ def test_a_restart_cut_short_while_loading_the_audience_is_continued(
     ledger.close()
     original = Ledger.add_recipients
 
-    def killed_after_one_chunk(self: Ledger, slug: str, subscribers: Any, chunk: int = 0) -> int:
+    def killed_after_one_chunk(
+        self: Ledger, slug: str, subscribers: Any, chunk: int = 0, **options: Any
+    ) -> int:
         def then_killed() -> Any:
             for number, subscriber in enumerate(subscribers):
                 if number == 4:
                     raise KeyboardInterrupt
                 yield subscriber
 
-        return original(self, slug, then_killed(), chunk=3)
+        return original(self, slug, then_killed(), chunk=3, **options)
 
     monkeypatch.setattr(Ledger, "add_recipients", killed_after_one_chunk)
     with pytest.raises(KeyboardInterrupt):
