@@ -89,6 +89,8 @@ def main() -> None:
     pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(15)
     print("functions with the most time of their own:")
     print("\n".join(line for line in out.getvalue().splitlines() if line.strip())[-2000:])
+    if os.environ.get("PROFILE_CALLERS"):
+        pstats.Stats(profile).sort_stats("tottime").print_callers(os.environ["PROFILE_CALLERS"])
 
 
 if __name__ == "__main__":
