@@ -248,6 +248,52 @@ def test_a_claimed_row_without_its_data_stops_the_claim(tmp_path: Path) -> None:
     ledger.close()
 
 
+@pytest.mark.parametrize("fields", ["not json", "[1, 2]", '"text"', "{", "{}, {}"])
+def test_a_claimed_row_whose_fields_are_not_a_json_object_stops_the_claim(
+    tmp_path: Path, fields: str
+) -> None:
+    """A claim reads its batch as one JSON text that SQLite joins from each row's fields: a
+    row whose fields were edited into something else (not JSON, not an object, or text that
+    would pass for two readers' data) stops the claim as damage; nothing is marked, and no
+    other reader's data is taken for it."""
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    ledger.start_issue("issue", "hash", "postmark")
+    ledger.add_recipients(
+        "issue",
+        [
+            Subscriber(i + 2, f"p{i}@example.org", f"p{i}@example.org", {"n": str(i)})
+            for i in range(3)
+        ],
+    )
+    ledger.db.execute("UPDATE recipient_data SET fields = ? WHERE id = 2", (fields,))
+    with pytest.raises(sqlite3.DatabaseError, match="damaged"):
+        ledger.claim("issue", 3)
+    assert ledger.counts("issue") == counted_from_rows(ledger, "issue")
+    assert {row["status"] for row in ledger.history("issue")} == {"pending"}
+    ledger.close()
+
+
+def test_a_claim_hands_back_each_row_with_its_own_data_in_list_order(tmp_path: Path) -> None:
+    """The batch read as one text keeps each reader's address and fields with their key,
+    awkward values (quotes, commas, brackets, non-ASCII, a NUL) included, in list order."""
+    awkward = ['a "quoted", value', "[1, 2]", "{not: json}", "ümlaut ☃", "nul\x00inside", ""]
+    people = [
+        Subscriber(
+            i + 2, f"P{i}@example.org", f"p{i}@example.org", {"v": awkward[i % 6], "i": str(i)}
+        )
+        for i in range(20)
+    ]
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    ledger.start_issue("issue", "hash", "postmark")
+    ledger.add_recipients("issue", people)
+    _, first = ledger.claim("issue", 7)
+    _, rest = ledger.claim("issue", 50)
+    assert [(r.key, r.email, r.fields) for r in first + rest] == [
+        (p.key, p.email, p.fields) for p in people
+    ]
+    ledger.close()
+
+
 def test_the_audience_keeps_rows_already_recorded_and_the_first_of_a_key(tmp_path: Path) -> None:
     """Recording the audience again (a load cut short, continued) adds only the new rows,
     each with its data under its own id; a key twice in one load is recorded once."""
@@ -348,7 +394,9 @@ def test_claims_and_settlements_find_rows_by_rowid(tmp_path: Path) -> None:
     def plan(sql: str, *args: object) -> str:
         return " / ".join(row[3] for row in ledger.db.execute(f"EXPLAIN QUERY PLAN {sql}", args))
 
-    assert "SEARCH r USING INTEGER PRIMARY KEY (rowid>?)" in plan(store._PENDING, 1, "a", 250)
+    read = plan(store._BATCH_OF.format(rows=store._PENDING), 1, "a", 250)
+    assert "SEARCH recipients USING INTEGER PRIMARY KEY (rowid>?)" in read, read
+    assert "SEARCH d USING INTEGER PRIMARY KEY (rowid=?)" in read, read
     claim = plan(store._MARK.format(status="pending"), "inflight", 1, "now", "[]", "a")
     assert "SEARCH recipients USING INTEGER PRIMARY KEY (rowid=?)" in claim, claim
     for sql in (store._SETTLE, store._SETTLE_WITH_REASONS):

@@ -153,13 +153,17 @@ def move_counts(db: sqlite3.Connection, slug: str, moves: dict[RecipientStatus, 
     totals: dict[RecipientStatus, int] = {}
     for status, change in moves.items():
         totals[_counted(status)] = totals.get(_counted(status), 0) + change
-    for status, change in totals.items():
-        if change:  # claiming pending rows, or settling rows back to pending: none
-            db.execute(
-                "INSERT INTO recipient_counts (issue, status, n) VALUES (?, ?, ?)"
-                " ON CONFLICT (issue, status) DO UPDATE SET n = n + excluded.n",
-                (slug, status, change),
-            )
+    # Claiming pending rows, or settling rows back to pending: no change.  The rest in one
+    # statement: each is a step of SQLite, where a send's delivery workers take the
+    # interpreter lock (see ``_BATCH_OF``).
+    changed = [(slug, status, change) for status, change in totals.items() if change]
+    if changed:
+        db.execute(
+            "INSERT INTO recipient_counts (issue, status, n) VALUES "
+            + ", ".join(["(?, ?, ?)"] * len(changed))
+            + " ON CONFLICT (issue, status) DO UPDATE SET n = n + excluded.n",
+            [value for row in changed for value in row],
+        )
 
 
 # A subscriber's fields as the ledger stores them: json.dumps(fields, ensure_ascii=False)
@@ -207,10 +211,58 @@ _SETTLE_WITH_REASONS = (
 # An issue's pending rows from a rowid on, in list order: read by rowid (NOT INDEXED), not
 # through the (issue, key) index, which holds every row of the issue in another order.
 _PENDING = (
-    "SELECT r.id, r.key, d.email, d.fields FROM recipients AS r NOT INDEXED"
-    " LEFT JOIN recipient_data AS d ON d.id = r.id"
-    " WHERE r.id >= ? AND r.issue = ? AND r.status = 'pending' ORDER BY r.id LIMIT ?"
+    "SELECT id, key FROM recipients NOT INDEXED"
+    " WHERE id >= ? AND issue = ? AND status = 'pending' ORDER BY id LIMIT ?"
 )
+
+# A claim's rows (``{rows}``: a SELECT of their rowid and key, in list order) with their data,
+# read as one value: a JSON array of [rowid, key, email], {fields}, ... made by SQLite, parsed
+# by one orjson call (1.4 us a recipient against 1.65 for the rows one by one, each fields
+# text parsed on its own).  One step of SQLite for the batch, not one a row: Python's sqlite3
+# lets go of the interpreter lock at every step, and with another thread busy each step
+# waited to take it back (with one thread encoding JSON beside it, a claim took 299 us a
+# recipient one row a step, 104 in one).  The fields are stored as JSON already
+# (``_fields_json``), so SQLite only joins the texts.  A LEFT JOIN, and the rows with data
+# counted: a row missing its data (its element NULL, which group_concat leaves out) is seen,
+# never silently left out of a claim.
+_BATCH_OF = (
+    "SELECT count(*), count(d.id), '[' || group_concat(json_array(r.id, r.key, d.email)"
+    " || ',' || d.fields, ',') || ']' FROM ({rows}) AS r LEFT JOIN recipient_data AS d"
+    " ON d.id = r.id"
+)
+
+
+def _batch_of(db: sqlite3.Connection, rows: str, parameters: tuple[Any, ...]) -> list[Any]:
+    """The rows ``rows`` selects (rowid, key), each as (rowid, key, email, fields), in rowid
+    order; see ``_BATCH_OF``."""
+    count, with_data, text = db.execute(_BATCH_OF.format(rows=rows), parameters).fetchone()
+    if with_data != count:
+        raise sqlite3.DatabaseError("damaged: a recipient without its recipient_data row")
+    if not count:
+        return []
+    try:
+        flat = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise sqlite3.DatabaseError("damaged: a recipient's fields are not JSON") from None
+    # Each row is two values, its [rowid, key, email] and its fields: a fields text edited
+    # into more or fewer values (or into an array or a string) would shift every reader's
+    # data onto another's key, so the shape is checked before anything is handed on.
+    heads, fields = flat[0::2], flat[1::2]
+    if (
+        len(flat) != 2 * count
+        or not all(type(head) is list and len(head) == 3 for head in heads)
+        or not all(type(values) is dict for values in fields)
+    ):
+        raise sqlite3.DatabaseError("damaged: a recipient's fields are not a JSON object")
+    batch = [
+        (rowid, key, email, values)
+        for (rowid, key, email), values in zip(heads, fields, strict=True)
+    ]
+    # group_concat keeps the order the rows come in, which is the subquery's; SQLite does
+    # not promise it, so it is checked (the claim marks the range from the first to the last).
+    if any(batch[i][0] >= batch[i + 1][0] for i in range(len(batch) - 1)):
+        batch.sort(key=lambda row: row[0])
+    return batch
 
 
 def _since(moment: datetime | None) -> str:
@@ -452,6 +504,10 @@ class Ledger:
         bring_back = bool(withdrawn and withdrawn[0])
         while True:
             block = list(islice(items, chunk))
+            # Each row is written with the time it was recorded: a claim then rewrites it at
+            # the same length (SQLite rewrites a row whole, and a longer one splits its page:
+            # 12 pages to the WAL a claim of 250, 9 with the time there from the start).
+            loaded_at = self._now()
             with self.transaction() as db:
                 # Each row's id chosen here, so that its data row has the same one; a row
                 # already there (a load cut short, continued; a key twice in the list) is
@@ -460,9 +516,9 @@ class Ledger:
                     db.execute("SELECT coalesce(max(id), 0) + 1 FROM recipients").fetchone()[0]
                 )
                 cursor = db.executemany(
-                    "INSERT OR IGNORE INTO recipients (id, issue, key, status)"
-                    " VALUES (?, ?, ?, 'pending')",
-                    [(first + i, slug, s.key) for i, s in enumerate(block)],
+                    "INSERT OR IGNORE INTO recipients (id, issue, key, status, updated_at)"
+                    " VALUES (?, ?, ?, 'pending', ?)",
+                    [(first + i, slug, s.key, loaded_at) for i, s in enumerate(block)],
                 )
                 new = max(cursor.rowcount, 0)
                 db.executemany(
@@ -826,11 +882,12 @@ class Ledger:
             if status is RecipientStatus.PENDING:
                 rows = self._pending(db, slug, limit)
             else:
-                rows = db.execute(
-                    f"SELECT r.id, r.key, d.email, d.fields {_WITH_DATA} WHERE r.issue = ?"
-                    f" AND r.status = '{status.value}' ORDER BY r.id LIMIT ?",
+                rows = _batch_of(
+                    db,
+                    f"SELECT id, key FROM recipients WHERE issue = ? AND status ="
+                    f" '{status.value}' ORDER BY id LIMIT ?",
                     (slug, limit),
-                ).fetchall()
+                )
             return self._hold(db, slug, rows, status, provider, every_row_between=True)
 
     def _pending(self, db: sqlite3.Connection, slug: str, limit: int) -> list[Any]:
@@ -844,7 +901,7 @@ class Ledger:
         pending by another connection, or by hand, is found then (once a send, at its end).
         """
         start = self._pending_from.get(slug)
-        rows = [] if start is None else db.execute(_PENDING, (start, slug, limit)).fetchall()
+        rows = [] if start is None else _batch_of(db, _PENDING, (start, slug, limit))
         if not rows:
             first = self._first_id.get(slug)
             if first is None:
@@ -857,7 +914,7 @@ class Ledger:
                 if first is not None:
                     self._first_id[slug] = first
             if first is not None and (start is None or first < start):
-                rows = db.execute(_PENDING, (first, slug, limit)).fetchall()
+                rows = _batch_of(db, _PENDING, (first, slug, limit))
         if rows:
             self._pending_from[slug] = rows[-1][0] + 1
         return rows
@@ -879,13 +936,14 @@ class Ledger:
         ``since``: only a batch handed over at or after then (an older one's key has expired
         at the provider, which would send it again)."""
         with self.transaction() as db:
-            rows = db.execute(
-                f"SELECT r.id, r.key, d.email, d.fields {_WITH_DATA} WHERE r.issue = ?"
+            rows = _batch_of(
+                db,
+                "SELECT r.id, r.key FROM recipients AS r WHERE r.issue = ?"
                 " AND r.status = 'unknown' AND r.batch = (SELECT min(u.batch) FROM recipients u"
                 " JOIN batches b ON b.id = u.batch WHERE u.issue = ? AND u.status = 'unknown'"
                 " AND b.provider = ? AND b.started_at >= ?) ORDER BY r.id",
                 (slug, slug, provider, _since(since)),
-            ).fetchall()
+            )
             return self._hold(db, slug, rows, RecipientStatus.UNKNOWN, provider)
 
     def _hold(
@@ -898,8 +956,8 @@ class Ledger:
         *,
         every_row_between: bool = False,
     ) -> tuple[int, list[ClaimedRow]]:
-        """Mark ``rows`` (rowid, key, email, fields), read in this write transaction in
-        ``status``, in flight as one new batch.
+        """Mark ``rows`` (rowid, key, email, fields: ``_batch_of``'s), read in this write
+        transaction in ``status``, in flight as one new batch.
 
         One UPDATE for the batch, of the rows whose rowids it is given as one JSON array
         (``NOT INDEXED``: each found by its rowid, never through an index of the issue's
@@ -907,8 +965,6 @@ class Ledger:
         the issue's in ``status`` from the first of them to the last), of that range."""
         if not rows:
             return 0, []
-        if any(email is None for _, _, email, _ in rows):
-            raise sqlite3.DatabaseError("damaged: a recipient without its recipient_data row")
         now = self._now()
         batch = db.execute(
             "INSERT INTO batches (issue, size, started_at, provider) VALUES (?, ?, ?, ?)",
@@ -926,9 +982,8 @@ class Ledger:
             raise sqlite3.DatabaseError(f"damaged: claimed {held} of {len(rows)} rows")
         move_counts(db, slug, {status: -held, RecipientStatus.INFLIGHT: held})
         self._held[batch] = {key: rowid for rowid, key, _, _ in rows}
-        return batch, [
-            ClaimedRow(key, email, orjson.loads(fields)) for _, key, email, fields in rows
-        ]
+        make = tuple.__new__  # ClaimedRow's own __new__ is a Python call a row (0.1 us)
+        return batch, [make(ClaimedRow, (key, email, fields)) for _, key, email, fields in rows]
 
     def settle(self, slug: str, batch: int, settlements: Sequence[Settlement]) -> None:
         """Record outcomes of rows this batch holds in flight, in one transaction.
