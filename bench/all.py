@@ -143,7 +143,9 @@ def _ledger(runs: list[Figures]) -> tuple[str, str, str]:
         f"SQLite alone, the same writes and fsyncs on the ledger's tables and indexes, an "
         f"UPDATE a row to settle: {spread(runs, 'bare_us', '{:.1f}')} us (on the table before "
         f"migration 9: {spread(runs, 'before_us', '{:.1f}')}; the floor, a table of (rowid,"
-        f" status, batch, provider id), no data read: {spread(runs, 'floor_us', '{:.1f}')})",
+        f" status, batch, provider id), no data read: {spread(runs, 'floor_us', '{:.1f}')}; with"
+        f" the data read back, a claim of one batch row and no row marked:"
+        f" {spread(runs, 'floor_data_us', '{:.1f}')})",
         f"**{spread(runs, 'ours_us', '{:.1f}')} us** a recipient (target < 5); "
         f"{spread(runs, 'ratio')}x SQLite alone",
     )
