@@ -33,7 +33,7 @@ import orjson
 from _common import emit, machine, table
 
 from pipeline.audience.subscribers import Subscriber
-from pipeline.ledger.store import Ledger, RecipientStatus, Settlement
+from pipeline.ledger.store import _BATCH_OF, _PENDING, Ledger, RecipientStatus, Settlement
 
 BATCH = 250
 
@@ -253,7 +253,7 @@ def batch_record(folder: Path, people: list[Subscriber]) -> tuple[float, float]:
     """The floor for a ledger that hands back each reader's address and fields: a claim that
     writes one row of a batches table (its first and last rowid) and nothing in the rows,
     committed with an fsync, reading the rows with their data as one JSON text parsed by one
-    orjson call (``pipeline.ledger.store._BATCH_OF``'s way); a settlement of one UPDATE
+    orjson call (``pipeline.ledger.store._BATCH_OF`` itself); a settlement of one UPDATE
     joined with the rowid -> provider id object, which marks each row sent for the first
     time.  No counts, no checks of what was read, no Python objects beyond a tuple a row."""
     db = sqlite3.connect(folder / "batch_record.sqlite3", isolation_level=None)
@@ -265,14 +265,11 @@ def batch_record(folder: Path, people: list[Subscriber]) -> tuple[float, float]:
         start = time.perf_counter()
         db.execute("PRAGMA synchronous=FULL")
         db.execute("BEGIN IMMEDIATE")
-        (text,) = db.execute(
-            "SELECT '[' || group_concat(json_array(r.id, r.key, d.email) || ',' || d.fields,"
-            " ',') || ']' FROM (SELECT id, key FROM recipients NOT INDEXED WHERE id > ? AND"
-            " issue = 'issue' AND status = 'pending' ORDER BY id LIMIT ?) AS r"
-            " JOIN recipient_data AS d ON d.id = r.id",
-            (after, BATCH),
+        # The ledger's own read of a claim's rows, the same statement.
+        count, _, text = db.execute(
+            _BATCH_OF.format(rows=_PENDING), (after + 1, "issue", BATCH)
         ).fetchone()
-        if text is None:
+        if not count:
             db.execute("COMMIT")
             claiming += time.perf_counter() - start
             break
