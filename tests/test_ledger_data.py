@@ -294,6 +294,26 @@ def test_a_claim_hands_back_each_row_with_its_own_data_in_list_order(tmp_path: P
     ledger.close()
 
 
+def test_a_batch_read_out_of_order_is_put_in_rowid_order_with_each_row_its_own_data(
+    tmp_path: Path,
+) -> None:
+    """group_concat keeps the order its rows come in, which SQLite does not promise: rows
+    that come out of order are sorted by rowid, each keeping its own key, address and
+    fields (the columns are moved together)."""
+    people = [
+        Subscriber(i + 2, f"P{i}@example.org", f"p{i}@example.org", {"i": str(i)}) for i in range(9)
+    ]
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    ledger.start_issue("issue", "hash", "postmark")
+    ledger.add_recipients("issue", people)
+    batch = store._batch_of(ledger.db, "SELECT id, key FROM recipients ORDER BY id DESC", ())
+    assert batch.ids == sorted(batch.ids)
+    assert list(zip(batch.keys, batch.emails, batch.fields, strict=True)) == [
+        (p.key, p.email, p.fields) for p in people
+    ]
+    ledger.close()
+
+
 def test_the_audience_keeps_rows_already_recorded_and_the_first_of_a_key(tmp_path: Path) -> None:
     """Recording the audience again (a load cut short, continued) adds only the new rows,
     each with its data under its own id; a key twice in one load is recorded once."""
