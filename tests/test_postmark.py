@@ -350,3 +350,18 @@ def test_prebuilt_json_decodes_to_exactly_the_message(make_project: Callable[...
     }
     assert "Quote &#34; back\\\\slash &lt;/script&gt;" in decoded["HtmlBody"]
     provider.close()
+
+
+def test_json_bytes_is_utf8_json_and_keeps_a_lone_surrogate_as_an_escape() -> None:
+    """Request heads are encoded by orjson (UTF-8); a lone surrogate, which UTF-8 cannot
+    hold and orjson refuses, is written as json.dumps writes it, not an error mid-send."""
+    import json
+
+    from pipeline.delivery.providers.http import json_bytes
+
+    value = {"To": "Zoë 🏃 <z@example.org>", "Subject": 'a "quoted" \\ </script>'}
+    assert json_bytes(value).decode("utf-8") != json.dumps(value)  # UTF-8, not escapes
+    assert json.loads(json_bytes(value)) == value
+    odd = {"Subject": "half \ud83c of a pair"}
+    assert json_bytes(odd) == json.dumps(odd).encode("ascii")
+    assert json.loads(json_bytes(odd)) == odd

@@ -92,6 +92,16 @@ class PersonalisedEmail:
     def text_json(self) -> str:
         return self._compiled.text.fill_json([json_escaped(value) for value in self._values])
 
+    def add_html_json(self, out: list[bytes]) -> None:
+        """``html_json`` appended to ``out`` as bytes pieces (see ``Template.add_json``)."""
+        escaped = [json_escaped(value).encode("ascii") for value in escape_all(self._values)]
+        self._compiled.html.add_json(escaped, out)
+
+    def add_text_json(self, out: list[bytes]) -> None:
+        """``text_json`` appended to ``out`` as bytes pieces (see ``Template.add_json``)."""
+        escaped = [json_escaped(value).encode("ascii") for value in self._values]
+        self._compiled.text.add_json(escaped, out)
+
 
 @dataclass(frozen=True)
 class CompiledEmail:

@@ -8,6 +8,7 @@ been processed: its recipients are ``unknown``, never blindly re-sent.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+import orjson
 import requests
 from urllib3.exceptions import NameResolutionError, NewConnectionError
 
@@ -25,6 +27,15 @@ from pipeline.messages.compose import Message
 from pipeline.messages.headers import split_mailbox
 
 USER_AGENT = f"newsletter-pipeline/{__version__} (+requests)"
+
+
+def json_bytes(value: Any) -> bytes:
+    """``value`` as JSON (UTF-8, which every provider's API reads): orjson, or, for a text
+    with a lone surrogate, which UTF-8 cannot hold, ``json.dumps``'s ASCII escapes."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return json.dumps(value).encode("ascii")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ about the account).  Broadcast streams: https://postmarkapp.com/support/article/
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,6 +30,7 @@ from pipeline.delivery.providers.http import (
     api_from,
     error_text,
     http_options,
+    json_bytes,
     retry_after_seconds,
     unanswered,
 )
@@ -93,26 +93,36 @@ class PostmarkProvider:
             "TrackLinks": "None",
         }
 
+    def add_payload(self, message: Message, out: list[bytes]) -> None:
+        """One message as JSON, appended to ``out`` as bytes pieces.  The bodies come
+        pre-escaped from the compiled issue (encoding 20 KB of HTML per recipient was the
+        pipeline's largest cost); the rest is encoded by orjson (0.5 us against 7 for
+        ``json.dumps``, 2026-12-07)."""
+        out.append(json_bytes(self.payload(message))[:-1])
+        out.append(b', "HtmlBody": ')
+        message.body.add_html_json(out)
+        out.append(b', "TextBody": ')
+        message.body.add_text_json(out)
+        out.append(b"}")
+
     def payload_json(self, message: Message) -> str:
-        """One message as JSON.  The bodies come pre-escaped from the compiled issue: encoding
-        20 KB of HTML per recipient was the pipeline's largest cost."""
-        head = json.dumps(self.payload(message))
-        return (
-            f'{head[:-1]}, "HtmlBody": {message.body.html_json}, '
-            f'"TextBody": {message.body.text_json}}}'
-        )
+        out: list[bytes] = []
+        self.add_payload(message, out)
+        return b"".join(out).decode("utf-8")
 
     def send(self, messages: Sequence[Message]) -> BatchResult:
-        # Encoded message by message into one buffer: a batch is never held twice (as str and
-        # as bytes) while it is built.
-        buffer = bytearray(b"[")
+        # The batch as pieces of bytes, joined once: each message's bodies are copied once,
+        # into the request body, and a batch is never held twice while it is built.  (Joined
+        # as text, encoded and appended to a buffer, the copies were 29% of all the time a
+        # send held the interpreter lock, 2026-12-07, py-spy --gil.)
+        parts = [b"["]
         for index, message in enumerate(messages):
             if index:
-                buffer += b", "
-            buffer += self.payload_json(message).encode("ascii")
-        buffer += b"]"
-        body = bytes(buffer)
-        del buffer
+                parts.append(b", ")
+            self.add_payload(message, parts)
+        parts.append(b"]")
+        body = b"".join(parts)
+        del parts
         answer = self.api.post("/email/batch", data=body)
         if isinstance(answer, NoAnswer):
             return unanswered(messages, answer)
