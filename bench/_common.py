@@ -22,6 +22,19 @@ SAMPLE_ISSUE = "newsletters/2025-07-21-hip-rotation.md"
 PYTHON = sys.executable
 TOKEN = "bench-token"
 
+# The baseline send at its best: glibc's malloc keeping the memory it frees (no trim of the
+# heap's top under 256 MB, 64 MB of padding when it grows, buffers under 32 MB from the heap),
+# so that its large strings reuse pages instead of faulting fresh ones in.  Left to glibc's
+# adaptive thresholds, its time swung with changes it does not run: 8.7 or 11.3 s of CPU for
+# the same 50,000 (1.1 or 2.4 million page faults, 29,000 or 39,000 brk calls) after a method
+# was added to pipeline/render/fill.py, which it imports; with these, 6.2-6.5 s, 2026-12-07.
+# Only the baseline runs so: the pipeline is measured as `newsletter send` runs (it gained
+# nothing from them in the same trial: 4.9 s against 4.7-5.0 without).
+BASELINE_ENV = {
+    "GLIBC_TUNABLES": "glibc.malloc.trim_threshold=268435456:glibc.malloc.top_pad=67108864"
+    ":glibc.malloc.mmap_threshold=33554432"
+}
+
 
 def machine() -> str:
     model = "unknown CPU"
