@@ -132,7 +132,8 @@ def _latency(runs: list[Figures]) -> tuple[str, str, str]:
     return (
         f"concurrency {rates}",
         "the same calls, one at a time",
-        f"{spread(runs, 'gain', '{:.1f}')}x at concurrency {levels[-2]} (the default)",
+        f"{spread(runs, 'gain', '{:.1f}')}x at concurrency {levels[-2]}"
+        " (the default concurrency, with slow_answer = 10)",
     )
 
 
