@@ -85,12 +85,17 @@ class PersonalisedEmail:
 
     @property
     def html_json(self) -> str:
-        escaped = [json_escaped(value) for value in escape_all(self._values)]
-        return self._compiled.html.fill_json(escaped)
+        """The HTML as a JSON string literal: ``add_html_json``'s pieces, as one text."""
+        out: list[bytes] = []
+        self.add_html_json(out)
+        return b"".join(out).decode("ascii")
 
     @property
     def text_json(self) -> str:
-        return self._compiled.text.fill_json([json_escaped(value) for value in self._values])
+        """The text as a JSON string literal: ``add_text_json``'s pieces, as one text."""
+        out: list[bytes] = []
+        self.add_text_json(out)
+        return b"".join(out).decode("ascii")
 
     def add_html_json(self, out: list[bytes]) -> None:
         """``html_json`` appended to ``out`` as bytes pieces (see ``Template.add_json``)."""

@@ -108,13 +108,14 @@ def _qp_chunk(text: str, final: bool) -> bytes | None:
 class Template:
     """Text split at its tokens: ``pieces[0] + field(slots[0]) + pieces[1] + ...``.
 
-    ``json_pieces`` are the same pieces escaped for a JSON string, once per issue, so an HTTP
-    provider's payload costs a join per recipient instead of escaping 20 KB of HTML.
+    ``json_pieces`` are the same pieces escaped for a JSON string and encoded (ASCII), once
+    per issue, so an HTTP provider's payload costs a join per recipient instead of escaping
+    20 KB of HTML.
     """
 
     pieces: tuple[str, ...]
     slots: tuple[int, ...]
-    json_pieces: tuple[str, ...]
+    json_pieces: tuple[bytes, ...]
 
     @classmethod
     def split(cls, text: str) -> Template:
@@ -123,7 +124,7 @@ class Template:
         return cls(
             pieces=pieces,
             slots=tuple(int(i) for i in parts[1::2]),
-            json_pieces=tuple(json_escaped(p) for p in pieces),
+            json_pieces=tuple(json_escaped(p).encode("ascii") for p in pieces),
         )
 
     @staticmethod
@@ -149,21 +150,13 @@ class Template:
     def fill(self, values: Sequence[str]) -> str:
         return self._join(self.pieces, self.slots, values)
 
-    def fill_json(self, json_values: Sequence[str]) -> str:
-        """The filled text as a JSON string literal, from values already JSON-escaped."""
-        return '"' + self._join(self.json_pieces, self.slots, json_values) + '"'
-
-    @cached_property
-    def json_bytes(self) -> tuple[bytes, ...]:
-        """``json_pieces`` as bytes (ASCII, as JSON-escaping leaves them), once per issue."""
-        return tuple(piece.encode("ascii") for piece in self.json_pieces)
-
     def add_json(self, json_values: Sequence[bytes], out: list[bytes]) -> None:
-        """Append ``fill_json``'s literal to ``out`` as its pieces, from values already
-        JSON-escaped and encoded: a request body is then one join of every message's pieces,
-        each body copied once, not joined, formatted, encoded and appended (four copies of
-        25 KB a message, in the delivery workers, holding the interpreter lock)."""
-        pieces = self.json_bytes
+        """Append the filled text as a JSON string literal to ``out``, as its pieces, from
+        values already JSON-escaped and encoded: a request body is then one join of every
+        message's pieces, each body copied once, not joined, formatted, encoded and appended
+        (four copies of 25 KB a message, in the delivery workers, holding the interpreter
+        lock)."""
+        pieces = self.json_pieces
         out.append(b'"')
         out.append(pieces[0])
         for slot, piece in zip(self.slots, pieces[1:], strict=True):
