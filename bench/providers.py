@@ -65,7 +65,7 @@ def main() -> None:
     ses = SesProvider(api, Credentials("AKID", "secret"), "us-east-1")
 
     def postmark_body() -> object:
-        return "[" + ", ".join(postmark.payload_json(m) for m in messages()) + "]"
+        return postmark.batch_body(messages())  # the bytes a send posts
 
     def resend_body() -> object:
         return "[" + ", ".join(resend.payload_json(m) for m in messages()) + "]"

@@ -342,7 +342,7 @@ def test_prebuilt_json_decodes_to_exactly_the_message(make_project: Callable[...
     factory = MessageFactory(compiled, settings, b"k", managed_unsubscribe=None)
     (person,) = [s for s in scan(settings.subscribers) if isinstance(s, Subscriber)]
     message = factory.build(person.key, person.email, person.fields)
-    decoded = json.loads(provider.payload_json(message))
+    (decoded,) = json.loads(provider.batch_body([message]))
     assert decoded == {
         **provider.payload(message),
         "HtmlBody": message.html,
