@@ -61,6 +61,32 @@ def test_untouched_rows_are_copied_byte_for_byte(tmp_path: Path) -> None:
     assert not stale_temp_files(path)
 
 
+def test_a_rewritten_row_with_a_line_break_in_a_cell_stays_one_row(tmp_path: Path) -> None:
+    """A cell holding a line break (Alt+Enter in a spreadsheet), in the row rewritten or in a
+    new one, is quoted: written bare (Python 3.11's csv with no line terminator), the row
+    split in two on the next read, and its second line, an address, was a new subscriber."""
+    path = write(
+        tmp_path,
+        b'email,first_name,status,notes\n'
+        b'ann@example.org,Ann,subscribed,"Referred by:\nfriend@example.org"\n'
+        b"bob@example.org,Bob,subscribed,\n",
+    )
+    apply_changes(
+        path,
+        [
+            ListChange("ann@example.org", status="unsubscribed"),
+            ListChange(
+                "cy@example.org", fields={"first_name": "C\r\ny", "notes": "a\rb"}, create=True
+            ),
+        ],
+    )
+    rows = {s.key: s.fields for s in scan(path) if isinstance(s, Subscriber)}
+    assert set(rows) == {"bob@example.org", "cy@example.org"}  # Ann left; no one else came
+    assert rows["cy@example.org"]["first_name"] == "C\r\ny"
+    assert rows["cy@example.org"]["notes"] == "a\rb"
+    assert b'unsubscribed,"Referred by:\nfriend@example.org"\n' in path.read_bytes()
+
+
 def test_several_changes_in_one_rewrite(tmp_path: Path) -> None:
     path = write(tmp_path, ODD)
     result = apply_changes(

@@ -211,13 +211,17 @@ class _RowWriter:
 
     def __init__(self, delimiter: str) -> None:
         self.buffer = io.StringIO()
-        self.writer = csv.writer(self.buffer, delimiter=delimiter, lineterminator="")
+        # The terminator is written, then cut: Python before 3.13 quotes a cell holding a
+        # line break only when the break is in ``lineterminator``, and with "" it wrote a
+        # multi-line cell (Alt+Enter in a spreadsheet) bare, which split the row in two on
+        # the next read: its second line a row of its own, a stranger subscribed.
+        self.writer = csv.writer(self.buffer, delimiter=delimiter, lineterminator="\r\n")
 
     def row(self, cells: Sequence[str]) -> bytes:
         self.buffer.seek(0)
         self.buffer.truncate()
         self.writer.writerow(cells)
-        return self.buffer.getvalue().encode("utf-8")
+        return self.buffer.getvalue()[:-2].encode("utf-8")
 
 
 def _line_ending(raw: bytes) -> bytes:
