@@ -1041,10 +1041,26 @@ def _state_detail(
         )
     assert draft.send_at is not None
     if state is IssueState.SCHEDULED:
-        return f"for {local_time(draft.send_at, zone)}"
+        return f"for {local_time(draft.send_at, zone)}" + _blocked_by(draft, settings, "then")
     if state is IssueState.DUE:
+        blocked = _blocked_by(draft, settings, "now")
+        if blocked:
+            return f"send_at {local_time(draft.send_at, zone)} has passed{blocked}"
         return f"send_at {local_time(draft.send_at, zone)} has passed: the next cron run sends it"
     return missed_detail(draft, draft.send_at, now, settings.max_lateness, zone)
+
+
+def _blocked_by(draft: Draft, settings: Settings, when: str) -> str:
+    """For an issue cron is to send: what would stop it, or "".  Cron refuses an issue with
+    problems and says so only in its log, so ``status`` (what she reads) runs the same check
+    cron's send runs first, rather than promise a send that will not happen."""
+    problems = check_issue(draft.path, settings)
+    if not problems:
+        return ""
+    return (
+        f", but cron will not send it {when}: {count(len(problems), 'problem')} to fix"
+        f" first (see them with: newsletter check {shown(draft.path)})"
+    )
 
 
 def recipients_in(

@@ -67,7 +67,7 @@ def test_a_rewritten_row_with_a_line_break_in_a_cell_stays_one_row(tmp_path: Pat
     split in two on the next read, and its second line, an address, was a new subscriber."""
     path = write(
         tmp_path,
-        b'email,first_name,status,notes\n'
+        b"email,first_name,status,notes\n"
         b'ann@example.org,Ann,subscribed,"Referred by:\nfriend@example.org"\n'
         b"bob@example.org,Bob,subscribed,\n",
     )

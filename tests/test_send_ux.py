@@ -406,6 +406,37 @@ def test_status_due_is_within_max_lateness(make_project: Callable[..., Path]) ->
     assert states == {-1: "scheduled", 1: "due", 25: "missed"}
 
 
+def test_status_says_when_cron_will_refuse_a_due_or_scheduled_issue(
+    make_project: Callable[..., Path],
+) -> None:
+    """Cron sends nothing of an issue with problems, and says why only in its log: status,
+    which she reads, said "the next cron run sends it" of one."""
+    root = make_project()
+    for slug, when in (
+        ("2025-07-22-broken", "2025-07-22 07:00"),
+        ("2099-01-05-later", "2099-01-05 07:00"),
+    ):
+        path = add_issue(root, slug, when)
+        text = path.read_text(encoding="utf-8")
+        path.write_text(text.replace("subscriber.first_name", "subscriber.frist_name"), "utf-8")
+    settings = load_settings(root / "newsletter.toml")
+    now = datetime(2025, 7, 22, 8, 0, tzinfo=LA)
+    rows = {row.issue: row for row in status_rows(settings, now=now).rows}
+    due, later = rows["2025-07-22-broken"], rows["2099-01-05-later"]
+    assert due.state == "due" and later.state == "scheduled"
+    code, problems, _ = newsletter(root, "check", "newsletters/2025-07-22-broken.md")
+    assert code == 1 and len(problems.splitlines()) == 1
+    assert due.detail.startswith(
+        "send_at Tue 22 Jul 2025, 07:00 PDT has passed, but cron will not send it now: 1 problem"
+        " to fix first (see them with: newsletter check "
+    )
+    assert due.detail.endswith("newsletters/2025-07-22-broken.md)")
+    assert later.detail.startswith("for Mon 5 Jan 2099, 07:00 PST, but cron will not send it then")
+    add_issue(root, "2025-07-22-fine", "2025-07-22 07:00")
+    rows = {row.issue: row for row in status_rows(settings, now=now).rows}
+    assert rows["2025-07-22-fine"].detail.endswith(": the next cron run sends it")
+
+
 def test_status_of_a_missing_issue_is_an_error(make_project: Callable[..., Path]) -> None:
     root = make_project()
     code, out, err = newsletter(root, "status", "newsletters/missing.md")
