@@ -257,6 +257,63 @@ def test_bad_provider_config_is_one_line(make_project: Callable[..., Path]) -> N
     assert code == 2 and "[provider] security: must be one of starttls, tls, none" in err
 
 
+@pytest.mark.parametrize(
+    "token", ["supersecret-123\u2013x", "supersecret\n-123", "super secret-123", "sécret-123"]
+)
+def test_a_key_no_http_header_can_carry_is_refused_before_anything_is_claimed(
+    make_project: Callable[..., Path], token: str
+) -> None:
+    """A key pasted with a dash from a word processor or a line break in it: requests refused
+    it mid-send, after the batch was marked in flight, so every reader of it was "unknown"
+    (or a traceback, from the search that settles them) for a request never made."""
+    root = make_project(provider='name = "postmark"')
+    for command in (("send", SAMPLE_ISSUE, "--yes"), ("suppressions", "sync")):
+        code, out, err = newsletter(root, *command, env={"POSTMARK_SERVER_TOKEN": token})
+        assert code == 2, (command, out, err)
+        assert err.startswith("error: POSTMARK_SERVER_TOKEN has a character no postmark key has")
+        assert "copy it again from the provider's dashboard" in err
+        assert "Traceback" not in err and token.strip() not in out + err
+        assert "secret" not in (out + err).replace("secrets", "")
+    assert not (root / ".newsletter" / "ledger.sqlite3").exists() or not list(
+        open_ledger(load_settings(root / "newsletter.toml")).issues()
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:99999",
+        "http://[::1",
+        "http://exa mple.com",
+        "ftp://x.example",
+        "api.postmarkapp.com",
+    ],
+)
+def test_a_base_url_no_request_can_go_to_is_refused_naming_the_setting(
+    make_project: Callable[..., Path], url: str
+) -> None:
+    root = make_project(provider=f'name = "postmark"\nbase_url = "{url}"')
+    env = {"POSTMARK_SERVER_TOKEN": "a-good-token"}
+    code, _, err = newsletter(root, "send", SAMPLE_ISSUE, "--yes", env=env)
+    assert code == 2 and "Traceback" not in err
+    assert "[provider] base_url: must be an http:// or https:// address with a host" in err
+
+
+def test_a_request_refused_before_it_left_is_never_sent_not_unknown() -> None:
+    """Whatever still gets past the settings' checks and is refused by requests while it
+    prepares the request (nothing was sent) is retried, never "unknown"."""
+    from pipeline.delivery.providers.http import HttpApi, NoAnswer
+
+    for url, headers in (
+        ("http://exa mple.com", {}),
+        ("http://127.0.0.1:99999", {}),
+        ("http://127.0.0.1:9", {"X-Postmark-Server-Token": "a\nb"}),
+    ):
+        answer = HttpApi("postmark", url, headers).post("/email/batch", data=b"[]")
+        assert isinstance(answer, NoAnswer) and answer.never_sent, (url, answer)
+        assert answer.reason.startswith("could not reach postmark (the request could not be made")
+
+
 def test_a_second_run_is_refused_while_one_holds_the_lock(
     make_project: Callable[..., Path],
 ) -> None:

@@ -220,10 +220,25 @@ def batch_key(messages: Sequence[Message]) -> str:
     return digest.hexdigest()
 
 
-def require_secret(environ: Mapping[str, str], name: str, provider: str) -> str:
+def require_secret(
+    environ: Mapping[str, str], name: str, provider: str, *, token: bool = True
+) -> str:
+    """The secret ``name`` from the environment, or a ConfigError naming it (never its value).
+
+    ``token``: it goes into an HTTP header, as every provider's API key or token does, so it
+    must be printable ASCII with no space in it.  A key pasted with an en dash or a line
+    break in it was refused only by the HTTP library, mid-send, after the batch was marked in
+    flight: every reader of it became "unknown" (or a traceback), for a request never made."""
     value = environ.get(name, "").strip()
     if not value:
         raise ConfigError(
-            f"the {provider} provider needs {name} set in the environment (never in a file)"
+            f"the {provider} provider needs {name} set in the environment (never in"
+            " newsletter.toml; for cron, see README's 'Scheduling with cron')"
+        )
+    if token and not (value.isascii() and value.isprintable() and value.split() == [value]):
+        raise ConfigError(
+            f"{name} has a character no {provider} key has (a space, a line break, or one"
+            " outside plain ASCII such as a curly quote or a dash from a word processor):"
+            " copy it again from the provider's dashboard"
         )
     return value

@@ -21,6 +21,7 @@ from typing import Any
 from pipeline.config import Settings
 from pipeline.delivery.provider import Options, require_secret
 from pipeline.delivery.providers import brevo
+from pipeline.delivery.providers.http import api_url
 from pipeline.events.base import (
     Bounce,
     EventType,
@@ -185,7 +186,7 @@ def suppressions(
     key = require_secret(environ, "BREVO_API_KEY", "brevo")
     client = ListClient(
         "Brevo",
-        options.string("base_url", brevo.API_URL),
+        api_url(options, brevo.API_URL),
         {"api-key": key},
         reset_header="x-sib-ratelimit-reset",
         sleep=sleep,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 import requests
@@ -44,8 +45,18 @@ class NoAnswer:
     reason: str
 
 
+# Refused by requests while it prepared the request, before any connection: nothing left.
+_REFUSED_BEFORE_SENDING = (
+    requests.exceptions.InvalidURL,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidHeader,
+    requests.exceptions.URLRequired,
+)
+
+
 def _never_sent(error: requests.RequestException) -> bool:
-    if isinstance(error, requests.ConnectTimeout):
+    if isinstance(error, (requests.ConnectTimeout, *_REFUSED_BEFORE_SENDING)):
         return True
     if isinstance(error, requests.ConnectionError):
         cause: Any = error.args[0] if error.args else None
@@ -65,6 +76,8 @@ def plain(error: requests.RequestException) -> str:
         return "the secure connection failed"
     if isinstance(error, requests.ConnectionError):
         return "the connection failed or was refused: check the internet connection"
+    if isinstance(error, _REFUSED_BEFORE_SENDING):
+        return "the request could not be made: check [provider] base_url and the key"
     return "the request failed"
 
 
@@ -202,6 +215,28 @@ def http_options(default_url: str, note: str = "", timeout: int = 60) -> dict[st
     }
 
 
+def api_url(options: Options, default: str) -> str:
+    """``base_url``: an http(s) address with a host and a valid port, refused with its
+    setting named before a send starts (a port of 99999 was refused by requests mid-send,
+    and every reader of the batch became "unknown")."""
+    url = options.string("base_url", default).strip()
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not 0-65535
+    except ValueError:
+        parts = None
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or url.split() != [url]
+    ):
+        raise options.error(
+            "base_url", f"must be an http:// or https:// address with a host, not {url!r}"
+        )
+    return url
+
+
 def api_from(
     options: Options,
     provider: str,
@@ -211,7 +246,7 @@ def api_from(
 ) -> HttpApi:
     return HttpApi(
         provider,
-        options.string("base_url", default_url),
+        api_url(options, default_url),
         headers,
         read_timeout=options.number("timeout", timeout, minimum=1),
     )

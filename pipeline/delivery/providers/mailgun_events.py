@@ -49,6 +49,7 @@ from werkzeug.http import parse_options_header
 from pipeline.config import Settings
 from pipeline.delivery.provider import Options, require_secret
 from pipeline.delivery.providers import mailgun
+from pipeline.delivery.providers.http import api_url
 from pipeline.events.base import (
     Bounce,
     EventType,
@@ -376,7 +377,7 @@ def suppressions(
     key = require_secret(environ, "MAILGUN_API_KEY", "mailgun")
     client = ListClient(
         "Mailgun",
-        options.string("base_url", mailgun.API_URL),
+        api_url(options, mailgun.API_URL),
         auth=("api", key),
         reset_header="X-RateLimit-Reset",
         reset_epoch=True,

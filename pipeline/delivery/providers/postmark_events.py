@@ -29,6 +29,7 @@ from urllib.parse import quote
 from pipeline.config import Settings
 from pipeline.delivery.provider import Options, require_secret
 from pipeline.delivery.providers import postmark
+from pipeline.delivery.providers.http import api_url
 from pipeline.events.base import (
     Bounce,
     EventType,
@@ -199,7 +200,7 @@ def suppressions(
     token = require_secret(environ, "POSTMARK_SERVER_TOKEN", "postmark")
     client = ListClient(
         "Postmark",
-        options.string("base_url", postmark.API_URL),
+        api_url(options, postmark.API_URL),
         {"X-Postmark-Server-Token": token},
         sleep=sleep,
     )

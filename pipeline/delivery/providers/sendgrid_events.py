@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key
 from pipeline.config import Settings
 from pipeline.delivery.provider import Options, require_secret
 from pipeline.delivery.providers import sendgrid
+from pipeline.delivery.providers.http import api_url
 from pipeline.events.base import (
     Bounce,
     EventType,
@@ -227,7 +228,7 @@ def suppressions(
     key = require_secret(environ, "SENDGRID_API_KEY", "sendgrid")
     client = ListClient(
         "SendGrid",
-        options.string("base_url", sendgrid.API_URL),
+        api_url(options, sendgrid.API_URL),
         {"Authorization": f"Bearer {key}"},
         reset_header="X-RateLimit-Reset",
         reset_epoch=True,

@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from pipeline.config import Settings
 from pipeline.delivery.provider import Options
 from pipeline.delivery.providers import ses
+from pipeline.delivery.providers.http import api_url
 from pipeline.delivery.providers.sigv4 import Credentials, sign
 from pipeline.events.base import (
     Bounce,
@@ -366,7 +367,7 @@ def suppressions(
     region, credentials = ses.region_and_credentials(options, environ)
     client = ListClient(
         "Amazon SES",
-        options.string("base_url", f"https://email.{region}.amazonaws.com"),
+        api_url(options, f"https://email.{region}.amazonaws.com"),
         sign=_sigv4(credentials, region),
         sleep=sleep,
     )

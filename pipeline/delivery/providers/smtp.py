@@ -199,7 +199,7 @@ def create(settings: Settings, environ: Mapping[str, str]) -> SmtpProvider:
     if security not in SECURITY:
         raise options.error("security", f"must be one of {', '.join(SECURITY)}, not {security!r}")
     username = options.string("username", "")
-    password = require_secret(environ, "SMTP_PASSWORD", "smtp") if username else ""
+    password = require_secret(environ, "SMTP_PASSWORD", "smtp", token=False) if username else ""
     return SmtpProvider(
         host=options.string("host", "localhost"),
         port=options.integer("port", DEFAULT_PORTS[security], maximum=65535),
