@@ -421,13 +421,18 @@ def parse_timezone(name: str) -> ZoneInfo:
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_LONGEST_DURATION = timedelta(days=3650)
 
 
 def parse_duration(text: str) -> timedelta:
     match = _DURATION.match(text)
     if not match:
         raise ValueError(f"{text!r} is not a duration such as '24h', '90m' or '2d'")
-    return timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
+    seconds = float(match[1]) * _UNIT_SECONDS[match[2]]
+    # A bound, so that no date arithmetic on it overflows (a traceback of every command).
+    if seconds > _LONGEST_DURATION.total_seconds():
+        raise ValueError(f"{text!r} is longer than any such setting needs (at most '3650d')")
+    return timedelta(seconds=seconds)
 
 
 def parse_settings(data: Mapping[str, Any], *, root: Path, config_path: Path | None) -> Settings:

@@ -160,3 +160,18 @@ def test_send_due_cli_reports_stale_issues(make_project: Callable[..., Path]) ->
         result.stdout
     )
     assert not (root / "outbox").exists()
+
+
+def test_a_max_lateness_too_long_for_a_date_is_one_line(make_project: Callable[..., Path]) -> None:
+    """99999999999999h made every `status` and `send` a traceback (OverflowError)."""
+    root = make_project()
+    config = root / "newsletter.toml"
+    text = config.read_text(encoding="utf-8")
+    config.write_text(text.replace('max_lateness = "24h"', 'max_lateness = "99999999999999h"'))
+    line = config.read_text(encoding="utf-8").splitlines().index('max_lateness = "99999999999999h"')
+    for command in (["status"], ["send", "--due"]):
+        result = CliRunner().invoke(cli, ["--config", str(config), *command])
+        assert result.exit_code == 2, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+        assert f"newsletter.toml:{line + 1}: [newsletter] max_lateness:" in result.output
+        assert "longer than any such setting needs (at most '3650d')" in result.output
