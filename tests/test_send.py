@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from collections.abc import Callable
 from email import policy
 from pathlib import Path
@@ -20,7 +21,7 @@ from pipeline.delivery.providers import create_provider
 from pipeline.ledger.lock import SendLock
 from pipeline.sending import open_ledger, send_issue
 
-from .conftest import MESSY_AUDIENCE, MESSY_CSV, SAMPLE_ISSUE
+from .conftest import MESSY_AUDIENCE, MESSY_CSV, REPO, SAMPLE_ISSUE
 
 
 def newsletter(root: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
@@ -236,6 +237,67 @@ def test_an_issue_with_check_problems_is_not_sent(make_project: Callable[..., Pa
     code, _, err = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
     assert code == 2 and "unknown merge field subscriber.frist_name" in err
     assert not (root / "outbox").exists()
+
+
+def test_two_readers_never_share_an_outbox_file(make_project: Callable[..., Path]) -> None:
+    """Addresses that differed only where a file name cannot keep them (a non-ASCII letter,
+    past the 150th character) shared one file: the second message replaced the first, and
+    both were counted sent."""
+    domain = "x" * 60 + "." + "y" * 60 + "." + "z" * 20
+    people = ["idn@bücher.example", "idn@bécher.example", f"a@{domain}1.org", f"a@{domain}2.org"]
+    root = make_project(csv="email,first_name\n" + "".join(f"{a},R\n" for a in people))
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 0 and "sent 4" in out, out
+    files = list((root / "outbox" / "2025-07-21-hip-rotation").glob("*.eml"))
+    assert len(files) == 4
+    recipients = sorted(
+        email.message_from_bytes(f.read_bytes(), policy=policy.default)["To"] for f in files
+    )
+    assert len(set(recipients)) == 4
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")  # nothing twice
+    assert code == 0 and len(list(files[0].parent.glob("*.eml"))) == 4
+
+
+def test_a_full_disk_leaves_no_temp_files_in_the_outbox(
+    make_project: Callable[..., Path],
+) -> None:
+    """Each message that could not be written (the file size limit here stands for a full
+    disk) was retried, and left an empty temp file behind, for good."""
+    root = make_project()
+    script = textwrap.dedent(
+        """
+        import resource, signal, sys
+        from pathlib import Path
+        from pipeline.audience.subscribers import Subscriber, scan
+        from pipeline.config import load_settings
+        from pipeline.content.issue import load_issue
+        from pipeline.delivery.providers.outbox import OutboxProvider
+        from pipeline.messages.compose import MessageFactory
+        from pipeline.render.compile import compile_issue
+
+        settings = load_settings(Path("newsletter.toml"))
+        compiled = compile_issue(load_issue(Path(sys.argv[1]), settings.timezone), settings)
+        factory = MessageFactory(compiled, settings, b"k")
+        people = [s for s in scan(settings.subscribers) if isinstance(s, Subscriber)]
+        messages = [factory.build(p.key, p.email, p.fields) for p in people]
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2_000, resource.RLIM_INFINITY))
+        result = OutboxProvider(Path("outbox")).send(messages)
+        print(sorted({r.outcome.value for r in result.results}))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, SAMPLE_ISSUE],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['retry']"
+    folder = root / "outbox" / "2025-07-21-hip-rotation"
+    assert folder.is_dir() and not list(folder.iterdir())
 
 
 def test_bad_provider_config_is_one_line(make_project: Callable[..., Path]) -> None:

@@ -9,6 +9,8 @@ real messages, each under a new name.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import re
 import tempfile
@@ -30,6 +32,17 @@ from pipeline.messages.mime import to_mime
 _UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]+")
 
 
+def _file_stem(key: str) -> str:
+    """A file name for the address ``key``: the address itself where it is safe as one, else
+    its safe characters with a digest of the whole address, so that two readers never share
+    a file (idn@bücher.example and idn@bécher.example were both idn@b_cher.example.eml, the
+    second message over the first, and both counted sent)."""
+    stem = _UNSAFE.sub("_", key)
+    if stem == key and len(stem) <= 150:
+        return stem
+    return f"{stem[:130]}-{hashlib.sha256(key.encode('utf-8')).hexdigest()[:16]}"
+
+
 class OutboxProvider:
     name = "outbox"
     max_batch = 100
@@ -42,7 +55,7 @@ class OutboxProvider:
         self.folder = folder
 
     def path_for(self, message: Message) -> Path:
-        stem = _UNSAFE.sub("_", message.key)[:150]
+        stem = _file_stem(message.key)
         if message.message_id.startswith("<test."):
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
             return self.folder / message.issue / "tests" / f"{stamp}-{stem}.eml"
@@ -57,6 +70,7 @@ class OutboxProvider:
             except ValueError as exc:  # this message cannot be encoded: it alone fails
                 results.append(RecipientResult(message.key, Outcome.FAILED, reason=str(exc)))
                 continue
+            temp = None
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 # Write then rename: a reader never sees half a message.
@@ -65,6 +79,9 @@ class OutboxProvider:
                     handle.write(data)
                 os.replace(temp, path)
             except OSError as exc:
+                if temp is not None:  # a full disk left one empty file a message behind
+                    with contextlib.suppress(OSError):
+                        os.unlink(temp)
                 results.append(RecipientResult(message.key, Outcome.RETRY, reason=str(exc)))
                 continue
             # The file's path within the issue's folder: what a person opens.
