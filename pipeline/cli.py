@@ -986,6 +986,15 @@ def subscribers_check(ctx: click.Context) -> None:
         click.echo(f"{path}:{item.line}: duplicate of an earlier row: {item.email}")
     for item in report.suppressed:
         click.echo(f"{path}:{item.line}: not sent: {item.detail}: {item.email}")
+    for stray in report.strays:
+        cells = ", ".join(repr(cell[:40]) for cell in stray.cells[:3])
+        more = ", ..." if len(stray.cells) > 3 else ""
+        click.echo(
+            f"{path}:{stray.line}: {counted(len(stray.cells), 'cell')} in no column the"
+            f" header names ({cells}{more}), so nothing reads"
+            f" {'them' if len(stray.cells) > 1 else 'it'}: name the column in the header"
+            " (line 1), or delete the cells"
+        )
     if report.invalid:
         ctx.exit(EXIT_PROBLEMS)
 

@@ -60,6 +60,39 @@ def test_check_says_which_columns_it_mapped(root: Path) -> None:
     assert "columns read" not in out
 
 
+def test_cells_no_column_names_are_said_and_a_new_column_goes_after_them(root: Path) -> None:
+    """A phone number typed past the last column was ignored without a word, and the first
+    column added to the header (a signup's subscribed_at, a CLI --last-name) named it."""
+    (root / "subscribers.csv").write_bytes(
+        b"email,first_name,status,\n"
+        b"ann@example.org,Ann,subscribed,,555-0100,prefers mornings\n"
+        b"bob@example.org,Bob,subscribed,VIP\n"
+        b"cy@example.org,Cy,subscribed,,,\n"
+    )
+    code, out, _ = run("subscribers", "check")
+    assert code == 0
+    lines = [line for line in out.splitlines() if "in no column the header names" in line]
+    assert [line.split(": ")[0].rsplit(":", 1)[1] for line in lines] == ["2", "3"]
+    assert "2 cells in no column the header names ('555-0100', 'prefers mornings')" in lines[0]
+    assert "1 cell in no column the header names ('VIP'), so nothing reads it" in lines[1]
+    assert lines[0].endswith("name the column in the header (line 1), or delete the cells")
+    assert run("subscribers", "add", "dee@example.org", "--last-name", "Dee")[0] == 0
+    data = (root / "subscribers.csv").read_bytes()
+    assert data.splitlines()[0] == b"email,first_name,status,,,,last_name"
+    assert b"ann@example.org,Ann,subscribed,,555-0100,prefers mornings\n" in data
+    people = {s.key: s.fields for s in scan(root / "subscribers.csv") if isinstance(s, Subscriber)}
+    assert people["ann@example.org"].get("last_name") == ""
+    assert people["dee@example.org"]["last_name"] == "Dee"
+    assert "555-0100" not in people["ann@example.org"].values()
+    assert run("unsubscribe", "ann@example.org")[0] == 0  # a rewrite keeps the cells
+    assert (
+        b"ann@example.org,Ann,unsubscribed,,555-0100,prefers mornings"
+        in (root / "subscribers.csv").read_bytes()
+    )
+    code, out, _ = run("subscribers", "check")
+    assert "subscribers.csv:2: 2 cells in no column the header names" in out
+
+
 def test_merge_fields_see_the_mapped_names(root: Path) -> None:
     issue = root / SAMPLE_ISSUE
     body = issue.read_text("utf-8").replace("Hi {{", "Zip {{ subscriber.zip_code }}. Hi {{", 1)

@@ -192,18 +192,41 @@ def _plans(changes: Sequence[ListChange]) -> dict[str, _Plan]:
     return plans
 
 
-def _header_with(header: Header, plans: Mapping[str, _Plan]) -> tuple[list[str], list[str]]:
-    """The header cells and names, with any column the changes need and the file lacks."""
+def _header_with(
+    header: Header, plans: Mapping[str, _Plan], stray_width: int = 0
+) -> tuple[list[str], list[str]]:
+    """The header cells and names, with any column the changes need and the file lacks.
+
+    ``stray_width``: the most cells a row has, past the header's, with something in them: a
+    new column goes after those (the header gets columns with no name over them, which are
+    ignored, as they were), never over them.  Added at the header's end, a new column named
+    a stray cell of every row that had one (a phone number read as ``subscribed_at``), and a
+    change to such a row wrote over it."""
     cells, names = list(header.cells), list(header.names)
+    padding = [""] * max(0, stray_width - len(cells))
     for plan in plans.values():
         wanted = list(plan.fields)
         if plan.status is not None or (plan.create and "status" not in plan.fields):
             wanted.append("status")
         for name in wanted:
             if name not in names:
+                cells += padding
+                names += padding
+                padding = []
                 cells.append(name)
                 names.append(name)
     return cells, names
+
+
+def _stray_width(path: Path, width: int) -> int:
+    """The most cells any row has with something in them, when more than ``width`` (the
+    header's); else ``width``.  One more read of the list, only when a column is added."""
+    widest = width
+    with ListFile(path) as source:
+        for _line, values in source.cells():
+            if len(values) > widest and any(values[widest:]):
+                widest = max(i for i, value in enumerate(values) if value) + 1
+    return widest
 
 
 class _RowWriter:
@@ -233,6 +256,8 @@ def _rewrite(path: Path, plans: dict[str, _Plan]) -> ApplyResult:
     with ListFile(path, exact=True) as source:
         header = source.header
         cells, names = _header_with(header, plans)
+        if len(cells) > len(header.cells):
+            cells, names = _header_with(header, plans, _stray_width(path, len(header.cells)))
         newline = header.newline or b"\n"
         email_at = names.index("email")
         rows = _RowWriter(header.delimiter)

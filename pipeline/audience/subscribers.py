@@ -130,11 +130,16 @@ def _opted_out(path: Path) -> AddressSet:
     return out
 
 
-def scan(path: Path, tags: Sequence[str] = ()) -> Iterator[Subscriber | Skipped]:
+def scan(
+    path: Path, tags: Sequence[str] = (), strays: list[Stray] | None = None
+) -> Iterator[Subscriber | Skipped]:
     """Every data row of the list, as a Subscriber who gets the issue or a Skipped with why.
 
     Two passes: ``_opted_out`` (light), then this one, which validates each address (each
     domain once, see ``addresses``) and builds a dict only for the rows that get the issue.
+    ``strays``: the rows with something in a cell no column of the header names (past its
+    last, or under an empty name), which nothing reads, are added to it (the first 1,000), so
+    that they can be said.
     """
     wanted = frozenset(t.lower() for t in tags)
     opted_out = _opted_out(path)
@@ -148,7 +153,19 @@ def scan(path: Path, tags: Sequence[str] = ()) -> Iterator[Subscriber | Skipped]
             assert email_at is not None  # the header was checked for it
             status_at = source.header.index("status")
             tags_at = source.header.index("tags")
+            width = len(names)
+            nameless = [i for i, name in enumerate(names) if not name]
             for line, values in source.cells():
+                if (
+                    strays is not None
+                    and (
+                        (len(values) > width and any(values[width:]))
+                        or (nameless and any(values[i] for i in nameless))
+                    )
+                    and len(strays) < 1000
+                ):
+                    cells = [values[i] for i in nameless] + values[width:]
+                    strays.append(Stray(line, [cell for cell in cells if cell]))
                 raw = values[email_at]
                 if not raw:
                     yield Skipped(line, raw, SkipReason.INVALID, "email: empty")
@@ -191,6 +208,14 @@ def scan(path: Path, tags: Sequence[str] = ()) -> Iterator[Subscriber | Skipped]
         seen.close()
 
 
+@dataclass(frozen=True)
+class Stray:
+    """A row with something in cells no column of the header names: nothing reads them."""
+
+    line: int
+    cells: list[str]  # the ones with something in them
+
+
 @dataclass
 class ListReport:
     """What ``newsletter subscribers check`` prints."""
@@ -202,12 +227,13 @@ class ListReport:
     duplicates: list[Skipped] = field(default_factory=list)
     suppressed: list[Skipped] = field(default_factory=list)
     audience: int = 0
+    strays: list[Stray] = field(default_factory=list)
 
 
 def check_list(path: Path, *, keep: int = 1000) -> ListReport:
     """Counts by status and tag, invalid rows and duplicates (the first ``keep`` of each)."""
     report = ListReport()
-    for item in scan(path):
+    for item in scan(path, strays=report.strays):
         report.rows += 1
         if isinstance(item, Subscriber):
             report.audience += 1
