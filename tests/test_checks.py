@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import Settings, load_settings
+from pipeline.config import Settings, load_settings, setting_line
 from pipeline.render.checks import check_issue
+
+from .conftest import SAMPLE_ISSUE
 
 GOOD_BODY = (
     "Hi {{ subscriber.first_name }}.\n\n[Book](https://movementsolutions.example/book){.button}\n"
@@ -184,3 +186,50 @@ def test_placeholder_postal_address(write_issue: Callable[..., Path], project: P
         f"{config}:11: [newsletter] postal_address: postal_address is still the placeholder: "
         "put the practice's postal address"
     ]
+
+
+@pytest.mark.parametrize(
+    ("provider", "says"),
+    [
+        (
+            'name = "postmrk"',
+            "[provider] name: unknown provider 'postmrk' (did you mean 'postmark'?",
+        ),
+        ('api_key = "abc"', "[provider] api_key: a secret never goes in newsletter.toml"),
+        (
+            'name = "postmark"\nserver_token = "abc"',
+            "[provider] server_token: a secret never goes in newsletter.toml",
+        ),
+        (
+            'name = "postmark"\nbatch_sise = 100',
+            "[provider] batch_sise: not a setting of the postmark provider (did you mean"
+            " 'batch_size'?",
+        ),
+        ('name = "postmark"\nbase_url = "http://127.0.0.1:99999"', "[provider] base_url: must be"),
+    ],
+)
+def test_check_reads_the_provider_settings_as_a_send_does(
+    make_project: Callable[..., Path], provider: str, says: str
+) -> None:
+    """`check` said "ok" of a [provider] section every send then refused (and cron too, in a
+    log she does not read); it needs no secret to say so."""
+    root = make_project(provider=provider)
+    config = root / "newsletter.toml"
+    problems = check_issue(root / SAMPLE_ISSUE, load_settings(config))
+    assert len(problems) == 1
+    message = problems[0].location_message()
+    key = says.split()[1].rstrip(":")
+    assert message.startswith(f"{config}:{setting_line(config, 'provider', key)}: {says}")
+    assert "abc" not in message
+
+
+def test_check_needs_no_secret_for_a_good_provider_section(
+    make_project: Callable[..., Path],
+) -> None:
+    for provider in (
+        'name = "postmark"',
+        'name = "ses"\nregion = "eu-west-1"',
+        'name = "smtp"\nusername = "c"',
+    ):
+        root = make_project(provider=provider)
+        assert check_issue(root / SAMPLE_ISSUE, load_settings(root / "newsletter.toml")) == []

@@ -18,14 +18,16 @@ A provider is ``idempotent`` when it sends an idempotency key derived from the m
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
-from pipeline.config import Settings
+from pipeline.config import Settings, setting_line
 from pipeline.errors import ConfigError
 from pipeline.messages.compose import Message
 
@@ -136,6 +138,10 @@ def _plain(number: float) -> str:
     return f"{number:,.0f}" if number == int(number) else f"{number:,}"
 
 
+# A key someone meant for the provider's secret (which comes from the environment only).
+_SECRET_LIKE = re.compile(r"key|token|secret|password|passwd", re.IGNORECASE)
+
+
 class Options:
     """A provider's non-secret settings from [provider], with errors naming the key."""
 
@@ -145,11 +151,24 @@ class Options:
         self.provider = settings.provider.name
         for key in self.values:
             if key not in known and key not in COMMON_OPTIONS:
+                if _SECRET_LIKE.search(key):
+                    raise self.error(
+                        key,
+                        "a secret never goes in newsletter.toml: a provider that needs"
+                        " one reads it from the environment (`newsletter providers` names"
+                        " each one's; for cron, see README's 'Scheduling with cron');"
+                        " delete this line",
+                    )
                 allowed = ", ".join(sorted({*known, *COMMON_OPTIONS}))
-                raise self.error(key, f"not a setting of the {self.provider} provider ({allowed})")
+                hint = difflib.get_close_matches(key, sorted({*known, *COMMON_OPTIONS}), n=1)
+                close = f"did you mean {hint[0]!r}? " if hint else ""
+                raise self.error(
+                    key, f"not a setting of the {self.provider} provider ({close}{allowed})"
+                )
 
     def error(self, key: str, message: str) -> ConfigError:
-        return ConfigError(message, path=self.path, field=f"[provider] {key}")
+        line = setting_line(self.path, "provider", key) if self.path else None
+        return ConfigError(message, path=self.path, line=line, field=f"[provider] {key}")
 
     def string(self, key: str, default: str) -> str:
         value = self.values.get(key, default)

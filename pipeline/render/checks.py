@@ -315,6 +315,14 @@ def check_tags(issue: Issue, settings: Settings) -> list[InputError]:
     return [InputError(message, path=issue.path, line=issue.key_lines.get("tags"), field="tags")]
 
 
+def _provider_problems(settings: Settings) -> list[InputError]:
+    """``[provider]`` as a send reads it: a reach into delivery, named, so that ``check``
+    (and ``status``, which runs it for cron's issues) says "ok" only of what a send takes."""
+    from pipeline.delivery.providers import provider_problems
+
+    return list(provider_problems(settings))
+
+
 def check_issue(path: Path, settings: Settings) -> list[InputError]:
     """Every problem with the issue at ``path``; an empty list means it may go out.
 
@@ -323,7 +331,7 @@ def check_issue(path: Path, settings: Settings) -> list[InputError]:
     """
     issue, problems = read_issue(path, settings.timezone)
     if issue is None:
-        return problems + check_settings(settings)
+        return problems + check_settings(settings) + _provider_problems(settings)
     try:
         columns = known_columns(settings)
     except InputError as exc:
@@ -336,7 +344,7 @@ def check_issue(path: Path, settings: Settings) -> list[InputError]:
             problems.append(exc)
     problems += check_scaffold(issue)
     problems.sort(key=lambda problem: problem.line or 0)  # in the order of the file
-    problems += check_settings(settings)
+    problems += check_settings(settings) + _provider_problems(settings)
     if problems:
         # Compiling would fail on an unknown field; the lines above already say why.
         return problems
