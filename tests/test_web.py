@@ -313,6 +313,9 @@ def test_the_confirmation_and_welcome_have_no_view_in_browser_link(
                 assert isinstance(body, bytes)
                 assert b"View in browser" not in body
                 assert settings.archive.url.encode() not in body
+                # The confirmation's button subscribes whoever presses it: not to be passed
+                # on, so it has no "Forwarded this? Sign up" (the welcome keeps it).
+                assert (b"Forwarded this?" in body) is (message is welcome)
 
 
 def test_the_signup_page_says_what_this_newsletter_is_in_its_own_words(project: Path) -> None:

@@ -226,7 +226,9 @@ def _template_place(exc: BaseException, name: str) -> tuple[str, int | None]:
     return place
 
 
-def compile_issue(issue: Issue, settings: Settings) -> CompiledEmail:
+def compile_issue(issue: Issue, settings: Settings, *, forwardable: bool = True) -> CompiledEmail:
+    """``forwardable``: False for an email nobody should pass on (the signup confirmation,
+    whose button subscribes its reader), which then has no "Forwarded this? Sign up"."""
     import mjml  # imported here: the Rust extension is only needed when compiling
 
     table = issue.merge_fields.copy()
@@ -244,7 +246,7 @@ def compile_issue(issue: Issue, settings: Settings) -> CompiledEmail:
         # The web edition: the same URL the archive gives this issue's page.
         "view_in_browser": str(settings.archive.view_in_browser),
         "view_in_browser_url": issue_url(settings, issue.slug),
-        "signup_url": signup_url(settings),
+        "signup_url": signup_url(settings) if forwardable else "",
     }
     env = template_environment(settings)
 

@@ -114,14 +114,17 @@ class Mailer:
         custom = self.settings.templates_dir / "web" / f"{CONFIRMATION}.md"
         return custom if custom.is_file() else BUILTIN_CONFIRMATION
 
-    def _compile(self, path: Path, settings: Settings) -> CompiledEmail:
+    def _compile(
+        self, path: Path, settings: Settings, *, forwardable: bool = True
+    ) -> CompiledEmail:
         """Compiled once, again only when the file changes (she may edit the welcome while
         the server runs)."""
         mtime = path.stat().st_mtime
         cached = self._compiled.get(str(path))
         if cached is not None and cached[0] == mtime:
             return cached[1]
-        compiled = compile_issue(load_issue(path, settings.timezone), settings)
+        issue = load_issue(path, settings.timezone)
+        compiled = compile_issue(issue, settings, forwardable=forwardable)
         self._compiled[str(path)] = (mtime, compiled)
         return compiled
 
@@ -152,7 +155,7 @@ class Mailer:
             why=f"You are receiving this because this address was entered in the signup form "
             f"of {self.settings.name} at {domain}.",
         )
-        compiled = self._compile(self.confirmation_path(), settings)
+        compiled = self._compile(self.confirmation_path(), settings, forwardable=False)
         fields = {
             "email": email,
             "first_name": first_name,
