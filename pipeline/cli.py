@@ -463,7 +463,11 @@ def _progress() -> Callable[[int, int], None] | None:
 )
 @click.option("--now", is_flag=True, help="Send an issue whose send_at is still to come, now.")
 @click.option("--resend-unknown", is_flag=True, help="Re-send recipients whose fate is unknown.")
-@click.option("--force", is_flag=True, help="Send an issue edited after its sending began.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Send an issue edited after its sending began, or one word for word another sent.",
+)
 @click.option(
     "--include-new",
     is_flag=True,

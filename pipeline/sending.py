@@ -403,6 +403,12 @@ def _send_locked(
                 path=issue.path,
                 field="send_at",
             )
+        if not force and (twin := sent_twin(settings, issue, started_issues_of(ledger))):
+            raise InputError(
+                f"{twin}, so it would mail the same email to the same list again; edit it,"
+                " or re-run with --force to send it anyway",
+                path=issue.path,
+            )
     if record is not None and not fresh and record.content_hash != compiled.fingerprint:
         sent = ledger.counts(slug).sent
         if record.status is IssueStatus.COMPLETE and not force:
@@ -660,6 +666,32 @@ class DueRun:
         return max(codes, default=0)
 
 
+def started_issues_of(ledger: Ledger) -> dict[str, IssueRecord]:
+    return {r.slug: r for r in ledger.issues() if ledger.counts(r.slug).audience > 0}
+
+
+def sent_twin(settings: Settings, issue: Issue, started: Mapping[str, IssueRecord]) -> str:
+    """Why ``issue``, not started itself, is a copy of one that was: its subject and body word
+    for word another draft's whose sending started ("" when none is).  A sent issue copied
+    to a new file name (to fix its date, or as the start of the next one, then forgotten) is
+    a new issue to the ledger, and went to the whole list again."""
+    if issue.slug in started:
+        return ""
+    for path in sorted(settings.newsletters_dir.glob("*.md")):
+        slug = path.stem
+        if slug == issue.slug or slug not in started or path.name == WELCOME_DRAFT:
+            continue
+        try:
+            other = load_issue(path, settings.timezone)
+        except InputError:
+            continue
+        if (other.subject, other.body.strip()) == (issue.subject, issue.body.strip()):
+            record = started[slug]
+            when = local_time(datetime.fromisoformat(record.started_at), settings.timezone)
+            return f"its subject and text are word for word {shown(path)}'s, sent {when}"
+    return ""
+
+
 def started_issues(settings: Settings) -> dict[str, IssueRecord]:
     """The ledger's issues that have an audience: one recorded with nobody in it (a send to
     an empty list, by an older version) was sent to no one, and counts as never started."""
@@ -670,7 +702,7 @@ def started_issues(settings: Settings) -> dict[str, IssueRecord]:
         ledger = open_ledger(settings)
         try:
             ledger.verify()  # counts from a damaged ledger are wrong (921 of 3,000, once)
-            return {r.slug: r for r in ledger.issues() if ledger.counts(r.slug).audience > 0}
+            return started_issues_of(ledger)
         finally:
             ledger.close()
 
@@ -970,7 +1002,7 @@ def status_rows(
     """
     now = now or utc_now()
     drafts, problems = find_drafts(settings)
-    started = started_issues(settings)
+    started = every_started = started_issues(settings)
     if issue is not None:
         if issue.is_dir():
             raise InputError("is a folder, not a draft: name one .md file in it", path=issue)
@@ -1012,7 +1044,7 @@ def status_rows(
                 counts=counts.get(slug),
                 when=(record.finished_at or record.started_at) if record else None,
                 note=record.note if record else None,
-                detail=_state_detail(state, draft, record, now, settings),
+                detail=_state_detail(state, draft, record, now, settings, every_started),
                 provider_says=says.get(slug, {}),
             )
         )
@@ -1025,6 +1057,7 @@ def _state_detail(
     record: IssueRecord | None,
     now: datetime,
     settings: Settings,
+    started: Mapping[str, IssueRecord],
 ) -> str:
     zone = settings.timezone
     if record is not None:
@@ -1041,19 +1074,29 @@ def _state_detail(
         )
     assert draft.send_at is not None
     if state is IssueState.SCHEDULED:
-        return f"for {local_time(draft.send_at, zone)}" + _blocked_by(draft, settings, "then")
+        return f"for {local_time(draft.send_at, zone)}" + _blocked_by(
+            draft, settings, "then", started
+        )
     if state is IssueState.DUE:
-        blocked = _blocked_by(draft, settings, "now")
+        blocked = _blocked_by(draft, settings, "now", started)
         if blocked:
             return f"send_at {local_time(draft.send_at, zone)} has passed{blocked}"
         return f"send_at {local_time(draft.send_at, zone)} has passed: the next cron run sends it"
     return missed_detail(draft, draft.send_at, now, settings.max_lateness, zone)
 
 
-def _blocked_by(draft: Draft, settings: Settings, when: str) -> str:
+def _blocked_by(
+    draft: Draft, settings: Settings, when: str, started: Mapping[str, IssueRecord]
+) -> str:
     """For an issue cron is to send: what would stop it, or "".  Cron refuses an issue with
     problems and says so only in its log, so ``status`` (what she reads) runs the same check
     cron's send runs first, rather than promise a send that will not happen."""
+    twin = sent_twin(settings, load_issue(draft.path, settings.timezone), started)
+    if twin:
+        return (
+            f", but cron will not send it {when}: {twin}; edit it, or send it anyway with:"
+            f" newsletter send {shown(draft.path)} --force"
+        )
     problems = check_issue(draft.path, settings)
     if not problems:
         return ""

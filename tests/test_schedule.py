@@ -101,6 +101,7 @@ def add_issue(root: Path, slug: str, send_at: str | None) -> None:
     text = (REPO / SAMPLE_ISSUE).read_text(encoding="utf-8")
     line = f"send_at: {send_at}\n" if send_at else ""
     text = text.replace("send_at: 2025-07-21 07:00\n", line)
+    text += f"\nThis one is {slug}.\n"  # its own issue, not a copy of a sent one
     (root / "newsletters" / f"{slug}.md").write_text(text, encoding="utf-8")
 
 

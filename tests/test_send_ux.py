@@ -339,6 +339,7 @@ def test_check_quotes_merge_fields_as_written(make_project: Callable[..., Path])
 def add_issue(root: Path, slug: str, send_at: str | None) -> Path:
     text = (root / SAMPLE_ISSUE).read_text(encoding="utf-8")
     text = re.sub(r"(?m)^send_at:.*\n", f"send_at: {send_at}\n" if send_at else "", text)
+    text += f"\nThis one is {slug}.\n"  # its own issue, not a copy of a sent one
     path = root / "newsletters" / f"{slug}.md"
     path.write_text(text, encoding="utf-8")
     return path
@@ -435,6 +436,46 @@ def test_status_says_when_cron_will_refuse_a_due_or_scheduled_issue(
     add_issue(root, "2025-07-22-fine", "2025-07-22 07:00")
     rows = {row.issue: row for row in status_rows(settings, now=now).rows}
     assert rows["2025-07-22-fine"].detail.endswith(": the next cron run sends it")
+
+
+def test_a_copy_of_a_sent_issue_under_a_new_name_is_refused(
+    make_project: Callable[..., Path],
+) -> None:
+    """A sent issue copied to a new file name (its date fixed, or the start of the next one
+    forgotten) is a new issue to the ledger: it went to the whole list again."""
+    root = make_project()
+    assert newsletter(root, "send", SAMPLE_ISSUE, "--yes")[0] == 0
+    copy = root / "newsletters" / "2025-07-22-hip-rotation.md"
+    copy.write_text((root / SAMPLE_ISSUE).read_text(encoding="utf-8"), encoding="utf-8")
+    code, _, err = newsletter(root, "send", "newsletters/2025-07-22-hip-rotation.md", "--yes")
+    assert code == 2 and "Traceback" not in err
+    assert "its subject and text are word for word newsletters/2025-07-21-hip-rotation.md's" in err
+    assert "so it would mail the same email to the same list again" in err
+    assert "re-run with --force to send it anyway" in err
+    assert len(list((root / "outbox").glob("2025-07-22-hip-rotation/*.eml"))) == 0
+    settings = load_settings(root / "newsletter.toml")
+    rows = {
+        row.issue: row
+        for row in status_rows(settings, now=datetime(2025, 7, 21, 8, tzinfo=LA)).rows
+    }
+    assert (
+        "but cron will not send it now: its subject and text are word for word"
+        in rows["2025-07-22-hip-rotation"].detail
+    )
+    one = status_rows(settings, copy, now=datetime(2025, 7, 21, 8, tzinfo=LA)).rows
+    assert "word for word" in one[0].detail
+    # Edited, it is a new issue; --force sends a copy all the same.
+    copy.write_text(copy.read_text(encoding="utf-8").replace("Hi ", "Hello ", 1), "utf-8")
+    assert (
+        newsletter(root, "send", "newsletters/2025-07-22-hip-rotation.md", "--yes", "--now")[0] == 0
+    )
+    again = root / "newsletters" / "2025-07-23-hip-rotation.md"
+    again.write_text((root / SAMPLE_ISSUE).read_text(encoding="utf-8"), encoding="utf-8")
+    code, _, err = newsletter(
+        root, "send", "newsletters/2025-07-23-hip-rotation.md", "--yes", "--force", "--now"
+    )
+    assert code == 0, err
+    assert len(list((root / "outbox").glob("2025-07-23-hip-rotation/*.eml"))) == 9
 
 
 def test_status_of_a_missing_issue_is_an_error(make_project: Callable[..., Path]) -> None:
