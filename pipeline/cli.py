@@ -963,17 +963,28 @@ def subscribers_check(ctx: click.Context) -> None:
     """
     from pipeline.audience.csv_source import read_header
     from pipeline.audience.list_writer import remove_leftovers
-    from pipeline.audience.subscribers import check_list
+    from pipeline.audience.subscribers import Subscriber, check_list, scan
 
     path = _list_path(ctx)
     report = check_list(path)
     header = read_header(path)
+    # Kept out of every send by the consent history (an older copy of the list put back):
+    # counted and named here too, or check and send disagree on who gets an issue.
+    left = _everyone_left(ctx)
+    kept_out = []
+    if left:
+        kept_out = [
+            (item.line, item.email, left[item.key])
+            for item in scan(path)
+            if isinstance(item, Subscriber) and item.key in left
+        ]
     if removed := remove_leftovers(path):
         click.echo(
             f"  removed {counted(removed, 'copy', 'copies')} of the list left by an "
             "interrupted change"
         )
-    click.echo(f"{path}: {counted(report.rows, 'row')}, {report.audience:,} would get an issue")
+    audience = report.audience - len(kept_out)
+    click.echo(f"{path}: {counted(report.rows, 'row')}, {audience:,} would get an issue")
     if header.mapped:
         mapped = ", ".join(f"'{cell}' as {name}" for cell, name in header.mapped)
         click.echo(f"  columns read: {mapped}")
@@ -990,6 +1001,12 @@ def subscribers_check(ctx: click.Context) -> None:
         click.echo(f"{path}:{item.line}: duplicate of an earlier row: {item.email}")
     for item in report.suppressed:
         click.echo(f"{path}:{item.line}: not sent: {item.detail}: {item.email}")
+    for line, address, why in kept_out:
+        click.echo(
+            f"{path}:{line}: kept out of sends: {address} says subscribed here, but left"
+            f" since: {why}; if they asked to be back: newsletter subscribers resubscribe"
+            f" {address}"
+        )
     for stray in report.strays:
         cells = ", ".join(repr(cell[:40]) for cell in stray.cells[:3])
         more = ", ..." if len(stray.cells) > 3 else ""
@@ -1154,15 +1171,22 @@ def subscribers_resubscribe(ctx: click.Context, email: str) -> None:
 
 def _left_for_good(ctx: click.Context, email: str) -> str | None:
     """The opt-out the consent history holds against this address, if nothing undid it."""
-    from pipeline.ledger.consent import consent_key, left_for_good
+    from pipeline.ledger.consent import consent_key
+
+    return _everyone_left(ctx).get(consent_key(email))
+
+
+def _everyone_left(ctx: click.Context) -> dict[str, str]:
+    """Every address the consent history keeps out of sends (``left_for_good``)."""
+    from pipeline.ledger.consent import left_for_good
     from pipeline.sending import LEDGER_NAME, open_ledger
 
     settings = _settings(ctx.find_root())
     if not (settings.state_dir / LEDGER_NAME).exists():
-        return None
+        return {}
     ledger = open_ledger(settings)
     try:
-        return left_for_good(ledger.db).get(consent_key(email))
+        return left_for_good(ledger.db)
     finally:
         ledger.close()
 

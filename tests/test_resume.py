@@ -286,7 +286,9 @@ def test_an_old_copy_of_the_list_never_mails_someone_who_left(
     assert code == 0 and "audience: 9 subscribers" in out, out
     assert "kept out: 1 row marked subscribed in the list for someone who left since" in out
     assert "subscribers.csv:5: reader003@example.org: unsubscribed " in out
-    assert "(by-hand)" in out and "newsletter subscribers resubscribe ADDRESS" in out
+    assert (
+        "(by a newsletter command)" in out and "newsletter subscribers resubscribe ADDRESS" in out
+    )
 
     code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
     assert code == 0 and "audience 9: sent 9" in out and "left earlier 1" in out, out

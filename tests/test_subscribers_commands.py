@@ -93,6 +93,23 @@ def test_cells_no_column_names_are_said_and_a_new_column_goes_after_them(root: P
     assert "subscribers.csv:2: 2 cells in no column the header names" in out
 
 
+def test_check_counts_and_names_whom_the_consent_history_keeps_out(root: Path) -> None:
+    """An older copy of the list put back: `send` kept the reader who had left out, and
+    `subscribers check` counted them in, without a word (12 against the send's 11)."""
+    before = (root / "subscribers.csv").read_bytes()
+    assert run("unsubscribe", "ada@example.org")[0] == 0
+    assert run("subscribers", "check")[1].splitlines()[0].endswith("3 rows, 0 would get an issue")
+    (root / "subscribers.csv").write_bytes(before)  # the old copy, Ada subscribed again
+    code, out, _ = run("subscribers", "check")
+    assert code == 0
+    assert out.splitlines()[0].endswith("3 rows, 0 would get an issue")
+    line = next(line for line in out.splitlines() if "kept out of sends" in line)
+    assert line.split(": kept out")[0].endswith("subscribers.csv:2")
+    assert "ada@example.org says subscribed here, but left since: unsubscribed " in line
+    assert "(by a newsletter command); if they asked to be back: newsletter subscribers" in line
+    assert "by-hand" not in out
+
+
 def test_merge_fields_see_the_mapped_names(root: Path) -> None:
     issue = root / SAMPLE_ISSUE
     body = issue.read_text("utf-8").replace("Hi {{", "Zip {{ subscriber.zip_code }}. Hi {{", 1)

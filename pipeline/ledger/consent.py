@@ -217,4 +217,18 @@ def left_for_good(db: sqlite3.Connection) -> dict[str, str]:
         f" WHERE l.key = h.key AND l.action IN ({either})"
         " AND (l.at > h.at OR (l.at = h.at AND l.id > h.id)))"
     ).fetchall()
-    return {str(key): f"{action} {str(at)[:10]} ({cause})" for key, at, action, cause in rows}
+    return {
+        str(key): f"{action} {str(at)[:10]} ({CAUSE_WORDS.get(str(cause), cause)})"
+        for key, at, action, cause in rows
+    }
+
+
+# How each cause reads in a sentence (a message for her, not the history's own token).
+CAUSE_WORDS = {
+    ConsentCause.FORM.value: "on the signup page",
+    ConsentCause.ONE_CLICK.value: "with the one-click link",
+    ConsentCause.BY_HAND.value: "by a newsletter command",
+    ConsentCause.BOUNCE.value: "a bounce",
+    ConsentCause.COMPLAINT.value: "a spam complaint",
+    ConsentCause.PROVIDER.value: "the email provider said so",
+}
