@@ -242,6 +242,11 @@ class _Reader:
         value = value.strip()
         if not value and default is None:
             raise self.error(key, "must not be empty")
+        control = next((c for c in value if _CONTROL.match(c)), None)
+        if control is not None:  # a NUL broke the MJML compile with no setting named
+            raise self.error(
+                key, f"has an invisible control character (U+{ord(control):04X}): retype it"
+            )
         return value
 
     def integer(self, key: str, default: int) -> int:
@@ -251,7 +256,13 @@ class _Reader:
         return value
 
 
+# Control characters but the line break and the tab a multi-line TOML string may hold.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
 def _check_address(reader: _Reader, key: str, value: str) -> str:
+    if "\n" in value or "\t" in value:  # one header line: "A <a@b>\r\nBcc: x" folded into it
+        raise reader.error(key, f"must be one line, a name and an address, not {value!r}")
     address = parseaddr(value)[1]
     try:
         # Every message carries it: a non-ASCII address would fail every one of them.

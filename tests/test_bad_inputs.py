@@ -214,6 +214,32 @@ BAD_CONFIGS = [
         "not a valid address",
     ),
     BadConfig("bad-lateness", replace('"24h"', '"a day"'), 17, "duration"),
+    BadConfig("huge-lateness", replace('"24h"', '"99999999999999h"'), 17, "longer than"),
+    # A NUL broke the MJML compile naming no setting; a line break in From made it two lines.
+    BadConfig(
+        "nul-name",
+        replace('name = "Movement Solutions"', 'name = "Movement\\u0000 Solutions"'),
+        5,
+        "invisible control character (U+0000)",
+    ),
+    BadConfig(
+        "from-two-lines",
+        replace(
+            "<connie@movementsolutions.example>",
+            "<connie@movementsolutions.example>\\r\\nBcc: x@y.example",
+        ),
+        6,
+        "invisible control character (U+000D)",
+    ),
+    BadConfig(
+        "from-multi-line",
+        replace(
+            'from = "Dr. Connie Hutchins <connie@movementsolutions.example>"',
+            'from = """Dr. Connie Hutchins\n<connie@movementsolutions.example>"""',
+        ),
+        6,
+        "must be one line",
+    ),
     BadConfig("bad-colour", replace('accent = "#1f7a6d"', 'accent = "teal"'), 20, "colour"),
     BadConfig("empty", lambda text: "", None, "required setting"),
     BadConfig("binary", lambda text: "\x00\x01", None, "not valid TOML"),
