@@ -131,6 +131,24 @@ def test_list_by_a_tag_nobody_has_names_the_tags_there_are(root: Path) -> None:
     ]
 
 
+def test_export_makes_no_cell_a_spreadsheet_would_run(root: Path) -> None:
+    """A formula already in the list (edited by hand, imported) went out as it was, live in
+    the spreadsheet the export is for."""
+    (root / "subscribers.csv").write_bytes(
+        b"email,first_name,last_name,notes\n"
+        b'=1+1@example.org,"=HYPERLINK(""http://evil.example"",""x"")",-Smith,+1 555 0100\n'
+        b"ada@example.org,Ada,Runner,@home\n"
+    )
+    code, out, _ = run("subscribers", "export")
+    assert code == 0
+    rows = out.splitlines()
+    assert (
+        rows[1]
+        == '=1+1@example.org,"\'=HYPERLINK(""http://evil.example"",""x"")",\'-Smith,\'+1 555 0100'
+    )
+    assert rows[2] == "ada@example.org,Ada,Runner,'@home"
+
+
 def test_add_then_list_then_export(root: Path) -> None:
     code, out, _ = run(
         "subscribers", "add", "dee@example.org", "--first-name", "Dee", "--tag", "Runners",

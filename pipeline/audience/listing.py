@@ -75,9 +75,24 @@ def export(path: Path, target: TextIO) -> int:
         writer.writerow(columns)
         count = 0
         for row in source.rows():
-            writer.writerow([row.values.get(name, "") for name in columns])
+            writer.writerow([_inert(row.values.get(name, ""), name) for name in columns])
             count += 1
         return count
+
+
+def _inert(value: str, column: str) -> str:
+    """A cell a spreadsheet will not run: one starting with = + - or @ gets an apostrophe in
+    front, which Excel and LibreOffice show as text and hide (OWASP's "CSV injection").  New
+    values are stripped of those where they come in (``list_writer``), but a list edited by
+    hand or imported may hold a ``=HYPERLINK(...)`` already.  Not the address, which a
+    re-import must read as it is: an address cannot hold the parentheses a formula calls a
+    function with."""
+    if column != "email" and value[:1] in _FORMULA_STARTS:
+        return "'" + value
+    return value
+
+
+_FORMULA_STARTS = frozenset("=+-@\t\r")
 
 
 def status_of(path: Path, email: str) -> str | None:
