@@ -245,6 +245,20 @@ def test_a_yaml_error_below_an_unquoted_colon_subject_names_its_own_line(
     assert "must be in quotes" in message
 
 
+def test_a_key_with_no_space_after_its_colon_names_its_own_line(
+    write_issue: Callable[..., Path],
+) -> None:
+    """YAML gives up on the line after "send_at:2026-12-21 07:00" (the closing --- when it is
+    the last): the message named that line, and said nothing of the missing space."""
+    for after in ("", "preheader: x\n"):
+        path = write_issue("Body\n", front=f"subject: Hi\nsend_at:2026-12-21 07:00\n{after}")
+        (message,) = load_problems(path)
+        assert message.startswith(f"{path}:3: front matter is not valid YAML"), message
+        assert message.endswith(
+            '(a key needs a space after its colon: "send_at: 2026-12-21 07:00")'
+        ), message
+
+
 # --- Every problem in one run -----------------------------------------------------------------
 
 

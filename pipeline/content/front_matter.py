@@ -98,8 +98,16 @@ def split_front_matter(text: str, path: Path) -> FrontMatter:
                 raise quoted_error from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 2 if mark is not None else 1
         hint = ""
+        if "simple key" in str(exc.context) and exc.context_mark is not None:
+            # "send_at:2026-12-21 07:00": YAML gives up on the line after; the key is here.
+            mark = exc.context_mark
+            seen = yaml_text.splitlines()
+            written = seen[mark.line] if mark.line < len(seen) else ""
+            key, colon, value = written.strip().partition(":")
+            if colon and value and not value.startswith(" "):
+                hint = f' (a key needs a space after its colon: "{key}: {value}")'
+        line = mark.line + 2 if mark is not None else 1
         if "mapping values are not allowed" in str(exc.problem):
             hint = ' (a value with ": " in it must be in quotes: key: "a: b")'
         raise InputError(
