@@ -171,10 +171,31 @@ def load_settings(config_path: Path | None = None, *, start: Path | None = None)
         # "Expected '=' after a key (at line 3, column 5)": the line goes where a person looks.
         found = re.search(r"\s*\(at line (\d+), column \d+\)$", str(exc))
         message = str(exc)[: found.start()] if found else str(exc)
+        line = int(found[1]) if found else None
         raise ConfigError(
-            f"not valid TOML: {message}", path=path, line=int(found[1]) if found else None
+            f"not valid TOML: {message}{_toml_hint(path, line)}", path=path, line=line
         ) from None
     return parse_settings(data, root=path.parent, config_path=path)
+
+
+def _toml_hint(path: Path, line: int | None) -> str:
+    """What to write instead, for the mistake a person makes most in a TOML file: a text
+    value without its quotes (``from = Dr. Connie <...>``, ``font_size = 17px``)."""
+    if line is None:
+        return ""
+    try:
+        written = path.read_text(encoding="utf-8").splitlines()[line - 1]
+    except (OSError, UnicodeDecodeError, IndexError):
+        return ""
+    key, equals, value = written.partition("=")
+    value = value.strip()
+    if not equals or not value or value[0] in "\"'[{" or key.strip().startswith("#"):
+        return ""
+    if re.fullmatch(r"\d+(\.\d+)?\s*[a-z%]+", value):  # 17px, 24 h
+        number = re.match(r"\d+(\.\d+)?", value)
+        assert number is not None
+        return f" (a number goes without its unit: {key.strip()} = {number[0]})"
+    return f' (text goes in double quotes: {key.strip()} = "{value}")'
 
 
 _SECTIONS = {"newsletter", "theme", "cta", "provider", "archive", "signup"}
@@ -450,7 +471,7 @@ def parse_settings(data: Mapping[str, Any], *, root: Path, config_path: Path | N
     top = _Reader(config_path, "top level", data)
     for key, value in data.items():
         if key not in _SECTIONS or not isinstance(value, dict):
-            hint = difflib.get_close_matches(key, sorted(_SECTIONS), n=1)
+            hint = difflib.get_close_matches(key.lower(), sorted(_SECTIONS), n=1)
             suffix = f" (did you mean '[{hint[0]}]'?)" if hint else ""
             raise top.error(key, f"unknown section{suffix}")
 

@@ -204,6 +204,22 @@ BAD_CONFIGS = [
     ),
     BadConfig("unknown-key", replace("language =", "langauge ="), 9, "did you mean 'language'"),
     BadConfig("unknown-section", replace("[theme]", "[themes]"), 19, "did you mean '[theme]'"),
+    BadConfig("section-in-capitals", replace("[cta]", "[CTA]"), 23, "did you mean '[cta]'"),
+    BadConfig(
+        "unquoted-from",
+        replace(
+            'from = "Dr. Connie Hutchins <connie@movementsolutions.example>"',
+            "from = Dr. Connie Hutchins <connie@movementsolutions.example>",
+        ),
+        6,
+        'not valid TOML: Invalid value (text goes in double quotes: from = "Dr. Connie Hutchins',
+    ),
+    BadConfig(
+        "font-size-with-unit",
+        replace("font_size = 17", "font_size = 17px"),
+        21,
+        "(a number goes without its unit: font_size = 17)",
+    ),
     BadConfig(
         "no-from", replace('from = "Dr. Connie', '# from = "Dr. Connie'), None, "required setting"
     ),
