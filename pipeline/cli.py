@@ -572,7 +572,9 @@ def send(
                     folder = provider_folder(settings) / message.issue
                     what = f"written to {shown(folder / result.provider_id)}"
                 else:
-                    what = f"{result.outcome.value} {result.provider_id}".strip()
+                    what = _TEST_COPY_WORDS[result.outcome]
+                    if result.outcome is Outcome.SENT and result.provider_id:
+                        what += f" ({settings.provider.name} id {result.provider_id})"
                 click.echo(f"test copy to {message.to}: {what}")
                 if result.reason:
                     click.echo(f"  {result.reason}")
@@ -1021,6 +1023,14 @@ def subscribers_check(ctx: click.Context) -> None:
 
 
 DELIMITER_NAMES = {";": "semicolons", "\t": "tabs", ",": "commas"}
+
+# A test copy's outcome in words: "retry" is the delivery loop's word for "try again".
+_TEST_COPY_WORDS = {
+    Outcome.SENT: "sent",
+    Outcome.FAILED: "not sent, refused",
+    Outcome.RETRY: "not sent: try again later",
+    Outcome.UNKNOWN: "not known whether it was sent: look in your inbox before sending another",
+}
 STATUS_CHOICE = click.Choice(["subscribed", "unsubscribed", "bounced", "complained"])
 
 

@@ -478,6 +478,19 @@ def test_a_copy_of_a_sent_issue_under_a_new_name_is_refused(
     assert len(list((root / "outbox").glob("2025-07-23-hip-rotation/*.eml"))) == 9
 
 
+def test_a_test_copy_that_did_not_go_says_so_in_words(
+    make_project: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through a provider that could not be reached: "retry", the delivery loop's word."""
+    root = make_project(provider='name = "postmark"\nbase_url = "http://127.0.0.1:9"')
+    monkeypatch.setenv("POSTMARK_SERVER_TOKEN", "a-test-token")
+    code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--to", "me@example.net")
+    assert code == 1
+    assert out.splitlines()[0] == "test copy to me@example.net: not sent: try again later"
+    assert out.splitlines()[1].startswith("  could not reach Postmark")
+    assert "retry" not in out
+
+
 def test_status_of_a_missing_issue_is_an_error(make_project: Callable[..., Path]) -> None:
     root = make_project()
     code, out, err = newsletter(root, "status", "newsletters/missing.md")
