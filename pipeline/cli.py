@@ -1086,7 +1086,7 @@ def subscribers_add(
     newsletter subscribers add kim@example.org --tag runners --tag seniors
     """
     from pipeline.audience.list_writer import ListChange, apply_changes
-    from pipeline.audience.listing import find
+    from pipeline.audience.listing import entries, find
     from pipeline.audience.subscribers import parse_tags
 
     path = _list_to_change(ctx)
@@ -1104,6 +1104,14 @@ def subscribers_add(
             line=first.line,
         )
     tag_list = sorted(parse_tags(";".join(tags)))
+    # A typo ('runner' for 'runners') would make a group of one that no issue's tags reach:
+    # a new tag close to one the list has is said before it is written.
+    there = set().union(*(entry.tags for entry in entries(path))) if tag_list else set()
+    close = {
+        tag: hint[0]
+        for tag in tag_list
+        if tag not in there and (hint := difflib.get_close_matches(tag, sorted(there), n=1))
+    }
     fields = {"first_name": first_name, "last_name": last_name}
     if tag_list:
         fields["tags"] = ";".join(tag_list)
@@ -1114,6 +1122,11 @@ def subscribers_add(
     what = f" (tags: {', '.join(tag_list)})" if tag_list else ""
     if result.added:
         click.echo(f"added {email}: subscribed{what}")
+        for tag, theirs in close.items():
+            click.echo(
+                f"  note: no one else has the tag {tag!r}; the list has {theirs!r} (a typo?"
+                f" fix it in {shown(path)})"
+            )
     else:  # added by someone else (the sign-up form) a moment ago
         click.echo(f"{email} was already on the list: nothing added")
 

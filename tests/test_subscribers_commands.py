@@ -149,6 +149,20 @@ def test_export_makes_no_cell_a_spreadsheet_would_run(root: Path) -> None:
     assert rows[2] == "ada@example.org,Ada,Runner,'@home"
 
 
+def test_add_with_a_tag_close_to_one_the_list_has_says_so(root: Path) -> None:
+    """'runner' for 'runners' made a group of one, which the issue tagged 'runner' then
+    passed `check` for."""
+    code, out, _ = run("subscribers", "add", "sam@example.org", "--tag", "runner", "--tag", "yoga")
+    assert code == 0
+    assert out.splitlines() == [
+        "added sam@example.org: subscribed (tags: runner, yoga)",
+        "  note: no one else has the tag 'runner'; the list has 'runners' (a typo? fix it in"
+        " subscribers.csv)",
+    ]
+    code, out, _ = run("subscribers", "add", "kim@example.org", "--tag", "runner")
+    assert out.splitlines() == ["added kim@example.org: subscribed (tags: runner)"]
+
+
 def test_add_then_list_then_export(root: Path) -> None:
     code, out, _ = run(
         "subscribers", "add", "dee@example.org", "--first-name", "Dee", "--tag", "Runners",
