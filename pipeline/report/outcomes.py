@@ -15,14 +15,12 @@ from datetime import datetime
 from pipeline.config import Settings
 from pipeline.content.issue import load_issue
 from pipeline.errors import InputError
-from pipeline.ledger.readonly import has_table, ledger_time, read_ledger
+from pipeline.ledger.readonly import OUTBOX, has_table, ledger_time, read_ledger
 from pipeline.ledger.store import RecipientStatus
 from pipeline.web_edition.page import public_title
 
 # What the provider said, in the order a person reads it.
 EVENT_KINDS = ("delivered", "bounced", "complained", "unsubscribed", "opened", "clicked")
-# The provider that emails nobody: it writes each message to a file (a trial run).
-OUTBOX = "outbox"
 
 
 @dataclass(frozen=True)

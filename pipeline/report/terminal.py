@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import tzinfo
 
 from pipeline.audience.subscribers import Status
+from pipeline.ledger.readonly import OUTBOX
 from pipeline.report.list_history import ListHistory
-from pipeline.report.outcomes import OUTBOX, IssueOutcome
+from pipeline.report.outcomes import IssueOutcome
 from pipeline.report.report import Report
 from pipeline.report.words import long_date, percent, plural, short_date
 
