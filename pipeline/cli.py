@@ -782,13 +782,14 @@ def status(ctx: click.Context, issue: Path | None, as_json: bool, who: str | Non
 def archive(ctx: click.Context, out: Path | None, drafts: bool) -> None:
     """Build the web edition: every published issue as a page, an index, a feed, a sitemap.
 
-    An issue is published once it was sent, or once its send_at has passed.  Upload the
-    folder to your site.
+    An issue is published once it was sent, or once its send_at has passed; one only
+    written to the outbox (a trial) was sent to nobody.  Upload the folder to your site.
 
     \b
     newsletter archive
     newsletter archive --drafts
     """
+    from pipeline.report.words import long_date
     from pipeline.web_edition.publication import Visibility
     from pipeline.web_edition.site import build_site
 
@@ -842,6 +843,20 @@ def archive(ctx: click.Context, out: Path | None, drafts: bool) -> None:
         click.echo(
             f"kept off the site: {', '.join(kept)}; newsletter archive --drafts previews them"
         )
+    for entry in result.trials:
+        # The outbox writes files and emails nobody: such an issue went to no reader.
+        draft = shown(entry.issue.path)
+        if entry.public and entry.published_at is not None:
+            when = long_date(entry.published_at.astimezone(settings.timezone))
+            click.echo(
+                f"{draft}: on the site by its send_at ({when}), but"
+                " it was only written to the outbox (a trial): nobody was emailed it"
+            )
+        else:
+            click.echo(
+                f"not published: {draft} was only written to the outbox (a trial): nobody"
+                " was emailed it"
+            )
     if drafts:
         click.echo("this preview includes unpublished issues: do not upload it")
 

@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.audience.subscribers import Status, Subscriber
 from pipeline.config import Settings, load_settings
-from pipeline.ledger.store import Ledger, RecipientStatus, Settlement
+from pipeline.ledger.store import Counts, Ledger, RecipientStatus, Settlement
 from pipeline.report.html_report import render_html
 from pipeline.report.list_history import list_history
 from pipeline.report.report import make_report
@@ -181,8 +181,12 @@ def test_issue_numbers_equal_the_ledger_without_events(project: tuple[Path, Sett
     assert first.title == "Why Hip Rotation Matters More Than You Think"
     text = format_report(made)
     assert "Knees on stairs\n  sent August 18, 2025 to 36 readers" in text
-    assert "to 36 readers: 30 sent, 1 refused by the provider, 5 still to send" in text
-    assert "to 24 readers: 20 sent, 3 refused by the provider, 1 not known whether sent" in text
+    # Each issue names the provider its readers went through.
+    assert "to 36 readers: 30 sent via postmark, 1 refused by the provider, 5 still to send" in text
+    assert (
+        "to 24 readers: 20 sent via postmark, 3 refused by the provider, 1 not known whether sent"
+        in text
+    )
     assert "Delivered, opened, clicked and bounced: not known." in text
     assert text.index("Knees on stairs") < text.index("Why Hip Rotation")  # newest first
 
@@ -319,7 +323,16 @@ def test_html_report_tables_say_what_the_ledger_says(project: tuple[Path, Settin
     page = render_html(make_report(settings, NOW), settings)
     sending = _table(page, "sending")
     assert sending[0] == ["Issue", "Readers", "Sent", "Refused", "Not known", "Still to send"]
-    assert sending[1] == ["Knees on stairs August 18, 2025", "36", "30", "1", "0", "5"]
+    # Under each title, the terminal's own sentence for it.
+    assert sending[1] == [
+        "Knees on stairs sent August 18, 2025 to 36 readers: 30 sent via postmark, 1 refused"
+        " by the provider, 5 still to send",
+        "36",
+        "30",
+        "1",
+        "0",
+        "5",
+    ]
     assert sending[2][1:] == ["24", "20", "3", "1", "0"]
     readers = _table(page, "readers")
     header = readers[0]
@@ -519,3 +532,131 @@ def test_a_missing_list_is_said_not_counted_as_empty(project: tuple[Path, Settin
     made = make_report(settings, NOW)
     assert "  ! subscribers.csv is not there: the list is not counted" in format_report(made)
     assert "subscribers.csv is not there: the list is not counted" in render_html(made, settings)
+
+
+def _words(page: str) -> str:
+    """The page's text as a person reads it: tags gone, entities decoded, spaces collapsed."""
+    text = re.sub(r"<(style|svg)\b.*?</\1>", " ", page, flags=re.S)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", text)).split())
+
+
+def _issue_sentences(text: str) -> list[str]:
+    """Each issue's line of the terminal report: what became of its readers."""
+    return [
+        line.strip()
+        for line in text.splitlines()
+        if line.startswith(("  sent ", "  written to outbox/ on "))
+    ]
+
+
+def test_html_report_of_an_outbox_trial_says_what_the_text_says(tmp_path: Path) -> None:
+    """README's first command, then `report --html`: the page once said "1 issue sent" and
+    "9 got the latest issue" while the terminal said "9 written (emailed nobody)"."""
+    root = write_project(tmp_path / "trial")
+    code, _, err = newsletter(root, "send", "newsletters/2025-07-21-hip-rotation.md", "--yes")
+    assert code == 0, err
+    code, out, err = newsletter(root, "report", "--html", "report.html")
+    assert code == 0, err
+    page = (root / "report.html").read_text(encoding="utf-8")
+    words = _words(page)
+    [sentence] = _issue_sentences(out)
+    assert sentence.endswith("for 9 readers: 9 written (emailed nobody)")
+    assert sentence in words  # the terminal's words, not a second wording of its own
+    assert "1 issue only written to outbox/ (emailed nobody)" in words
+    assert "issue sent" not in words and "issues sent" not in words
+    assert "got the latest issue" not in words
+    assert "9 written to outbox/ of the latest issue (emailed nobody)" in words
+    sending = _table(page, "sending")
+    assert sending[0][2:4] == ["Sent", "Written to outbox/"]
+    assert sending[1][1:4] == ["9", "0", "9"]  # 9 readers: none sent, 9 written
+
+
+def test_html_report_beside_real_sends_keeps_the_outbox_trial_apart(
+    project: tuple[Path, Settings],
+) -> None:
+    """Two issues sent through postmark, then a third only written to the outbox: the page
+    counted "3 issues sent", drew the trial as "sent (not yet confirmed delivered)" and left
+    its readers waiting on the provider's webhooks, all unlike the terminal."""
+    root, settings = project
+    (root / "newsletters" / "2025-09-01-shoulders.md").write_text(
+        "---\nsubject: Shoulders at the desk\n---\n\nHi.\n", encoding="utf-8"
+    )
+    code, _, err = newsletter(root, "send", "newsletters/2025-09-01-shoulders.md", "--yes")
+    assert code == 0, err
+    code, out, err = newsletter(root, "report", "--html", "report.html")
+    assert code == 0, err
+    written = ledger_counts(settings, "2025-09-01-shoulders").sent
+    assert written > 0
+    page = (root / "report.html").read_text(encoding="utf-8")
+    words = _words(page)
+    sentences = _issue_sentences(out)
+    assert sentences[0].endswith(f"readers: {written} written (emailed nobody)")
+    assert sentences[1].startswith("sent August 18, 2025 to 36 readers: 30 sent via postmark")
+    for sentence in sentences:
+        assert sentence in words
+    assert "2 issues sent" in words and "1 issue only written to outbox/" in words
+    assert f"{written} written to outbox/ of the latest issue (emailed nobody)" in words
+    assert f"written to outbox/ (emailed nobody): {written} (100%)" in page  # its bar
+    assert f"sent (not yet confirmed delivered): {written} " not in page
+    assert "Those written to outbox/ were emailed to nobody: nothing comes back for them." in (
+        words
+    )
+    assert "Those written to outbox/ were emailed to nobody" in out
+    sending = _table(page, "sending")
+    assert sending[0][2:4] == ["Sent", "Written to outbox/"]
+    assert sending[1][2:4] == ["0", f"{written:,}"]
+    assert sending[2][2:4] == ["30", "0"]
+
+
+def ledger_counts(settings: Settings, slug: str) -> Counts:
+    ledger = Ledger(settings.state_dir / "ledger.sqlite3")
+    try:
+        return ledger.counts(slug)
+    finally:
+        ledger.close()
+
+
+def test_a_send_finished_through_the_outbox_says_which_readers_were_only_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Begun through postmark, paused (the provider out of reach), then finished after
+    newsletter.toml went back to the outbox: the report said "11 sent", as if all 11 were
+    emailed; 5 were, through postmark, and 6 only written to outbox/."""
+    from .fake_providers import POSTMARK_TOKEN, CallFault, FakePostmark
+
+    monkeypatch.setenv("POSTMARK_SERVER_TOKEN", POSTMARK_TOKEN)
+    rows = "\n".join(f"{reader(n)},R{n},subscribed" for n in range(11))
+    server = FakePostmark()
+    try:
+        root = write_project(
+            tmp_path / "switched",
+            provider=f'name = "postmark"\nbase_url = "{server.url}"\nbatch_size = 5\n'
+            "concurrency = 1\nmax_attempts = 1",
+            csv=f"email,first_name,status\n{rows}\n",
+        )
+        server.faults = [CallFault(), CallFault(status=503)]  # the second batch: no answer
+        code, out, err = newsletter(root, "send", "newsletters/2025-07-21-hip-rotation.md", "--yes")
+        assert "paused" in out + err, out + err
+        assert len(server.delivered) == 5
+    finally:
+        server.close()
+    config = root / "newsletter.toml"
+    text = config.read_text(encoding="utf-8")
+    config.write_text(text.split("[provider]")[0] + '[provider]\nname = "outbox"\n', "utf-8")
+    code, out, err = newsletter(root, "send", "newsletters/2025-07-21-hip-rotation.md", "--yes")
+    assert code == 0, out + err
+    assert len(list((root / "outbox" / "2025-07-21-hip-rotation").glob("*.eml"))) == 6
+    code, out, err = newsletter(root, "report", "--html", "report.html")
+    assert code == 0, err
+    [sentence] = _issue_sentences(out)
+    assert sentence.endswith(
+        "to 11 readers: 5 sent via postmark, 6 written to outbox/ (emailed nobody)"
+    ), sentence
+    page = (root / "report.html").read_text(encoding="utf-8")
+    assert sentence in _words(page)
+    sending = _table(page, "sending")
+    assert sending[1][1:4] == ["11", "5", "6"]
+    settings = load_settings(config)
+    [issue] = make_report(settings, NOW).issues
+    assert (issue.sent, issue.emailed, issue.written) == (11, 5, 6)
+    assert issue.sent_via == {"postmark": 5, "outbox": 6}

@@ -20,7 +20,15 @@ from pipeline.web_edition.site import build_site
 from pipeline.web_edition.urls import issue_url
 
 from .conftest import REPO
-from .web_edition_fixtures import DRAFT, FUTURE, SENT_BY_HAND, archive_project, newsletter
+from .web_edition_fixtures import (
+    DRAFT,
+    FUTURE,
+    SENT_BY_HAND,
+    archive_project,
+    newsletter,
+    send_for_real,
+    sent_emails,
+)
 
 SAMPLE = "2025-07-21-hip-rotation"
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -60,6 +68,37 @@ def test_only_sent_or_due_issues_are_public(project: Path) -> None:
     assert "July 21, 2025" in index
 
 
+def test_an_issue_only_written_to_the_outbox_is_not_published(project: Path) -> None:
+    """The outbox writes files and emails nobody: an issue sent only through it (a trial) once
+    went on the public site as if readers had it.  It is kept off, and the archive says why;
+    the sample, whose send_at has passed, stays public by that rule, saying nobody got it."""
+    trial = "2025-09-15-ankles"
+    (project / "newsletters" / f"{trial}.md").write_text(
+        "---\nsubject: Ankles that roll\n---\n\nHi there, a trial.\n", encoding="utf-8"
+    )
+    code, out, err = newsletter(project, "send", f"newsletters/{trial}.md", "--yes")
+    assert code == 0 and "written to outbox/" in out, out + err
+    code, out, err = newsletter(project, "archive")
+    assert code == 0, out + err
+    assert "site/: 2 published issues" in out
+    assert (
+        f"not published: newsletters/{trial}.md was only written to the outbox (a trial):"
+        " nobody was emailed it"
+    ) in out
+    assert (
+        f"newsletters/{SAMPLE}.md: on the site by its send_at (July 21, 2025), but it was only"
+        " written to the outbox (a trial): nobody was emailed it"
+    ) in out
+    assert SENT_BY_HAND not in out  # sent for real: nothing to say
+    assert not (project / "site" / "issues" / trial).exists()
+    for path, text in site_text(project / "site").items():
+        assert trial not in text and "Ankles that roll" not in text, path
+    code, out, err = newsletter(project, "archive", "--drafts")
+    assert code == 0, out + err
+    preview = project / "build" / "archive-preview" / "issues" / trial / "index.html"
+    assert "Only written to the outbox (a trial): not public" in preview.read_text("utf-8")
+
+
 def test_the_future_issue_appears_once_its_time_has_passed(project: Path) -> None:
     settings = load_settings(project / "newsletter.toml")
     later = datetime(2099, 1, 5, 15, 0, tzinfo=UTC)  # 07:00 in Los Angeles
@@ -72,7 +111,7 @@ def test_an_issue_sent_early_keeps_the_date_it_went_out(project: Path) -> None:
     """Sent by hand (`--now`) before its send_at, an issue is dated the day it went out, and
     stays so once its send_at passes: its page, the index and the feed do not change date
     (a feed reader would show it again as new)."""
-    code, out, err = newsletter(project, "send", f"newsletters/{FUTURE}.md", "--yes", "--now")
+    code, out, err = send_for_real(project, FUTURE, "--now")
     assert code == 0, out + err
     settings = load_settings(project / "newsletter.toml")
     site = project / "site"
@@ -123,7 +162,7 @@ def test_no_subscriber_data_or_token_anywhere(project: Path) -> None:
         assert local_part not in everything, local_part
     # The tokens the emails carried, and any internal merge-field token.
     tokens = set()
-    for eml in (project / "outbox").rglob("*.eml"):
+    for eml in sent_emails(project):
         tokens |= set(re.findall(r"token=([A-Za-z0-9_.=-]+)", eml.read_text(encoding="utf-8")))
     assert tokens, "the fixture's emails should carry unsubscribe tokens"
     for token in tokens:
@@ -353,7 +392,7 @@ def test_each_email_links_to_its_own_page(project: Path) -> None:
     settings = load_settings(project / "newsletter.toml")
     build_site(settings, project / "site", now=NOW)
     for slug in (SAMPLE, SENT_BY_HAND):
-        eml = sorted((project / "outbox" / slug).glob("*.eml"))[0]
+        eml = next(e for e in sent_emails(project) if e.parent.name == slug)
         html_url, text_url = _view_in_browser(eml)
         assert html_url == text_url == issue_url(settings, slug)
         # ... and that URL is the page the archive wrote, at the path the URL names.

@@ -1,11 +1,18 @@
 """A project whose archive has something to hide: the sample (published by its send_at), an
-issue sent by hand (published by the ledger), one scheduled for 2099 and a draft."""
+issue sent by hand (published by the ledger), one scheduled for 2099 and a draft.
+
+The sample goes to the outbox, as README's first command sends it; the issue sent by hand
+goes out for real, through the smtp provider to a local SMTP server, since an issue only
+written to the outbox was sent to nobody and is not published by the ledger.  What that
+server received is kept as .eml files in ``mailbox/<slug>/``, beside ``outbox/<slug>/``."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
+from aiosmtpd.controller import Controller
 from click.testing import CliRunner
 
 from pipeline.cli import cli
@@ -75,13 +82,53 @@ def newsletter(root: Path, *args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
+MAILBOX = "mailbox"  # what the local SMTP server received, one folder per issue
+
+
+def send_for_real(root: Path, slug: str, *options: str) -> tuple[int, str, str]:
+    """``newsletter send newsletters/<slug>.md --yes`` through a real provider (smtp, to a
+    local server), then the project's [provider] as it was; each message received is
+    written to ``mailbox/<slug>/``."""
+    from .test_smtp import Relay, free_port
+
+    relay = Relay()
+    port = free_port()
+    controller = Controller(relay, hostname="127.0.0.1", port=port)
+    config = root / "newsletter.toml"
+    before = config.read_text(encoding="utf-8")
+    config.write_text(
+        before.split("[provider]")[0] + "[provider]\n"
+        f'name = "smtp"\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\n',
+        encoding="utf-8",
+    )
+    controller.start()
+    try:
+        result = newsletter(root, "send", f"newsletters/{slug}.md", "--yes", *options)
+    finally:
+        controller.stop()
+        config.write_text(before, encoding="utf-8")
+    folder = root / MAILBOX / slug
+    folder.mkdir(parents=True, exist_ok=True)
+    for number, (_, data) in enumerate(relay.received):
+        (folder / f"{number:04d}.eml").write_bytes(data)
+    return result
+
+
+def sent_emails(root: Path) -> Iterator[Path]:
+    """Every message the project's sends wrote (outbox/) or delivered (mailbox/)."""
+    for folder in ("outbox", MAILBOX):
+        yield from sorted((root / folder).rglob("*.eml"))
+
+
 def archive_project(root: Path) -> Path:
     write_project(root)
     folder = root / "newsletters"
     (folder / f"{SENT_BY_HAND}.md").write_text(DESK_POSTURE, encoding="utf-8")
     (folder / f"{FUTURE}.md").write_text(FUTURE_ISSUE, encoding="utf-8")
     (folder / f"{DRAFT}.md").write_text(DRAFT_ISSUE, encoding="utf-8")
-    for slug in ("2025-07-21-hip-rotation", SENT_BY_HAND):
-        code, out, err = newsletter(root, "send", f"newsletters/{slug}.md", "--yes")
-        assert code == 0, out + err
+    code, out, err = newsletter(root, "send", "newsletters/2025-07-21-hip-rotation.md", "--yes")
+    assert code == 0, out + err
+    code, out, err = send_for_real(root, SENT_BY_HAND)
+    assert code == 0, out + err
+    assert "sent via smtp" in out, out
     return root

@@ -17,6 +17,9 @@ from pathlib import Path
 from pipeline.errors import InputError
 
 LEDGER_NAME = "ledger.sqlite3"
+# The provider that emails nobody: a recipient the ledger has "sent" through it (its batch's
+# provider) was written to a file in outbox/, a trial; the report and the archive tell it apart.
+OUTBOX = "outbox"
 
 ORPHANED_WAL = (
     "the ledger's main file is missing, but its -wal file (the latest sends) is still "

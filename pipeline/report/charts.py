@@ -118,12 +118,13 @@ def list_chart(weeks: Sequence[Week], theme: Theme) -> Markup:
     return Markup("".join(parts))
 
 
-def outcome_segments(theme: Theme, outbox: bool = False) -> dict[str, Segment]:
-    """``outbox``: every issue went to the outbox, so "sent" is files that emailed nobody."""
-    sent = "written to outbox/ (emailed nobody)" if outbox else "sent (not yet confirmed delivered)"
+def outcome_segments(theme: Theme) -> dict[str, Segment]:
+    """The parts of an issue's bar.  "written" is what went to the outbox: files that emailed
+    nobody, never "sent" (the words of ``pipeline/report/terminal.py``'s ``sending_words``)."""
     return {
         "delivered": Segment("delivered", theme.accent),
-        "sent": Segment(sent, "#8cc5bc"),
+        "sent": Segment("sent (not yet confirmed delivered)", "#8cc5bc"),
+        "written": Segment("written to outbox/ (emailed nobody)", "#b9c3d9"),
         "bounced": Segment("bounced", "#d08a2e"),
         "failed": Segment("refused by the provider", "#b5533c"),
         "unknown": Segment("not known", "#8a8f8e"),
@@ -134,11 +135,12 @@ def outcome_segments(theme: Theme, outbox: bool = False) -> dict[str, Segment]:
 def issue_segments(issue: IssueOutcome) -> list[tuple[str, int]]:
     """The audience of an issue cut into parts that add up to it."""
     events = issue.events or {}
-    delivered = min(events.get("delivered", 0), issue.sent)
-    bounced = min(events.get("bounced", 0), issue.sent - delivered)
+    delivered = min(events.get("delivered", 0), issue.emailed)
+    bounced = min(events.get("bounced", 0), issue.emailed - delivered)
     return [
         ("delivered", delivered),
-        ("sent", issue.sent - delivered - bounced),
+        ("sent", issue.emailed - delivered - bounced),
+        ("written", issue.written),
         ("bounced", bounced),
         ("failed", issue.failed),
         ("unknown", issue.unknown),
@@ -146,9 +148,9 @@ def issue_segments(issue: IssueOutcome) -> list[tuple[str, int]]:
     ]
 
 
-def outcome_bars(issues: Sequence[IssueOutcome], theme: Theme, outbox: bool = False) -> Markup:
+def outcome_bars(issues: Sequence[IssueOutcome], theme: Theme) -> Markup:
     """One bar per issue, newest first: its whole audience, cut by what happened."""
-    segments = outcome_segments(theme, outbox)
+    segments = outcome_segments(theme)
     row_h, label_h, bar_h = 64, 22, 26
     height = 16 + row_h * len(issues)
     bar_w = WIDTH - 140

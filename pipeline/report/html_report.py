@@ -18,7 +18,7 @@ from pipeline.report.charts import (
     outcome_segments,
 )
 from pipeline.report.report import Report
-from pipeline.report.terminal import SPAM_LIMIT, list_problems
+from pipeline.report.terminal import SPAM_LIMIT, list_problems, nothing_heard, sending_words
 from pipeline.report.words import long_date, percent, plural, short_date
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -68,18 +68,22 @@ def render_html(report: Report, settings: Settings) -> str:
     history = report.history
     now = history.now
     issues = report.issues
-    segments = outcome_segments(theme, report.nothing_comes_back)
+    segments = outcome_segments(theme)
     used = {name for issue in issues for name, count in issue_segments(issue) if count}
-    rows = [
-        {
-            "issue": issue,
-            "title": issue.title,
-            "date": long_date(issue.started_at.astimezone(settings.timezone)),
-            "events": issue.events or {},
-            "spam_warning": (issue.rate("complained") or 0) >= SPAM_LIMIT,
-        }
-        for issue in reversed(issues)
-    ]
+    rows = []
+    for issue in reversed(issues):
+        # The terminal's own words for each issue: written to the outbox is never "sent".
+        head, parts = sending_words(issue, settings.timezone)
+        rows.append(
+            {
+                "issue": issue,
+                "title": issue.title,
+                "sending": f"{head}: {', '.join(parts)}",
+                "events": issue.events or {},
+                "nothing": nothing_heard(issue),
+                "spam_warning": (issue.rate("complained") or 0) >= SPAM_LIMIT,
+            }
+        )
     return env.get_template("report.html.j2").render(
         settings=settings,
         theme=theme,
@@ -92,6 +96,10 @@ def render_html(report: Report, settings: Settings) -> str:
             "complained": now[Status.COMPLAINED],
         },
         last=issues[-1] if issues else None,
+        # Sent through a real provider, and only written to the outbox (trials): apart.
+        emailed_issues=sum(1 for issue in issues if not issue.emailed_nobody),
+        trial_issues=sum(1 for issue in issues if issue.emailed_nobody),
+        any_written=any(issue.written for issue in issues),
         pct=percent,
         undated=plural(history.undated, "address", "addresses"),
         any_gone=any(
@@ -110,7 +118,7 @@ def render_html(report: Report, settings: Settings) -> str:
             for w in reversed(history.weeks)
         ],
         list_chart=list_chart(history.weeks, theme),
-        outcome_chart=outcome_bars(issues, theme, report.nothing_comes_back) if issues else "",
+        outcome_chart=outcome_bars(issues, theme) if issues else "",
         engagement_chart=engagement_bars(issues, theme) if report.events_recorded else "",
         segments=[segments[name] for name in segments if name in used],
         rows=rows,

@@ -15,7 +15,7 @@ from datetime import datetime
 from pipeline.config import Settings
 from pipeline.content.issue import load_issue
 from pipeline.errors import InputError
-from pipeline.ledger.readonly import has_table, ledger_time, read_ledger
+from pipeline.ledger.readonly import OUTBOX, has_table, ledger_time, read_ledger
 from pipeline.ledger.store import RecipientStatus
 from pipeline.web_edition.page import public_title
 
@@ -35,7 +35,34 @@ class IssueOutcome:
     pending: int
     # Distinct recipients per provider event kind; None when no events are recorded at all.
     events: dict[str, int] | None = field(default=None)
-    provider: str = ""  # the one it was sent through ("outbox": written to files, emailed nobody)
+    provider: str = ""  # the one its send began with ("outbox": written to files, emailed nobody)
+    # How many of the sent went through each provider, in the order each was first used
+    # (a send paused under one provider may be finished under another); None: all of them
+    # through ``provider``.
+    via: dict[str, int] | None = field(default=None)
+
+    @property
+    def sent_via(self) -> dict[str, int]:
+        """The sent, per provider they went through (the outbox's only written to files)."""
+        if self.via is not None:
+            return self.via
+        return {self.provider: self.sent} if self.sent else {}
+
+    @property
+    def written(self) -> int:
+        """Those "sent" to the outbox: written to a file, emailed to nobody."""
+        return self.sent_via.get(OUTBOX, 0)
+
+    @property
+    def emailed(self) -> int:
+        """Those sent through a real provider: the only ones a reader can have got."""
+        return self.sent - self.written
+
+    @property
+    def emailed_nobody(self) -> bool:
+        """Only ever written to the outbox (a trial): no reader got it, and no provider will
+        ever report on it."""
+        return self.emailed == 0 and (self.written > 0 or self.provider == OUTBOX)
 
     @property
     def base(self) -> int:
@@ -48,14 +75,15 @@ class IssueOutcome:
         events = self.events or {}
         delivered = events.get("delivered", 0)
         engaged = max(events.get(kind, 0) for kind in EVENT_KINDS[2:])
-        return delivered if delivered and delivered >= engaged else self.sent
+        return delivered if delivered and delivered >= engaged else self.emailed
 
     def rate(self, kind: str) -> float | None:
-        """``kind`` as a share: delivered and bounced of the sent, the rest of the delivered."""
+        """``kind`` as a share: delivered and bounced of the sent, the rest of the delivered.
+        The sent are those emailed: what was only written to the outbox can never arrive."""
         if not self.events:  # no events table, or nothing heard back for this issue
             return None
         count = self.events.get(kind, 0)
-        base = self.sent if kind in ("delivered", "bounced") else self.base
+        base = self.emailed if kind in ("delivered", "bounced") else self.base
         return count / base if base else None
 
 
@@ -91,6 +119,37 @@ def provider_event_counts(db: sqlite3.Connection) -> dict[str, dict[str, int]] |
         if slug is not None and kind in EVENT_KINDS:
             counts.setdefault(str(slug), {})[str(kind)] = int(count)
     return counts
+
+
+def _sent_via(db: sqlite3.Connection, slug: str, provider: str, sent: int) -> dict[str, int]:
+    """How many of the issue's ``sent`` went through each provider, first used first.
+
+    Each batch records the provider it was handed to (an older ledger's batches may not: then
+    the issue's own).  Nearly always one provider sent every batch, and the batches say so
+    without reading the issue's rows; only a send finished under another provider than it
+    began with (postmark paused, then the outbox) has its sent rows counted by batch.
+    """
+    has_provider = any(
+        column[1] == "provider" for column in db.execute("PRAGMA table_info(batches)")
+    )
+    if not has_provider:
+        return {provider: sent} if sent else {}
+    used = [
+        str(name)
+        for (name,) in db.execute(
+            "SELECT coalesce(provider, ?) FROM batches WHERE issue = ? GROUP BY 1 ORDER BY min(id)",
+            (provider, slug),
+        )
+    ]
+    if len(used) <= 1:
+        return {(used or [provider])[0]: sent} if sent else {}
+    rows = db.execute(
+        "SELECT coalesce(b.provider, ?), count(*) FROM recipients r"
+        " LEFT JOIN batches b ON b.id = r.batch WHERE r.issue = ? AND r.status = ?"
+        " GROUP BY 1 ORDER BY min(coalesce(b.id, 0))",
+        (provider, slug, RecipientStatus.SENT),
+    ).fetchall()
+    return {str(name): int(count) for name, count in rows}
 
 
 def _title(settings: Settings, slug: str) -> str:
@@ -142,6 +201,7 @@ def issue_outcomes(settings: Settings, slug: str | None = None) -> list[IssueOut
                     pending=pending,
                     events=None if events is None else events.get(name, {}),
                     provider=str(provider),
+                    via=_sent_via(db, name, str(provider), sent),
                 )
             )
         return outcomes

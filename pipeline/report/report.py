@@ -25,7 +25,12 @@ class Report:
     @property
     def nothing_comes_back(self) -> bool:
         """Every issue went to the outbox, which emails nobody: no provider will ever report."""
-        return bool(self.issues) and all(issue.provider == "outbox" for issue in self.issues)
+        return bool(self.issues) and all(issue.emailed_nobody for issue in self.issues)
+
+    @property
+    def some_written(self) -> bool:
+        """Some readers' messages went only to the outbox: nothing comes back for those."""
+        return any(issue.written for issue in self.issues)
 
 
 def make_report(settings: Settings, now: datetime, slug: str | None = None) -> Report:

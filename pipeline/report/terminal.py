@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import tzinfo
 
 from pipeline.audience.subscribers import Status
+from pipeline.ledger.readonly import OUTBOX
 from pipeline.report.list_history import ListHistory
 from pipeline.report.outcomes import IssueOutcome
 from pipeline.report.report import Report
@@ -14,26 +15,54 @@ SPAM_LIMIT = 0.003  # Gmail's and Yahoo's bulk-sender rule: complaints under 0.3
 WEEKS_SHOWN = 12
 
 
-def _issue_lines(issue: IssueOutcome, zone: tzinfo | None) -> list[str]:
+def sending_words(issue: IssueOutcome, zone: tzinfo | None) -> tuple[str, list[str]]:
+    """When, and for how many, then what became of them, as `send` says it: the one wording
+    of an issue's sending, on the terminal and in the HTML report alike.
+
+    Only what went through a real provider is "sent": what went to the outbox was written to
+    a file and emailed nobody, so it is "written", also in a send begun under one provider
+    and finished under the outbox (or the other way round), each provider named."""
     when = long_date(issue.started_at.astimezone(zone))
-    lines = [issue.title, f"  sent {when} to {plural(issue.audience, 'reader')}:"]
-    parts = [f"{issue.sent:,} sent"]
-    if issue.provider == "outbox":  # as `send` says it: files, no email
-        lines[-1] = f"  written to outbox/ on {when} for {plural(issue.audience, 'reader')}:"
-        parts = [f"{issue.sent:,} written (emailed nobody)"]
+    readers = plural(issue.audience, "reader")
+    if issue.emailed_nobody:
+        head = f"written to outbox/ on {when} for {readers}"
+        parts = [f"{issue.written:,} written (emailed nobody)"]
+    else:
+        head = f"sent {when} to {readers}"
+        parts = [
+            f"{count:,} written to outbox/ (emailed nobody)"
+            if name == OUTBOX
+            else f"{count:,} sent" + (f" via {name}" if name else "")
+            for name, count in (issue.sent_via or {issue.provider: 0}).items()
+        ]
     if issue.failed:
         parts.append(f"{issue.failed:,} refused by the provider")
     if issue.unknown:
         parts.append(f"{issue.unknown:,} not known whether sent")
     if issue.pending:
         parts.append(f"{issue.pending:,} still to send")
-    lines[-1] += " " + ", ".join(parts)
+    return head, parts
+
+
+def nothing_heard(issue: IssueOutcome) -> str | None:
+    """Why an issue has no provider events to show, when it has none (terminal and HTML)."""
+    if issue.emailed_nobody:
+        return "nothing to hear back: it was only written to outbox/, which emails nobody"
+    if not any((issue.events or {}).values()):
+        return "nothing heard back from the provider yet"
+    return None
+
+
+def _issue_lines(issue: IssueOutcome, zone: tzinfo | None) -> list[str]:
+    head, parts = sending_words(issue, zone)
+    lines = [issue.title, f"  {head}: {', '.join(parts)}"]
     if issue.events is None:
         return lines
-    e = issue.events
-    if not any(e.values()):
-        lines.append("  nothing heard back from the provider yet")
+    nothing = nothing_heard(issue)
+    if nothing is not None:
+        lines.append(f"  {nothing}")
         return lines
+    e = issue.events
     lines.append(
         f"  delivered {e.get('delivered', 0):,} ({percent(issue.rate('delivered'))}),"
         f" bounced {e.get('bounced', 0):,} ({percent(issue.rate('bounced'))})"
@@ -86,6 +115,11 @@ def format_report(report: Report) -> str:
         out += [
             "Delivered, opened, clicked and bounced: not known. Your provider reports them to",
             "the web app's webhooks (newsletter serve), and none are recorded in this ledger.",
+            *(
+                ["Those written to outbox/ were emailed to nobody: nothing comes back for them."]
+                if report.some_written
+                else []
+            ),
             "",
         ]
     elif report.issues:

@@ -2,7 +2,9 @@
 
 An issue is published once the ledger shows it went to someone, or once its ``send_at`` has
 passed.  A draft (no ``send_at``, never sent) and a scheduled issue (``send_at`` still ahead)
-are never published: only a ``--drafts`` preview shows them, marked as such.
+are never published: only a ``--drafts`` preview shows them, marked as such.  What went to
+the outbox went to nobody (it writes files, a trial): an issue only ever written there is
+not published by the ledger, only by its ``send_at``, as one never sent is.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 from pipeline.config import Settings
 from pipeline.content.issue import WELCOME_DRAFT, Issue, load_issue
 from pipeline.errors import InputError
-from pipeline.ledger.readonly import ledger_time, read_ledger
+from pipeline.ledger.readonly import OUTBOX, ledger_time, read_ledger
 from pipeline.ledger.store import RecipientStatus
 
 
@@ -23,6 +25,7 @@ class Visibility(StrEnum):
     PUBLISHED = "published"  # sent, or its send_at has passed
     SCHEDULED = "scheduled"  # send_at still ahead: private
     DRAFT = "draft"  # no send_at and never sent: private
+    TRIAL = "trial"  # only written to the outbox, its send_at not passed (or none): private
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,7 @@ class Entry:
     issue: Issue
     visibility: Visibility
     published_at: datetime | None  # aware; the send_at, or when the ledger first sent it
+    trial: bool = False  # the ledger shows it only written to the outbox: emailed to nobody
 
     @property
     def public(self) -> bool:
@@ -43,30 +47,59 @@ class Skipped:
     gone: bool = False  # sent, but its draft is no longer in newsletters/
 
 
-def first_sends(state_dir: Path) -> dict[str, datetime]:
-    """Each issue the ledger shows as sent to anyone, with its first sending time.
+@dataclass(frozen=True)
+class Sends:
+    """What the ledger shows went out: each issue sent to anyone, with its first sending time,
+    and the issues only ever written to the outbox (a trial), which went to nobody."""
 
-    Opened read-only: building the archive never creates or migrates a ledger.
+    first: dict[str, datetime]
+    trials: frozenset[str]
+
+
+def ledger_sends(state_dir: Path) -> Sends:
+    """Each issue the ledger shows as sent through a real provider, with its first sending
+    time; and those whose only sends were written to the outbox.
+
+    A recipient's provider is its batch's (a send begun under one provider may be finished
+    under another); an older ledger's batches that do not say are the issue's.  Opened
+    read-only: building the archive never creates or migrates a ledger.
     """
     with read_ledger(state_dir) as db:
         if db is None:
-            return {}
+            return Sends({}, frozenset())
+        batch_provider = any(
+            column[1] == "provider" for column in db.execute("PRAGMA table_info(batches)")
+        )
+        provider = "coalesce(b.provider, i.provider)" if batch_provider else "i.provider"
+        join = " LEFT JOIN batches b ON b.id = r.batch" if batch_provider else ""
         rows = db.execute(
-            "SELECT r.issue, min(coalesce(r.updated_at, i.started_at)) FROM recipients r"
-            " JOIN issues i ON i.slug = r.issue WHERE r.status = ? GROUP BY r.issue",
-            (RecipientStatus.SENT,),
+            f"SELECT r.issue, min(CASE WHEN {provider} <> ? THEN"
+            " coalesce(r.updated_at, i.started_at) END) FROM recipients r"
+            f" JOIN issues i ON i.slug = r.issue{join} WHERE r.status = ? GROUP BY r.issue",
+            (OUTBOX, RecipientStatus.SENT),
         ).fetchall()
-        return {str(slug): ledger_time(when, "the time it was sent") for slug, when in rows}
+        return Sends(
+            first={
+                str(slug): ledger_time(when, "the time it was sent")
+                for slug, when in rows
+                if when is not None
+            },
+            trials=frozenset(str(slug) for slug, when in rows if when is None),
+        )
 
 
-def classify(issue: Issue, sent_at: datetime | None, now: datetime) -> Entry:
+def classify(issue: Issue, sent_at: datetime | None, now: datetime, trial: bool = False) -> Entry:
     if sent_at is not None:
         # The send_at is the date she chose; the ledger's time when there is none, or when it
         # went out before it (sent early by hand), so the date never moves once it is public.
         when = issue.send_at if issue.send_at is not None and issue.send_at <= sent_at else sent_at
         return Entry(issue, Visibility.PUBLISHED, when)
     if issue.send_at is not None and issue.send_at <= now:
-        return Entry(issue, Visibility.PUBLISHED, issue.send_at)
+        # Public by its date, sent or not (README: The web edition); one only written to the
+        # outbox is marked, so the archive can say nobody was emailed it.
+        return Entry(issue, Visibility.PUBLISHED, issue.send_at, trial=trial)
+    if trial:
+        return Entry(issue, Visibility.TRIAL, None, trial=True)
     if issue.send_at is not None:
         return Entry(issue, Visibility.SCHEDULED, None)
     return Entry(issue, Visibility.DRAFT, None)
@@ -78,7 +111,8 @@ def collect(settings: Settings, now: datetime) -> tuple[list[Entry], list[Skippe
     A draft that does not load is skipped with its reason, unless the ledger shows it was
     sent: then it is published and must load, so its error stops the build.
     """
-    sent = first_sends(settings.state_dir)
+    sends = ledger_sends(settings.state_dir)
+    sent = sends.first
     entries: list[Entry] = []
     skipped: list[Skipped] = []
     for path in sorted(settings.newsletters_dir.glob("*.md")):
@@ -97,7 +131,7 @@ def collect(settings: Settings, now: datetime) -> tuple[list[Entry], list[Skippe
                 raise
             skipped.append(Skipped(path, _first_problem(exc)))
             continue
-        entries.append(classify(issue, sent.get(issue.slug), now))
+        entries.append(classify(issue, sent.get(issue.slug), now, issue.slug in sends.trials))
     loaded = {entry.issue.slug for entry in entries}
     for slug in sorted(set(sent) - loaded):
         # Sent, then its draft moved or deleted: its page goes, and she should know why.

@@ -67,6 +67,9 @@ class ArchiveResult:
     blank_fields: list[tuple[Path, MergeField]] = field(default_factory=list)
     # Drafts and scheduled issues a public build left out, so she is told where they went.
     kept_back: Counter[Visibility] = field(default_factory=Counter)
+    # Issues the ledger shows only written to the outbox (trials, emailed to nobody): kept
+    # off the site, or on it by their send_at all the same; said on every build.
+    trials: list[Entry] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,8 @@ def _label(entry: Entry, settings: Settings) -> str:
         return f"Scheduled for {when}: not public"
     if entry.visibility is Visibility.DRAFT:
         return "Draft: not public"
+    if entry.visibility is Visibility.TRIAL:
+        return "Only written to the outbox (a trial): not public"
     return ""
 
 
@@ -168,6 +173,7 @@ def build_site(
     result.published = [e.issue.slug for e in entries if e.public]
     result.private = [e.issue.slug for e in shown if not e.public]
     result.kept_back = Counter(e.visibility for e in entries if not e.public and not drafts)
+    result.trials = [e for e in entries if e.trial]
 
     env = _environment(settings)
     fingerprint = _fingerprint(settings)
