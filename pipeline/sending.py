@@ -101,6 +101,9 @@ class SendStopped(NewsletterError):
     """The provider refused the account or the request; nothing more is sent until fixed."""
 
 
+OUTBOX = "outbox"  # the provider that emails nobody: what it wrote is a trial
+
+
 def open_ledger(settings: Settings, clock: Callable[[], datetime] = utc_now) -> Ledger:
     return Ledger(settings.state_dir / LEDGER_NAME, clock)
 
@@ -386,7 +389,10 @@ def _send_locked(
     start_record.check(sent_record, ledger.path, record, ledger.counts(slug), settings.timezone)
     # An issue recorded with nobody in it was sent to no one (older versions marked a send to
     # an empty list complete): it starts afresh, as if it had never started.
-    fresh = record is None or ledger.counts(slug).audience == 0
+    # Only ever written to the outbox (a trial, which emailed nobody), now through a provider
+    # that emails: it starts afresh.  Recorded complete, the trial kept it from ever going.
+    trial = record is not None and provider.name != OUTBOX and ledger.trial_only(slug)
+    fresh = record is None or trial or ledger.counts(slug).audience == 0
     early = _early(issue, ledger.clock()) if fresh else None
     subject = issue.subject
     if fresh:
@@ -459,6 +465,8 @@ def _send_locked(
     if record is None:
         record = ledger.start_issue(slug, compiled.fingerprint, provider.name)
     elif fresh:
+        if trial:
+            ledger.forget_trial(slug)
         record = ledger.restart_issue(slug, compiled.fingerprint, provider.name)
     _write_start_record(ledger, slug, sent_record)
     audience = _AudienceScan(history=history)
@@ -692,6 +700,18 @@ def sent_twin(settings: Settings, issue: Issue, started: Mapping[str, IssueRecor
     return ""
 
 
+def trial_issues(settings: Settings, started: Mapping[str, IssueRecord]) -> set[str]:
+    """Those of ``started`` only ever written to the outbox (``Ledger.trial_only``)."""
+    if not started:
+        return set()
+    with ledger_errors(settings.state_dir / LEDGER_NAME):
+        ledger = open_ledger(settings)
+        try:
+            return {slug for slug in started if ledger.trial_only(slug)}
+        finally:
+            ledger.close()
+
+
 def started_issues(settings: Settings) -> dict[str, IssueRecord]:
     """The ledger's issues that have an audience: one recorded with nobody in it (a send to
     an empty list, by an older version) was sent to no one, and counts as never started."""
@@ -750,6 +770,9 @@ def send_due(
     """Send every issue whose time has come, oldest first; resume any interrupted one."""
     drafts, problems = find_drafts(settings)
     records = started_issues(settings)
+    if settings.provider.name != OUTBOX:  # a trial is no send: due by its send_at, as a draft
+        trials = trial_issues(settings, records)
+        records = {slug: r for slug, r in records.items() if slug not in trials}
     plans = plan_due(drafts, records, now, settings.max_lateness, settings.timezone)
     run = DueRun(plans, [], problems)
     if any(plan.acts for plan in plans):
@@ -1020,31 +1043,45 @@ def status_rows(
             )
     counts: dict[str, Counts] = {}
     says: dict[str, dict[str, int]] = {}
+    trials: set[str] = set()
     if started:
         with ledger_errors(settings.state_dir / LEDGER_NAME):
             ledger = open_ledger(settings)
             try:
                 counts = {slug: ledger.counts(slug) for slug in started}
                 says = {slug: delivery_counts(ledger, slug) for slug in started}
+                trials = {slug for slug in started if ledger.trial_only(slug)}
             finally:
                 ledger.close()
+    emails = settings.provider.name != OUTBOX
     by_slug: dict[str, Draft | None] = {d.slug: d for d in drafts}
     by_slug.update({slug: None for slug in started if slug not in by_slug})
     rows = []
     for slug in sorted(by_slug):
         draft, record = by_slug[slug], started.get(slug)
         send_at = draft.send_at.astimezone(settings.timezone) if draft and draft.send_at else None
-        state = issue_state(send_at, record, now, settings.max_lateness)
+        # Only written to the outbox, with a provider that emails now: not sent, but a draft
+        # like any other, which that provider will send (cron by its send_at).
+        trial_only = slug in trials and emails and draft is not None
+        as_recorded = None if trial_only else record
+        state = issue_state(send_at, as_recorded, now, settings.max_lateness)
+        detail = _state_detail(state, draft, as_recorded, now, settings, every_started)
+        if slug in trials:
+            detail = (
+                f"only written to the outbox (a trial), emailed nobody; {detail}"
+                if trial_only
+                else f"{detail}; written to the outbox, emailed nobody"
+            )
         rows.append(
             StatusRow(
                 issue=slug,
                 path=draft.path if draft else None,
                 state=state,
                 send_at=send_at,
-                counts=counts.get(slug),
+                counts=None if trial_only else counts.get(slug),
                 when=(record.finished_at or record.started_at) if record else None,
                 note=record.note if record else None,
-                detail=_state_detail(state, draft, record, now, settings, every_started),
+                detail=detail,
                 provider_says=says.get(slug, {}),
             )
         )

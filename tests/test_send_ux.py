@@ -359,7 +359,9 @@ def test_status_lists_every_issue_with_its_state(make_project: Callable[..., Pat
     assert lines[0].endswith("newsletters/2020-01-06-missed.md")
     assert lines[1].startswith("2025-07-20-by-hand: draft, no send_at")
     assert lines[2].startswith(f"{SLUG}: complete, finished ")
-    assert lines[2].endswith(("PDT", "PST"))
+    assert lines[2].endswith(
+        ("PDT; written to the outbox, emailed nobody", "PST; written to the outbox, emailed nobody")
+    )
     assert lines[3] == "  audience 9: sent 9, failed 0, unknown 0, pending 0"
     assert lines[4] == "2099-01-05-future: scheduled, for Mon 5 Jan 2099, 07:00 PST"
     assert lines[5] == "4 issues: missed 1, draft 1, complete 1, scheduled 1"

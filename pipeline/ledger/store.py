@@ -498,6 +498,43 @@ class Ledger:
         assert record is not None
         return record
 
+    def trial_only(self, slug: str, trial_provider: str = "outbox") -> bool:
+        """Whether every reader of the issue went through ``trial_provider`` (the outbox,
+        which emails nobody): at least one batch, each handed to it, and no reader left in
+        flight or unknown.  A batch of another provider, or of none recorded (a ledger from
+        before batches had one), and it is not: someone may have been emailed."""
+        row = self.db.execute(
+            "SELECT count(*), count(*) FILTER (WHERE provider IS NOT ?) FROM batches"
+            " WHERE issue = ?",
+            (trial_provider, slug),
+        ).fetchone()
+        if not row[0] or row[1]:
+            return False
+        open_rows = self.db.execute(
+            "SELECT 1 FROM recipients WHERE issue = ? AND status IN (?, ?) LIMIT 1",
+            (slug, RecipientStatus.INFLIGHT, RecipientStatus.UNKNOWN),
+        ).fetchone()
+        return open_rows is None
+
+    def forget_trial(self, slug: str, trial_provider: str = "outbox") -> int:
+        """Forget the readers of an issue only ever written to ``trial_provider`` (see
+        ``trial_only``), so that it starts afresh through a provider that emails: a trial
+        recorded as complete kept the real send from ever starting ("complete: 0 sent").
+        Checked again in the transaction that forgets; returns how many readers.  The one
+        place rows are deleted: the claims' rowid bookkeeping for the issue starts over."""
+        with self.transaction() as db:
+            if not self.trial_only(slug, trial_provider):
+                raise sqlite3.DatabaseError(f"{slug} has readers beyond a trial: not forgotten")
+            ids = "SELECT id FROM recipients WHERE issue = ?"
+            db.execute(f"DELETE FROM recipient_data WHERE id IN ({ids})", (slug,))
+            forgotten = db.execute("DELETE FROM recipients WHERE issue = ?", (slug,)).rowcount
+            db.execute("DELETE FROM recipient_counts WHERE issue = ?", (slug,))
+            db.execute("DELETE FROM batches WHERE issue = ?", (slug,))
+            db.execute("UPDATE issues SET audience_loaded = 0 WHERE slug = ?", (slug,))
+        self._pending_from.pop(slug, None)
+        self._first_id.pop(slug, None)
+        return forgotten
+
     def set_content_hash(self, slug: str, content_hash: str) -> None:
         with self.transaction() as db:
             db.execute("UPDATE issues SET content_hash = ? WHERE slug = ?", (content_hash, slug))
