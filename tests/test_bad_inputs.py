@@ -168,6 +168,28 @@ BAD_DRAFTS = [
         "levels deep",
     ),
     BadDraft("no-body", draft("subject: Hi\n", ""), 4, "no body text"),
+    # Markdown shown to readers as written: a preview may be built (to see it), never sent.
+    BadDraft(
+        "link-with-spaces",
+        draft("subject: Hi\n", "Hi,\n\n[Watch Demo Video](VIDEO LINK HERE){.button}\n"),
+        7,
+        "a link was not understood: '[Watch Demo Video](VIDEO LINK HERE)'",
+        build=0,
+    ),
+    BadDraft(
+        "callout-capital",
+        draft("subject: Hi\n", "Hi,\n\n::: Callout\nTight hips = tight stride.\n:::\n"),
+        7,
+        "write ::: callout, in small letters",
+        build=0,
+    ),
+    BadDraft(
+        "button-in-list",
+        draft("subject: Hi\n", "Hi,\n\n- [Watch](https://movementsolutions.example/w){.button}\n"),
+        7,
+        "is in a list, so it shows as an ordinary link, not a button",
+        build=0,
+    ),
 ]
 
 

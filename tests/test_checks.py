@@ -9,6 +9,8 @@ import pytest
 
 from pipeline.config import Settings, load_settings, setting_line
 from pipeline.render.checks import check_issue
+from pipeline.render.email_body import body_to_mjml
+from pipeline.render.markdown import parse
 
 from .conftest import SAMPLE_ISSUE
 
@@ -233,3 +235,231 @@ def test_check_needs_no_secret_for_a_good_provider_section(
     ):
         root = make_project(provider=provider)
         assert check_issue(root / SAMPLE_ISSUE, load_settings(root / "newsletter.toml")) == []
+
+
+# Markdown the parser did not take as markup is printed as it is, to every reader.
+@pytest.mark.parametrize(
+    ("markdown", "expected"),
+    [
+        (
+            "[Watch Demo Video](VIDEO LINK HERE){.button}",
+            "a link was not understood: '[Watch Demo Video](VIDEO LINK HERE)' — a link is "
+            "[words](https://address), with no spaces in the address",
+        ),
+        (
+            "[⬇ Watch Demo Video ⬇(https://example.org/v){.button}",
+            "a link was not understood: '[⬇ Watch Demo Video ⬇(https://example.org/v)' has no "
+            "']' after its words — write [⬇ Watch Demo Video ⬇](https://example.org/v)",
+        ),
+        (
+            "Please watch the Demo Video](https://example.org/v) today.",
+            "a link was not understood: 'watch the Demo Video](https://example.org/v)' has no '[' "
+            "before its words — a link is [words](https://address)",
+        ),
+        (
+            "![a lunge](lunge photo.png)",
+            "an image was not understood: '![a lunge](lunge photo.png)' — an image is "
+            "![what it shows](https://address), with no spaces in the address",
+        ),
+        (
+            "[Book now](https://example.org/b) {.button}",
+            "'{.button}' is shown as text, not read as a button: write "
+            "[Book now](https://example.org/b){.button}, with no space before the {",
+        ),
+        (
+            "[Book now](https://example.org/b){button}",
+            "'{button}' is shown as text, not read as a button: write "
+            "[Book now](https://example.org/b){.button}, with a dot before 'button'",
+        ),
+        (
+            "Book now {button}",
+            "'{button}' is shown as text: it goes right after a link, as in "
+            "[words](https://address){.button}",
+        ),
+        (
+            "![a lunge](https://example.org/l.png) {.button}",
+            "'{.button}' is shown as text: it goes right after a link, as in "
+            "[words](https://address){.button}",
+        ),
+        (
+            "## Book now {.button}",
+            "'{.button}' is shown as text: it goes right after a link, as in "
+            "[words](https://address){.button}",
+        ),
+        (
+            "[Book now](https://example.org/b){.buton}",
+            "link 'Book now' has {.buton}, which this newsletter does not know (it changes "
+            "nothing): did you mean {.button}?",
+        ),
+        (
+            "[Book now](https://example.org/b){.Button}",
+            "link 'Book now' has {.Button}, which this newsletter does not know (it changes "
+            "nothing): did you mean {.button}?",
+        ),
+        (
+            "[Book now](https://example.org/b){.button .big}",
+            "button 'Book now' has {.big}, which this newsletter does not know (it changes "
+            "nothing): the only one it knows is {.button}, which makes a link a button",
+        ),
+        (
+            "Click [here]{.button} today.",
+            "button 'here' has no URL: write [here](https://...){.button}",
+        ),
+        (
+            "![a lunge](https://example.org/l.png){.button}",
+            "image 'a lunge' has {.button}, but only a link can be a button: write "
+            "[words](https://address){.button}",
+        ),
+        (
+            "::: Callout\nhello\n:::",
+            "'::: Callout' is shown as text: write ::: callout, in small letters",
+        ),
+        (
+            "::: calout\nhello\n:::",
+            "'::: calout' is shown as text: did you mean ::: callout? 'calout' is not a kind "
+            "of box this newsletter has (it has ::: callout) — a callout is ::: callout on a "
+            "line of its own, its text, then ::: on a line of its own",
+        ),
+        (
+            "::: note\n\nhello\n\n:::",
+            "'::: note' is shown as text: 'note' is not a kind of box this newsletter has (it "
+            "has ::: callout) — a callout is ::: callout on a line of its own, its text, then "
+            "::: on a line of its own",
+        ),
+        (
+            "::: callout Bottom line\nhello\n:::",
+            "the words after '::: callout' ('Bottom line') are not shown to readers: put them "
+            "on the next line, inside the callout",
+        ),
+    ],
+)
+def test_markdown_shown_as_text(
+    write_issue: Callable[..., Path], settings: Settings, markdown: str, expected: str
+) -> None:
+    path = write_issue(f"Para\n\n{markdown}\n")
+    assert messages(path, settings) == [f"{path}:7: {expected}"]
+
+
+def test_a_refused_merge_field_is_not_also_leftover_braces(
+    write_issue: Callable[..., Path], settings: Settings
+) -> None:
+    path = write_issue("Para\n\nHi {{ button }}\n")
+    (message,) = messages(path, settings)
+    assert message.startswith(f"{path}:7: merge field {{{{ button }}}} is not allowed")
+
+
+def test_a_callout_closed_twice(write_issue: Callable[..., Path], settings: Settings) -> None:
+    path = write_issue("Para\n\n::: callout\nhello\n:::\n:::\n")
+    assert messages(path, settings) == [
+        f"{path}:10: ':::' is shown as text: it closes no callout — a callout is ::: callout on "
+        "a line of its own, its text, then ::: on a line of its own"
+    ]
+
+
+def test_two_broken_links_in_one_sentence(
+    write_issue: Callable[..., Path], settings: Settings
+) -> None:
+    path = write_issue(
+        "Para\n\nSee the [study] (https://example.org/s) and\n"
+        "[this one](https://example.org/t for details.\n"
+    )
+    assert messages(path, settings) == [
+        f"{path}:7: a link was not understood: '[study] (https://example.org/s)' — write "
+        "[study](https://example.org/s), with no space between ] and (",
+        f"{path}:8: a link was not understood: '[this one](https://example.org/t' has no ')' "
+        "after its address — write [this one](https://example.org/t)",
+    ]
+
+
+def test_leftover_names_its_own_line_in_a_long_paragraph(
+    write_issue: Callable[..., Path], settings: Settings
+) -> None:
+    path = write_issue(
+        "Para\n\nLine one with [a link](https://example.org/a),\n"
+        "line two with `code`,\\\nline three [Book](https://example.org/b) {.button}\n"
+        "and [a bad one](https://example.org/c){.buton}.\n"
+    )
+    found = messages(path, settings)
+    assert [m.split(": ", 1)[0] for m in found] == [f"{path}:9", f"{path}:10"]
+    assert "'{.button}' is shown as text" in found[0] and "{.buton}" in found[1]
+
+
+@pytest.mark.parametrize(
+    ("markdown", "where"),
+    [
+        ("- [Watch](https://example.org/w){.button}", "is in a list"),
+        ("1. Step\n\n   [Watch](https://example.org/w){.button}", "is in a list"),
+        ("> [Watch](https://example.org/w){.button}", "is in a quote"),
+        (
+            "Then [Watch](https://example.org/w){.button} it.",
+            "shares its paragraph with other text",
+        ),
+        ("[Watch](https://example.org/w){.button}.", "shares its paragraph with other text"),
+        (
+            "[Watch](https://example.org/w){.button}\nand more",
+            "shares its paragraph with other text",
+        ),
+        ("| a |\n|---|\n| [Watch](https://example.org/w){.button} |", "is in a table"),
+        ("## [Watch](https://example.org/w){.button}", "is in a heading"),
+        (
+            "**[Watch](https://example.org/w){.button}**",
+            "is inside bold, italic or crossed-out text",
+        ),
+        (
+            "- item\n\n  ::: callout\n  [Watch](https://example.org/w){.button}\n  :::",
+            "is in a list",
+        ),
+    ],
+)
+def test_button_where_it_is_an_ordinary_link(
+    write_issue: Callable[..., Path], settings: Settings, markdown: str, where: str
+) -> None:
+    path = write_issue(f"Para\n\n{markdown}\n")
+    (message,) = messages(path, settings)
+    assert message.startswith(f"{path}:") and f"button 'Watch' {where}, so it shows" in message
+    assert message.endswith(
+        "as an ordinary link, not a button: put [Watch](https://example.org/w){.button} on a "
+        "line of its own, outside lists and quotes, with a blank line before and after it"
+    )
+
+
+def test_the_email_has_no_button_where_check_says_so(settings: Settings) -> None:
+    """What the rule above is about: the writer makes an ordinary link of these."""
+    for markdown in (
+        "- [Watch](https://example.org/w){.button}",
+        "> [Watch](https://example.org/w){.button}",
+        "Then [Watch](https://example.org/w){.button} it.",
+        "**[Watch](https://example.org/w){.button}**",
+    ):
+        mjml = body_to_mjml(parse(markdown), settings.theme)
+        assert "<mj-button" not in mjml and 'class="button"' in mjml
+    assert "<mj-button" in body_to_mjml(
+        parse("[Watch](https://example.org/w){.button}"), settings.theme
+    )
+    in_callout = "::: callout\n[Watch](https://example.org/w){.button}\n:::"
+    assert "mso-padding-alt:14px 24px" in body_to_mjml(parse(in_callout), settings.theme)
+
+
+def test_what_is_not_leftover_markdown(
+    write_issue: Callable[..., Path], settings: Settings
+) -> None:
+    """Brackets, braces and colons in prose and code, merge fields and every correct form."""
+    body = (
+        'Hi {{ subscriber.first_name | default("there") }}, it said [sic] twice [1][2].\n'
+        "The study [1] (Smith, 2020) and [see the notes] on a ratio of 2::1, a :: b.\n"
+        "Sets of {3, 5, 8} reps, {sic} and {first name}; a [note (in brackets)] here,\n"
+        "[an aside (https://movementsolutions.example/aside) in brackets].\n"
+        "Code: `[a](b c){.button}`, `{.buton}`, `::: Callout` and `[x(https://e.org/y)`.\n\n"
+        "```\n[Watch Demo Video](VIDEO LINK HERE){.button}\n::: Callout\n{button}\n:::\n```\n\n"
+        "    [indented](code block){.button}\n\n"
+        "[Book](https://movementsolutions.example/book){.button}\n\n"
+        "[Site](https://movementsolutions.example/?n={{ subscriber.first_name }}) and "
+        '[titled](https://movementsolutions.example "a title with spaces") and '
+        "<https://movementsolutions.example/auto> and "
+        "[spaced](<https://movementsolutions.example/a b>)\n\n"
+        "::: callout\n**Bottom line:** {{ subscriber.first_name }}, move.\n\n"
+        "[Book](https://movementsolutions.example/book){.button}\n:::\n\n"
+        ":::: callout\nFour colons open one too.\n::::\n\n"
+        "- [a link](https://movementsolutions.example/l) in a list\n"
+    )
+    assert messages(write_issue(body), settings) == []

@@ -18,6 +18,12 @@ from mdit_py_plugins.container import container_plugin
 
 from pipeline.errors import InputError
 
+# All the dialect makes something of: one attribute class (a button) and one container (a
+# tinted box).  Any other class or container name parses and then does nothing, or is shown
+# as text; `check` names these, so each is a line there, never a surprise in the inbox.
+BUTTON_CLASS = "button"
+CLASSES = (BUTTON_CLASS,)
+CONTAINERS = ("callout",)
 CALLOUT = "container_callout"
 # Far deeper than any newsletter (a list in a quote in a callout is 3), far shallower than
 # where the tree and its writers, which recurse, would hit Python's recursion limit: 20,000
@@ -34,7 +40,8 @@ def parser() -> MarkdownIt:
     md = MarkdownIt("commonmark", {"html": False, "maxNesting": PARSER_NESTING})
     md.enable(["table", "strikethrough"])
     md.use(attrs_plugin, spans=True)
-    md.use(container_plugin, name="callout")
+    for name in CONTAINERS:
+        md.use(container_plugin, name=name)
     return md
 
 
@@ -93,7 +100,7 @@ def is_button(node: SyntaxTreeNode | None) -> bool:
     if node is None or node.type not in ("link", "span"):
         return False
     classes = str(node.attrs.get("class", "")).split()
-    return "button" in classes
+    return BUTTON_CLASS in classes
 
 
 def plain_text(node: SyntaxTreeNode) -> str:
