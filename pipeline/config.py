@@ -188,9 +188,16 @@ def _toml_hint(path: Path, line: int | None) -> str:
     except (OSError, UnicodeDecodeError, IndexError):
         return ""
     key, equals, value = written.partition("=")
-    value = value.strip()
-    if not equals or not value or value[0] in "\"'[{" or key.strip().startswith("#"):
+    value, key = value.strip(), key.strip()
+    if not equals or not value or key.startswith("#"):
         return ""
+    if value[0] in "\"'" and value.count(value[0]) > 2:  # 'You're ...', "the "hip" lady"
+        inner = value[1:].rsplit(value[0], 1)[0].replace('"', '\\"')
+        return f' (the text has a quote inside it: write {key} = "{inner}")'
+    if value[0] in "\"'[{":
+        return ""
+    if key in _DURATION_KEYS:
+        return f' (a duration goes in double quotes: {key} = "{value.replace(" ", "")}")'
     if re.fullmatch(r"\d+(\.\d+)?\s*[a-z%]+", value):  # 17px, 24 h
         number = re.match(r"\d+(\.\d+)?", value)
         assert number is not None
@@ -454,6 +461,7 @@ def parse_timezone(name: str) -> ZoneInfo:
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _LONGEST_DURATION = timedelta(days=3650)
+_DURATION_KEYS = {"max_lateness", "confirm_expiry"}
 
 
 def parse_duration(text: str) -> timedelta:

@@ -386,7 +386,14 @@ def _send_locked(
     record = ledger.issue(slug)
     # A lost or older ledger must not look like a fresh start (it re-sent 3,000 of 3,000).
     sent_record = start_record.record_path(issue.path, slug)
-    start_record.check(sent_record, ledger.path, record, ledger.counts(slug), settings.timezone)
+    start_record.check(
+        sent_record,
+        ledger.path,
+        record,
+        ledger.counts(slug),
+        settings.timezone,
+        emailing=provider.name != OUTBOX,
+    )
     # An issue recorded with nobody in it was sent to no one (older versions marked a send to
     # an empty list complete): it starts afresh, as if it had never started.
     # Only ever written to the outbox (a trial, which emailed nobody), now through a provider
@@ -395,6 +402,18 @@ def _send_locked(
     fresh = record is None or trial or ledger.counts(slug).audience == 0
     early = _early(issue, ledger.clock()) if fresh else None
     subject = issue.subject
+    if provider.name == OUTBOX and not fresh:
+        emailed_through = sorted(str(p) for p in ledger.batch_providers(slug) - {OUTBOX} if p)
+        counts_now = ledger.counts(slug)
+        if emailed_through and (counts_now.pending or counts_now.unknown):
+            # The rest written to files, and the issue marked complete: they would never get it.
+            raise InputError(
+                f"its sending began through {', '.join(emailed_through)} ({counts_now.sent}"
+                " sent); finished through the outbox, the rest would be emailed nobody and the"
+                f" issue marked complete: set [provider] back to {emailed_through[0]} to finish"
+                " it",
+                path=issue.path,
+            )
     if fresh:
         if confirm is not None:
             audience_size, subject = _audience_preview(compiled, settings, history=history)
@@ -409,7 +428,7 @@ def _send_locked(
                 path=issue.path,
                 field="send_at",
             )
-        if not force and (twin := sent_twin(settings, issue, started_issues_of(ledger))):
+        if not force and (twin := sent_twin(settings, issue, really_sent(ledger))):
             raise InputError(
                 f"{twin}, so it would mail the same email to the same list again; edit it,"
                 " or re-run with --force to send it anyway",
@@ -674,17 +693,26 @@ class DueRun:
         return max(codes, default=0)
 
 
+def _seen(text: str) -> list[str]:
+    """A body as its readers see it, for comparing: no trailing spaces, no blank edges."""
+    return [line.rstrip() for line in text.strip().splitlines()]
+
+
+def really_sent(ledger: Ledger) -> dict[str, IssueRecord]:
+    """The started issues but the trials (``Ledger.trial_only``): those someone was emailed."""
+    return {s: r for s, r in started_issues_of(ledger).items() if not ledger.trial_only(s)}
+
+
 def started_issues_of(ledger: Ledger) -> dict[str, IssueRecord]:
     return {r.slug: r for r in ledger.issues() if ledger.counts(r.slug).audience > 0}
 
 
 def sent_twin(settings: Settings, issue: Issue, started: Mapping[str, IssueRecord]) -> str:
-    """Why ``issue``, not started itself, is a copy of one that was: its subject and body word
-    for word another draft's whose sending started ("" when none is).  A sent issue copied
-    to a new file name (to fix its date, or as the start of the next one, then forgotten) is
-    a new issue to the ledger, and went to the whole list again."""
-    if issue.slug in started:
-        return ""
+    """Why ``issue`` is a copy of one sent: its subject and body word for word another draft's
+    in ``started`` (``really_sent``'s: a trial emailed nobody), or "" when none is.  A sent
+    issue copied to a new file name (to fix its date, or as the start of the next one, then
+    forgotten) is a new issue to the ledger, and went to the whole list again.  Compared
+    with trailing spaces and line endings left out, which no reader sees."""
     for path in sorted(settings.newsletters_dir.glob("*.md")):
         slug = path.stem
         if slug == issue.slug or slug not in started or path.name == WELCOME_DRAFT:
@@ -693,7 +721,7 @@ def sent_twin(settings: Settings, issue: Issue, started: Mapping[str, IssueRecor
             other = load_issue(path, settings.timezone)
         except InputError:
             continue
-        if (other.subject, other.body.strip()) == (issue.subject, issue.body.strip()):
+        if (other.subject.strip(), _seen(other.body)) == (issue.subject.strip(), _seen(issue.body)):
             record = started[slug]
             when = local_time(datetime.fromisoformat(record.started_at), settings.timezone)
             return f"its subject and text are word for word {shown(path)}'s, sent {when}"
@@ -938,6 +966,9 @@ def dry_run(
             messages.append(factory.build(subscriber.key, subscriber.email, subscriber.fields))
     counts = status = None
     record = None
+    trial = False
+    sent_ones: dict[str, IssueRecord] = {}
+    emailing = provider.name != OUTBOX
     if (settings.state_dir / LEDGER_NAME).exists():
         with ledger_errors(settings.state_dir / LEDGER_NAME):
             ledger = open_ledger(settings)
@@ -945,6 +976,8 @@ def dry_run(
                 record = ledger.issue(issue.slug)
                 if record is not None:
                     counts, status = ledger.counts(issue.slug), record.status
+                    trial = emailing and ledger.trial_only(issue.slug)
+                sent_ones = really_sent(ledger)
             finally:
                 ledger.close()
     # A lost ledger is not "would start a new send": say what the real send would say.
@@ -954,7 +987,17 @@ def dry_run(
         record,
         counts or Counts(0, 0, 0, 0, 0),
         settings.timezone,
+        emailing=emailing,
     )
+    if trial:  # only written to the outbox: the send starts it afresh, as a new one
+        counts = status = None
+        record = None
+    if (record is None or trial) and (twin := sent_twin(settings, issue, sent_ones)):
+        raise InputError(  # what the send would refuse, the dry run says
+            f"{twin}, so it would mail the same email to the same list again; edit it,"
+            " or re-run with --force to send it anyway",
+            path=issue.path,
+        )
     if counts is not None and counts.audience == 0:
         # Sent to nobody by an older version: it starts afresh, as the send would.
         counts = status = None
@@ -1044,13 +1087,13 @@ def status_rows(
     counts: dict[str, Counts] = {}
     says: dict[str, dict[str, int]] = {}
     trials: set[str] = set()
-    if started:
+    if every_started:
         with ledger_errors(settings.state_dir / LEDGER_NAME):
             ledger = open_ledger(settings)
             try:
                 counts = {slug: ledger.counts(slug) for slug in started}
                 says = {slug: delivery_counts(ledger, slug) for slug in started}
-                trials = {slug for slug in started if ledger.trial_only(slug)}
+                trials = {slug for slug in every_started if ledger.trial_only(slug)}
             finally:
                 ledger.close()
     emails = settings.provider.name != OUTBOX
@@ -1065,7 +1108,8 @@ def status_rows(
         trial_only = slug in trials and emails and draft is not None
         as_recorded = None if trial_only else record
         state = issue_state(send_at, as_recorded, now, settings.max_lateness)
-        detail = _state_detail(state, draft, as_recorded, now, settings, every_started)
+        sent_ones = {k: v for k, v in every_started.items() if k not in trials}
+        detail = _state_detail(state, draft, as_recorded, now, settings, sent_ones)
         if slug in trials:
             detail = (
                 f"only written to the outbox (a trial), emailed nobody; {detail}"
@@ -1119,7 +1163,9 @@ def _state_detail(
         if blocked:
             return f"send_at {local_time(draft.send_at, zone)} has passed{blocked}"
         return f"send_at {local_time(draft.send_at, zone)} has passed: the next cron run sends it"
-    return missed_detail(draft, draft.send_at, now, settings.max_lateness, zone)
+    missed = missed_detail(draft, draft.send_at, now, settings.max_lateness, zone)
+    twin = sent_twin(settings, load_issue(draft.path, settings.timezone), started)
+    return f"{missed}; but {twin}, so edit it first" if twin else missed
 
 
 def _blocked_by(

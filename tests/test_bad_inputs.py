@@ -226,6 +226,18 @@ BAD_CONFIGS = [
     ),
     BadConfig("unknown-key", replace("language =", "langauge ="), 9, "did you mean 'language'"),
     BadConfig("unknown-section", replace("[theme]", "[themes]"), 19, "did you mean '[theme]'"),
+    BadConfig(
+        "unquoted-duration",
+        replace('max_lateness = "24h"', "max_lateness = 24h"),
+        17,
+        '(a duration goes in double quotes: max_lateness = "24h")',
+    ),
+    BadConfig(
+        "quote-in-text",
+        replace('signature = "– Dr. Connie', 'signature = "– Dr. "the hip lady" Connie'),
+        15,
+        '(the text has a quote inside it: write signature = "– Dr. \\"the hip lady\\" Connie',
+    ),
     BadConfig("section-in-capitals", replace("[cta]", "[CTA]"), 23, "did you mean '[cta]'"),
     BadConfig(
         "unquoted-from",

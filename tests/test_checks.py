@@ -208,6 +208,10 @@ def test_placeholder_postal_address(write_issue: Callable[..., Path], project: P
             " 'batch_size'?",
         ),
         ('name = "postmark"\nbase_url = "http://127.0.0.1:99999"', "[provider] base_url: must be"),
+        # The delivery loop's settings, read as the send reads them.
+        ('name = "postmark"\nbatch_size = 9999', "[provider] batch_size: must be a whole number"),
+        ('name = "postmark"\nrate = "fast"', "[provider] rate: must be a number"),
+        ('name = "postmark"\nconcurrency = 0', "[provider] concurrency: must be a whole number"),
     ],
 )
 def test_check_reads_the_provider_settings_as_a_send_does(

@@ -440,46 +440,6 @@ def test_status_says_when_cron_will_refuse_a_due_or_scheduled_issue(
     assert rows["2025-07-22-fine"].detail.endswith(": the next cron run sends it")
 
 
-def test_a_copy_of_a_sent_issue_under_a_new_name_is_refused(
-    make_project: Callable[..., Path],
-) -> None:
-    """A sent issue copied to a new file name (its date fixed, or the start of the next one
-    forgotten) is a new issue to the ledger: it went to the whole list again."""
-    root = make_project()
-    assert newsletter(root, "send", SAMPLE_ISSUE, "--yes")[0] == 0
-    copy = root / "newsletters" / "2025-07-22-hip-rotation.md"
-    copy.write_text((root / SAMPLE_ISSUE).read_text(encoding="utf-8"), encoding="utf-8")
-    code, _, err = newsletter(root, "send", "newsletters/2025-07-22-hip-rotation.md", "--yes")
-    assert code == 2 and "Traceback" not in err
-    assert "its subject and text are word for word newsletters/2025-07-21-hip-rotation.md's" in err
-    assert "so it would mail the same email to the same list again" in err
-    assert "re-run with --force to send it anyway" in err
-    assert len(list((root / "outbox").glob("2025-07-22-hip-rotation/*.eml"))) == 0
-    settings = load_settings(root / "newsletter.toml")
-    rows = {
-        row.issue: row
-        for row in status_rows(settings, now=datetime(2025, 7, 21, 8, tzinfo=LA)).rows
-    }
-    assert (
-        "but cron will not send it now: its subject and text are word for word"
-        in rows["2025-07-22-hip-rotation"].detail
-    )
-    one = status_rows(settings, copy, now=datetime(2025, 7, 21, 8, tzinfo=LA)).rows
-    assert "word for word" in one[0].detail
-    # Edited, it is a new issue; --force sends a copy all the same.
-    copy.write_text(copy.read_text(encoding="utf-8").replace("Hi ", "Hello ", 1), "utf-8")
-    assert (
-        newsletter(root, "send", "newsletters/2025-07-22-hip-rotation.md", "--yes", "--now")[0] == 0
-    )
-    again = root / "newsletters" / "2025-07-23-hip-rotation.md"
-    again.write_text((root / SAMPLE_ISSUE).read_text(encoding="utf-8"), encoding="utf-8")
-    code, _, err = newsletter(
-        root, "send", "newsletters/2025-07-23-hip-rotation.md", "--yes", "--force", "--now"
-    )
-    assert code == 0, err
-    assert len(list((root / "outbox").glob("2025-07-23-hip-rotation/*.eml"))) == 9
-
-
 def test_a_test_copy_that_did_not_go_says_so_in_words(
     make_project: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -58,6 +58,8 @@ def test_a_trial_in_the_outbox_then_a_real_send(make_project: Callable[..., Path
         use_provider(root, f'name = "postmark"\nbase_url = "{server.url}"')
         code, out, _ = newsletter(root, "status", SAMPLE_ISSUE)
         assert out.startswith(f"{SLUG}: missed, only written to the outbox (a trial), emailed")
+        code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--dry-run")
+        assert code == 0 and "would start a new send" in out and "would resume" not in out
         code, out, err = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
         assert code == 0, out + err
         assert f"{SLUG}: complete" in out and "sent 9" in out
@@ -120,3 +122,131 @@ def test_a_send_partly_through_a_real_provider_is_no_trial(
         assert "only written to the outbox" not in newsletter(root, "status")[1]
     finally:
         server.close()
+
+
+def test_a_copy_of_a_sent_issue_under_a_new_name_is_refused(
+    make_project: Callable[..., Path],
+) -> None:
+    """A sent issue copied to a new file name (its date fixed, or the start of the next one
+    forgotten) is a new issue to the ledger: it went to the whole list again.  Trailing
+    spaces, which no reader sees, do not make it another issue."""
+    root = make_project()
+    server = FakePostmark()
+    try:
+        use_provider(root, f'name = "postmark"\nbase_url = "{server.url}"')
+        assert newsletter(root, "send", SAMPLE_ISSUE, "--yes")[0] == 0
+        assert len(delivered(server)) == 9
+        text = (root / SAMPLE_ISSUE).read_text(encoding="utf-8")
+        copy = root / "newsletters" / "2025-07-22-hip-rotation.md"
+        copy.write_text(text.replace("\n", "  \n"), encoding="utf-8")
+        for how in ("--yes", "--dry-run"):
+            code, _, err = newsletter(root, "send", "newsletters/2025-07-22-hip-rotation.md", how)
+            assert code == 2, err
+            assert (
+                "subject and text are word for word newsletters/2025-07-21-hip-rotation.md's" in err
+            )
+        assert "so it would mail the same email to the same list again" in err
+        assert "re-run with --force to send it anyway" in err
+        settings = load_settings(root / "newsletter.toml")
+        when = datetime(2025, 7, 21, 8, tzinfo=LA)
+        rows = {row.issue: row for row in status_rows(settings, now=when).rows}
+        assert "but cron will not send it now: its subject and text are word for word" in (
+            rows["2025-07-22-hip-rotation"].detail
+        )
+        assert "word for word" in status_rows(settings, copy, now=when).rows[0].detail
+        assert len(delivered(server)) == 9
+        copy.write_text(text.replace("Hi ", "Hello ", 1), "utf-8")  # edited: a new issue
+        code, _, err = newsletter(root, "send", "newsletters/2025-07-22-hip-rotation.md", "--yes")
+        assert code == 0, err
+        assert len(delivered(server)) == 18
+        again = root / "newsletters" / "2025-07-23-hip-rotation.md"
+        again.write_text(text, encoding="utf-8")
+        code, _, err = newsletter(
+            root, "send", "newsletters/2025-07-23-hip-rotation.md", "--yes", "--force"
+        )
+        assert code == 0, err
+        assert len(delivered(server)) == 27
+    finally:
+        server.close()
+
+
+def test_two_trials_of_one_text_do_not_both_go_out(make_project: Callable[..., Path]) -> None:
+    """Each trial restarted afresh skipped the copy check (its own slug was in the ledger),
+    so two trials of the same text both went out, and everyone got it twice."""
+    root = make_project()
+    assert newsletter(root, "send", SAMPLE_ISSUE, "--yes")[0] == 0
+    copy = root / "newsletters" / "2025-07-28-hip-rotation.md"
+    copy.write_text((root / SAMPLE_ISSUE).read_text(encoding="utf-8"), encoding="utf-8")
+    assert newsletter(root, "send", "newsletters/2025-07-28-hip-rotation.md", "--yes")[0] == 0
+    server = FakePostmark()
+    try:
+        use_provider(root, f'name = "postmark"\nbase_url = "{server.url}"')
+        assert newsletter(root, "send", SAMPLE_ISSUE, "--yes")[0] == 0
+        code, _, err = newsletter(root, "send", "newsletters/2025-07-28-hip-rotation.md", "--yes")
+        assert code == 2 and "word for word" in err
+        assert len(delivered(server)) == len(set(delivered(server))) == 9
+    finally:
+        server.close()
+
+
+def test_a_killed_trial_is_still_a_trial(make_project: Callable[..., Path]) -> None:
+    """Rows a killed trial left in flight became "unknown", which made it no trial: the real
+    send then counted the readers written to files as sent, and never emailed them."""
+    root = make_project()
+    settings = load_settings(root / "newsletter.toml")
+    assert newsletter(root, "send", SAMPLE_ISSUE, "--yes")[0] == 0
+    ledger = open_ledger(settings)
+    try:  # as a kill leaves it: some rows in flight, some still to go
+        ledger.db.execute(
+            "UPDATE recipients SET status = 'inflight' WHERE id IN"
+            " (SELECT id FROM recipients ORDER BY id LIMIT 2)"
+        )
+        ledger.db.execute(
+            "UPDATE recipients SET status = 'pending' WHERE id IN"
+            " (SELECT id FROM recipients ORDER BY id DESC LIMIT 3)"
+        )
+        ledger.db.execute("UPDATE issues SET status = 'sending', finished_at = NULL")
+    finally:
+        ledger.close()
+    server = FakePostmark()
+    try:
+        use_provider(root, f'name = "postmark"\nbase_url = "{server.url}"')
+        code, out, err = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+        assert code == 0, out + err
+        assert len(delivered(server)) == len(set(delivered(server))) == 9
+    finally:
+        server.close()
+
+
+def test_a_send_begun_through_postmark_is_not_finished_through_the_outbox(
+    make_project: Callable[..., Path],
+) -> None:
+    """Finished through the outbox, the rest were written to files, the issue marked complete,
+    and they never got it."""
+    root = make_project()
+    settings = load_settings(root / "newsletter.toml")
+    server = FakePostmark()
+    try:
+        use_provider(root, f'name = "postmark"\nbase_url = "{server.url}"')
+        assert newsletter(root, "send", SAMPLE_ISSUE, "--yes")[0] == 0
+    finally:
+        server.close()
+    ledger = open_ledger(settings)
+    try:  # as a Ctrl-C leaves it: some still to send
+        ledger.db.execute(
+            "UPDATE recipients SET status = 'pending' WHERE id IN"
+            " (SELECT id FROM recipients ORDER BY id DESC LIMIT 4)"
+        )
+        ledger.db.execute("UPDATE recipient_counts SET n = n - 4 WHERE status = 'sent'")
+        ledger.db.execute("UPDATE recipient_counts SET n = n + 4 WHERE status = 'pending'")
+        ledger.db.execute("UPDATE issues SET status = 'paused', finished_at = NULL")
+    finally:
+        ledger.close()
+    # The record beside the drafts of a run stopped there says 5, not the 9 set back above.
+    (root / "newsletters" / ".sent" / f"{SLUG}.json").unlink()
+    use_provider(root, 'name = "outbox"')
+    code, out, err = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
+    assert code == 2, out + err
+    assert "its sending began through postmark (5 sent)" in err
+    assert "set [provider] back to postmark to finish it" in err
+    assert not (root / "outbox" / SLUG).exists()

@@ -499,22 +499,22 @@ class Ledger:
         return record
 
     def trial_only(self, slug: str, trial_provider: str = "outbox") -> bool:
-        """Whether every reader of the issue went through ``trial_provider`` (the outbox,
-        which emails nobody): at least one batch, each handed to it, and no reader left in
-        flight or unknown.  A batch of another provider, or of none recorded (a ledger from
-        before batches had one), and it is not: someone may have been emailed."""
+        """Whether every batch of the issue was handed to ``trial_provider`` (the outbox,
+        which emails nobody), and there was at least one: then nobody was emailed it, whatever
+        its rows say (sent to a file, or left in flight or unknown by a killed trial).  A batch
+        of another provider, or of none recorded (a ledger from before batches had one), and
+        it is not: someone may have been emailed."""
         row = self.db.execute(
             "SELECT count(*), count(*) FILTER (WHERE provider IS NOT ?) FROM batches"
             " WHERE issue = ?",
             (trial_provider, slug),
         ).fetchone()
-        if not row[0] or row[1]:
-            return False
-        open_rows = self.db.execute(
-            "SELECT 1 FROM recipients WHERE issue = ? AND status IN (?, ?) LIMIT 1",
-            (slug, RecipientStatus.INFLIGHT, RecipientStatus.UNKNOWN),
-        ).fetchone()
-        return open_rows is None
+        return bool(row[0]) and not row[1]
+
+    def batch_providers(self, slug: str) -> set[str | None]:
+        """The providers the issue's batches were handed to (None: not recorded)."""
+        rows = self.db.execute("SELECT DISTINCT provider FROM batches WHERE issue = ?", (slug,))
+        return {row[0] for row in rows}
 
     def forget_trial(self, slug: str, trial_provider: str = "outbox") -> int:
         """Forget the readers of an issue only ever written to ``trial_provider`` (see

@@ -6,7 +6,7 @@ import difflib
 from collections.abc import Mapping
 
 from pipeline.config import Settings, setting_line
-from pipeline.delivery.provider import Provider, ProviderInfo
+from pipeline.delivery.provider import Options, Provider, ProviderInfo
 from pipeline.delivery.providers import (
     brevo,
     mailgun,
@@ -59,10 +59,16 @@ def provider_problems(settings: Settings) -> list[ConfigError]:
     """What a send would refuse in ``[provider]`` (its name, its settings), checked as the
     send checks them but without the secrets, which ``check`` does not need and may not
     have: each secret is a stand-in here, and nothing is sent or connected to."""
+    from pipeline.delivery.loop import DeliveryPolicy  # the loop's settings: batch_size, rate
+
     try:
         info = registered(settings)
         stand_ins = {secret.split()[0]: "stand-in-for-check" for secret in info.secrets}
-        info.create(settings, stand_ins).close()
+        provider = info.create(settings, stand_ins)
+        try:
+            DeliveryPolicy.from_options(Options(settings, info.options), provider)
+        finally:
+            provider.close()
     except ConfigError as exc:
         return [exc]
     return []
