@@ -815,8 +815,8 @@ def archive(ctx: click.Context, out: Path | None, drafts: bool) -> None:
         draft = shown(skip.path)
         reason = skip.reason.replace(str(skip.path), draft, 1)
         click.echo(
-            f"not published, it does not load: {reason}; newsletter check {draft} lists every"
-            " problem",
+            f"not published, it has a problem a send would refuse: {reason}; newsletter check"
+            f" {draft} lists every problem",
             err=True,
         )
     issues = counted(len(result.published), "published issue")

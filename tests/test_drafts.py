@@ -610,3 +610,21 @@ def test_a_subject_that_starts_with_a_merge_field_needs_no_quotes(
     assert messages(path, settings) == []
     compiled = compile_issue(load_issue(path, LA), settings)
     assert compiled.personalise({"first_name": "Ada"}, "https://x/u").subject == (first_reader_sees)
+
+
+def test_control_characters_pasted_from_a_word_processor_are_spaces(
+    write_issue: Callable[..., Path], settings: Settings
+) -> None:
+    """A form feed or vertical tab pasted into the body, or \\x01 in a quoted subject, made
+    the email's MJML fail to compile: "unable to parse next template", naming no line."""
+    from pipeline.render.checks import check_issue
+    from pipeline.render.compile import compile_issue
+
+    path = write_issue(
+        "Hi there,\x0c pasted text\x0b here.\n", front='subject: "Pasted \\x01 Word"\n'
+    )
+    assert check_issue(path, settings) == []
+    issue = load_issue(path, LA)
+    assert issue.subject == "Pasted   Word" and "pasted text  here." in issue.body
+    compiled = compile_issue(issue, settings)
+    assert "pasted text here." in compiled.personalise({"email": "a@example.org"}, "https://u").text

@@ -293,12 +293,16 @@ def test_a_broken_draft_is_skipped_with_its_reason(project: Path) -> None:
     )
     code, out, err = newsletter(project, "archive")
     assert code == 0, err
-    assert "not published, it does not load: " in err and "2025-10-01-broken.md:2: subjet" in err
+    assert (
+        "not published, it has a problem a send would refuse: " in err
+        and "2025-10-01-broken.md:2: subjet" in err
+    )
     assert "2 published issues; 6 files changed" in out
     # Named as she would type it, with the command that lists every problem in it.
     assert err.strip() == (
-        "not published, it does not load: newsletters/2025-10-01-broken.md:2: subjet: unknown"
-        " key (did you mean 'subject'?) (and 1 more); newsletter check"
+        "not published, it has a problem a send would refuse:"
+        " newsletters/2025-10-01-broken.md:2: subjet: unknown key (did you mean 'subject'?)"
+        " (and 1 more); newsletter check"
         " newsletters/2025-10-01-broken.md"
         " lists every problem"
     )
@@ -495,7 +499,12 @@ def test_hostile_draft_and_odd_file_name(project: Path) -> None:
         "---\n\n"
         "Hi {{ subscriber.first_name | default('<img src=x onerror=alert(1)>') }},\n\n"
         "<script>alert(2)</script>\n\n"
-        "[click](javascript:alert(3))\n",
+        "[click](https://movementsolutions.example/?a=<b>&c=%22d%22)\n",
+        encoding="utf-8",
+    )
+    # A javascript: link is a problem check refuses: such a draft is never public (below).
+    (project / "newsletters" / "2025-10-07-js.md").write_text(
+        "---\nsubject: JS\nsend_at: 2025-10-07 07:00\n---\n\n[click](javascript:alert(3))\n",
         encoding="utf-8",
     )
     config = project / "newsletter.toml"
@@ -509,6 +518,7 @@ def test_hostile_draft_and_odd_file_name(project: Path) -> None:
     site = project / "site"
     result = build_site(settings, site, now=NOW)
     assert name in result.published
+    assert "2025-10-07-js" not in result.published
     page = (site / "issues" / name / "index.html").read_text(encoding="utf-8")
     everything = "\n".join(site_text(site).values())
     assert "<script" not in everything

@@ -120,6 +120,12 @@ def load_issue(path: Path, timezone: tzinfo) -> Issue:
     return issue
 
 
+# Invisible control characters a word processor leaves in pasted text (a form feed, a
+# vertical tab; "\x01" written in a quoted subject): each read as a space, as the web edition
+# shows them.  Left in, the email's MJML did not compile, and the send stopped with no line.
+_PASTED_CONTROLS = re.compile(r"[\x01-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
 def read_issue(path: Path, timezone: tzinfo) -> tuple[Issue | None, list[InputError]]:
     """The draft, as far as it can be read, and every problem with it, so ``check`` can report
     them all in one run.  The Issue is None only when the front matter cannot be read at all;
@@ -139,7 +145,7 @@ def read_issue(path: Path, timezone: tzinfo) -> tuple[Issue | None, list[InputEr
         return None, [InputError(_not_utf8(raw, exc), path=path, line=line)]
     if "\x00" in text:
         return None, [InputError("is not a text file (it contains NUL bytes)", path=path)]
-    text = text.replace("\r\n", "\n")
+    text = _PASTED_CONTROLS.sub(" ", text.replace("\r\n", "\n"))
 
     try:
         front = split_front_matter(text, path)
@@ -163,7 +169,7 @@ def read_issue(path: Path, timezone: tzinfo) -> tuple[Issue | None, list[InputEr
         if isinstance(value, (dict, list)):
             problem(key, "must be a single line of text")
             return default
-        return str(value).strip()
+        return _PASTED_CONTROLS.sub(" ", str(value)).strip()
 
     subject = text_value("subject")
     if not subject:

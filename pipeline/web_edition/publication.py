@@ -131,7 +131,19 @@ def collect(settings: Settings, now: datetime) -> tuple[list[Entry], list[Skippe
                 raise
             skipped.append(Skipped(path, _first_problem(exc)))
             continue
-        entries.append(classify(issue, sent.get(issue.slug), now, issue.slug in sends.trials))
+        entry = classify(issue, sent.get(issue.slug), now, issue.slug in sends.trials)
+        if entry.public and issue.slug not in sent:
+            # Public by its date alone: a draft cron refused for its problems (a misspelt
+            # merge field shown as "Hi ,", a literal {.button}) went on the site as it was.
+            from pipeline.render.checks import check_issue  # what a send refuses
+
+            problems = check_issue(path, settings)
+            if problems:
+                first = _first_problem(problems[0])
+                more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+                skipped.append(Skipped(path, first + more))
+                continue
+        entries.append(entry)
     loaded = {entry.issue.slug for entry in entries}
     for slug in sorted(set(sent) - loaded):
         # Sent, then its draft moved or deleted: its page goes, and she should know why.
