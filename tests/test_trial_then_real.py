@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -45,6 +46,17 @@ def use_provider(root: Path, provider: str) -> None:
     config.write_text(text, encoding="utf-8")
 
 
+@contextmanager
+def postmark(root: Path) -> Iterator[FakePostmark]:
+    """The project sending through a local server speaking Postmark's API, while in use."""
+    server = FakePostmark()
+    try:
+        use_provider(root, f'name = "postmark"\nbase_url = "{server.url}"')
+        yield server
+    finally:
+        server.close()
+
+
 def delivered(server: FakePostmark) -> list[str]:
     return sorted(str(m["To"]) for m in server.accepted)
 
@@ -53,9 +65,7 @@ def test_a_trial_in_the_outbox_then_a_real_send(make_project: Callable[..., Path
     root = make_project()
     assert newsletter(root, "send", SAMPLE_ISSUE, "--yes")[0] == 0  # README's first command
     assert len(list((root / "outbox" / SLUG).glob("*.eml"))) == 9
-    server = FakePostmark()
-    try:
-        use_provider(root, f'name = "postmark"\nbase_url = "{server.url}"')
+    with postmark(root) as server:
         code, out, _ = newsletter(root, "status", SAMPLE_ISSUE)
         assert out.startswith(f"{SLUG}: missed, only written to the outbox (a trial), emailed")
         code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--dry-run")
@@ -73,8 +83,6 @@ def test_a_trial_in_the_outbox_then_a_real_send(make_project: Callable[..., Path
         code, out, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
         assert code == 0 and len(delivered(server)) == 9
         assert "only written to the outbox" not in newsletter(root, "status")[1]
-    finally:
-        server.close()
 
 
 def test_a_trial_of_a_scheduled_issue_goes_out_by_cron_once_a_provider_emails(
@@ -82,9 +90,7 @@ def test_a_trial_of_a_scheduled_issue_goes_out_by_cron_once_a_provider_emails(
 ) -> None:
     root = make_project()
     assert newsletter(root, "send", SAMPLE_ISSUE, "--yes")[0] == 0  # the trial, early
-    server = FakePostmark()
-    try:
-        use_provider(root, f'name = "postmark"\nbase_url = "{server.url}"')
+    with postmark(root) as server:
         settings = load_settings(root / "newsletter.toml")
         when = datetime(2025, 7, 21, 7, 5, tzinfo=LA)
         environ = {"POSTMARK_SERVER_TOKEN": POSTMARK_TOKEN}
@@ -94,8 +100,6 @@ def test_a_trial_of_a_scheduled_issue_goes_out_by_cron_once_a_provider_emails(
         assert [r.slug for r in run.reports] == [SLUG] and len(delivered(server)) == 9
         assert send_due(settings, environ, now=when).reports == []  # nothing twice
         assert len(delivered(server)) == 9
-    finally:
-        server.close()
 
 
 def test_a_send_partly_through_a_real_provider_is_no_trial(
@@ -114,14 +118,10 @@ def test_a_send_partly_through_a_real_provider_is_no_trial(
         assert not ledger.trial_only(SLUG)
     finally:
         ledger.close()
-    server = FakePostmark()
-    try:
-        use_provider(root, f'name = "postmark"\nbase_url = "{server.url}"')
+    with postmark(root) as server:
         code, _, _ = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
         assert code == 0 and delivered(server) == []
         assert "only written to the outbox" not in newsletter(root, "status")[1]
-    finally:
-        server.close()
 
 
 def test_a_copy_of_a_sent_issue_under_a_new_name_is_refused(
@@ -131,9 +131,7 @@ def test_a_copy_of_a_sent_issue_under_a_new_name_is_refused(
     forgotten) is a new issue to the ledger: it went to the whole list again.  Trailing
     spaces, which no reader sees, do not make it another issue."""
     root = make_project()
-    server = FakePostmark()
-    try:
-        use_provider(root, f'name = "postmark"\nbase_url = "{server.url}"')
+    with postmark(root) as server:
         assert newsletter(root, "send", SAMPLE_ISSUE, "--yes")[0] == 0
         assert len(delivered(server)) == 9
         text = (root / SAMPLE_ISSUE).read_text(encoding="utf-8")
@@ -166,8 +164,6 @@ def test_a_copy_of_a_sent_issue_under_a_new_name_is_refused(
         )
         assert code == 0, err
         assert len(delivered(server)) == 27
-    finally:
-        server.close()
 
 
 def test_two_trials_of_one_text_do_not_both_go_out(make_project: Callable[..., Path]) -> None:
@@ -178,15 +174,11 @@ def test_two_trials_of_one_text_do_not_both_go_out(make_project: Callable[..., P
     copy = root / "newsletters" / "2025-07-28-hip-rotation.md"
     copy.write_text((root / SAMPLE_ISSUE).read_text(encoding="utf-8"), encoding="utf-8")
     assert newsletter(root, "send", "newsletters/2025-07-28-hip-rotation.md", "--yes")[0] == 0
-    server = FakePostmark()
-    try:
-        use_provider(root, f'name = "postmark"\nbase_url = "{server.url}"')
+    with postmark(root) as server:
         assert newsletter(root, "send", SAMPLE_ISSUE, "--yes")[0] == 0
         code, _, err = newsletter(root, "send", "newsletters/2025-07-28-hip-rotation.md", "--yes")
         assert code == 2 and "word for word" in err
         assert len(delivered(server)) == len(set(delivered(server))) == 9
-    finally:
-        server.close()
 
 
 def test_a_killed_trial_is_still_a_trial(make_project: Callable[..., Path]) -> None:
@@ -208,14 +200,10 @@ def test_a_killed_trial_is_still_a_trial(make_project: Callable[..., Path]) -> N
         ledger.db.execute("UPDATE issues SET status = 'sending', finished_at = NULL")
     finally:
         ledger.close()
-    server = FakePostmark()
-    try:
-        use_provider(root, f'name = "postmark"\nbase_url = "{server.url}"')
+    with postmark(root) as server:
         code, out, err = newsletter(root, "send", SAMPLE_ISSUE, "--yes")
         assert code == 0, out + err
         assert len(delivered(server)) == len(set(delivered(server))) == 9
-    finally:
-        server.close()
 
 
 def test_a_send_begun_through_postmark_is_not_finished_through_the_outbox(
@@ -225,12 +213,8 @@ def test_a_send_begun_through_postmark_is_not_finished_through_the_outbox(
     and they never got it."""
     root = make_project()
     settings = load_settings(root / "newsletter.toml")
-    server = FakePostmark()
-    try:
-        use_provider(root, f'name = "postmark"\nbase_url = "{server.url}"')
+    with postmark(root):
         assert newsletter(root, "send", SAMPLE_ISSUE, "--yes")[0] == 0
-    finally:
-        server.close()
     ledger = open_ledger(settings)
     try:  # as a Ctrl-C leaves it: some still to send
         ledger.db.execute(
