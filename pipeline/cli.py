@@ -1264,6 +1264,16 @@ def subscribers_export(ctx: click.Context, out: Path | None) -> None:
     finally:
         temp.unlink(missing_ok=True)
     click.echo(f"exported {counted(count, 'row')} to {out}")
+    from pipeline.audience.subscribers import check_list
+
+    if strays := check_list(path, keep=0).strays:
+        lines = ", ".join(str(stray.line) for stray in strays[:5])
+        click.echo(
+            f"  not in the copy: cells in no column the header names, on"
+            f" {counted(len(strays), 'row')} (line {lines}{', ...' if len(strays) > 5 else ''});"
+            " `newsletter subscribers check` names them",
+            err=True,
+        )
 
 
 @subscribers.command(name="history")

@@ -91,6 +91,12 @@ def test_cells_no_column_names_are_said_and_a_new_column_goes_after_them(root: P
     )
     code, out, _ = run("subscribers", "check")
     assert "subscribers.csv:2: 2 cells in no column the header names" in out
+    code, out, err = run("subscribers", "export", "--out", "copy.csv")  # said, not dropped
+    assert code == 0 and "555-0100" not in (root / "copy.csv").read_text("utf-8-sig")
+    assert err == (
+        "  not in the copy: cells in no column the header names, on 2 rows (line 2, 3);"
+        " `newsletter subscribers check` names them\n"
+    )
 
 
 def test_check_counts_and_names_whom_the_consent_history_keeps_out(root: Path) -> None:
