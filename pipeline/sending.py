@@ -428,7 +428,9 @@ def _send_locked(
                 path=issue.path,
                 field="send_at",
             )
-        if not force and (twin := sent_twin(settings, issue, really_sent(ledger))):
+        if not force and (
+            twin := sent_twin(settings, issue, sent_texts(settings, really_sent(ledger)))
+        ):
             raise InputError(
                 f"{twin}, so it would mail the same email to the same list again; edit it,"
                 " or re-run with --force to send it anyway",
@@ -693,11 +695,6 @@ class DueRun:
         return max(codes, default=0)
 
 
-def _seen(text: str) -> list[str]:
-    """A body as its readers see it, for comparing: no trailing spaces, no blank edges."""
-    return [line.rstrip() for line in text.strip().splitlines()]
-
-
 def really_sent(ledger: Ledger) -> dict[str, IssueRecord]:
     """The started issues but the trials (``Ledger.trial_only``): those someone was emailed."""
     return {s: r for s, r in started_issues_of(ledger).items() if not ledger.trial_only(s)}
@@ -707,25 +704,43 @@ def started_issues_of(ledger: Ledger) -> dict[str, IssueRecord]:
     return {r.slug: r for r in ledger.issues() if ledger.counts(r.slug).audience > 0}
 
 
-def sent_twin(settings: Settings, issue: Issue, started: Mapping[str, IssueRecord]) -> str:
-    """Why ``issue`` is a copy of one sent: its subject and body word for word another draft's
-    in ``started`` (``really_sent``'s: a trial emailed nobody), or "" when none is.  A sent
-    issue copied to a new file name (to fix its date, or as the start of the next one, then
-    forgotten) is a new issue to the ledger, and went to the whole list again.  Compared
-    with trailing spaces and line endings left out, which no reader sees."""
+# A draft's words as its readers see them -> the draft and its ledger record.
+SentTexts = Mapping[tuple[str, tuple[str, ...]], tuple[Path, IssueRecord]]
+
+
+def _words(issue: Issue) -> tuple[str, tuple[str, ...]]:
+    """Subject and body as readers see them, for comparing: no trailing spaces, no blank
+    edges, whatever the line endings."""
+    return issue.subject.strip(), tuple(line.rstrip() for line in issue.body.strip().splitlines())
+
+
+def sent_texts(settings: Settings, started: Mapping[str, IssueRecord]) -> SentTexts:
+    """The words of every draft in ``started`` (``really_sent``'s: a trial emailed nobody),
+    read once for all the comparisons of one command."""
+    texts: dict[tuple[str, tuple[str, ...]], tuple[Path, IssueRecord]] = {}
     for path in sorted(settings.newsletters_dir.glob("*.md")):
-        slug = path.stem
-        if slug == issue.slug or slug not in started or path.name == WELCOME_DRAFT:
+        if path.stem not in started or path.name == WELCOME_DRAFT:
             continue
         try:
-            other = load_issue(path, settings.timezone)
+            texts.setdefault(
+                _words(load_issue(path, settings.timezone)), (path, started[path.stem])
+            )
         except InputError:
             continue
-        if (other.subject.strip(), _seen(other.body)) == (issue.subject.strip(), _seen(issue.body)):
-            record = started[slug]
-            when = local_time(datetime.fromisoformat(record.started_at), settings.timezone)
-            return f"its subject and text are word for word {shown(path)}'s, sent {when}"
-    return ""
+    return texts
+
+
+def sent_twin(settings: Settings, issue: Issue, texts: SentTexts) -> str:
+    """Why ``issue`` is a copy of one sent: its subject and body word for word another draft's
+    of ``texts`` (``sent_texts``), or "" when none is.  A sent issue copied to a new file name
+    (to fix its date, or as the start of the next one, then forgotten) is a new issue to the
+    ledger, and went to the whole list again."""
+    found = texts.get(_words(issue))
+    if found is None or found[0].stem == issue.slug:
+        return ""
+    path, record = found
+    when = local_time(datetime.fromisoformat(record.started_at), settings.timezone)
+    return f"its subject and text are word for word {shown(path)}'s, sent {when}"
 
 
 def trial_issues(settings: Settings, started: Mapping[str, IssueRecord]) -> set[str]:
@@ -992,7 +1007,9 @@ def dry_run(
     if trial:  # only written to the outbox: the send starts it afresh, as a new one
         counts = status = None
         record = None
-    if (record is None or trial) and (twin := sent_twin(settings, issue, sent_ones)):
+    if (record is None or trial) and (
+        twin := sent_twin(settings, issue, sent_texts(settings, sent_ones))
+    ):
         raise InputError(  # what the send would refuse, the dry run says
             f"{twin}, so it would mail the same email to the same list again; edit it,"
             " or re-run with --force to send it anyway",
@@ -1097,6 +1114,8 @@ def status_rows(
             finally:
                 ledger.close()
     emails = settings.provider.name != OUTBOX
+    # Read once for every draft's "a copy of a sent issue?", not once a draft.
+    texts = sent_texts(settings, {k: v for k, v in every_started.items() if k not in trials})
     by_slug: dict[str, Draft | None] = {d.slug: d for d in drafts}
     by_slug.update({slug: None for slug in started if slug not in by_slug})
     rows = []
@@ -1108,8 +1127,7 @@ def status_rows(
         trial_only = slug in trials and emails and draft is not None
         as_recorded = None if trial_only else record
         state = issue_state(send_at, as_recorded, now, settings.max_lateness)
-        sent_ones = {k: v for k, v in every_started.items() if k not in trials}
-        detail = _state_detail(state, draft, as_recorded, now, settings, sent_ones)
+        detail = _state_detail(state, draft, as_recorded, now, settings, texts)
         if slug in trials:
             detail = (
                 f"only written to the outbox (a trial), emailed nobody; {detail}"
@@ -1138,7 +1156,7 @@ def _state_detail(
     record: IssueRecord | None,
     now: datetime,
     settings: Settings,
-    started: Mapping[str, IssueRecord],
+    texts: SentTexts,
 ) -> str:
     zone = settings.timezone
     if record is not None:
@@ -1156,25 +1174,23 @@ def _state_detail(
     assert draft.send_at is not None
     if state is IssueState.SCHEDULED:
         return f"for {local_time(draft.send_at, zone)}" + _blocked_by(
-            draft, settings, "then", started
+            draft, settings, "then", texts
         )
     if state is IssueState.DUE:
-        blocked = _blocked_by(draft, settings, "now", started)
+        blocked = _blocked_by(draft, settings, "now", texts)
         if blocked:
             return f"send_at {local_time(draft.send_at, zone)} has passed{blocked}"
         return f"send_at {local_time(draft.send_at, zone)} has passed: the next cron run sends it"
     missed = missed_detail(draft, draft.send_at, now, settings.max_lateness, zone)
-    twin = sent_twin(settings, load_issue(draft.path, settings.timezone), started)
+    twin = sent_twin(settings, load_issue(draft.path, settings.timezone), texts)
     return f"{missed}; but {twin}, so edit it first" if twin else missed
 
 
-def _blocked_by(
-    draft: Draft, settings: Settings, when: str, started: Mapping[str, IssueRecord]
-) -> str:
+def _blocked_by(draft: Draft, settings: Settings, when: str, texts: SentTexts) -> str:
     """For an issue cron is to send: what would stop it, or "".  Cron refuses an issue with
     problems and says so only in its log, so ``status`` (what she reads) runs the same check
     cron's send runs first, rather than promise a send that will not happen."""
-    twin = sent_twin(settings, load_issue(draft.path, settings.timezone), started)
+    twin = sent_twin(settings, load_issue(draft.path, settings.timezone), texts)
     if twin:
         return (
             f", but cron will not send it {when}: {twin}; edit it, or send it anyway with:"
